@@ -1,0 +1,174 @@
+"""Checking an order request before anything is written.
+
+Everything that can be wrong with a request is found here, field by field, so
+`queue.place` either writes a whole order or nothing at all, and every caller
+(API, form, `rush`) reports the same clear error naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from orders.models import SIZE_FACTOR, Order, Pizza, Size
+
+ALLOWED_FIELDS = {
+    "items", "kind", "area", "shop", "priority", "note", "customer_name", "not_before", "max_attempts",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """A validated request: contents checked against the menu, sizes bounded."""
+
+    items: list[dict[str, Any]]
+    kind: str = Order.Kind.DELIVERY
+    area: str = ""
+    shop: str = ""
+    priority: int = 0
+    note: str = ""
+    customer_name: str = ""
+    not_before: datetime | None = None
+    max_attempts: int | None = None
+    estimated_seconds: int = field(default=0, compare=False)
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, to tell a retry from a different order reusing a key."""
+        body = {
+            "items": self.items, "kind": self.kind, "area": self.area, "shop": self.shop,
+            "priority": self.priority, "note": self.note, "customer_name": self.customer_name,
+            "not_before": self.not_before.isoformat() if self.not_before else None,
+            "max_attempts": self.max_attempts,
+        }  # fmt: skip
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _int(value: Any, name: str, low: int, high: int, errors: dict[str, list[str]]) -> int | None:
+    # bool is an int subclass; `true` is not a quantity.
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            errors.setdefault(name, []).append("Must be a whole number.")
+            return None
+    if not low <= value <= high:
+        errors.setdefault(name, []).append(f"Must be between {low} and {high}.")
+        return None
+    return value
+
+
+def _text(value: Any, name: str, limit: int, errors: dict[str, list[str]]) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors.setdefault(name, []).append("Must be a string.")
+        return ""
+    value = value.strip()
+    if len(value) > limit:
+        errors.setdefault(name, []).append(f"At most {limit} characters.")
+    if "\x00" in value:
+        errors.setdefault(name, []).append("Must not contain NUL characters.")
+    return value
+
+
+def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]], int]:
+    """Normalised items and the kitchen seconds they need at speed 1.0."""
+    max_items = settings.PIZZAQUEUE_MAX_ITEMS
+    if not isinstance(raw, list) or not raw:
+        errors["items"] = ["Must be a non-empty list of {pizza, size, quantity}."]
+        return [], 0
+    if len(raw) > max_items:
+        errors["items"] = [f"At most {max_items} items per order."]
+        return [], 0
+    slugs = {entry.get("pizza") for entry in raw if isinstance(entry, Mapping) and isinstance(entry.get("pizza"), str)}
+    menu = {p.slug: p for p in Pizza.objects.filter(slug__in=slugs, available=True)}
+    items: list[dict[str, Any]] = []
+    seconds = 0.0
+    for index, entry in enumerate(raw):
+        where = f"items[{index}]"
+        if not isinstance(entry, Mapping):
+            errors.setdefault(where, []).append("Must be an object with pizza, size and quantity.")
+            continue
+        unknown = set(entry) - {"pizza", "size", "quantity"}
+        if unknown:
+            errors.setdefault(where, []).append(f"Unknown fields: {', '.join(sorted(map(str, unknown)))}.")
+        pizza = menu.get(entry.get("pizza")) if isinstance(entry.get("pizza"), str) else None
+        if pizza is None:
+            errors.setdefault(f"{where}.pizza", []).append(f"Not on the menu: {entry.get('pizza')!r}.")
+        size = entry.get("size", Size.MEDIUM)
+        if size not in Size.values:
+            errors.setdefault(f"{where}.size", []).append(f"Must be one of {', '.join(Size.values)}.")
+        quantity = _int(entry.get("quantity", 1), f"{where}.quantity", 1, settings.PIZZAQUEUE_MAX_QUANTITY, errors)
+        if pizza is not None and size in Size.values and quantity is not None:
+            items.append({"pizza": pizza.slug, "size": size, "quantity": quantity})
+            seconds += pizza.bake_seconds * SIZE_FACTOR[Size(size)] * quantity ** 0.5
+    return items, round(seconds)
+
+
+def clean_order_request(data: Mapping[str, Any]) -> OrderRequest:
+    """Validate a raw request (parsed JSON, form data or keyword arguments).
+
+    Raises ValidationError whose message_dict names every bad field.
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError({"non_field_errors": ["Expected an object."]})
+    errors: dict[str, list[str]] = {}
+    unknown = set(data) - ALLOWED_FIELDS
+    if unknown:
+        errors["non_field_errors"] = [f"Unknown fields: {', '.join(sorted(map(str, unknown)))}."]
+    items, seconds = _items(data.get("items"), errors)
+
+    kind = data.get("kind") or Order.Kind.DELIVERY
+    if kind not in Order.Kind.values:
+        errors["kind"] = [f"Must be one of {', '.join(Order.Kind.values)}."]
+    shop = _text(data.get("shop"), "shop", 100, errors)
+    if kind == Order.Kind.TAKEAWAY and not shop and "shop" not in errors:
+        errors["shop"] = ["A takeaway order names the shop it is collected from."]
+    if kind == Order.Kind.DELIVERY and shop:
+        errors["shop"] = ["Only takeaway orders are pinned to a shop."]
+
+    priority = data.get("priority", 0)
+    priority = _int(priority, "priority", Order.MIN_PRIORITY, Order.MAX_PRIORITY, errors)
+    max_attempts = data.get("max_attempts")
+    if max_attempts is not None:
+        max_attempts = _int(max_attempts, "max_attempts", 1, 20, errors)
+
+    not_before = data.get("not_before")
+    if isinstance(not_before, str):
+        try:
+            parsed = parse_datetime(not_before)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            errors["not_before"] = ["Must be an ISO 8601 date and time."]
+        not_before = parsed
+    if not_before is not None and not isinstance(not_before, datetime):
+        errors["not_before"] = ["Must be an ISO 8601 date and time."]
+        not_before = None
+    if isinstance(not_before, datetime) and timezone.is_naive(not_before):
+        not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
+
+    request = OrderRequest(
+        items=items,
+        kind=kind,
+        area=_text(data.get("area"), "area", 64, errors),
+        shop=shop,
+        priority=priority if priority is not None else 0,
+        note=_text(data.get("note"), "note", settings.PIZZAQUEUE_MAX_NOTE, errors),
+        customer_name=_text(data.get("customer_name"), "customer_name", 100, errors),
+        not_before=not_before,
+        max_attempts=max_attempts,
+        estimated_seconds=seconds,
+    )
+    if errors:
+        raise ValidationError(errors)
+    return request

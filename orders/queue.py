@@ -1,0 +1,609 @@
+"""The queue operations: every change to an order's state happens here.
+
+Each operation is one transaction that writes the change *and* its
+`OrderEvent` together, so the timeline (and the outbox that live updates are
+read from) can never disagree with the order. Views, the API, admin actions,
+commands and the worker loop call these functions; nothing else writes an
+order's status.
+
+Contested writes are conditional UPDATEs whose row count is checked: a worker's
+writes about an order (stage, done, fail, release) are fenced by the lease
+token it got when it claimed the order, so a worker that lost its lease can
+only record `lease-lost`, never overwrite the new holder's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from orders.intake import OrderRequest
+from orders.models import Order, OrderEvent
+from workers import ring
+from workers.buckets import lock_ring, rebalance
+from workers.models import Bucket, BucketMove, Worker
+
+logger = logging.getLogger(__name__)
+
+# PostgreSQL channel a worker LISTENs on to wake up as soon as work appears.
+ORDERS_CHANNEL = "pizzaqueue_orders"
+SHOP_UNAVAILABLE = "shop unavailable"
+
+Status = Order.Status
+Event = OrderEvent.Kind
+
+
+class OrderNotFoundError(Exception):
+    pass
+
+
+class InvalidTransitionError(Exception):
+    """The order is not in a state that allows this (e.g. cancelling a baked pizza)."""
+
+
+class IdempotencyConflictError(Exception):
+    """The idempotency key was already used for a different request."""
+
+
+class WorkerLostError(Exception):
+    """This worker incarnation was declared dead (or stopped) by someone else."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An order handed to one worker, with the token that fences its later writes."""
+
+    order: Order
+    token: uuid.UUID
+
+
+@dataclass
+class Recovery:
+    """What one dead-worker or expired-lease sweep did, for logs and tests."""
+
+    requeued: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
+    moved_buckets: int = 0
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
+
+
+def rank_for(base: datetime, priority: int) -> int:
+    """The claim-order key: smaller is claimed first.
+
+    An order's effective priority is `priority + aging * minutes waited`.
+    Comparing two orders' effective priorities at any moment gives the same
+    answer as comparing `enqueued_at - priority / aging` (the clock cancels
+    out), so this constant key, served by a plain index, orders the queue by
+    priority, then age, with aging: an order that waited long enough
+    overtakes newer urgent ones, and none is starved.
+    """
+    micros = int(base.timestamp() * 1_000_000)
+    aging = settings.PIZZAQUEUE_PRIORITY_AGING
+    if aging <= 0:
+        return micros - priority * 10**15  # strict priority, FIFO within it
+    return micros - round(priority * 60_000_000 / aging)
+
+
+def retry_delay(attempt: int) -> timedelta:
+    base = settings.PIZZAQUEUE_RETRY_BACKOFF
+    return timedelta(seconds=min(base * 2 ** max(attempt - 1, 0), settings.PIZZAQUEUE_RETRY_BACKOFF_MAX))
+
+
+def _event(order_id: uuid.UUID, kind: str, now: datetime, *, worker_id: int | None = None,
+           stage: str = "", message: str = "", **data: object) -> OrderEvent:  # fmt: skip
+    return OrderEvent(
+        order_id=order_id, kind=kind, created_at=now, worker_id=worker_id, stage=stage, message=message[:500], data=data
+    )
+
+
+def _notify_work() -> None:
+    """Wake listening workers once this transaction commits (PostgreSQL only)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {ORDERS_CHANNEL}")
+
+
+def _get(order_id: uuid.UUID | str) -> Order:
+    try:
+        return Order.objects.get(pk=order_id)
+    except (Order.DoesNotExist, ValidationError, ValueError):
+        raise OrderNotFoundError(str(order_id)) from None
+
+
+# --- Intake -------------------------------------------------------------------
+
+
+def _new_order(request: OrderRequest, now: datetime, shop_id: int | None) -> Order:
+    eligible = max(request.not_before or now, now)
+    order_id = uuid.uuid4()
+    return Order(
+        id=order_id,
+        kind=request.kind,
+        items=request.items,
+        note=request.note,
+        customer_name=request.customer_name,
+        area=request.area,
+        bucket=ring.bucket_for(request.area or str(order_id), settings.PIZZAQUEUE_BUCKETS),
+        pinned_worker_id=shop_id,
+        priority=request.priority,
+        rank=rank_for(eligible, request.priority),
+        eligible_at=eligible,
+        max_attempts=request.max_attempts or settings.PIZZAQUEUE_MAX_ATTEMPTS,
+        estimated_seconds=request.estimated_seconds,
+        created_at=now,
+    )
+
+
+def _open_shop(name: str, *, lock: bool) -> Worker:
+    shops = Worker.objects.live().filter(name=name)
+    if lock:
+        # Holding the shop's row until commit means a concurrent declare_dead
+        # either sees this order (and cancels it) or runs before it, in which
+        # case the shop is no longer live here and the order is refused.
+        shops = shops.select_for_update(no_key=True)
+    shop = shops.first()
+    if shop is None:
+        raise ValidationError({"shop": [f"No open shop named {name!r}."]})
+    return shop
+
+
+def place(request: OrderRequest, idempotency_key: str | None = None, now: datetime | None = None) -> tuple[Order, bool]:
+    """Persist a confirmed order and its `placed` event; returns (order, created).
+
+    With an idempotency key, a retry of the same request returns the first
+    order (created=False) and a different request raises IdempotencyConflictError.
+    """
+    now = now or timezone.now()
+    fingerprint = request.fingerprint()
+    if idempotency_key:
+        existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _same_request(existing, fingerprint), False
+    try:
+        with transaction.atomic():
+            shop_id = _open_shop(request.shop, lock=True).pk if request.kind == Order.Kind.TAKEAWAY else None
+            order = _new_order(request, now, shop_id)
+            order.idempotency_key = idempotency_key or None
+            order.request_hash = fingerprint if idempotency_key else ""
+            order.save(force_insert=True)
+            _event(order.id, Event.PLACED, now, message="Order confirmed.").save(force_insert=True)
+            _notify_work()
+    except IntegrityError:
+        # Two submissions with one key raced; the unique constraint let one in.
+        if not idempotency_key:
+            raise
+        existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return _same_request(existing, fingerprint), False
+    logger.info("placed order=%s bucket=%s priority=%s", order.id, order.bucket, order.priority)
+    return order, True
+
+
+def _same_request(existing: Order, fingerprint: str) -> Order:
+    if existing.request_hash != fingerprint:
+        raise IdempotencyConflictError("This Idempotency-Key was already used for a different order.")
+    return existing
+
+
+def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) -> list[Order]:
+    """Bulk intake: many orders and their events in one transaction."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        shops = {
+            name: _open_shop(name, lock=True).pk for name in {r.shop for r in requests if r.kind == Order.Kind.TAKEAWAY}
+        }
+        orders = [_new_order(r, now, shops.get(r.shop) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests]
+        Order.objects.bulk_create(orders)
+        OrderEvent.objects.bulk_create(_event(o.id, Event.PLACED, now, message="Order confirmed.") for o in orders)
+        _notify_work()
+    return orders
+
+
+# --- Claiming and the worker's fenced writes ----------------------------------
+
+
+def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim]:
+    """Hand up to `limit` orders to a worker, highest effective priority first.
+
+    One transaction with the lock held briefly: on PostgreSQL the rows are
+    locked with FOR UPDATE SKIP LOCKED, so concurrent claimers pass over each
+    other's rows instead of waiting; on SQLite the IMMEDIATE transaction holds
+    the database's single write lock. Only orders in buckets the worker owns,
+    or pinned to it, are candidates: ownership is read inside the statement,
+    so a worker acting on a stale view of the ring claims nothing it lost.
+    """
+    now = now or timezone.now()
+    token = uuid.uuid4()
+    expires = now + lease_duration()
+    steal_after = settings.PIZZAQUEUE_STEAL_AFTER
+    steal_before = now - timedelta(seconds=steal_after) if steal_after > 0 else None
+    with transaction.atomic():
+        candidates = Order.objects.claimable(now).owned_by(worker_id, steal_before).in_claim_order()
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        orders = list(candidates[:limit])
+        if not orders:
+            return []
+        ids = [o.id for o in orders]
+        updated = Order.objects.filter(id__in=ids, status=Status.QUEUED).update(
+            status=Status.PREPARING, worker_id=worker_id, lease_token=token, lease_expires_at=expires,
+            attempts=F("attempts") + 1, claimed_at=now, stage="",
+        )  # fmt: skip
+        if updated != len(ids):
+            # Impossible while the rows are locked; refuse rather than hand out a half claim.
+            raise RuntimeError(f"claim raced: {updated} of {len(ids)} rows updated")
+        OrderEvent.objects.bulk_create(
+            _event(o.id, Event.CLAIMED, now, worker_id=worker_id, attempt=o.attempts + 1) for o in orders
+        )
+    for o in orders:
+        o.status, o.worker_id, o.lease_token, o.lease_expires_at = Status.PREPARING, worker_id, token, expires
+        o.attempts += 1
+        o.claimed_at = now
+    logger.debug("claimed count=%d worker=%s lease=%s", len(orders), worker_id, token)
+    return [Claim(o, token) for o in orders]
+
+
+def _record_lease_lost(order_ids: Iterable[uuid.UUID], worker_id: int | None, now: datetime, action: str) -> None:
+    existing = list(Order.objects.filter(id__in=list(order_ids)).values_list("id", flat=True))
+    OrderEvent.objects.bulk_create(
+        _event(oid, Event.LEASE_LOST, now, worker_id=worker_id,
+               message=f"A kitchen that lost this order tried to {action} it; ignored.", action=action)
+        for oid in existing
+    )  # fmt: skip
+    if existing:
+        logger.warning("lease lost orders=%s worker=%s action=%s", existing, worker_id, action)
+
+
+def report_stage(order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: int | None = None,
+                 now: datetime | None = None) -> bool:  # fmt: skip
+    """Record the kitchen stage; False when the lease is no longer this worker's."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        updated = Order.objects.filter(id=order_id, status=Status.PREPARING, lease_token=token).update(stage=stage)
+        if updated != 1:
+            _record_lease_lost([order_id], worker_id, now, f"report stage {stage} of")
+            return False
+        _event(order_id, Event.STAGE, now, worker_id=worker_id, stage=stage).save(force_insert=True)
+    return True
+
+
+def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None,
+                  now: datetime | None = None) -> set[uuid.UUID]:  # fmt: skip
+    """Mark orders done, each only if its lease token still matches.
+
+    Returns the ids completed; the others get a `lease-lost` event and are
+    dropped, so an order reaches `done` exactly once. One transaction for the
+    whole batch: batching is what lets a worker go past one commit per order.
+    """
+    now = now or timezone.now()
+    by_token: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for order_id, token in held:
+        by_token[token].append(order_id)
+    done: set[uuid.UUID] = set()
+    with transaction.atomic():
+        for token, ids in by_token.items():
+            # Lock the rows that are still ours, so the UPDATE below changes exactly these.
+            mine = set(
+                Order.objects.select_for_update()
+                .filter(id__in=ids, status=Status.PREPARING, lease_token=token)
+                .values_list("id", flat=True)
+            )
+            if mine:
+                Order.objects.filter(id__in=mine).update(
+                    status=Status.DONE, stage="", lease_token=None, lease_expires_at=None, finished_at=now
+                )
+                done |= mine
+            lost = [i for i in ids if i not in mine]
+            if lost:
+                _record_lease_lost(lost, worker_id, now, "complete")
+        OrderEvent.objects.bulk_create(
+            _event(oid, Event.DONE, now, worker_id=worker_id, message="Ready!") for oid in done
+        )
+    return done
+
+
+def complete(order_id: uuid.UUID, token: uuid.UUID, worker_id: int | None = None, now: datetime | None = None) -> bool:
+    return order_id in complete_many([(order_id, token)], worker_id, now)
+
+
+def fail(order_id: uuid.UUID, token: uuid.UUID, error: str, worker_id: int | None = None,
+         now: datetime | None = None) -> str:  # fmt: skip
+    """End a failed attempt: retry after a backoff, or dead-letter at max attempts.
+
+    Returns the event kind written: `retried`, `failed` or `lease-lost`.
+    """
+    now = now or timezone.now()
+    error = error[:2000]
+    with transaction.atomic():
+        order = (
+            Order.objects.select_for_update()
+            .filter(id=order_id, status=Status.PREPARING, lease_token=token)
+            .only("id", "attempts", "max_attempts")
+            .first()
+        )
+        if order is None:
+            _record_lease_lost([order_id], worker_id, now, "fail")
+            return Event.LEASE_LOST
+        if order.attempts >= order.max_attempts:
+            _to_failed([order_id], error, now)
+            _event(order_id, Event.FAILED, now, worker_id=worker_id, message=error, attempts=order.attempts).save()
+            return Event.FAILED
+        delay = retry_delay(order.attempts)
+        Order.objects.filter(id=order_id).update(
+            status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None,
+            eligible_at=now + delay, last_error=error,
+        )  # fmt: skip
+        _event(order_id, Event.RETRIED, now, worker_id=worker_id, message=error,
+               attempts=order.attempts, retry_in=delay.total_seconds()).save()  # fmt: skip
+    return Event.RETRIED
+
+
+def _to_failed(ids: Sequence[uuid.UUID], error: str, now: datetime) -> None:
+    Order.objects.filter(id__in=ids).update(
+        status=Status.FAILED, stage="", lease_token=None, lease_expires_at=None, last_error=error, finished_at=now
+    )
+
+
+def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None,
+            now: datetime | None = None) -> int:  # fmt: skip
+    """Give back claimed orders that were never started (a graceful stop).
+
+    The attempt is refunded: nothing was tried. Fenced like every worker write.
+    """
+    now = now or timezone.now()
+    released = 0
+    with transaction.atomic():
+        for order_id, token in held:
+            updated = Order.objects.filter(id=order_id, status=Status.PREPARING, lease_token=token).update(
+                status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None,
+                attempts=F("attempts") - 1, eligible_at=now,
+            )  # fmt: skip
+            if updated:
+                _event(order_id, Event.RELEASED, now, worker_id=worker_id,
+                       message="Handed back unstarted by a closing kitchen.").save()  # fmt: skip
+                released += 1
+        if released:
+            _notify_work()
+    return released
+
+
+# --- Customers and operators --------------------------------------------------
+
+
+def cancel(order_id: uuid.UUID | str, reason: str = "cancelled by customer", now: datetime | None = None) -> Order:
+    """Cancel a queued order. A pizza already in the kitchen cannot be cancelled."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        order = _get(order_id)
+        updated = Order.objects.filter(id=order.id, status=Status.QUEUED).update(
+            status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
+        )
+        if updated != 1:
+            order.refresh_from_db(fields=["status"])
+            raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be cancelled.")
+        _event(order.id, Event.CANCELLED, now, message=reason).save()
+    order.refresh_from_db()
+    return order
+
+
+def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", now: datetime | None = None) -> Order:
+    """Operator's second chance: a failed or cancelled order goes back in the queue
+    with fresh attempts; a preparing one is taken from its worker (its lease
+    token is revoked, so that worker can no longer complete it)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        order = _get(order_id)
+        if order.status in (Status.FAILED, Status.CANCELLED):
+            updated = Order.objects.filter(id=order.id, status=order.status).update(
+                status=Status.QUEUED, attempts=0, eligible_at=now, rank=rank_for(now, order.priority),
+                finished_at=None, cancel_reason="",
+            )  # fmt: skip
+        elif order.status == Status.PREPARING:
+            updated = Order.objects.filter(id=order.id, lease_token=order.lease_token).update(
+                status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now,
+                attempts=F("attempts") - 1,
+            )  # fmt: skip
+        else:
+            raise InvalidTransitionError(f"Order is {order.status}; only failed, cancelled or preparing orders can be requeued.")
+        if updated != 1:
+            raise InvalidTransitionError("Order changed meanwhile; try again.")
+        _event(order.id, Event.RETRIED, now, message=reason, by="operator").save()
+        _notify_work()
+    order.refresh_from_db()
+    return order
+
+
+def rush(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: datetime | None = None) -> Order:
+    """Raise a queued order's priority (the kitchen display's "rush")."""
+    now = now or timezone.now()
+    if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
+        raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
+    with transaction.atomic():
+        order = _get(order_id)
+        if order.status != Status.QUEUED:
+            raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be rushed.")
+        # Keep the order's place in time: the rank is rebuilt from when it became eligible.
+        updated = Order.objects.filter(id=order.id, status=Status.QUEUED, priority=order.priority).update(
+            priority=priority, rank=rank_for(order.eligible_at, priority)
+        )
+        if updated != 1:
+            raise InvalidTransitionError("Order changed meanwhile; try again.")
+        _event(order.id, Event.RUSHED, now, message=f"Priority raised to {priority}.", priority=priority).save()
+    order.refresh_from_db()
+    return order
+
+
+# --- Workers: membership, heartbeats and recovery -----------------------------
+
+
+def register_worker(name: str, host: str, pid: int, concurrency: int, now: datetime | None = None) -> Worker:
+    """Add a kitchen to the ring; it gets its share of buckets in the same transaction.
+
+    A live worker of the same name whose heartbeat is stale is declared dead
+    first (a restart after a crash); a fresh one means the name is taken.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        lock_ring()
+        previous = Worker.objects.filter(name=name).order_by("-incarnation").first()
+        if previous is not None and previous.status in Worker.LIVE_STATUSES:
+            stale_since = now - timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
+            if previous.last_heartbeat >= stale_since:
+                raise ValidationError({"name": [f"A live worker named {name!r} is already running."]})
+            declare_dead(previous.pk, "replaced by a new incarnation", now)
+        worker = Worker.objects.create(
+            name=name, host=host[:255], pid=pid, concurrency=concurrency, started_at=now, last_heartbeat=now,
+            incarnation=(previous.incarnation + 1) if previous else 1,
+        )  # fmt: skip
+        rebalance(now, BucketMove.Reason.JOIN)
+        _notify_work()
+    logger.info("registered worker=%s id=%s", worker, worker.pk)
+    return worker
+
+
+def heartbeat(worker_id: int, now: datetime | None = None) -> str:
+    """Say "still alive" and extend the leases of everything this worker holds.
+
+    Returns the worker's status (alive or draining); raises WorkerLostError when it
+    was declared dead or stopped meanwhile.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not Worker.objects.live().filter(pk=worker_id).update(last_heartbeat=now):
+            raise WorkerLostError(f"worker {worker_id} is no longer live")
+        Order.objects.held_by(worker_id).update(lease_expires_at=now + lease_duration())
+        return Worker.objects.filter(pk=worker_id).values_list("status", flat=True).get()
+
+
+def drain_worker(worker_id: int) -> bool:
+    """Ask a worker to finish what it holds and stop (it notices on its next heartbeat)."""
+    return bool(Worker.objects.filter(pk=worker_id, status=Worker.Status.ALIVE).update(status=Worker.Status.DRAINING))
+
+
+def stop_worker(worker_id: int, reason: str = "stopped", now: datetime | None = None) -> Recovery | None:
+    """A clean stop: leave the ring, hand back anything still held, close the shop.
+
+    Whatever the worker still holds (it overran its grace period) is re-queued
+    as a retry; its queued takeaway orders are cancelled, as no other shop may
+    bake them. None if the worker was not live.
+    """
+    return _leave(worker_id, Worker.Status.STOPPED, reason, BucketMove.Reason.STOP, now or timezone.now())
+
+
+def declare_dead(worker_id: int, reason: str = "missed heartbeats", now: datetime | None = None) -> Recovery | None:
+    """The monitor's (or an operator's) verdict on a silent kitchen.
+
+    1. Mark it dead, unless something else already took it out of the ring.
+    2. Rebalance: its buckets go to live workers.
+    3. Cancel its takeaway orders ("shop unavailable"): they are pinned to it.
+    4. Re-queue the delivery orders it was preparing (an attempt spent), naming
+       the shop whose bucket they now sit in; dead-letter those out of attempts.
+    All in one transaction, so nobody sees a dead worker still owning buckets.
+    """
+    return _leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or timezone.now())
+
+
+def _leave(worker_id: int, status: str, reason: str, move_reason: str, now: datetime) -> Recovery | None:
+    with transaction.atomic():
+        lock_ring()
+        left = Worker.objects.live().filter(pk=worker_id).update(status=status, stopped_at=now, stop_reason=reason[:200])
+        if not left:
+            return None
+        recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
+        recovery.cancelled = _cancel_pinned(worker_id, now)
+        held = list(Order.objects.select_for_update().held_by(worker_id).values_list("id", "attempts", "max_attempts"))
+        _requeue_or_fail(held, worker_id, now, recovery, why=("shop went offline" if status == Worker.Status.DEAD else "shop closed"))
+        _notify_work()
+    logger.warning("worker left id=%s status=%s reason=%s requeued=%d failed=%d cancelled=%d",
+                   worker_id, status, reason, len(recovery.requeued), len(recovery.failed), len(recovery.cancelled))  # fmt: skip
+    return recovery
+
+
+def _cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
+    ids = list(
+        Order.objects.select_for_update()
+        .filter(pinned_worker_id=worker_id, status__in=[Status.QUEUED, Status.PREPARING])
+        .values_list("id", flat=True)
+    )
+    if ids:
+        Order.objects.filter(id__in=ids).update(
+            status=Status.CANCELLED, stage="", lease_token=None, lease_expires_at=None,
+            cancel_reason=SHOP_UNAVAILABLE, finished_at=now,
+        )  # fmt: skip
+        OrderEvent.objects.bulk_create(
+            _event(oid, Event.CANCELLED, now, worker_id=worker_id, reason=SHOP_UNAVAILABLE,
+                   message="Your shop is unavailable, so your takeaway order was cancelled. Please order again.")
+            for oid in ids
+        )  # fmt: skip
+    return ids
+
+
+def _requeue_or_fail(held: Sequence[tuple[uuid.UUID, int, int]], worker_id: int | None, now: datetime,
+                     recovery: Recovery, why: str) -> None:  # fmt: skip
+    """Take orders away from a worker that can no longer finish them."""
+    exhausted = [oid for oid, attempts, most in held if attempts >= most]
+    retry = [oid for oid, attempts, most in held if attempts < most]
+    if exhausted:
+        _to_failed(exhausted, f"{why} on the last attempt", now)
+        OrderEvent.objects.bulk_create(
+            _event(oid, Event.FAILED, now, worker_id=worker_id, message=f"{why} on the last attempt") for oid in exhausted
+        )
+    if retry:
+        Order.objects.filter(id__in=retry).update(
+            status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now
+        )
+        # Name the shop each order now belongs to: the owner of its bucket after the rebalance.
+        buckets = dict(Order.objects.filter(id__in=retry).values_list("id", "bucket"))
+        owners = dict(Bucket.objects.filter(number__in=set(buckets.values())).values_list("number", "owner__name"))
+        events = []
+        for oid in retry:
+            shop = owners.get(buckets[oid]) or ""
+            events.append(_event(oid, Event.REASSIGNED, now, worker_id=worker_id, to_shop=shop,
+                                 message=f"Your {why}; your order moved to {shop or 'the next free shop'}."))  # fmt: skip
+        OrderEvent.objects.bulk_create(events)
+    recovery.requeued += retry
+    recovery.failed += exhausted
+
+
+def recover_expired_leases(now: datetime | None = None) -> Recovery:
+    """Re-queue orders whose lease ran out while their worker still looks alive
+    (a worker too slow to heartbeat); its late writes will be fenced off."""
+    now = now or timezone.now()
+    recovery = Recovery()
+    with transaction.atomic():
+        expired = list(Order.objects.select_for_update(skip_locked=True).expired_leases(now)
+                       .values_list("id", "attempts", "max_attempts")[:1000])  # fmt: skip
+        if not expired:
+            return recovery
+        exhausted = [oid for oid, attempts, most in expired if attempts >= most]
+        retry = [oid for oid, attempts, most in expired if attempts < most]
+        if exhausted:
+            _to_failed(exhausted, "lease expired on the last attempt", now)
+            OrderEvent.objects.bulk_create(
+                _event(oid, Event.FAILED, now, message="lease expired on the last attempt") for oid in exhausted
+            )
+        if retry:
+            Order.objects.filter(id__in=retry).update(
+                status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now
+            )
+            OrderEvent.objects.bulk_create(
+                _event(oid, Event.RETRIED, now, message="The kitchen's lease expired; back in the queue.") for oid in retry
+            )
+        _notify_work()
+    recovery.requeued, recovery.failed = retry, exhausted
+    return recovery

@@ -1,0 +1,295 @@
+"""The worker loop: claim in batches, bake in threads, complete in batches.
+
+One `Worker` per `manage.py worker` process. The main thread owns every
+database write except stage reports: it claims, heartbeats, runs the monitor
+duty when elected and flushes finished orders. Handlers run in a thread pool
+of `concurrency` threads, so a slow oven never delays a heartbeat.
+
+Throughput comes from batching: a claim hands over up to the free slots plus
+`prefetch` orders in one transaction, and every finished order found at a
+wake-up is completed in one transaction, so the rate is not capped by one
+commit per order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as stdlib_queue
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+
+from django.conf import settings
+from django.db import DatabaseError, connection, connections
+
+from orders import queue
+from orders.handlers import Handler
+from workers import monitor
+from workers.models import Worker as WorkerRecord
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLostError(Exception):
+    """Raised inside a handler when its order was taken away: stop baking it."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    claim: queue.Claim
+    error: str | None  # None: done; otherwise the failure message
+    lease_lost: bool = False
+
+
+class Worker:
+    """A kitchen process: see the module docstring for the shape of the loop."""
+
+    def __init__(self, handler: Handler, *, name: str | None = None, concurrency: int = 1, prefetch: int = 0,
+                 burst: bool = False, max_orders: int | None = None) -> None:  # fmt: skip
+        self.handler = handler
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.burst = burst
+        self.max_orders = max_orders
+        self.record: WorkerRecord | None = None
+        self.claimed_total = 0
+        self.pending: deque[queue.Claim] = deque()  # claimed, not started
+        self.running: dict[object, queue.Claim] = {}  # started, not finished
+        self.unflushed: list[Finished] = []  # finished, not yet written
+        self.finished: stdlib_queue.SimpleQueue[Finished] = stdlib_queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.draining = False
+        self.exit_code = 0
+        self._closing = threading.Event()
+        self._previous_handlers: dict[int, object] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._next_heartbeat = 0.0
+        self._next_monitor = 0.0
+        self._stop_deadline: float | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped by a signal, a drain, --burst or --max-orders; returns the exit code."""
+        self.configure_signals()
+        try:
+            self.register()
+            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bake")
+            if connection.vendor == "postgresql":
+                threading.Thread(target=self._listen, name="listen", daemon=True).start()
+            while self.step():
+                pass
+            self.finish()
+        finally:
+            self._closing.set()
+            self.reset_signals()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+        return self.exit_code
+
+    def register(self) -> None:
+        self.record = queue.register_worker(self.name, socket.gethostname(), os.getpid(), self.concurrency)
+        now = time.monotonic()
+        self._next_heartbeat = now + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
+        self._next_monitor = now
+        logger.info("worker started name=%s id=%s concurrency=%d", self.record, self.record.pk, self.concurrency)
+
+    def configure_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def reset_signals(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            # Second signal: leave now. The monitor re-queues what this worker held.
+            logger.warning("forced exit on second signal=%s", signal.Signals(signum).name)
+            os._exit(1)
+        logger.warning("stopping on signal=%s: finishing %d in-flight orders", signal.Signals(signum).name,
+                       len(self.running))  # fmt: skip
+        self.begin_stop()
+
+    def begin_stop(self) -> None:
+        self.stopping = True
+        self._stop_deadline = time.monotonic() + settings.PIZZAQUEUE_SHUTDOWN_GRACE
+        self.wake.set()
+
+    def finish(self) -> None:
+        """Leave cleanly: write what finished, hand back the rest, leave the ring."""
+        self.flush()
+        self._release_pending()
+        if self.record is not None:
+            queue.stop_worker(self.record.pk, "drained" if self.draining else "stopped")
+            monitor.resign(self.record.pk)
+            logger.info("worker stopped name=%s", self.record)
+
+    # --- one turn of the loop ----------------------------------------------------
+
+    def step(self) -> bool:
+        """One turn: heartbeat and monitor when due, flush, claim, start. False when done."""
+        self.wake.clear()
+        try:
+            self.heartbeat_if_due()
+            self.monitor_if_due()
+            self.flush()
+            claimed = self.fill()
+        except DatabaseError:
+            # A lost connection (database restart, network): drop it and retry on
+            # the next turn. Nothing is lost: unwritten results stay in `unflushed`.
+            logger.exception("database error; reconnecting")
+            connections.close_all()
+            self.wake.wait(min(1.0, settings.PIZZAQUEUE_POLL_INTERVAL * 4))
+            return True
+        if self._done():
+            return False
+        if claimed and not self.stopping:
+            return True  # a full batch likely means more work: skip the wait
+        self.wake.wait(self._wait_time())
+        return True
+
+    def _done(self) -> bool:
+        idle = not self.running and not self.pending and not self.unflushed
+        if self.stopping:
+            overdue = self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
+            return idle or overdue
+        if self.draining or (self.max_orders is not None and self.claimed_total >= self.max_orders):
+            return idle
+        return False
+
+    def _wait_time(self) -> float:
+        now = time.monotonic()
+        until = min(self._next_heartbeat, self._next_monitor) - now
+        return max(0.0, min(settings.PIZZAQUEUE_POLL_INTERVAL, until))
+
+    def heartbeat_if_due(self) -> None:
+        if time.monotonic() < self._next_heartbeat or self.record is None:
+            return
+        self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
+        try:
+            status = queue.heartbeat(self.record.pk)
+        except queue.WorkerLostError:
+            self._reincarnate()
+            return
+        if status == WorkerRecord.Status.DRAINING and not self.draining:
+            logger.warning("draining on operator request name=%s", self.record)
+            self.draining = True
+
+    def _reincarnate(self) -> None:
+        """Declared dead while alive (paused, partitioned): everything held was
+        re-queued by the monitor, so results of in-flight work will be fenced
+        off (`lease-lost`); start again as a new incarnation."""
+        logger.warning("declared dead while running name=%s; re-registering", self.record)
+        self.pending.clear()  # their leases are gone with the old incarnation
+        if self.stopping:
+            self.record = None
+            return
+        self.register()
+
+    def monitor_if_due(self) -> None:
+        if time.monotonic() < self._next_monitor or self.record is None:
+            return
+        self._next_monitor = time.monotonic() + settings.PIZZAQUEUE_MONITOR_INTERVAL
+        monitor.tick(self.record.pk)
+
+    def flush(self) -> bool:
+        """Write every finished order: completions in one batch, failures one by one."""
+        while True:
+            try:
+                self.unflushed.append(self.finished.get_nowait())
+            except stdlib_queue.Empty:
+                break
+        if not self.unflushed or self.record is None:
+            return False
+        batch, worker_id = self.unflushed, self.record.pk
+        done = [(f.claim.order.id, f.claim.token) for f in batch if f.error is None]
+        if done:
+            queue.complete_many(done, worker_id)
+        for f in batch:
+            if f.error is not None and not f.lease_lost:
+                queue.fail(f.claim.order.id, f.claim.token, f.error, worker_id)
+        self.unflushed = []
+        return True
+
+    def fill(self) -> bool:
+        """Claim up to the free slots (plus prefetch) and start what fits; True if the batch came back full."""
+        full = False
+        if not (self.stopping or self.draining) and self.record is not None:
+            want = self.concurrency + self.prefetch - len(self.running) - len(self.pending)
+            if self.max_orders is not None:
+                want = min(want, self.max_orders - self.claimed_total)
+            if want > 0:
+                claims = queue.claim(self.record.pk, want)
+                self.claimed_total += len(claims)
+                self.pending.extend(claims)
+                full = len(claims) == want
+                if self.burst and not claims and not self.running and not self.pending:
+                    self.begin_stop()
+        while self.pending and len(self.running) < self.concurrency and not self.stopping:
+            claim = self.pending.popleft()
+            self.running[claim.order.id] = claim
+            assert self._executor is not None  # noqa: S101 - set in run()
+            self._executor.submit(self._bake, claim)
+        return full
+
+    def _release_pending(self) -> None:
+        if self.pending and self.record is not None:
+            queue.release([(c.order.id, c.token) for c in self.pending], self.record.pk)
+        self.pending.clear()
+
+    # --- in a baking thread ----------------------------------------------------------
+
+    def _bake(self, claim: queue.Claim) -> None:
+        worker_id = self.record.pk if self.record is not None else None
+        result = Finished(claim, None)
+        try:
+            self.handler(claim.order, self._progress(claim, worker_id))
+        except LeaseLostError:
+            result = Finished(claim, "lease lost", lease_lost=True)
+        except Exception as exc:
+            logger.exception("handler failed order=%s", claim.order.id)
+            result = Finished(claim, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, DatabaseError):
+                connection.close()  # this thread's connection; reopened on next use
+        finally:
+            self.running.pop(claim.order.id, None)
+            self.finished.put(result)
+            self.wake.set()
+
+    def _progress(self, claim: queue.Claim, worker_id: int | None) -> Callable[[str], None]:
+        def progress(stage: str) -> None:
+            if not queue.report_stage(claim.order.id, claim.token, stage, worker_id):
+                raise LeaseLostError(str(claim.order.id))
+
+        return progress
+
+    # --- waking up on PostgreSQL NOTIFY ------------------------------------------------
+
+    def _listen(self) -> None:
+        """Wake the loop the moment an order becomes claimable; reconnect on errors."""
+        import psycopg
+
+        params = connections["default"].get_connection_params()
+        params["application_name"] = f"pizzaqueue-listen-{self.name}"[:63]
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(**params, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {queue.ORDERS_CHANNEL}")
+                    self.wake.set()  # catch up on anything placed while not listening
+                    while not self._closing.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.wake.set()
+            except psycopg.Error:
+                logger.warning("listener lost its connection; retrying", exc_info=True)
+                self._closing.wait(1.0)

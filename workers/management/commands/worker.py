@@ -1,0 +1,92 @@
+"""`python manage.py worker`: one kitchen process (SPEC §6)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+from django.utils.module_loading import import_string
+
+from workers.loop import Worker
+
+VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def worker_name(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 100:
+        raise argparse.ArgumentTypeError("must be 1 to 100 characters")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Run a kitchen: claim orders, bake them, heartbeat, and take the monitor duty when elected."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--name", type=worker_name, help="Shop name (default: host-pid).")
+        parser.add_argument("--concurrency", type=positive_int, default=None,
+                            help="Orders baked at once (default: PIZZAQUEUE_CONCURRENCY).")  # fmt: skip
+        parser.add_argument("--prefetch", type=non_negative_int, default=None,
+                            help="Orders claimed beyond the free slots (default: PIZZAQUEUE_PREFETCH).")  # fmt: skip
+        parser.add_argument("--handler", default=None, help="Dotted path of handler(order, progress).")
+        parser.add_argument("--burst", action="store_true", help="Drain what is claimable, then exit.")
+        parser.add_argument("--max-orders", type=positive_int, default=None, help="Exit after this many orders.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.configure_logging(options["verbosity"])
+        path = options["handler"] or settings.PIZZAQUEUE_HANDLER
+        try:
+            handler = import_string(path)
+        except ImportError as exc:
+            raise CommandError(f"Cannot import handler {path!r}: {exc}") from exc
+        if not callable(handler):
+            raise CommandError(f"Handler {path!r} is not callable")
+        worker = Worker(
+            handler,
+            name=options["name"],
+            concurrency=options["concurrency"] or settings.PIZZAQUEUE_CONCURRENCY,
+            prefetch=options["prefetch"] if options["prefetch"] is not None else settings.PIZZAQUEUE_PREFETCH,
+            burst=options["burst"],
+            max_orders=options["max_orders"],
+        )
+        default = connections["default"]
+        if default.vendor == "postgresql":
+            # Lets an operator tell kitchens apart in pg_stat_activity.
+            default.settings_dict["OPTIONS"]["application_name"] = f"pizzaqueue-worker-{worker.name}"[:63]
+        code = worker.run()
+        if code:
+            raise SystemExit(code)
+
+    def configure_logging(self, verbosity: int) -> None:
+        level = VERBOSITY_LEVELS.get(verbosity, logging.DEBUG)
+        for name in ("workers", "orders"):
+            logging.getLogger(name).setLevel(level)
+        root = logging.getLogger()
+        if not root.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+            root.addHandler(handler)
