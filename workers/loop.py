@@ -225,7 +225,10 @@ class Worker:
     def fill(self) -> bool:
         """Claim up to the free slots (plus prefetch) and start what fits; True if the batch came back full."""
         full = False
-        if not (self.stopping or self.draining) and self.record is not None:
+        if self.stopping:
+            # Unstarted orders go back at once, for live kitchens to take, not after the grace period.
+            self._release_pending()
+        elif not self.draining and self.record is not None:
             want = self.concurrency + self.prefetch - len(self.running) - len(self.pending)
             if self.max_orders is not None:
                 want = min(want, self.max_orders - self.claimed_total)

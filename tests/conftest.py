@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from orders.menu import seed_menu
+from orders.models import Pizza
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Fast clocks for worker subprocesses, so crash tests finish in seconds.
+FAST_WORKER_ENV = {
+    "PIZZAQUEUE_HEARTBEAT_INTERVAL": "0.2",
+    "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "1.5",
+    "PIZZAQUEUE_MONITOR_INTERVAL": "0.2",
+    "PIZZAQUEUE_POLL_INTERVAL": "0.05",
+    "PIZZAQUEUE_KITCHEN_SPEED": "0",
+    "PIZZAQUEUE_RETRY_BACKOFF": "0.1",
+    "PIZZAQUEUE_SHUTDOWN_GRACE": "20",
+}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # In CI a run that asked for PostgreSQL must really be on PostgreSQL: a
+    # missing engine is a failure, never a quiet fall-back to SQLite.
+    url = os.environ.get("DATABASE_URL", "")
+    if os.environ.get("CI") and url.startswith(("postgres", "postgresql")):
+        engine = settings.DATABASES["default"]["ENGINE"]
+        if engine != "django.db.backends.postgresql":
+            raise pytest.UsageError(f"DATABASE_URL asks for PostgreSQL but the engine is {engine}")
+
+
+@pytest.fixture
+def menu(db: None) -> None:
+    seed_menu(Pizza)
+
+
+@pytest.fixture
+def live_menu(transactional_db: None) -> None:
+    seed_menu(Pizza)
+
+
+def database_url() -> str:
+    """The URL of the test database, for worker subprocesses to share it."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> object:
+    """Poll the database (or anything) with a deadline instead of sleeping blindly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class WorkerProcesses:
+    """Starts real `manage.py worker` processes against the test database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tmp_path = tmp_path
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        environment = {**os.environ, **FAST_WORKER_ENV, **env, "DATABASE_URL": database_url()}
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "worker", "-v", "2", *args],
+            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.tmp_path.glob("worker-*.log")))
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def worker_processes(live_menu: None, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    # Depends on the transactional database, so the processes are killed
+    # before the database is flushed at teardown.
+    processes = WorkerProcesses(tmp_path)
+    yield processes
+    processes.stop_all()

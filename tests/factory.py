@@ -1,0 +1,29 @@
+"""Small builders for test data, with explicit defaults."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.utils import timezone
+
+from orders import queue
+from orders.intake import clean_order_request
+from orders.models import Order
+from workers.models import Worker
+
+
+def order_data(**kw: Any) -> dict[str, Any]:
+    kw.setdefault("items", [{"pizza": "margherita", "size": "medium", "quantity": 1}])
+    return kw
+
+
+def make_order(idempotency_key: str | None = None, **kw: Any) -> Order:
+    order, _created = queue.place(clean_order_request(order_data(**kw)), idempotency_key=idempotency_key)
+    return order
+
+
+def make_worker(name: str = "shop-1", **kw: Any) -> Worker:
+    """A registered worker (it joins the ring and owns buckets)."""
+    return queue.register_worker(name, kw.pop("host", "test-host"), kw.pop("pid", os.getpid()),
+                                 kw.pop("concurrency", 1), now=kw.pop("now", timezone.now()))  # fmt: skip

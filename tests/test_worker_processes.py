@@ -1,0 +1,203 @@
+"""The guarantees of SPEC §4, proven with real `manage.py worker` processes.
+
+Every test starts worker subprocesses against the test database, breaks them
+the way production breaks them (SIGKILL, SIGSTOP past the timeout, SIGTERM),
+and checks the rows they leave behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.db.models import Count
+
+from orders import queue
+from orders.intake import clean_order_request
+from orders.models import Order, OrderEvent
+from tests.conftest import FAST_WORKER_ENV, WorkerProcesses, wait_until
+from tests.factory import make_order, order_data
+from workers.models import Bucket, MonitorLease, Worker
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
+
+TIMEOUT = float(FAST_WORKER_ENV["PIZZAQUEUE_HEARTBEAT_TIMEOUT"])
+TICK = float(FAST_WORKER_ENV["PIZZAQUEUE_MONITOR_INTERVAL"])
+
+
+def live_workers(count: int) -> bool:
+    return Worker.objects.filter(status=Worker.Status.ALIVE).count() == count
+
+
+def events(order: Order, kind: str) -> list[OrderEvent]:
+    return list(OrderEvent.objects.filter(order=order, kind=kind).select_related("worker"))
+
+
+def test_four_racing_workers_do_every_order_exactly_once(worker_processes: WorkerProcesses) -> None:
+    for n in range(4):
+        worker_processes.start("--name", f"shop-{n}", "--handler", "orders.handlers.noop", "--concurrency", "8")
+    wait_until(lambda: live_workers(4), what="four live workers")
+    requests = [clean_order_request(order_data(area=f"area-{n % 37}")) for n in range(400)]
+    queue.place_many(requests)
+
+    wait_until(lambda: Order.objects.filter(status=Order.Status.DONE).count() == 400, what="400 done orders")
+    for proc in worker_processes.procs:
+        proc.send_signal(signal.SIGTERM)
+    assert [proc.wait(timeout=30) for proc in worker_processes.procs] == [0, 0, 0, 0]
+
+    done_events = OrderEvent.objects.filter(kind=OrderEvent.Kind.DONE)
+    assert done_events.count() == 400
+    assert not done_events.values("order").annotate(n=Count("id")).filter(n__gt=1).exists()
+    assert OrderEvent.objects.filter(kind=OrderEvent.Kind.LEASE_LOST).count() == 0
+    # The work really was shared: more than one kitchen baked.
+    bakers = set(Order.objects.values_list("worker__name", flat=True))
+    assert len(bakers) > 1
+    assert set(Worker.objects.values_list("status", flat=True)) == {Worker.Status.STOPPED}
+
+
+def test_a_killed_workers_order_is_requeued_in_time_and_done_once_by_another(
+    worker_processes: WorkerProcesses,
+) -> None:
+    doomed = worker_processes.start("--name", "doomed", "--handler", "tests.handlers.slow")
+    wait_until(lambda: live_workers(1), what="doomed worker")
+    order = make_order(note="60")
+    wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
+    worker_processes.start("--name", "rescuer", "--handler", "orders.handlers.noop")
+    wait_until(lambda: live_workers(2), what="rescuer")
+
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    doomed.wait(timeout=10)
+
+    wait_until(lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(), timeout=20,
+               what="order done by the rescuer")  # fmt: skip
+    (reassigned,) = events(order, OrderEvent.Kind.REASSIGNED)
+    recovery = reassigned.created_at.timestamp() - killed_at
+    # SPEC §4.4: within heartbeat_timeout + one monitor tick (plus process scheduling slack).
+    assert recovery <= TIMEOUT + TICK + 0.5, f"recovered after {recovery:.2f}s"
+    (done,) = events(order, OrderEvent.Kind.DONE)
+    assert done.worker.name == "rescuer"
+    order.refresh_from_db()
+    assert order.attempts == 2
+    assert reassigned.data["to_shop"] == "rescuer"
+    assert Worker.objects.get(name="doomed").status == Worker.Status.DEAD
+    assert not Bucket.objects.filter(owner__name="doomed").exists()
+
+
+def test_a_paused_worker_cannot_complete_an_order_it_lost(worker_processes: WorkerProcesses) -> None:
+    paused = worker_processes.start("--name", "paused", "--handler", "tests.handlers.slow")
+    wait_until(lambda: live_workers(1), what="paused worker")
+    order = make_order(note="3")
+    wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
+    worker_processes.start("--name", "other", "--handler", "orders.handlers.noop")
+    wait_until(lambda: live_workers(2), what="second worker")
+
+    os.kill(paused.pid, signal.SIGSTOP)
+    wait_until(lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(), timeout=20,
+               what="order done by the other worker")  # fmt: skip
+    os.kill(paused.pid, signal.SIGCONT)
+
+    # Its handler finishes after the pause; the late completion is fenced off.
+    wait_until(lambda: events(order, OrderEvent.Kind.LEASE_LOST), timeout=20, what="lease-lost event")
+    (lost,) = events(order, OrderEvent.Kind.LEASE_LOST)
+    assert lost.data["action"] == "complete"
+    (done,) = events(order, OrderEvent.Kind.DONE)
+    assert done.worker.name == "other"
+    # It noticed it had been declared dead and came back as a new incarnation.
+    wait_until(lambda: Worker.objects.filter(name="paused", incarnation=2, status=Worker.Status.ALIVE).exists(),
+               what="re-registered incarnation")  # fmt: skip
+    assert Worker.objects.get(name="paused", incarnation=1).status == Worker.Status.DEAD
+    assert paused.poll() is None
+
+
+def test_sigterm_finishes_in_flight_orders_and_stops_cleanly(worker_processes: WorkerProcesses) -> None:
+    proc = worker_processes.start("--name", "closing", "--handler", "tests.handlers.slow", "--concurrency", "2")
+    wait_until(lambda: live_workers(1), what="worker")
+    first, second = make_order(note="1.5"), make_order(note="1.5")
+    wait_until(lambda: Order.objects.filter(stage="oven").count() == 2, what="two orders in the oven")
+
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert proc.wait(timeout=15) == 0
+    # Finished the bake (1.5 s) without waiting for any timeout.
+    assert time.monotonic() - signalled < 1.5 + TIMEOUT
+
+    assert set(Order.objects.values_list("status", flat=True)) == {Order.Status.DONE}
+    for order in (first, second):
+        assert len(events(order, OrderEvent.Kind.DONE)) == 1
+    assert not OrderEvent.objects.filter(kind__in=[OrderEvent.Kind.RETRIED, OrderEvent.Kind.REASSIGNED]).exists()
+    worker = Worker.objects.get(name="closing")
+    assert worker.status == Worker.Status.STOPPED
+    assert worker.stopped_at is not None
+    assert not Bucket.objects.filter(owner=worker).exists()
+    assert not MonitorLease.objects.filter(holder=worker).exists()
+
+
+def test_sigterm_hands_back_prefetched_orders_it_never_started(worker_processes: WorkerProcesses) -> None:
+    proc = worker_processes.start("--name", "closing", "--handler", "tests.handlers.slow", "--concurrency", "1", "--prefetch", "2")
+    wait_until(lambda: live_workers(1), what="worker")
+    orders = [make_order(note="1") for _ in range(3)]
+    wait_until(lambda: Order.objects.filter(status=Order.Status.PREPARING).count() == 3, what="three claimed")
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+
+    statuses = sorted(Order.objects.values_list("status", flat=True))
+    assert statuses == [Order.Status.DONE, Order.Status.QUEUED, Order.Status.QUEUED]
+    released = OrderEvent.objects.filter(kind=OrderEvent.Kind.RELEASED)
+    assert released.count() == 2
+    # Nothing was tried, so nothing was spent.
+    assert set(Order.objects.filter(status=Order.Status.QUEUED).values_list("attempts", flat=True)) == {0}
+    assert {o.pk for o in orders} >= set(released.values_list("order_id", flat=True))
+
+
+def test_a_second_signal_forces_the_exit(worker_processes: WorkerProcesses) -> None:
+    proc = worker_processes.start("--name", "stubborn", "--handler", "tests.handlers.slow")
+    wait_until(lambda: live_workers(1), what="worker")
+    make_order(note="60")
+    wait_until(lambda: Order.objects.filter(stage="oven").exists(), what="order in the oven")
+
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "stopping on signal=SIGINT" in worker_processes.logs(), what="first signal noticed")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=5) == 1
+
+
+def test_a_raising_handler_retries_with_backoff_then_dead_letters(worker_processes: WorkerProcesses) -> None:
+    worker_processes.start("--name", "unlucky", "--handler", "tests.handlers.explode")
+    wait_until(lambda: live_workers(1), what="worker")
+    order = make_order(max_attempts=3)
+
+    wait_until(lambda: Order.objects.filter(pk=order.pk, status=Order.Status.FAILED).exists(), what="failed order")
+    order.refresh_from_db()
+    assert order.attempts == 3
+    assert order.last_error == "RuntimeError: oven on fire"
+    claimed = events(order, OrderEvent.Kind.CLAIMED)
+    retried = events(order, OrderEvent.Kind.RETRIED)
+    assert len(claimed) == 3
+    assert [e.data["retry_in"] for e in retried] == [0.1, 0.2]
+    # Each retry waited out its backoff before the next claim.
+    for retry, next_claim in zip(retried, claimed[1:], strict=True):
+        assert (next_claim.created_at - retry.created_at).total_seconds() >= retry.data["retry_in"]
+    (failed,) = events(order, OrderEvent.Kind.FAILED)
+    assert failed.message == "RuntimeError: oven on fire"
+
+
+def test_a_worker_takes_orders_by_priority_then_age_and_waits_for_not_before(
+    worker_processes: WorkerProcesses, settings
+) -> None:
+    settings.PIZZAQUEUE_PRIORITY_AGING = 1.0
+    later = make_order(not_before="2099-01-01T00:00:00Z")
+    low_old = make_order(priority=0)
+    normal = make_order(priority=5)
+    urgent_a = make_order(priority=9)
+    urgent_b = make_order(priority=9)
+    proc = worker_processes.start("--name", "solo", "--handler", "orders.handlers.noop", "--burst")
+    assert proc.wait(timeout=30) == 0
+
+    claimed = list(OrderEvent.objects.filter(kind=OrderEvent.Kind.CLAIMED).order_by("id").values_list("order_id", flat=True))
+    assert claimed == [urgent_a.pk, urgent_b.pk, normal.pk, low_old.pk]
+    later.refresh_from_db()
+    assert later.status == Order.Status.QUEUED
