@@ -1,0 +1,28 @@
+"""The project's own checks, so the one test command runs them too."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+
+from tests.conftest import ROOT
+
+
+def test_django_system_checks_pass() -> None:
+    call_command("check", fail_level="WARNING")
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree() -> None:
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_code_is_ruff_clean() -> None:
+    ruff = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
+    command = [ruff, "check", "."] if ruff else [sys.executable, "-m", "ruff", "check", "."]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
