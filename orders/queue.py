@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # PostgreSQL channel a worker LISTENs on to wake up as soon as work appears.
 ORDERS_CHANNEL = "pizzaqueue_orders"
+# Channel the web process's live-update relay LISTENs on for new events.
+EVENTS_CHANNEL = "pizzaqueue_events"
 SHOP_UNAVAILABLE = "shop unavailable"
 
 Status = Order.Status
@@ -110,11 +112,25 @@ def _event(order_id: uuid.UUID, kind: str, now: datetime, *, worker_id: int | No
     )
 
 
-def _notify_work() -> None:
-    """Wake listening workers once this transaction commits (PostgreSQL only)."""
+def _notify(*channels: str) -> None:
+    """Wake listeners once this transaction commits (PostgreSQL only; NOTIFY is transactional)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {ORDERS_CHANNEL}")
+            cursor.execute("SELECT " + ", ".join(f"pg_notify('{c}', '')" for c in channels))
+
+
+def _notify_work() -> None:
+    _notify(ORDERS_CHANNEL)
+
+
+def _record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
+    """Write events inside the caller's transaction and wake the live-update relays
+    (and, with `work`, the workers: the change made an order claimable)."""
+    events = list(events)
+    if not events:
+        return
+    OrderEvent.objects.bulk_create(events)
+    _notify(EVENTS_CHANNEL, *([ORDERS_CHANNEL] if work else []))
 
 
 def _get(order_id: uuid.UUID | str) -> Order:
@@ -180,8 +196,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
             order.idempotency_key = idempotency_key or None
             order.request_hash = fingerprint if idempotency_key else ""
             order.save(force_insert=True)
-            _event(order.id, Event.PLACED, now, message="Order confirmed.").save(force_insert=True)
-            _notify_work()
+            _record([_event(order.id, Event.PLACED, now, message="Order confirmed.")], work=True)
     except IntegrityError:
         # Two submissions with one key raced; the unique constraint let one in.
         if not idempotency_key:
@@ -209,8 +224,7 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
         }
         orders = [_new_order(r, now, shops.get(r.shop) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests]
         Order.objects.bulk_create(orders)
-        OrderEvent.objects.bulk_create(_event(o.id, Event.PLACED, now, message="Order confirmed.") for o in orders)
-        _notify_work()
+        _record((_event(o.id, Event.PLACED, now, message="Order confirmed.") for o in orders), work=True)
     return orders
 
 
@@ -247,7 +261,7 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
         if updated != len(ids):
             # Impossible while the rows are locked; refuse rather than hand out a half claim.
             raise RuntimeError(f"claim raced: {updated} of {len(ids)} rows updated")
-        OrderEvent.objects.bulk_create(
+        _record(
             _event(o.id, Event.CLAIMED, now, worker_id=worker_id, attempt=o.attempts + 1) for o in orders
         )
     for o in orders:
@@ -260,7 +274,7 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
 
 def _record_lease_lost(order_ids: Iterable[uuid.UUID], worker_id: int | None, now: datetime, action: str) -> None:
     existing = list(Order.objects.filter(id__in=list(order_ids)).values_list("id", flat=True))
-    OrderEvent.objects.bulk_create(
+    _record(
         _event(oid, Event.LEASE_LOST, now, worker_id=worker_id,
                message=f"A kitchen that lost this order tried to {action} it; ignored.", action=action)
         for oid in existing
@@ -278,7 +292,7 @@ def report_stage(order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: i
         if updated != 1:
             _record_lease_lost([order_id], worker_id, now, f"report stage {stage} of")
             return False
-        _event(order_id, Event.STAGE, now, worker_id=worker_id, stage=stage).save(force_insert=True)
+        _record([_event(order_id, Event.STAGE, now, worker_id=worker_id, stage=stage)])
     return True
 
 
@@ -311,7 +325,7 @@ def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | 
             lost = [i for i in ids if i not in mine]
             if lost:
                 _record_lease_lost(lost, worker_id, now, "complete")
-        OrderEvent.objects.bulk_create(
+        _record(
             _event(oid, Event.DONE, now, worker_id=worker_id, message="Ready!") for oid in done
         )
     return done
@@ -341,15 +355,15 @@ def fail(order_id: uuid.UUID, token: uuid.UUID, error: str, worker_id: int | Non
             return Event.LEASE_LOST
         if order.attempts >= order.max_attempts:
             _to_failed([order_id], error, now)
-            _event(order_id, Event.FAILED, now, worker_id=worker_id, message=error, attempts=order.attempts).save()
+            _record([_event(order_id, Event.FAILED, now, worker_id=worker_id, message=error, attempts=order.attempts)])
             return Event.FAILED
         delay = retry_delay(order.attempts)
         Order.objects.filter(id=order_id).update(
             status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None,
             eligible_at=now + delay, last_error=error,
         )  # fmt: skip
-        _event(order_id, Event.RETRIED, now, worker_id=worker_id, message=error,
-               attempts=order.attempts, retry_in=delay.total_seconds()).save()  # fmt: skip
+        _record([_event(order_id, Event.RETRIED, now, worker_id=worker_id, message=error,
+               attempts=order.attempts, retry_in=delay.total_seconds())])  # fmt: skip
     return Event.RETRIED
 
 
@@ -366,7 +380,7 @@ def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None =
     The attempt is refunded: nothing was tried. Fenced like every worker write.
     """
     now = now or timezone.now()
-    released = 0
+    events = []
     with transaction.atomic():
         for order_id, token in held:
             updated = Order.objects.filter(id=order_id, status=Status.PREPARING, lease_token=token).update(
@@ -374,12 +388,10 @@ def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None =
                 attempts=F("attempts") - 1, eligible_at=now,
             )  # fmt: skip
             if updated:
-                _event(order_id, Event.RELEASED, now, worker_id=worker_id,
-                       message="Handed back unstarted by a closing kitchen.").save()  # fmt: skip
-                released += 1
-        if released:
-            _notify_work()
-    return released
+                events.append(_event(order_id, Event.RELEASED, now, worker_id=worker_id,
+                                     message="Handed back unstarted by a closing kitchen."))  # fmt: skip
+        _record(events, work=True)
+    return len(events)
 
 
 # --- Customers and operators --------------------------------------------------
@@ -396,7 +408,7 @@ def cancel(order_id: uuid.UUID | str, reason: str = "cancelled by customer", now
         if updated != 1:
             order.refresh_from_db(fields=["status"])
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be cancelled.")
-        _event(order.id, Event.CANCELLED, now, message=reason).save()
+        _record([_event(order.id, Event.CANCELLED, now, message=reason)])
     order.refresh_from_db()
     return order
 
@@ -422,8 +434,7 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
             raise InvalidTransitionError(f"Order is {order.status}; only failed, cancelled or preparing orders can be requeued.")
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
-        _event(order.id, Event.RETRIED, now, message=reason, by="operator").save()
-        _notify_work()
+        _record([_event(order.id, Event.RETRIED, now, message=reason, by="operator")], work=True)
     order.refresh_from_db()
     return order
 
@@ -443,7 +454,7 @@ def rush(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: dat
         )
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
-        _event(order.id, Event.RUSHED, now, message=f"Priority raised to {priority}.", priority=priority).save()
+        _record([_event(order.id, Event.RUSHED, now, message=f"Priority raised to {priority}.", priority=priority)])
     order.refresh_from_db()
     return order
 
@@ -545,7 +556,7 @@ def _cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
             status=Status.CANCELLED, stage="", lease_token=None, lease_expires_at=None,
             cancel_reason=SHOP_UNAVAILABLE, finished_at=now,
         )  # fmt: skip
-        OrderEvent.objects.bulk_create(
+        _record(
             _event(oid, Event.CANCELLED, now, worker_id=worker_id, reason=SHOP_UNAVAILABLE,
                    message="Your shop is unavailable, so your takeaway order was cancelled. Please order again.")
             for oid in ids
@@ -560,7 +571,7 @@ def _requeue_or_fail(held: Sequence[tuple[uuid.UUID, int, int]], worker_id: int 
     retry = [oid for oid, attempts, most in held if attempts < most]
     if exhausted:
         _to_failed(exhausted, f"{why} on the last attempt", now)
-        OrderEvent.objects.bulk_create(
+        _record(
             _event(oid, Event.FAILED, now, worker_id=worker_id, message=f"{why} on the last attempt") for oid in exhausted
         )
     if retry:
@@ -575,7 +586,7 @@ def _requeue_or_fail(held: Sequence[tuple[uuid.UUID, int, int]], worker_id: int 
             shop = owners.get(buckets[oid]) or ""
             events.append(_event(oid, Event.REASSIGNED, now, worker_id=worker_id, to_shop=shop,
                                  message=f"Your {why}; your order moved to {shop or 'the next free shop'}."))  # fmt: skip
-        OrderEvent.objects.bulk_create(events)
+        _record(events)
     recovery.requeued += retry
     recovery.failed += exhausted
 
@@ -594,14 +605,14 @@ def recover_expired_leases(now: datetime | None = None) -> Recovery:
         retry = [oid for oid, attempts, most in expired if attempts < most]
         if exhausted:
             _to_failed(exhausted, "lease expired on the last attempt", now)
-            OrderEvent.objects.bulk_create(
+            _record(
                 _event(oid, Event.FAILED, now, message="lease expired on the last attempt") for oid in exhausted
             )
         if retry:
             Order.objects.filter(id__in=retry).update(
                 status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now
             )
-            OrderEvent.objects.bulk_create(
+            _record(
                 _event(oid, Event.RETRIED, now, message="The kitchen's lease expired; back in the queue.") for oid in retry
             )
         _notify_work()
