@@ -50,7 +50,9 @@ class OrderQuerySet(models.QuerySet):
 
     def owned_by(self, worker_id: int, steal_before: datetime | None = None) -> OrderQuerySet:
         """Orders in the worker's buckets or pinned to it (plus, when stealing, old unpinned ones)."""
-        owned = Q(bucket__in=models.Subquery(_owned_bucket_numbers(worker_id))) | Q(pinned_worker_id=worker_id)
+        # A pinned (takeaway) order belongs to its shop alone, whoever owns its bucket.
+        owned = Q(pinned_worker__isnull=True, bucket__in=models.Subquery(_owned_bucket_numbers(worker_id)))
+        owned |= Q(pinned_worker_id=worker_id)
         if steal_before is not None:
             owned |= Q(pinned_worker__isnull=True, eligible_at__lt=steal_before)
         return self.filter(owned)
