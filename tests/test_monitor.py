@@ -1,0 +1,455 @@
+"""The monitor duty in process: election, dead kitchens, expired leases, membership changes."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
+
+from orders import queue
+from orders.intake import clean_order_request
+from orders.models import Order, OrderEvent
+from tests.factory import make_worker, order_data
+from workers import monitor, ring
+from workers.models import Bucket, BucketMove, MonitorLease, Worker
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+TIMEOUT = 15.0
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture(autouse=True)
+def monitor_settings(settings: Any) -> None:
+    """Pin every timing the assertions depend on, whatever the environment says."""
+    settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = TIMEOUT
+    settings.PIZZAQUEUE_MAX_ATTEMPTS = 3
+    settings.PIZZAQUEUE_STEAL_AFTER = 0.0
+    settings.PIZZAQUEUE_BUCKETS = 256
+
+
+def place_at(now: datetime, **kw: Any) -> Order:
+    order, _created = queue.place(clean_order_request(order_data(**kw)), now=now)
+    return order
+
+
+def area_owned_by(worker: Worker) -> str:
+    """A delivery area whose bucket the worker owns right now."""
+    owned = set(Bucket.objects.filter(owner=worker).values_list("number", flat=True))
+    return next(
+        area
+        for area in (f"area-{n}" for n in itertools.count())
+        if ring.bucket_for(area, django_settings.PIZZAQUEUE_BUCKETS) in owned
+    )
+
+
+def owned(worker: Worker) -> set[int]:
+    return set(Bucket.objects.filter(owner=worker).values_list("number", flat=True))
+
+
+def last_event(order: Order) -> OrderEvent:
+    return OrderEvent.objects.filter(order=order).order_by("id").last()
+
+
+def fresh(obj: Any) -> Any:
+    return type(obj).objects.get(pk=obj.pk)
+
+
+# --- Election -----------------------------------------------------------------
+
+
+def test_only_one_worker_holds_the_monitor_lease_until_it_expires(menu: None) -> None:
+    first = make_worker("shop-1", now=T0)
+    second = make_worker("shop-2", now=T0)
+
+    assert monitor.acquire(first.pk, now=T0) is True
+    assert monitor.acquire(second.pk, now=T0) is False
+    # The holder renews it, which pushes the expiry on.
+    assert monitor.acquire(first.pk, now=at(10)) is True
+    assert monitor.acquire(second.pk, now=at(24)) is False
+    assert MonitorLease.objects.get().expires_at == at(10 + TIMEOUT)
+    # Once it lapses without renewal, another worker takes over, and the old holder is out.
+    assert monitor.acquire(second.pk, now=at(26)) is True
+    assert monitor.acquire(first.pk, now=at(27)) is False
+    lease = MonitorLease.objects.get()
+    assert (lease.holder_id, lease.expires_at) == (second.pk, at(26 + TIMEOUT))
+
+
+def test_a_tick_by_a_worker_that_is_not_the_monitor_does_nothing(menu: None) -> None:
+    holder = make_worker("shop-1", now=T0)
+    other = make_worker("shop-2", now=T0)
+    monitor.acquire(holder.pk, now=T0)
+
+    # shop-1's lease runs until exactly now: it has not lapsed, so shop-2 may not act.
+    assert monitor.tick(other.pk, now=at(TIMEOUT)) is None
+
+    assert fresh(holder).status == "alive"
+    assert MonitorLease.objects.get().holder_id == holder.pk
+
+
+def test_resigning_hands_the_monitor_duty_on_at_once(menu: None) -> None:
+    first = make_worker("shop-1", now=T0)
+    second = make_worker("shop-2", now=T0)
+    monitor.acquire(first.pk, now=T0)
+
+    # Only the holder can resign.
+    monitor.resign(second.pk)
+    assert monitor.acquire(second.pk, now=at(1)) is False
+    monitor.resign(first.pk)
+
+    assert monitor.acquire(second.pk, now=at(1)) is True
+    assert MonitorLease.objects.get().holder_id == second.pk
+
+
+def test_a_new_monitor_declares_the_silent_old_one_dead(menu: None) -> None:
+    old = make_worker("shop-1", now=T0)
+    new = make_worker("shop-2", now=T0)
+    assert monitor.tick(old.pk, now=T0) is not None
+    queue.heartbeat(new.pk, now=at(20))
+
+    report = monitor.tick(new.pk, now=at(20))
+
+    assert report is not None
+    assert report.dead == [old.pk]
+    assert fresh(old).status == "dead"
+    assert MonitorLease.objects.get().holder_id == new.pk
+    assert owned(new) == set(range(256))
+
+
+def test_a_tick_with_every_worker_fresh_changes_nothing(menu: None) -> None:
+    first = make_worker("shop-1", now=T0)
+    second = make_worker("shop-2", now=T0)
+    order = place_at(T0, area=area_owned_by(second))
+    [claim] = queue.claim(second.pk, 1, now=T0)
+    moves = BucketMove.objects.count()
+
+    report = monitor.tick(first.pk, now=at(TIMEOUT))
+
+    assert report == monitor.MonitorReport()
+    assert fresh(second).status == "alive"
+    assert Order.objects.get(pk=order.pk).lease_token == claim.token
+    assert BucketMove.objects.count() == moves
+
+
+# --- A dead kitchen -----------------------------------------------------------
+
+
+def test_the_monitor_declares_a_stale_worker_dead_and_recovers_its_orders(menu: None) -> None:
+    boss = make_worker("shop-boss", now=T0)
+    victim = make_worker("shop-victim", now=T0)
+    survivor = make_worker("shop-survivor", now=T0)
+    victims_buckets = owned(victim)
+    area = area_owned_by(victim)
+    delivery = place_at(T0, area=area, priority=3)
+    last_try = place_at(T0, area=area, priority=2, max_attempts=1)
+    pinned_preparing = place_at(T0, area=area, priority=1, kind="takeaway", shop="shop-victim")
+    claimed = queue.claim(victim.pk, 10, now=T0)
+    pinned_queued = place_at(T0, area=area, kind="takeaway", shop="shop-victim")
+    elsewhere = place_at(T0, area=area_owned_by(survivor))
+    [survivors_claim] = queue.claim(survivor.pk, 1, now=T0)
+    queue.heartbeat(boss.pk, now=at(10))
+    queue.heartbeat(survivor.pk, now=at(10))
+
+    report = monitor.tick(boss.pk, now=at(20))
+
+    assert [c.order.pk for c in claimed] == [delivery.pk, last_try.pk, pinned_preparing.pk]
+    assert report == monitor.MonitorReport(
+        dead=[victim.pk], requeued=1, failed=1, cancelled=2, moved_buckets=len(victims_buckets)
+    )
+    dead = fresh(victim)
+    assert (dead.status, dead.stop_reason, dead.stopped_at) == ("dead", "missed heartbeats", at(20))
+
+    # The delivery order is back in the queue, now in a live shop's bucket.
+    requeued = Order.objects.get(pk=delivery.pk)
+    new_shop = Bucket.objects.get(number=requeued.bucket).owner
+    assert new_shop.pk in (boss.pk, survivor.pk)
+    assert (requeued.status, requeued.worker_id, requeued.lease_token, requeued.stage) == ("queued", None, None, "")
+    assert requeued.attempts == 1
+    assert requeued.eligible_at == at(20)
+    event = last_event(delivery)
+    assert event.kind == "reassigned"
+    assert event.worker_id == victim.pk
+    assert event.data == {"to_shop": new_shop.name}
+    assert event.message == f"Your shop went offline; your order moved to {new_shop.name}."
+
+    # Out of attempts: dead-lettered with the reason.
+    failed = Order.objects.get(pk=last_try.pk)
+    assert (failed.status, failed.last_error, failed.lease_token) == (
+        "failed", "shop went offline on the last attempt", None
+    )  # fmt: skip
+    assert (last_event(last_try).kind, last_event(last_try).message) == (
+        "failed", "shop went offline on the last attempt"
+    )  # fmt: skip
+
+    # Takeaway orders cannot move to another shop: they are cancelled, queued or not.
+    for pinned in (pinned_preparing, pinned_queued):
+        cancelled = Order.objects.get(pk=pinned.pk)
+        assert (cancelled.status, cancelled.cancel_reason, cancelled.lease_token) == (
+            "cancelled", "shop unavailable", None
+        )  # fmt: skip
+        assert cancelled.finished_at == at(20)
+        event = last_event(pinned)
+        assert (event.kind, event.data) == ("cancelled", {"reason": "shop unavailable"})
+        assert event.message == "Your shop is unavailable, so your takeaway order was cancelled. Please order again."
+
+    # Only the dead worker's buckets moved, each to a live worker, and each move is on record.
+    assert owned(victim) == set()
+    assert owned(boss) | owned(survivor) == set(range(256))
+    moves = BucketMove.objects.filter(reason="death")
+    assert {m.bucket for m in moves} == victims_buckets
+    assert len(moves) == len(victims_buckets)
+    assert {m.from_worker_id for m in moves} == {victim.pk}
+    assert {m.to_worker_id for m in moves} <= {boss.pk, survivor.pk}
+    assert {m.created_at for m in moves} == {at(20)}
+
+    # The survivor's order, its lease kept alive by heartbeats, is untouched.
+    assert Order.objects.get(pk=elsewhere.pk).lease_token == survivors_claim.token
+    # The re-routed delivery is the new owner's to claim.
+    assert [c.order.pk for c in queue.claim(new_shop.pk, 10, now=at(20))] == [delivery.pk]
+
+
+def test_the_monitor_does_not_declare_dead_a_worker_exactly_at_the_timeout(menu: None) -> None:
+    boss = make_worker("shop-boss", now=T0)
+    quiet = make_worker("shop-quiet", now=T0)
+    queue.heartbeat(boss.pk, now=at(TIMEOUT))
+
+    report = monitor.tick(boss.pk, now=at(TIMEOUT))
+
+    assert report is not None
+    assert report.dead == []
+    assert fresh(quiet).status == "alive"
+
+
+def test_the_last_worker_dying_leaves_its_orders_for_the_next_free_shop(menu: None) -> None:
+    only = make_worker("shop-1", now=T0)
+    order = place_at(T0)
+    queue.claim(only.pk, 1, now=T0)
+
+    recovery = queue.declare_dead(only.pk, now=at(20))
+
+    assert recovery is not None
+    assert recovery.requeued == [order.pk]
+    assert Bucket.objects.filter(owner__isnull=False).exists() is False
+    event = last_event(order)
+    assert (event.kind, event.data) == ("reassigned", {"to_shop": ""})
+    assert event.message == "Your shop went offline; your order moved to the next free shop."
+    # A worker that joins later owns every bucket again and finds the order.
+    newcomer = make_worker("shop-2", now=at(30))
+    assert [c.order.pk for c in queue.claim(newcomer.pk, 10, now=at(30))] == [order.pk]
+
+
+def test_declaring_a_worker_dead_twice_does_nothing_the_second_time(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+
+    assert queue.declare_dead(worker.pk, now=at(1)) == queue.Recovery(moved_buckets=0)
+    assert queue.declare_dead(worker.pk, now=at(2)) is None
+    assert fresh(worker).stopped_at == at(1)
+
+
+# --- Expired leases -----------------------------------------------------------
+
+
+def test_expired_leases_are_recovered_and_their_holder_is_fenced_off(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    order = place_at(T0, priority=1)
+    last_try = place_at(T0, max_attempts=1)
+    [claim, last_claim] = queue.claim(worker.pk, 2, now=T0)
+
+    at_expiry = queue.recover_expired_leases(now=at(TIMEOUT))
+    after = queue.recover_expired_leases(now=at(TIMEOUT + 1))
+
+    assert at_expiry == queue.Recovery()
+    assert after == queue.Recovery(requeued=[order.pk], failed=[last_try.pk])
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.worker_id, stored.lease_token, stored.eligible_at) == (
+        "queued", None, None, at(TIMEOUT + 1)
+    )  # fmt: skip
+    assert (last_event(order).kind, last_event(order).message) == (
+        "retried", "The kitchen's lease expired; back in the queue."
+    )  # fmt: skip
+    dead_letter = Order.objects.get(pk=last_try.pk)
+    assert (dead_letter.status, dead_letter.last_error) == ("failed", "lease expired on the last attempt")
+    assert last_event(last_try).kind == "failed"
+    # The slow kitchen finishes after all: too late.
+    assert queue.complete(order.pk, claim.token, worker_id=worker.pk, now=at(TIMEOUT + 2)) is False
+    assert queue.complete(last_try.pk, last_claim.token, worker_id=worker.pk, now=at(TIMEOUT + 2)) is False
+    assert Order.objects.get(pk=order.pk).status == "queued"
+    assert Order.objects.get(pk=last_try.pk).status == "failed"
+
+
+def test_a_heartbeat_keeps_leases_from_expiring(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    order = place_at(T0)
+    [claim] = queue.claim(worker.pk, 1, now=T0)
+
+    assert queue.heartbeat(worker.pk, now=at(10)) == "alive"
+
+    stored = Order.objects.get(pk=order.pk)
+    assert stored.lease_expires_at == at(10 + TIMEOUT)
+    assert fresh(worker).last_heartbeat == at(10)
+    assert queue.recover_expired_leases(now=at(TIMEOUT + 1)) == queue.Recovery()
+    assert queue.complete(order.pk, claim.token, worker_id=worker.pk, now=at(TIMEOUT + 1)) is True
+
+
+def test_the_monitor_recovers_an_expired_lease_under_a_worker_that_still_looks_alive(
+    menu: None, settings: Any
+) -> None:
+    boss = make_worker("shop-boss", now=T0)
+    slow = make_worker("shop-slow", now=T0)
+    order = place_at(T0, area=area_owned_by(slow))
+    # Claimed under a short lease; the worker's heartbeat itself is still recent.
+    settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = 5.0
+    queue.claim(slow.pk, 1, now=T0)
+    settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = TIMEOUT
+
+    report = monitor.tick(boss.pk, now=at(6))
+
+    assert report == monitor.MonitorReport(requeued=1)
+    assert fresh(slow).status == "alive"
+    assert Order.objects.get(pk=order.pk).status == "queued"
+
+
+# --- Membership changes -------------------------------------------------------
+
+
+def test_registering_a_name_whose_holder_went_silent_declares_the_old_one_dead(menu: None) -> None:
+    old = make_worker("shop-1", now=T0)
+    order = place_at(T0)
+    [claim] = queue.claim(old.pk, 1, now=T0)
+
+    new = make_worker("shop-1", now=at(TIMEOUT + 1))
+
+    assert (new.name, new.incarnation, new.status) == ("shop-1", 2, "alive")
+    gone = fresh(old)
+    assert (gone.status, gone.stop_reason, gone.stopped_at) == ("dead", "replaced by a new incarnation", at(TIMEOUT + 1))
+    assert owned(new) == set(range(256))
+    assert Order.objects.get(pk=order.pk).status == "queued"
+    # When the old incarnation left, no live shop was left to name; the new one then took every bucket.
+    assert (last_event(order).kind, last_event(order).data) == ("reassigned", {"to_shop": ""})
+    assert queue.complete(order.pk, claim.token, worker_id=old.pk, now=at(TIMEOUT + 2)) is False
+    assert set(BucketMove.objects.filter(reason="join", to_worker=new).values_list("bucket", flat=True)) == set(range(256))
+
+
+@pytest.mark.parametrize("seconds", [1, TIMEOUT])
+def test_a_name_held_by_a_live_worker_cannot_be_registered_again(menu: None, seconds: float) -> None:
+    old = make_worker("shop-1", now=T0)
+
+    with pytest.raises(ValidationError) as excinfo:
+        make_worker("shop-1", now=at(seconds))
+
+    assert excinfo.value.message_dict == {"name": ["A live worker named 'shop-1' is already running."]}
+    assert list(Worker.objects.values_list("pk", "status")) == [(old.pk, "alive")]
+
+
+def test_a_clean_stop_cancels_pinned_takeaways_and_requeues_what_is_still_held(menu: None) -> None:
+    leaving = make_worker("shop-a", now=T0)
+    staying = make_worker("shop-b", now=T0)
+    leaving_buckets = owned(leaving)
+    area = area_owned_by(leaving)
+    held = place_at(T0, area=area, priority=5)
+    [claim] = queue.claim(leaving.pk, 1, now=T0)
+    waiting = place_at(T0, area=area)
+    pinned = place_at(T0, area=area, kind="takeaway", shop="shop-a")
+
+    recovery = queue.stop_worker(leaving.pk, now=at(5))
+
+    assert recovery == queue.Recovery(
+        requeued=[held.pk], failed=[], cancelled=[pinned.pk], moved_buckets=len(leaving_buckets)
+    )
+    stopped = fresh(leaving)
+    assert (stopped.status, stopped.stop_reason, stopped.stopped_at) == ("stopped", "stopped", at(5))
+    assert owned(leaving) == set()
+    assert owned(staying) == set(range(256))
+    assert {m.bucket for m in BucketMove.objects.filter(reason="stop")} == leaving_buckets
+    cancelled = Order.objects.get(pk=pinned.pk)
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "shop unavailable")
+    requeued = Order.objects.get(pk=held.pk)
+    assert (requeued.status, requeued.lease_token, requeued.attempts) == ("queued", None, 1)
+    event = last_event(held)
+    assert (event.kind, event.data) == ("reassigned", {"to_shop": "shop-b"})
+    assert event.message == "Your shop closed; your order moved to shop-b."
+    assert Order.objects.get(pk=waiting.pk).status == "queued"
+    # The stopped kitchen is fenced off; the remaining shop takes over the area.
+    assert queue.complete(held.pk, claim.token, worker_id=leaving.pk, now=at(6)) is False
+    assert [c.order.pk for c in queue.claim(staying.pk, 10, now=at(6))] == [held.pk, waiting.pk]
+    assert queue.stop_worker(leaving.pk, now=at(7)) is None
+
+
+def test_a_heartbeat_from_a_worker_declared_dead_raises_worker_lost(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    queue.declare_dead(worker.pk, now=at(20))
+
+    with pytest.raises(queue.WorkerLostError, match=rf"^worker {worker.pk} is no longer live$"):
+        queue.heartbeat(worker.pk, now=at(21))
+
+    assert fresh(worker).last_heartbeat == T0
+
+
+def test_a_heartbeat_from_a_stopped_worker_raises_worker_lost(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    queue.stop_worker(worker.pk, now=at(1))
+
+    with pytest.raises(queue.WorkerLostError, match=rf"^worker {worker.pk} is no longer live$"):
+        queue.heartbeat(worker.pk, now=at(2))
+
+
+def test_a_heartbeat_tells_a_draining_worker_to_drain(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+
+    assert queue.drain_worker(worker.pk) is True
+    assert queue.drain_worker(worker.pk) is False
+    assert queue.heartbeat(worker.pk, now=at(1)) == "draining"
+    assert fresh(worker).last_heartbeat == at(1)
+
+
+def test_a_heartbeat_extends_only_the_leases_of_its_own_orders(menu: None) -> None:
+    first = make_worker("shop-1", now=T0)
+    second = make_worker("shop-2", now=T0)
+    mine = place_at(T0, area=area_owned_by(first))
+    theirs = place_at(T0, area=area_owned_by(second))
+    queue.claim(first.pk, 1, now=T0)
+    queue.claim(second.pk, 1, now=T0)
+
+    queue.heartbeat(first.pk, now=at(7))
+
+    assert Order.objects.get(pk=mine.pk).lease_expires_at == at(7 + TIMEOUT)
+    assert Order.objects.get(pk=theirs.pk).lease_expires_at == at(TIMEOUT)
+
+
+def test_the_monitor_gives_new_buckets_an_owner(menu: None, settings: Any) -> None:
+    first = make_worker("shop-1", now=T0)
+    second = make_worker("shop-2", now=T0)
+    settings.PIZZAQUEUE_BUCKETS = 300
+
+    report = monitor.tick(first.pk, now=at(1))
+
+    assert report == monitor.MonitorReport(moved_buckets=44)
+    assert Bucket.objects.count() == 300
+    assert Bucket.objects.orphaned().exists() is False
+    assert BucketMove.objects.filter(reason="rebalance", from_worker__isnull=True).count() == 44
+    assert len(owned(first)) + len(owned(second)) == 300
+    assert abs(len(owned(first)) - len(owned(second))) <= 1
+
+
+def test_a_lost_lease_token_is_never_reused(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    order = place_at(T0)
+    [first] = queue.claim(worker.pk, 1, now=T0)
+    queue.recover_expired_leases(now=at(TIMEOUT + 1))
+
+    [second] = queue.claim(worker.pk, 1, now=at(TIMEOUT + 1))
+
+    assert second.order.pk == order.pk
+    assert isinstance(second.token, uuid.UUID)
+    assert second.token != first.token
+    assert queue.report_stage(order.pk, first.token, "oven", worker_id=worker.pk, now=at(TIMEOUT + 2)) is False
+    assert queue.report_stage(order.pk, second.token, "oven", worker_id=worker.pk, now=at(TIMEOUT + 2)) is True
