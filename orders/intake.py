@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,14 +53,17 @@ class OrderRequest:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
+
+
 def _int(value: Any, name: str, low: int, high: int, errors: dict[str, list[str]]) -> int | None:
-    # bool is an int subclass; `true` is not a quantity.
+    # bool is an int subclass; `true` is not a quantity. Form fields arrive as
+    # strings: accept plain ASCII digits only (no "²", no 5,000-digit numbers).
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        else:
-            errors.setdefault(name, []).append("Must be a whole number.")
-            return None
+        errors.setdefault(name, []).append("Must be a whole number.")
+        return None
     if not low <= value <= high:
         errors.setdefault(name, []).append(f"Must be between {low} and {high}.")
         return None

@@ -380,7 +380,7 @@ def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None =
     The attempt is refunded: nothing was tried. Fenced like every worker write.
     """
     now = now or timezone.now()
-    events = []
+    events, lost = [], []
     with transaction.atomic():
         for order_id, token in held:
             updated = Order.objects.filter(id=order_id, status=Status.PREPARING, lease_token=token).update(
@@ -390,7 +390,11 @@ def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None =
             if updated:
                 events.append(_event(order_id, Event.RELEASED, now, worker_id=worker_id,
                                      message="Handed back unstarted by a closing kitchen."))  # fmt: skip
+            else:
+                lost.append(order_id)
         _record(events, work=True)
+        if lost:
+            _record_lease_lost(lost, worker_id, now, "release")
     return len(events)
 
 
@@ -420,6 +424,9 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
     now = now or timezone.now()
     with transaction.atomic():
         order = _get(order_id)
+        if order.pinned_worker_id is not None and not Worker.objects.live().filter(pk=order.pinned_worker_id).exists():
+            # Nobody else may bake a takeaway order: back in the queue it would wait for ever.
+            raise InvalidTransitionError("Its shop is closed; a takeaway order can only be baked by its own shop.")
         if order.status in (Status.FAILED, Status.CANCELLED):
             updated = Order.objects.filter(id=order.id, status=order.status).update(
                 status=Status.QUEUED, attempts=0, eligible_at=now, rank=rank_for(now, order.priority),
@@ -448,6 +455,8 @@ def rush(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: dat
         order = _get(order_id)
         if order.status != Status.QUEUED:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be rushed.")
+        if priority <= order.priority:
+            raise InvalidTransitionError(f"Order already has priority {order.priority}; a rush only raises it.")
         # Keep the order's place in time: the rank is rebuilt from when it became eligible.
         updated = Order.objects.filter(id=order.id, status=Status.QUEUED, priority=order.priority).update(
             priority=priority, rank=rank_for(order.eligible_at, priority)

@@ -244,15 +244,6 @@ def test_a_bad_request_names_the_field_and_writes_nothing(menu: None, data: Any,
         pytest.param("9" * 5000, id="over-int-max-str-digits"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "orders/intake.py _int: a string passing `value.strip().lstrip('-').isdigit()` is handed to int(), "
-        "which raises ValueError (not ValidationError) for '--1', unicode digits such as '\u00b2', and "
-        "strings longer than sys.get_int_max_str_digits(); the API would answer 500"
-    ),
-)
 def test_a_quantity_string_that_only_looks_numeric_is_a_validation_error(menu: None, garbage: str) -> None:
     data = {"items": [{"pizza": "margherita", "size": "medium", "quantity": garbage}]}
 

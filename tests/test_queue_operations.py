@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
-from tests.factory import make_worker, order_data
+from tests.factory import make_order, make_worker, order_data
 from workers import ring
 from workers.models import Bucket, Worker
 
@@ -513,13 +513,6 @@ def test_a_wrong_token_cannot_release_an_order(held: tuple[Worker, Order, uuid.U
     assert OrderEvent.objects.filter(order=order, kind="released").exists() is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "orders/queue.py release: a fenced write refused for a lost lease is dropped silently; unlike "
-        "report_stage/complete/fail it records no lease-lost event (SPEC section 4.3)"
-    ),
-)
 def test_a_refused_release_records_lease_lost(held: tuple[Worker, Order, uuid.UUID]) -> None:
     worker, order, _token = held
 
@@ -790,3 +783,23 @@ def test_a_rush_out_of_the_priority_range_is_refused(menu: None, priority: int) 
     assert excinfo.value.message_dict == {"priority": ["Must be between 0 and 9."]}
     assert row(order)["priority"] == 0
     assert kinds(order) == ["placed"]
+
+
+def test_a_takeaway_order_of_a_closed_shop_cannot_be_requeued(menu: None) -> None:
+    shop = make_worker("corner-shop")
+    order = make_order(kind="takeaway", shop="corner-shop")
+    queue.declare_dead(shop.pk, "gone", now=T0)
+    order.refresh_from_db()
+    assert order.status == "cancelled"
+
+    with pytest.raises(queue.InvalidTransitionError, match="Its shop is closed"):
+        queue.requeue(order.pk)
+    assert Order.objects.get(pk=order.pk).status == "cancelled"
+
+
+def test_a_rush_never_lowers_priority(menu: None) -> None:
+    order = make_order(priority=5)
+
+    with pytest.raises(queue.InvalidTransitionError, match="already has priority 5; a rush only raises it"):
+        queue.rush(order.pk, priority=1)
+    assert Order.objects.get(pk=order.pk).priority == 5

@@ -212,14 +212,18 @@ class Worker:
                 break
         if not self.unflushed or self.record is None:
             return False
-        batch, worker_id = self.unflushed, self.record.pk
-        done = [(f.claim.order.id, f.claim.token) for f in batch if f.error is None]
+        worker_id = self.record.pk
+        # Drop each result from `unflushed` only once written, so a database
+        # error part-way leaves exactly the unwritten ones for the next turn.
+        done = [(f.claim.order.id, f.claim.token) for f in self.unflushed if f.error is None]
         if done:
             queue.complete_many(done, worker_id)
-        for f in batch:
-            if f.error is not None and not f.lease_lost:
-                queue.fail(f.claim.order.id, f.claim.token, f.error, worker_id)
-        self.unflushed = []
+            self.unflushed = [f for f in self.unflushed if f.error is not None]
+        while self.unflushed:
+            failed = self.unflushed[0]
+            if not failed.lease_lost:  # a lost lease was recorded when it was noticed
+                queue.fail(failed.claim.order.id, failed.claim.token, failed.error or "", worker_id)
+            self.unflushed.pop(0)
         return True
 
     def fill(self) -> bool:

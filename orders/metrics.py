@@ -1,0 +1,119 @@
+"""Prometheus metrics, read from the database at scrape time.
+
+The workers are separate processes (often on other machines), so in-process
+counters in the web process would see nothing of their work. The event rows
+already record every claim, completion, retry and lost lease, so the web
+process keeps its counters by reading the events committed since its last
+scrape, in id order — an indexed range scan whose cost is proportional to the
+new events, never to the size of the table. Counters start at zero when the
+process starts, as Prometheus counters do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.db.models import Count, Max
+from django.utils import timezone
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from orders.models import Order, OrderEvent
+from workers.models import Bucket, Worker
+
+# Seconds; pickup is milliseconds on PostgreSQL, orders take minutes in a real kitchen.
+PICKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+ORDER_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600)
+# Most events read per scrape; a backlog is caught up over the next scrapes.
+MAX_EVENTS_PER_SCRAPE = 100_000
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        for index, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[index] += 1
+                return
+        self.counts[-1] += 1
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=self.total)
+
+
+class QueueCollector(Collector):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_event_id: int | None = None
+        self._events: Counter[str] = Counter()
+        self._pickup = _Histogram(PICKUP_BUCKETS)
+        self._order = _Histogram(ORDER_BUCKETS)
+
+    def _read_new_events(self) -> None:
+        if self._last_event_id is None:
+            self._last_event_id = OrderEvent.objects.aggregate(m=Max("id"))["m"] or 0
+            return
+        rows = list(
+            OrderEvent.objects.filter(id__gt=self._last_event_id)
+            .order_by("id")
+            .values_list("id", "kind", "created_at", "data", "order__created_at")[:MAX_EVENTS_PER_SCRAPE]
+        )
+        for event_id, kind, created_at, data, order_created in rows:
+            self._events[kind] += 1
+            waited = (created_at - order_created).total_seconds()
+            if kind == OrderEvent.Kind.CLAIMED and data.get("attempt") == 1:
+                self._pickup.observe(max(waited, 0.0))
+            elif kind == OrderEvent.Kind.DONE:
+                self._order.observe(max(waited, 0.0))
+            self._last_event_id = event_id
+
+    def collect(self) -> Iterator[object]:
+        with self._lock:
+            self._read_new_events()
+            events = CounterMetricFamily("pizzaqueue_events", "Order events committed since this process started, by kind.", labels=["kind"])
+            for kind in OrderEvent.Kind.values:
+                events.add_metric([kind], self._events[kind])
+            yield events
+            yield self._pickup.family("pizzaqueue_pickup_seconds", "From placing an order to its first claim.")
+            yield self._order.family("pizzaqueue_order_seconds", "From placing an order to done.")
+
+        depth = GaugeMetricFamily("pizzaqueue_orders", "Orders waiting or in the oven, by status.", labels=["status"])
+        # Both counts are served by partial indexes that finished orders are not in.
+        counts = dict(Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
+                      .values_list("status").annotate(n=Count("id")))  # fmt: skip
+        for status in (Order.Status.QUEUED, Order.Status.PREPARING):
+            depth.add_metric([status], counts.get(status, 0))
+        yield depth
+
+        now = timezone.now()
+        ages = GaugeMetricFamily("pizzaqueue_worker_heartbeat_age_seconds", "Seconds since each live worker's last heartbeat.", labels=["worker"])
+        for name, beat in Worker.objects.live().values_list("name", "last_heartbeat"):
+            ages.add_metric([name], (now - beat).total_seconds())
+        yield ages
+        workers = GaugeMetricFamily("pizzaqueue_workers", "Workers seen in the last hour, by status.", labels=["status"])
+        recent = dict(Worker.objects.filter(last_heartbeat__gte=now - timedelta(hours=1))
+                      .values_list("status").annotate(n=Count("id")))  # fmt: skip
+        for status in Worker.Status.values:
+            workers.add_metric([status], recent.get(status, 0))
+        yield workers
+        yield GaugeMetricFamily("pizzaqueue_buckets_orphaned", "Buckets without a live owner.", value=Bucket.objects.orphaned().count())
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(QueueCollector())
