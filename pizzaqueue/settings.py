@@ -231,9 +231,27 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Every 4xx as {"detail", "code", "errors"}; the queue's exceptions as 404/409.
+    "EXCEPTION_HANDLER": "orders.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        # Orders one API user may place (DRF rate: N/second|minute|hour|day); empty = unlimited.
+        "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "120/minute") or None,
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "pizzaqueue API",
-    "DESCRIPTION": "Place, track and cancel orders; watch the kitchens.",
+    "DESCRIPTION": "Place, track and cancel orders; watch the kitchens. Every call needs a token: "
+    "`Authorization: Token <key>` (`python manage.py drf_create_token USER`).",
     "VERSION": "1.0.0",
+    # The schema and the docs need a login or a token too, like the rest of the API.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.Order.Status",
+        "OrderKindEnum": "orders.models.Order.Kind",
+        "EventKindEnum": "orders.models.OrderEvent.Kind",
+        "WorkerStatusEnum": "workers.models.Worker.Status",
+    },
 }

@@ -1,0 +1,156 @@
+"""The REST API's shapes: what an order, a kitchen and a bucket look like to integrators.
+
+Output serializers are read-only. The input serializer (`OrderCreateSerializer`)
+only *describes* an order request for the OpenAPI schema: the API never calls
+its `is_valid()`. The one validation source for every intake is
+`orders.intake.clean_order_request`, so the API, the web form and `rush`
+accept and refuse exactly the same requests.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from orders.models import Order, OrderEvent, Size
+from workers.models import Bucket, Worker
+
+
+class OrderItemSerializer(serializers.Serializer):
+    pizza = serializers.SlugField(max_length=50, help_text="A pizza's slug from the menu.")
+    size = serializers.ChoiceField(choices=Size.choices, default=Size.MEDIUM)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Limits come from settings when the schema is built, never at import time.
+        fields = super().get_fields()
+        fields["quantity"] = serializers.IntegerField(min_value=1, max_value=settings.PIZZAQUEUE_MAX_QUANTITY, default=1)
+        return fields
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    """An order request, as `clean_order_request` accepts it."""
+
+    kind = serializers.ChoiceField(
+        choices=Order.Kind.choices, default=Order.Kind.DELIVERY,
+        help_text="`takeaway` orders are pinned to the shop they are collected from.",
+    )  # fmt: skip
+    area = serializers.CharField(
+        max_length=64, required=False, allow_blank=True,
+        help_text="Delivery area: the routing key. Orders of one area go to one kitchen.",
+    )  # fmt: skip
+    shop = serializers.CharField(
+        max_length=100, required=False, allow_blank=True,
+        help_text="Takeaway only: the name of an open shop (a live worker).",
+    )  # fmt: skip
+    priority = serializers.IntegerField(min_value=Order.MIN_PRIORITY, max_value=Order.MAX_PRIORITY, default=0)
+    customer_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    not_before = serializers.DateTimeField(required=False, allow_null=True, help_text="Bake no earlier than this.")
+    max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False, allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        limits = {
+            "items": serializers.ListField(
+                child=OrderItemSerializer(), min_length=1, max_length=settings.PIZZAQUEUE_MAX_ITEMS,
+                help_text="What to bake.",
+            ),  # fmt: skip
+            "note": serializers.CharField(required=False, allow_blank=True, max_length=settings.PIZZAQUEUE_MAX_NOTE),
+        }
+        return {**limits, **super().get_fields()}
+
+
+class WorkerRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Worker
+        fields = ["id", "name", "incarnation"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    items = OrderItemSerializer(many=True, read_only=True)
+    worker = WorkerRefSerializer(read_only=True, allow_null=True, help_text="The kitchen preparing it, if any.")
+    shop = WorkerRefSerializer(
+        source="pinned_worker", read_only=True, allow_null=True, help_text="Takeaway: the shop it is pinned to."
+    )
+
+    class Meta:
+        model = Order
+        fields = [
+            "id", "status", "stage", "kind", "items", "note", "customer_name", "area", "bucket", "shop",
+            "priority", "attempts", "max_attempts", "worker", "lease_expires_at", "estimated_seconds",
+            "last_error", "cancel_reason", "created_at", "eligible_at", "claimed_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class OrderEventSerializer(serializers.ModelSerializer):
+    worker = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+
+    class Meta:
+        model = OrderEvent
+        fields = ["id", "kind", "created_at", "stage", "message", "worker", "data"]
+        read_only_fields = fields
+
+
+class OrderDetailSerializer(OrderSerializer):
+    events = OrderEventSerializer(many=True, read_only=True, help_text="The order's timeline, oldest first.")
+
+    class Meta(OrderSerializer.Meta):
+        fields = [*OrderSerializer.Meta.fields, "events"]
+        read_only_fields = fields
+
+
+class WorkerSerializer(serializers.ModelSerializer):
+    heartbeat_age_seconds = serializers.SerializerMethodField()
+    owned_buckets = serializers.IntegerField(read_only=True, help_text="Buckets this kitchen owns.")
+    in_flight = serializers.IntegerField(read_only=True, help_text="Orders it is preparing right now.")
+
+    class Meta:
+        model = Worker
+        fields = [
+            "id", "name", "incarnation", "host", "pid", "status", "concurrency", "started_at",
+            "last_heartbeat", "heartbeat_age_seconds", "stopped_at", "stop_reason", "owned_buckets", "in_flight",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.FloatField())
+    def get_heartbeat_age_seconds(self, worker: Worker) -> float:
+        return round((timezone.now() - worker.last_heartbeat).total_seconds(), 3)
+
+
+class BucketSerializer(serializers.ModelSerializer):
+    owner = WorkerRefSerializer(read_only=True, allow_null=True)
+    queued = serializers.SerializerMethodField(help_text="Orders waiting in this bucket.")
+
+    class Meta:
+        model = Bucket
+        fields = ["number", "owner", "epoch", "queued", "updated_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_queued(self, bucket: Bucket) -> int:
+        return self.context.get("depths", {}).get(bucket.number, 0)
+
+
+class StatusCountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    exact = serializers.BooleanField(help_text="False when estimated from the planner's statistics.")
+
+
+class StatsSerializer(serializers.Serializer):
+    orders = serializers.DictField(child=StatusCountSerializer(), help_text="Orders by status.")
+    done_last_minute = serializers.IntegerField(help_text="Orders completed in the last 60 seconds.")
+    throughput_per_second = serializers.FloatField(help_text="done_last_minute / 60.")
+    live_workers = serializers.IntegerField()
+    generated_at = serializers.DateTimeField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every 4xx body: the reason, a stable code, and for bad input the fields at fault."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False,
+        help_text='Messages by field, e.g. {"items[0].quantity": ["Must be between 1 and 20."]}.',
+    )  # fmt: skip
