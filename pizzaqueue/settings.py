@@ -219,6 +219,18 @@ PIZZAQUEUE_HANDLER = env_str("PIZZAQUEUE_HANDLER", "orders.handlers.kitchen")
 # Seconds of simulated kitchen time per second of recipe (0 = instant).
 PIZZAQUEUE_KITCHEN_SPEED = env_float("PIZZAQUEUE_KITCHEN_SPEED", 1.0, minimum=0.0)
 
+# --- Live updates ---------------------------------------------------------------
+# The in-memory layer fans out only within one web process; events cross
+# processes through the OrderEvent rows, read by each web process's relay.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+# Seconds between the relay's reads of new events where there is no LISTEN/NOTIFY
+# (SQLite); on PostgreSQL it is a safety net behind NOTIFY.
+PIZZAQUEUE_RELAY_POLL_INTERVAL = env_float("PIZZAQUEUE_RELAY_POLL_INTERVAL", 0.1, minimum=0.01)
+# Events read (and fanned out) per round.
+PIZZAQUEUE_RELAY_BATCH = env_int("PIZZAQUEUE_RELAY_BATCH", 500, minimum=1)
+# Longest wait for a missing event id (PostgreSQL commits out of id order) before skipping it.
+PIZZAQUEUE_RELAY_GAP_TIMEOUT = env_float("PIZZAQUEUE_RELAY_GAP_TIMEOUT", 10.0, minimum=0.0)
+
 # --- Intake limits (SPEC §9) --------------------------------------------------
 PIZZAQUEUE_MAX_ITEMS = env_int("PIZZAQUEUE_MAX_ITEMS", 20, minimum=1)
 PIZZAQUEUE_MAX_QUANTITY = env_int("PIZZAQUEUE_MAX_QUANTITY", 20, minimum=1)

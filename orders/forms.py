@@ -1,0 +1,100 @@
+"""The customer's order form: fields for people, checked by `intake.clean_order_request`.
+
+The form only gathers what was typed; the one validation of an order is
+`clean_order_request`, whose errors (keyed by request field, e.g.
+`items[0].quantity`) are put back next to the form field they came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from orders.intake import OrderRequest, clean_order_request
+from orders.models import Order, Pizza, Size
+from workers.models import Worker
+
+
+class OrderForm(forms.Form):
+    # The idempotency key: a new one with every blank form, so submitting the
+    # same form twice (a double click, a retry after a timeout) gives one order.
+    token = forms.UUIDField(widget=forms.HiddenInput, error_messages={
+        "required": "This form has expired; please check your order and send it again.",
+        "invalid": "This form has expired; please check your order and send it again.",
+    })  # fmt: skip
+    customer_name = forms.CharField(label="Your name", required=False, max_length=100)
+    kind = forms.ChoiceField(label="How", choices=Order.Kind.choices, initial=Order.Kind.DELIVERY,
+                             widget=forms.RadioSelect)  # fmt: skip
+    area = forms.CharField(label="Delivery area", required=False, max_length=64,
+                           help_text="Your postcode or district; orders for one area go to one shop.")  # fmt: skip
+    shop = forms.ChoiceField(label="Collect from", required=False, help_text="For takeaway orders.")
+    note = forms.CharField(label="Note for the kitchen", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args: Any, pizzas: list[Pizza], shops: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pizzas = pizzas
+        self.fields["shop"].choices = [("", "—")] + [(name, name) for name in shops]
+        self.fields["note"].widget.attrs["maxlength"] = settings.PIZZAQUEUE_MAX_NOTE
+        for pizza in pizzas:
+            # Plain text on the server side: bounds and numbers are checked by the intake.
+            self.fields[f"qty_{pizza.slug}"] = forms.CharField(
+                label=pizza.name, required=False, initial="0",
+                widget=forms.NumberInput(attrs={"min": 0, "max": settings.PIZZAQUEUE_MAX_QUANTITY, "inputmode": "numeric"}),
+            )  # fmt: skip
+            self.fields[f"size_{pizza.slug}"] = forms.ChoiceField(
+                label=f"{pizza.name} size", choices=Size.choices, initial=Size.MEDIUM, required=False
+            )
+        self.order_request: OrderRequest | None = None
+
+    @classmethod
+    def for_menu(cls, data: Any = None, **kwargs: Any) -> OrderForm:
+        pizzas = list(Pizza.objects.filter(available=True))
+        shops = list(Worker.objects.live().order_by("name").values_list("name", flat=True))
+        return cls(data, pizzas=pizzas, shops=shops, **kwargs)
+
+    def menu_rows(self) -> list[tuple[Pizza, str, forms.BoundField, forms.BoundField]]:
+        """(pizza, price, quantity field, size field) for each pizza on the menu."""
+        return [(p, f"€{p.price_cents / 100:.2f}", self[f"qty_{p.slug}"], self[f"size_{p.slug}"]) for p in self.pizzas]
+
+    def detail_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ("kind", "area", "shop", "customer_name", "note")]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        items, fields_of_item = [], []
+        for pizza in self.pizzas:
+            quantity = (data.get(f"qty_{pizza.slug}") or "").strip()
+            if quantity in ("", "0"):
+                continue
+            items.append({"pizza": pizza.slug, "size": data.get(f"size_{pizza.slug}") or Size.MEDIUM,
+                          "quantity": quantity})  # fmt: skip
+            fields_of_item.append(pizza.slug)
+        if not items:
+            raise ValidationError("Choose at least one pizza.")
+        request = {"items": items, "kind": data.get("kind") or Order.Kind.DELIVERY, "area": data.get("area", ""),
+                   "customer_name": data.get("customer_name", ""), "note": data.get("note", "")}  # fmt: skip
+        if data.get("shop"):
+            request["shop"] = data["shop"]
+        try:
+            self.order_request = clean_order_request(request)
+        except ValidationError as exc:
+            self.add_intake_errors(exc, fields_of_item)
+        return data
+
+    def add_intake_errors(self, error: ValidationError, fields_of_item: list[str] | None = None) -> None:
+        """Put the intake's errors (keyed by request field) on the form fields they concern."""
+        slugs = fields_of_item or [p.slug for p in self.pizzas]
+        for key, messages in error.message_dict.items():
+            field = None
+            if key.startswith("items[") and "]" in key:
+                index = key[len("items["):key.index("]")]
+                part = key[key.index("]") + 1:].lstrip(".")
+                if index.isdigit() and int(index) < len(slugs):
+                    field = f"{'size' if part == 'size' else 'qty'}_{slugs[int(index)]}"
+            elif key in self.fields:
+                field = key
+            for message in messages:
+                self.add_error(field, message)

@@ -1,0 +1,426 @@
+"""The live-update relay: committed events, read in id order, fanned out in this process.
+
+`OrderEvent` rows are the outbox. Each web process runs one relay (started by
+its first WebSocket connection) that reads the events committed after its
+*watermark*, in id order, and hands them to this process's consumers through
+the in-memory channel layer: each order's events to the group `order.<id>`,
+every event to the group `board`. A change made by a worker process therefore
+reaches a browser connected here with no broker: the database carries it.
+
+The relay wakes on PostgreSQL `LISTEN pizzaqueue_events` (every transaction
+that writes events NOTIFYs on commit), through a dedicated psycopg
+connection, and polls every `PIZZAQUEUE_RELAY_POLL_INTERVAL` where there is no
+NOTIFY (SQLite). Its reads run in one dedicated thread, so they never queue
+behind the consumers' own database calls.
+
+The watermark only moves over ids that can no longer appear: every event with
+an id at or below it has been published, in order. That is what lets a
+consumer replay `(client's last id, watermark]` from the table and take the
+rest live, with no gap between the two (see `consumers.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, connections
+from django.db.models import BigIntegerField, Func, Max
+
+from orders import queue
+from orders.handlers import STAGES
+from orders.models import Order, OrderEvent
+
+logger = logging.getLogger(__name__)
+
+BOARD_GROUP = "board"
+# How long a missing id must have been missing before the PostgreSQL snapshot
+# is consulted about it: covers a transaction that drew the id from the
+# sequence an instant before it was given a transaction id.
+GAP_GRACE = 0.1
+# How often a pending gap is looked at again, NOTIFY or not.
+GAP_RECHECK = 0.05
+# Poll interval behind a working LISTEN connection: only a safety net.
+LISTEN_SAFETY_POLL = 1.0
+
+
+def order_group(order_id: object) -> str:
+    return f"order.{order_id}"
+
+
+# --- The message format ----------------------------------------------------------
+# One JSON object per event, for WebSocket clients and for the pages' first render.
+
+STAGE_LABELS = {
+    "dough": "Stretching the dough",
+    "sauce": "Sauce and toppings",
+    "oven": "In the oven",
+    "boxing": "Boxing it up",
+}
+STATUS_LABELS = {
+    Order.Status.QUEUED: "In the queue",
+    Order.Status.PREPARING: "In the kitchen",
+    Order.Status.DONE: "Ready",
+    Order.Status.FAILED: "Could not be made",
+    Order.Status.CANCELLED: "Cancelled",
+}
+# The order's status right after an event of each kind (None: unchanged).
+STATUS_AFTER: dict[str, str | None] = {
+    OrderEvent.Kind.PLACED: Order.Status.QUEUED,
+    OrderEvent.Kind.CLAIMED: Order.Status.PREPARING,
+    OrderEvent.Kind.STAGE: Order.Status.PREPARING,
+    OrderEvent.Kind.DONE: Order.Status.DONE,
+    OrderEvent.Kind.RETRIED: Order.Status.QUEUED,
+    OrderEvent.Kind.RELEASED: Order.Status.QUEUED,
+    OrderEvent.Kind.REASSIGNED: Order.Status.QUEUED,
+    OrderEvent.Kind.FAILED: Order.Status.FAILED,
+    OrderEvent.Kind.CANCELLED: Order.Status.CANCELLED,
+    OrderEvent.Kind.LEASE_LOST: None,
+    OrderEvent.Kind.RUSHED: None,
+}
+# Kitchen-internal events that customers do not need to see.
+PRIVATE_KINDS = {OrderEvent.Kind.LEASE_LOST}
+
+
+def _stage_progress() -> dict[str, int]:
+    """Each stage's point on the progress bar: its middle, within the 10-100 % the kitchen covers."""
+    points, done = {}, 0.0
+    for stage, share in STAGES:
+        points[stage] = round(10 + 90 * (done + share / 2))
+        done += share
+    return points
+
+
+STAGE_PROGRESS = _stage_progress()
+
+
+def progress(status: str | None, stage: str = "") -> int | None:
+    """Percentage for the progress bar; None where the status says nothing about it."""
+    if status == Order.Status.QUEUED:
+        return 5
+    if status == Order.Status.PREPARING:
+        return STAGE_PROGRESS.get(stage, 10)
+    if status == Order.Status.DONE:
+        return 100
+    return None
+
+
+def stage_label(status: str, stage: str = "") -> str:
+    if status == Order.Status.PREPARING and stage:
+        return STAGE_LABELS.get(stage, stage.capitalize())
+    return STATUS_LABELS.get(status, status)
+
+
+def describe(event: OrderEvent, worker: str | None) -> str:
+    """The customer's line for an event (the queue writes some of them itself)."""
+    kind = event.kind
+    if kind == OrderEvent.Kind.PLACED:
+        return "Order confirmed."
+    if kind == OrderEvent.Kind.CLAIMED:
+        return f"{worker or 'A kitchen'} started on your order."
+    if kind == OrderEvent.Kind.STAGE:
+        return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
+    if kind == OrderEvent.Kind.DONE:
+        return "Ready!"
+    if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
+        return "Back in the queue for another go."
+    if kind == OrderEvent.Kind.REASSIGNED:
+        return event.message  # "Your shop went offline; your order moved to …"
+    if kind == OrderEvent.Kind.FAILED:
+        return "Sorry, the kitchen could not make your order."
+    if kind == OrderEvent.Kind.CANCELLED:
+        if event.data.get("reason") == queue.SHOP_UNAVAILABLE:
+            return event.message  # "Your shop is unavailable … Please order again."
+        return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
+    if kind == OrderEvent.Kind.RUSHED:
+        return "Rushed: your order moves up the queue."
+    return event.message or kind
+
+
+def event_message(event: OrderEvent) -> dict[str, Any]:
+    """The JSON message for one event. Read events with `select_related("worker")`."""
+    worker = event.worker.name if event.worker_id and event.worker else None
+    status = STATUS_AFTER.get(event.kind)
+    return {
+        "type": "event",
+        "id": event.id,
+        "order": str(event.order_id),
+        "kind": event.kind,
+        "stage": event.stage,
+        "worker": worker,
+        "created_at": event.created_at.isoformat(),
+        "message": event.message,
+        "text": describe(event, worker),
+        "public": event.kind not in PRIVATE_KINDS,
+        "status": status,
+        "status_label": stage_label(status, event.stage) if status else None,
+        "progress": progress(status, event.stage),
+    }
+
+
+# --- Reading the outbox ------------------------------------------------------------
+
+
+class _SnapshotXmin(Func):
+    """The oldest transaction still running in this statement's snapshot."""
+
+    template = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    output_field = BigIntegerField()
+
+
+class _SnapshotXmax(Func):
+    """The first transaction id not yet assigned when this statement's snapshot was taken."""
+
+    template = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+    output_field = BigIntegerField()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The PostgreSQL snapshot a read was made in (transaction ids, 64-bit)."""
+
+    xmin: int
+    xmax: int
+
+
+@dataclass
+class _Gap:
+    start: int  # the first missing id
+    since: float  # monotonic time it was first seen missing
+    threshold: int | None = None  # xmax once the grace has passed: every id holder's xid is below it
+
+
+@dataclass(frozen=True)
+class Read:
+    events: list[OrderEvent]
+    snapshot: Snapshot | None
+
+
+def read_events(after: int, limit: int) -> Read:
+    """Events with an id above `after`, in id order, with the snapshot they were read in."""
+    rows = OrderEvent.objects.filter(id__gt=after).select_related("worker").order_by("id")
+    if connection.vendor == "postgresql":
+        rows = rows.annotate(snapshot_xmin=_SnapshotXmin(), snapshot_xmax=_SnapshotXmax())
+    events = list(rows[:limit])
+    snapshot = None
+    if events and connection.vendor == "postgresql":
+        snapshot = Snapshot(events[0].snapshot_xmin, events[0].snapshot_xmax)
+    return Read(events, snapshot)
+
+
+def latest_event_id() -> int:
+    return OrderEvent.objects.aggregate(latest=Max("id"))["latest"] or 0
+
+
+class Relay:
+    """Publishes committed events, in id order, to this process's consumers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # Every event with id <= watermark has been published (or can never appear).
+        self.watermark = 0
+        self.channel_layer = get_channel_layer()
+        self.listening = False
+        self._gap: _Gap | None = None
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._stopped = False
+        # One thread, so one long-lived database connection, for every read.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="relay-db")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped and bool(self._tasks) and not self._tasks[0].done()
+
+    def start(self) -> None:
+        self._tasks.append(self.loop.create_task(self._run(), name="pizzaqueue-relay"))
+        if connections["default"].vendor == "postgresql":
+            self._tasks.append(self.loop.create_task(self._listen(), name="pizzaqueue-relay-listen"))
+        self._tasks[0].add_done_callback(self._on_exit)
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Wait until the starting watermark is known."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def wake(self) -> None:
+        """Read now instead of at the next poll (call from the relay's event loop)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Close this thread's connection: a test database cannot be dropped while it is open.
+        await self.loop.run_in_executor(self._executor, connections.close_all)
+        self._executor.shutdown(wait=True)
+
+    def _on_exit(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("relay stopped", exc_info=task.exception())
+
+    async def _db(self, function: Any, *args: Any) -> Any:
+        def call() -> Any:
+            close_old_connections()
+            return function(*args)
+
+        return await self.loop.run_in_executor(self._executor, call)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                # Events committed before the relay started were sent to nobody
+                # live; a connecting client replays them from the table.
+                self.watermark = await self._db(latest_event_id)
+                break
+            except DatabaseError:
+                logger.warning("relay cannot read events; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+        self._ready.set()
+        logger.info("relay started watermark=%s", self.watermark)
+        while True:
+            await self._sleep()
+            try:
+                read = await self._db(read_events, self.watermark, settings.PIZZAQUEUE_RELAY_BATCH)
+            except DatabaseError:
+                logger.warning("relay lost its database connection; retrying", exc_info=True)
+                await self.loop.run_in_executor(self._executor, connections.close_all)
+                await asyncio.sleep(1.0)
+                continue
+            after = self.watermark
+            events = self.advance(read, time.monotonic())
+            if events:
+                await self.publish(events, after)
+            if len(read.events) == settings.PIZZAQUEUE_RELAY_BATCH and events:
+                self._wake.set()  # a full batch: more may be waiting
+
+    async def _sleep(self) -> None:
+        if self._gap is not None:
+            timeout = GAP_RECHECK
+        elif self.listening:
+            timeout = LISTEN_SAFETY_POLL
+        else:
+            timeout = settings.PIZZAQUEUE_RELAY_POLL_INTERVAL
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    def advance(self, read: Read, now: float) -> list[OrderEvent]:
+        """The events that can be published now, in id order; moves the watermark past them.
+
+        Ids come from a sequence when a row is inserted, but transactions commit
+        in their own order: on PostgreSQL, id 11 may be visible while id 10's
+        transaction is still open. Publishing 11 and moving on would lose 10
+        for good, so the relay stops at the first missing id until that id
+        either appears or is known never to: once every transaction that was
+        running when the gap was seen has ended (the snapshot's xmin has
+        passed their ids), a still-missing id belonged to a transaction that
+        rolled back. On SQLite one writer commits at a time, in id order, so a
+        missing id is a row deleted already and is skipped at once.
+        """
+        if not read.events:
+            self._gap = None
+            return []
+        ready: list[OrderEvent] = []
+        expected = self.watermark + 1
+        for event in read.events:
+            if event.id > expected and not self._gap_closed(expected, read.snapshot, now):
+                break
+            self._gap = None
+            ready.append(event)
+            expected = event.id + 1
+        if ready:
+            self.watermark = ready[-1].id
+        return ready
+
+    def _gap_closed(self, start: int, snapshot: Snapshot | None, now: float) -> bool:
+        if snapshot is None:
+            return True
+        if self._gap is None or self._gap.start != start:
+            self._gap = _Gap(start, now)
+        gap = self._gap
+        waited = now - gap.since
+        if waited >= settings.PIZZAQUEUE_RELAY_GAP_TIMEOUT:
+            logger.warning("relay skips missing event ids from %s after %.1fs", start, waited)
+            return True
+        if gap.threshold is None:
+            if waited < GAP_GRACE:
+                return False
+            gap.threshold = snapshot.xmax
+        return snapshot.xmin >= gap.threshold
+
+    async def publish(self, events: Sequence[OrderEvent], after: int) -> None:
+        """One message per order group, and one for the board with the range it covers.
+
+        The board message carries `after` and `upto` so a consumer that missed a
+        message (a full channel drops it) notices and reads the range from the table.
+        """
+        messages = [event_message(e) for e in events]
+        by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for message in messages:
+            by_order[message["order"]].append(message)
+        for order_id, order_messages in by_order.items():
+            await self.channel_layer.group_send(order_group(order_id), {"type": "order.events", "events": order_messages})
+        await self.channel_layer.group_send(
+            BOARD_GROUP, {"type": "board.events", "after": after, "upto": self.watermark, "events": messages}
+        )
+
+    async def _listen(self) -> None:
+        """Wake the relay on every NOTIFY; reconnect with a pause when the connection drops."""
+        import psycopg
+
+        params = connections["default"].get_connection_params()
+        for sync_only in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(sync_only, None)
+        params["application_name"] = "pizzaqueue-relay"
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {queue.EVENTS_CHANNEL}")
+                    self.listening = True
+                    self._wake.set()  # catch up on what was committed while not listening
+                    async for _notify in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error:
+                logger.warning("relay listener lost its connection; retrying", exc_info=True)
+            finally:
+                self.listening = False
+            await asyncio.sleep(1.0)
+
+
+_relay: Relay | None = None
+
+
+async def ensure_relay() -> Relay:
+    """This process's relay, started on first use (by the first WebSocket connection).
+
+    One per event loop: daphne runs one loop per process; tests run one per test.
+    """
+    global _relay
+    loop = asyncio.get_running_loop()
+    if _relay is None or _relay.loop is not loop or not _relay.running:
+        if _relay is not None and _relay.loop is loop:
+            await _relay.stop()
+        _relay = Relay(loop)
+        _relay.start()
+    await _relay.ready()
+    return _relay
+
+
+async def stop_relay() -> None:
+    global _relay
+    if _relay is not None:
+        relay, _relay = _relay, None
+        await relay.stop()

@@ -1,0 +1,263 @@
+"""Customer pages, the kitchen display and the operations board.
+
+Small function views that read with the indexed queries of `orders/models.py`
+and change orders only through `orders.queue`. Pages work without JavaScript;
+htmx requests get the page's partial template, and live updates come over the
+WebSockets of `orders/consumers.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import user_passes_test
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Max, Min, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
+
+from orders import queue
+from orders.forms import OrderForm
+from orders.models import Order, OrderEvent, Pizza
+from orders.relay import event_message, progress, stage_label
+from workers.models import Bucket, Worker
+
+# Tickets shown on a kitchen display, per column.
+TICKETS_SHOWN = 30
+# The board lists workers that left within this window, next to the live ones.
+RECENTLY_GONE = timedelta(minutes=10)
+RECENT_EVENTS = 25
+# The promise leaves the kitchen this much slack over its own estimate.
+PROMISE_SLACK = 1.5
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+staff_required = user_passes_test(lambda user: user.is_active and user.is_staff, login_url=reverse_lazy("login"))
+
+
+def promised_seconds(order: Order) -> int:
+    """Seconds from placing to ready that the customer is promised."""
+    return round(order.estimated_seconds * settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK)
+
+
+def promised_at(order: Order) -> datetime:
+    return order.created_at + timedelta(seconds=promised_seconds(order))
+
+
+# --- Customers -------------------------------------------------------------------
+
+
+@require_GET
+def menu(request: HtmxHttpRequest) -> HttpResponse:
+    form = OrderForm.for_menu(initial={"token": uuid.uuid4()})
+    return render(request, "orders/menu.html", {"form": form})
+
+
+@require_POST
+def place_order(request: HtmxHttpRequest) -> HttpResponse:
+    """Place the order from the form; a resubmitted form (same token) finds its first order."""
+    form = OrderForm.for_menu(request.POST)
+    status = 400
+    if form.is_valid():
+        assert form.order_request is not None  # noqa: S101 - set by a valid form
+        try:
+            order, _created = queue.place(form.order_request, idempotency_key=f"form:{form.cleaned_data['token']}")
+        except queue.IdempotencyConflictError:
+            form.add_error(None, "This form was already sent with a different order. Check your order and send it again.")
+            status = 409
+        except ValidationError as exc:  # e.g. the takeaway shop closed meanwhile
+            form.add_intake_errors(exc)
+        else:
+            return redirect("track-order", order_id=order.id)
+    # A fresh token, so correcting the errors does not collide with anything sent before.
+    form.data = form.data.copy()
+    form.data["token"] = str(uuid.uuid4())
+    return render(request, "orders/menu.html", {"form": form}, status=status)
+
+
+@require_GET
+def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
+    # The timeline index (order, id) serves this.
+    events = [event_message(e) for e in order.events.select_related("worker").order_by("id")]
+    context = {
+        "order": order,
+        "timeline": [e for e in events if e["public"]],
+        "last_event_id": events[-1]["id"] if events else 0,
+        "status_label": stage_label(order.status, order.stage),
+        "progress": progress(order.status, order.stage),
+        "promised_at": promised_at(order),
+        "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
+        "items": item_lines(order, pizza_names()),
+    }
+    return render(request, "orders/track.html", context)
+
+
+@require_POST
+def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    try:
+        queue.cancel(order_id, reason="cancelled by customer")
+    except queue.OrderNotFoundError:
+        raise Http404("No such order.") from None
+    except queue.InvalidTransitionError:
+        messages.warning(request, "Too late to cancel: the kitchen has your order.")
+    return redirect("track-order", order_id=order_id)
+
+
+def pizza_names() -> dict[str, str]:
+    return dict(Pizza.objects.values_list("slug", "name"))
+
+
+def item_lines(order: Order, names: dict[str, str]) -> list[str]:
+    return [f"{item['quantity']} × {names.get(item['pizza'], item['pizza'])} ({item['size']})" for item in order.items]
+
+
+# --- The kitchen display ---------------------------------------------------------
+
+
+@require_GET
+@staff_required
+def kitchen(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    return _render_kitchen(request, name)
+
+
+@require_POST
+@staff_required
+def rush_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
+    notice = ""
+    try:
+        queue.rush(order_id)
+    except queue.OrderNotFoundError:
+        raise Http404("No such order.") from None
+    except queue.InvalidTransitionError as exc:
+        notice = str(exc)
+    if request.htmx:
+        return _render_kitchen(request, name, notice=notice)
+    if notice:
+        messages.warning(request, notice)
+    return redirect("kitchen", name=name)
+
+
+def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> HttpResponse:
+    # The newest incarnation is the shop as it is now (served by the (name, incarnation) unique index).
+    worker = Worker.objects.filter(name=name).order_by("-incarnation").first()
+    if worker is None:
+        raise Http404("No such shop.")
+    now = timezone.now()
+    preparing: list[Order] = []
+    waiting: list[Order] = []
+    if worker.status in Worker.LIVE_STATUSES:
+        preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
+        waiting = list(Order.objects.claimable(now).owned_by(worker.pk).in_claim_order()[:TICKETS_SHOWN])
+    names = pizza_names()
+    for order in preparing + waiting:
+        order.promise_seconds = promised_seconds(order)
+        order.item_lines = item_lines(order, names)
+        order.stage_label = stage_label(order.status, order.stage)
+    context = {"worker": worker, "preparing": preparing, "waiting": waiting, "notice": notice,
+               "tickets_shown": TICKETS_SHOWN}  # fmt: skip
+    template = "orders/_tickets.html" if request.htmx else "orders/kitchen.html"
+    return render(request, template, context)
+
+
+# --- The operations board --------------------------------------------------------
+
+
+@require_GET
+@staff_required
+def board(request: HtmxHttpRequest) -> HttpResponse:
+    context = _board_panels(timezone.now())
+    if request.htmx:
+        return render(request, "orders/_board_panels.html", context)
+    recent = list(OrderEvent.objects.select_related("worker").order_by("-id")[:RECENT_EVENTS])
+    context["events"] = [event_message(e) for e in recent]
+    context["last_event_id"] = recent[0].id if recent else 0
+    return render(request, "orders/board.html", context)
+
+
+def _board_panels(now: datetime) -> dict[str, Any]:
+    """Workers, bucket ownership, queue depth and throughput, without a full-table count:
+    every aggregate below runs over a partial index (queued or preparing orders only)."""
+    workers = list(
+        Worker.objects.filter(Q(status__in=Worker.LIVE_STATUSES) | Q(stopped_at__gte=now - RECENTLY_GONE))
+        .order_by("-started_at")[:50]
+    )
+    workers.sort(key=lambda w: (w.status not in Worker.LIVE_STATUSES, w.name, -w.incarnation))
+    buckets_by_owner = dict(Bucket.objects.values_list("owner").annotate(n=Count("number")))
+    queued = Order.objects.filter(status=Order.Status.QUEUED)
+    depth_by_bucket = dict(queued.values_list("bucket").annotate(n=Count("pk")).order_by())
+    owner_of_bucket = dict(Bucket.objects.values_list("number", "owner"))
+    queued_by_owner: dict[int | None, int] = {}
+    for bucket, depth in depth_by_bucket.items():
+        owner = owner_of_bucket.get(bucket)
+        queued_by_owner[owner] = queued_by_owner.get(owner, 0) + depth
+    preparing_by_worker = dict(
+        Order.objects.filter(status=Order.Status.PREPARING).values_list("worker").annotate(n=Count("pk")).order_by()
+    )
+    interval = settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
+    timeout = settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT
+    rows = []
+    for w in workers:
+        age = (now - w.last_heartbeat).total_seconds()
+        if w.status not in Worker.LIVE_STATUSES:
+            freshness = w.status
+        elif age <= 2 * interval:
+            freshness = "fresh"
+        elif age <= timeout:
+            freshness = "late"
+        else:
+            freshness = "silent"
+        live = w.status in Worker.LIVE_STATUSES
+        rows.append({
+            "worker": w, "heartbeat_age": age, "freshness": freshness,
+            "buckets": buckets_by_owner.get(w.pk, 0) if live else 0,
+            "queued": queued_by_owner.get(w.pk, 0) if live else 0,
+            "preparing": preparing_by_worker.get(w.pk, 0),
+        })  # fmt: skip
+    depth_by_priority = sorted(queued.values_list("priority").annotate(n=Count("pk")).order_by(), reverse=True)
+    return {
+        "now": now,
+        "workers": rows,
+        "orphaned_buckets": Bucket.objects.orphaned().count(),
+        "total_buckets": sum(buckets_by_owner.values()),
+        "depth_by_priority": depth_by_priority,
+        "queued_total": sum(n for _priority, n in depth_by_priority),
+        "preparing_total": sum(preparing_by_worker.values()),
+        "done_last_minute": done_since(now - timedelta(minutes=1)),
+    }
+
+
+def done_since(cutoff: datetime) -> int:
+    """Orders finished since `cutoff`, counted over the newest events only.
+
+    Events have no time index, but ids grow with time, so the first id at or
+    after the cutoff is found by bisecting the primary key (a few dozen point
+    reads, even with millions of rows); only the events after it are counted.
+    """
+    bounds = OrderEvent.objects.aggregate(low=Min("id"), high=Max("id"))
+    low, high = bounds["low"], bounds["high"]
+    if high is None:
+        return 0
+    newest = OrderEvent.objects.values_list("created_at", flat=True).get(pk=high)
+    if newest < cutoff:
+        return 0
+    first, upper = high, high  # `first` has created_at >= cutoff; search [low, upper) for an earlier one
+    while low < upper:
+        middle = (low + upper) // 2
+        found_id, created_at = OrderEvent.objects.filter(id__gte=middle).order_by("id").values_list("id", "created_at")[0]
+        if created_at >= cutoff:
+            first, upper = min(first, found_id), middle
+        else:
+            low = found_id + 1
+    return OrderEvent.objects.filter(id__gte=first, kind=OrderEvent.Kind.DONE, created_at__gte=cutoff).count()

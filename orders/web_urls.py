@@ -1,0 +1,20 @@
+"""Routes of the web pages: the customer's menu and tracking, the kitchen display, the board."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from orders import views
+
+urlpatterns = [
+    path("", views.menu, name="menu"),
+    path("orders/", views.place_order, name="place-order"),
+    path("orders/<uuid:order_id>/", views.track_order, name="track-order"),
+    path("orders/<uuid:order_id>/cancel/", views.cancel_order, name="cancel-order"),
+    path("kitchen/<str:name>/", views.kitchen, name="kitchen"),
+    path("kitchen/<str:name>/rush/<uuid:order_id>/", views.rush_order, name="rush-order"),
+    path("board/", views.board, name="board"),
+    path("accounts/login/", auth_views.LoginView.as_view(next_page="board"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),
+]

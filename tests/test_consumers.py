@@ -1,0 +1,212 @@
+"""The WebSocket consumers and the relay, in process, with WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.db import connections
+from django.test import Client
+from django.test.utils import override_settings
+
+from orders import queue
+from orders.models import OrderEvent
+from orders.relay import (
+    BOARD_GROUP,
+    Read,
+    Relay,
+    Snapshot,
+    event_message,
+    order_group,
+    stop_relay,
+)
+from pizzaqueue.asgi import application
+from tests.factory import make_order
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_menu")]
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def fresh_relay() -> AsyncIterator[None]:
+    yield
+    await stop_relay()
+    await get_channel_layer().flush()
+    # The consumers' database thread: a test database cannot be dropped while it is connected.
+    await database_sync_to_async(connections.close_all)()
+
+
+async def connect(path: str, *headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, bool]:
+    communicator = WebsocketCommunicator(application, path, headers=list(headers or [ORIGIN]))
+    connected, _subprotocol = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+@database_sync_to_async
+def session_cookie(*, staff: bool) -> tuple[bytes, bytes]:
+    user = User.objects.create_user(f"user-{staff}", is_staff=staff)
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@database_sync_to_async
+def place(**kw: Any) -> Any:
+    return make_order(**kw)
+
+
+@database_sync_to_async
+def rush(order_id: Any, priority: int) -> None:
+    queue.rush(order_id, priority)
+
+
+@database_sync_to_async
+def event_ids(order_id: Any) -> list[int]:
+    return list(OrderEvent.objects.filter(order_id=order_id).order_by("id").values_list("id", flat=True))
+
+
+async def test_a_new_client_gets_the_whole_timeline_then_live_events_through_the_relay() -> None:
+    order = await place()
+    communicator, connected = await connect(f"/ws/orders/{order.id}/")
+    assert connected is True
+    placed = await communicator.receive_json_from(timeout=5)
+    assert (placed["kind"], placed["order"], placed["status"]) == ("placed", str(order.id), "queued")
+
+    await rush(order.id, 7)  # committed by this process; the relay finds it in the table
+    rushed = await communicator.receive_json_from(timeout=5)
+    assert rushed["kind"] == "rushed"
+    assert rushed["text"] == "Rushed: your order moves up the queue."
+    assert [placed["id"], rushed["id"]] == await event_ids(order.id)
+    assert await communicator.receive_nothing(timeout=0.3) is True
+    await communicator.disconnect()
+
+
+async def test_a_reconnecting_client_gets_only_what_it_missed() -> None:
+    order = await place()
+    await rush(order.id, 5)
+    await rush(order.id, 6)
+    first, second, third = await event_ids(order.id)
+
+    communicator, connected = await connect(f"/ws/orders/{order.id}/?after={first}")
+    assert connected is True
+    assert (await communicator.receive_json_from(timeout=5))["id"] == second
+    assert (await communicator.receive_json_from(timeout=5))["id"] == third
+    await rush(order.id, 9)
+    live = await communicator.receive_json_from(timeout=5)
+    assert live["id"] > third
+    assert live["kind"] == "rushed"
+    assert await communicator.receive_nothing(timeout=0.3) is True
+    await communicator.disconnect()
+
+
+async def test_an_event_both_replayed_and_published_live_is_sent_once() -> None:
+    order = await place()
+    communicator, _connected = await connect(f"/ws/orders/{order.id}/")
+    replayed = await communicator.receive_json_from(timeout=5)
+    # The race the consumer closes: the relay publishes an event the replay already sent
+    # (it was committed between joining the group and reading the table).
+    await get_channel_layer().group_send(order_group(order.id), {"type": "order.events", "events": [replayed]})
+    await rush(order.id, 3)
+    following = await communicator.receive_json_from(timeout=5)
+    assert following["kind"] == "rushed"
+    assert await communicator.receive_nothing(timeout=0.3) is True
+    await communicator.disconnect()
+
+
+async def test_an_unknown_order_or_a_malformed_last_id_is_refused() -> None:
+    order = await place()
+    _communicator, connected = await connect("/ws/orders/8d4c0f4e-9a47-4a8e-9d5c-0c1b7f3f0e55/")
+    assert connected is False
+    _communicator, connected = await connect(f"/ws/orders/{order.id}/?after=abc")
+    assert connected is False
+
+
+async def test_a_connection_from_another_site_is_refused() -> None:
+    order = await place()
+    _communicator, connected = await connect(f"/ws/orders/{order.id}/", (b"origin", b"http://evil.example"))
+    assert connected is False
+
+
+async def test_the_board_refuses_anonymous_and_non_staff_users() -> None:
+    _communicator, connected = await connect("/ws/board/")
+    assert connected is False
+    _communicator, connected = await connect("/ws/board/", ORIGIN, await session_cookie(staff=False))
+    assert connected is False
+
+
+async def test_the_board_streams_every_orders_events_to_staff() -> None:
+    communicator, connected = await connect("/ws/board/", ORIGIN, await session_cookie(staff=True))
+    assert connected is True
+    first, second = await place(), await place()
+    received = [await communicator.receive_json_from(timeout=5) for _ in range(2)]
+    assert [(m["kind"], m["order"]) for m in received] == [("placed", str(first.id)), ("placed", str(second.id))]
+    assert received[0]["id"] < received[1]["id"]
+    await communicator.disconnect()
+
+
+async def test_the_board_reads_a_dropped_message_back_from_the_table() -> None:
+    communicator, _connected = await connect("/ws/board/", ORIGIN, await session_cookie(staff=True))
+    await stop_relay()  # from here on only this test publishes
+    order = await place()
+    await rush(order.id, 4)
+    await rush(order.id, 5)
+    placed, rushed, rushed_again = await event_ids(order.id)
+    last = await database_sync_to_async(lambda: event_message(OrderEvent.objects.get(pk=rushed_again)))()
+    # The message covering (watermark, rushed] never arrived (a full channel drops it):
+    # the next one says it follows `rushed`, so the consumer reads the gap from the table.
+    await get_channel_layer().group_send(
+        BOARD_GROUP, {"type": "board.events", "after": rushed, "upto": rushed_again, "events": [last]}
+    )
+    ids = [(await communicator.receive_json_from(timeout=5))["id"] for _ in range(3)]
+    assert ids == [placed, rushed, rushed_again]
+    assert await communicator.receive_nothing(timeout=0.2) is True
+    await communicator.disconnect()
+
+
+def event(id_: int) -> OrderEvent:
+    return OrderEvent(id=id_, kind=OrderEvent.Kind.PLACED)
+
+
+@override_settings(PIZZAQUEUE_RELAY_GAP_TIMEOUT=10.0)
+async def test_the_relay_holds_events_behind_a_missing_id_until_its_transaction_ends() -> None:
+    relay = Relay(asyncio.get_running_loop())
+    relay.watermark = 10
+    try:
+        # Id 11's transaction is still open (xid 100 is running); 12 committed first.
+        assert relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=0.0) == []
+        assert relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=0.5) == []
+        assert relay.watermark == 10
+        # It commits: both go out, in id order.
+        assert [e.id for e in relay.advance(Read([event(11), event(12)], Snapshot(100, 106)), now=0.6)] == [11, 12]
+        assert relay.watermark == 12
+
+        # Id 13 rolled back: once every transaction running when the gap was seen has
+        # ended (xmin passed the xmax noted after the grace), 14 goes out without it.
+        assert relay.advance(Read([event(14)], Snapshot(xmin=200, xmax=210)), now=1.0) == []
+        assert relay.advance(Read([event(14)], Snapshot(xmin=205, xmax=211)), now=1.2) == []
+        assert [e.id for e in relay.advance(Read([event(14)], Snapshot(xmin=211, xmax=212)), now=1.3)] == [14]
+
+        # SQLite commits one writer at a time, in id order: a missing id is a deleted row.
+        assert [e.id for e in relay.advance(Read([event(16)], None), now=2.0)] == [16]
+    finally:
+        await relay.stop()
+
+
+@override_settings(PIZZAQUEUE_RELAY_GAP_TIMEOUT=1.0)
+async def test_the_relay_gives_up_on_a_missing_id_after_the_gap_timeout() -> None:
+    relay = Relay(asyncio.get_running_loop())
+    relay.watermark = 10
+    try:
+        assert relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=0.0) == []
+        assert relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=0.9) == []
+        assert [e.id for e in relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=1.0)] == [12]
+    finally:
+        await relay.stop()
