@@ -349,6 +349,7 @@ class Relay:
         if snapshot is None:
             return True
         if self._gap is None or self._gap.start != start:
+            logger.debug("relay waits for event id=%s (committed ids after it are held)", start)
             self._gap = _Gap(start, now)
         gap = self._gap
         waited = now - gap.since

@@ -1,0 +1,143 @@
+"""In a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The pages are served by daphne and the orders baked by worker processes, as
+in production; screenshots go to test-artifacts/ (and the tracking page's to
+docs/img/tracking.png, for the README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from orders import queue
+from orders.intake import clean_order_request
+from orders.models import Order, OrderEvent
+from tests.conftest import ROOT, WorkerProcesses, wait_until
+from tests.factory import order_data
+from tests.test_live import Daphne
+from workers.models import Worker
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = ROOT / "test-artifacts"
+PHONE = {"width": 430, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        message = "Chromium is missing: apt-get install chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # Playwright's sync API leaves its event loop marked as running in this thread
+    # (it switches greenlets), which Django takes for an async context. The test's
+    # own ORM calls are plain synchronous code, so allow them (daphne does not inherit this).
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def daphne(live_menu: None, tmp_path: Path) -> Iterator[Daphne]:
+    server = Daphne(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_reloading(
+    daphne: Daphne, worker_processes: WorkerProcesses, page: Page
+) -> None:
+    # A margherita takes ~4 s in this kitchen: long enough to watch each stage.
+    speed = {"PIZZAQUEUE_KITCHEN_SPEED": "0.1"}
+    daphne.start(**speed)
+    worker_processes.start("--name", "shop-1", **speed)
+
+    page.goto(daphne.url("/"))
+    page.fill("#id_qty_margherita", "1")
+    page.select_option("#id_size_margherita", "large")
+    page.fill("#id_area", "Old Town")
+    page.fill("#id_customer_name", "Ada")
+    page.screenshot(path=ARTIFACTS / "menu.png", full_page=True)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+    expect(page.locator("#status")).to_have_text("In the oven", timeout=15_000)
+    expect(page.locator("#live-state")).to_have_text("● live")
+    page.screenshot(path=ARTIFACTS / "tracking-oven.png", full_page=True)
+    expect(page.locator("#status")).to_have_text("Ready", timeout=15_000)
+    expect(page.locator("#progress")).to_have_attribute("value", "100")
+    expect(page.locator("#timeline li .text")).to_have_text([
+        "Order confirmed.", "shop-1 started on your order.", "Stretching the dough.", "Sauce and toppings.",
+        "In the oven.", "Boxing it up.", "Ready!",
+    ])  # fmt: skip
+    assert page.evaluate("window.sameDocument") is True
+    page.screenshot(path=ARTIFACTS / "tracking-done.png", full_page=True)
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ARTIFACTS / "tracking-oven.png", ROOT / "docs" / "img" / "tracking.png")
+
+    order = Order.objects.get()
+    assert (order.status, order.customer_name, order.area) == (Order.Status.DONE, "Ada", "Old Town")
+
+
+def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
+    daphne: Daphne, worker_processes: WorkerProcesses, page: Page
+) -> None:
+    # Slow kitchens, so the killed one is holding orders when it dies.
+    slow = {"PIZZAQUEUE_KITCHEN_SPEED": "1"}
+    daphne.start(**slow)
+    doomed = worker_processes.start("--name", "shop-a", "--concurrency", "3", **slow)
+    worker_processes.start("--name", "shop-b", "--concurrency", "3", **slow)
+    wait_until(lambda: Worker.objects.live().count() == 2, what="two live kitchens")
+    queue.place_many([clean_order_request(order_data(area=f"area-{n}")) for n in range(12)])
+    held = wait_until(lambda: list(Order.objects.filter(worker__name="shop-a", status=Order.Status.PREPARING)
+                                   .values_list("id", flat=True)), what="shop-a to bake")  # fmt: skip
+    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.goto(daphne.url("/board/"))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pizza-oven-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/board/$"))
+    shop_a = page.locator('tr[data-worker="shop-a"] .status')
+    expect(shop_a).to_have_text("alive")
+    expect(page.locator("#live-state")).to_have_text("● live")
+    page.screenshot(path=ARTIFACTS / "board-before.png", full_page=True)
+
+    os.kill(doomed.pid, signal.SIGKILL)
+    expect(shop_a).to_have_text("dead", timeout=15_000)
+    expect(page.locator("#events li.kind-reassigned").first).to_contain_text(
+        "Your shop went offline; your order moved to shop-b.", timeout=10_000
+    )
+    page.screenshot(path=ARTIFACTS / "board-after.png", full_page=True)
+    moved = set(OrderEvent.objects.filter(kind=OrderEvent.Kind.REASSIGNED).values_list("order_id", flat=True))
+    assert set(held) <= moved
+
+    page.goto(daphne.url("/kitchen/shop-b/"))
+    expect(page.locator("[data-ticket]").first).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "kitchen.png", full_page=True)

@@ -1,0 +1,181 @@
+"""Live updates end to end: daphne and worker processes, a real WebSocket client.
+
+A worker process writes the events; the daphne process's relay reads them
+from the shared database and streams them; this test process only places
+orders and listens, like a customer's browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db.models import Max
+from django.test import Client
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from orders import queue
+from orders.intake import clean_order_request
+from orders.models import Order, OrderEvent
+from tests.conftest import (
+    FAST_WORKER_ENV,
+    ROOT,
+    WorkerProcesses,
+    database_url,
+    wait_until,
+)
+from tests.factory import make_order, order_data
+from workers.models import Worker
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+
+class Daphne:
+    """`daphne pizzaqueue.asgi:application` on a free port, sharing the test database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, **env: str) -> None:
+        # Bind here and hand the listening socket over: no race for the port, and
+        # connections made before daphne is up simply wait in the backlog.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        environment = {**os.environ, **FAST_WORKER_ENV, "PIZZAQUEUE_RELAY_POLL_INTERVAL": "0.05", **env,
+                       "DATABASE_URL": database_url()}  # fmt: skip
+        # Set by the browser tests for their own process; the server must keep Django's guard.
+        environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        log = open(self.tmp_path / "daphne.log", "wb")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"],
+            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, pass_fds=[listener.fileno()],
+        )  # fmt: skip
+        listener.close()
+        wait_until(self._serving, timeout=30, interval=0.1, what="daphne to serve the menu")
+
+    def _serving(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.logs()
+        try:
+            with urllib.request.urlopen(self.url("/"), timeout=5) as response:  # noqa: S310 - our own server
+                return response.status == 200
+        except OSError:
+            return False
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.origin}{path}"
+
+    def ws(self, path: str, **kw: Any) -> ClientConnection:
+        return connect(f"ws://127.0.0.1:{self.port}{path}", origin=kw.pop("origin", self.origin), open_timeout=10, **kw)
+
+    def logs(self) -> str:
+        path = self.tmp_path / "daphne.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def daphne(live_menu: None, tmp_path: Path) -> Iterator[Daphne]:
+    # Depends on the transactional database, so the server stops before it is flushed.
+    server = Daphne(tmp_path)
+    yield server
+    server.stop()
+
+
+def receive(ws: ClientConnection, timeout: float = 15.0) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def staff_cookie() -> str:
+    client = Client()
+    client.force_login(User.objects.create_user("operator", is_staff=True))
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def test_a_client_sees_every_event_of_an_order_in_order_across_a_reconnect(
+    daphne: Daphne, worker_processes: WorkerProcesses
+) -> None:
+    daphne.start()
+    # A slow enough kitchen (a margherita takes ~2 s) that the client can drop out mid-way.
+    worker_processes.start("--name", "shop-1", PIZZAQUEUE_KITCHEN_SPEED="0.05")
+    order = make_order()
+
+    received: list[dict[str, Any]] = []
+    with daphne.ws(f"/ws/orders/{order.id}/") as ws:
+        while not received or received[-1]["stage"] != "dough":
+            received.append(receive(ws))
+    # Events keep coming while nobody listens.
+    wait_until(lambda: order.events.filter(stage="oven").exists(), what="the oven stage")
+
+    with daphne.ws(f"/ws/orders/{order.id}/?after={received[-1]['id']}") as ws:
+        while received[-1]["kind"] != "done":
+            received.append(receive(ws))
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.3)
+
+    assert [(m["kind"], m["stage"]) for m in received] == [
+        ("placed", ""), ("claimed", ""),
+        ("stage", "dough"), ("stage", "sauce"), ("stage", "oven"), ("stage", "boxing"),
+        ("done", ""),
+    ]  # fmt: skip
+    assert [m["id"] for m in received] == list(order.events.order_by("id").values_list("id", flat=True))
+    assert received[-1]["status"] == Order.Status.DONE
+
+
+def test_the_board_streams_every_event_of_two_busy_kitchens_once_and_in_id_order(
+    daphne: Daphne, worker_processes: WorkerProcesses
+) -> None:
+    daphne.start()
+    for name in ("shop-1", "shop-2"):
+        worker_processes.start("--name", name, "--concurrency", "4")
+    wait_until(lambda: Worker.objects.live().count() == 2, what="two live kitchens")
+    before = OrderEvent.objects.aggregate(latest=Max("id"))["latest"] or 0
+
+    with daphne.ws(f"/ws/board/?after={before}", additional_headers={"Cookie": staff_cookie()}) as ws:
+        # Orders in bursts, so transactions from both kitchens' threads commit out of id order.
+        for _burst in range(4):
+            queue.place_many([clean_order_request(order_data(area=f"area-{n}")) for n in range(10)])
+        received: list[dict[str, Any]] = []
+        while sum(m["kind"] == "done" for m in received) < 40:
+            received.append(receive(ws))
+        expected = list(OrderEvent.objects.filter(id__gt=before, id__lte=received[-1]["id"])
+                        .order_by("id").values_list("id", flat=True))  # fmt: skip
+
+    ids = [m["id"] for m in received]
+    assert ids == expected  # every event, none twice, none out of order
+    assert {m["worker"] for m in received if m["kind"] == "done"} == {"shop-1", "shop-2"}
+
+
+def test_a_websocket_from_another_site_is_refused(daphne: Daphne) -> None:
+    daphne.start()
+    order = make_order()
+    with pytest.raises(InvalidStatus, match="403"):
+        daphne.ws(f"/ws/orders/{order.id}/", origin="http://evil.example")
+    with pytest.raises(InvalidStatus, match="403"):
+        daphne.ws("/ws/board/")  # no staff session
