@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -179,3 +180,34 @@ def test_a_websocket_from_another_site_is_refused(daphne: Daphne) -> None:
         daphne.ws(f"/ws/orders/{order.id}/", origin="http://evil.example")
     with pytest.raises(InvalidStatus, match="403"):
         daphne.ws("/ws/board/")  # no staff session
+
+
+def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on_sigterm(
+    live_menu: None, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as output:
+        demo = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", "--port", str(port), "--grace", "1"],
+            cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url()}, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: Worker.objects.live().count() == 3, what="three kitchens")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:  # noqa: S310 - our own server
+            assert response.status == 200
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = log.read_text()
+    assert re.search(r"Staff login: +operator / \S+", output)
+    assert f"http://localhost:{port}/board/" in output
+    assert sorted(Worker.objects.values_list("name", "status")) == [
+        ("shop-1", "stopped"), ("shop-2", "stopped"), ("shop-3", "stopped"),
+    ]  # fmt: skip
+    assert User.objects.get(username="operator").is_staff is True
