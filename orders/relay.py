@@ -372,8 +372,14 @@ class Relay:
         by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for message in messages:
             by_order[message["order"]].append(message)
+        # The in-memory layer walks every group membership on each group_send, and
+        # most orders have nobody watching: send only to groups that have members.
+        groups = getattr(self.channel_layer, "groups", None)
         for order_id, order_messages in by_order.items():
-            await self.channel_layer.group_send(order_group(order_id), {"type": "order.events", "events": order_messages})
+            group = order_group(order_id)
+            if isinstance(groups, dict) and group not in groups:
+                continue
+            await self.channel_layer.group_send(group, {"type": "order.events", "events": order_messages})
         await self.channel_layer.group_send(
             BOARD_GROUP, {"type": "board.events", "after": after, "upto": self.watermark, "events": messages}
         )
