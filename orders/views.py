@@ -188,13 +188,14 @@ def board(request: HtmxHttpRequest) -> HttpResponse:
 
 def _board_panels(now: datetime) -> dict[str, Any]:
     """Workers, bucket ownership, queue depth and throughput, without a full-table count:
-    every aggregate below runs over a partial index (queued or preparing orders only)."""
+    the order aggregates read only queued or preparing orders, through their partial
+    indexes, and throughput reads only the last minute's events (see `done_since`)."""
     workers = list(
         Worker.objects.filter(Q(status__in=Worker.LIVE_STATUSES) | Q(stopped_at__gte=now - RECENTLY_GONE))
         .order_by("-started_at")[:50]
     )
     workers.sort(key=lambda w: (w.status not in Worker.LIVE_STATUSES, w.name, -w.incarnation))
-    buckets_by_owner = dict(Bucket.objects.values_list("owner").annotate(n=Count("number")))
+    buckets_by_owner = dict(Bucket.objects.values_list("owner").annotate(n=Count("number")).order_by())
     queued = Order.objects.filter(status=Order.Status.QUEUED)
     depth_by_bucket = dict(queued.values_list("bucket").annotate(n=Count("pk")).order_by())
     owner_of_bucket = dict(Bucket.objects.values_list("number", "owner"))
