@@ -60,44 +60,55 @@ class OrderCreateSerializer(serializers.Serializer):
         return {**limits, **super().get_fields()}
 
 
-class WorkerRefSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Worker
-        fields = ["id", "name", "incarnation"]
+class WorkerRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    incarnation = serializers.IntegerField(read_only=True)
 
 
-class OrderSerializer(serializers.ModelSerializer):
+# The order serializers are plain Serializers with declared fields, not
+# ModelSerializers: intake answers with one on every order, and building a
+# ModelSerializer's fields from the model costs more than the rest of the
+# response. Nullable and enum types are spelled out for the schema.
+class OrderSerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True)
+    status = serializers.ChoiceField(choices=Order.Status.choices, read_only=True)
+    stage = serializers.CharField(read_only=True, help_text="Kitchen stage while preparing, e.g. oven.")
+    kind = serializers.ChoiceField(choices=Order.Kind.choices, read_only=True)
     items = OrderItemSerializer(many=True, read_only=True)
-    worker = WorkerRefSerializer(read_only=True, allow_null=True, help_text="The kitchen preparing it, if any.")
+    note = serializers.CharField(read_only=True)
+    customer_name = serializers.CharField(read_only=True)
+    area = serializers.CharField(read_only=True)
+    bucket = serializers.IntegerField(read_only=True)
     shop = WorkerRefSerializer(
         source="pinned_worker", read_only=True, allow_null=True, help_text="Takeaway: the shop it is pinned to."
     )
+    priority = serializers.IntegerField(read_only=True)
+    attempts = serializers.IntegerField(read_only=True)
+    max_attempts = serializers.IntegerField(read_only=True)
+    worker = WorkerRefSerializer(read_only=True, allow_null=True, help_text="The kitchen preparing it, if any.")
+    lease_expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    estimated_seconds = serializers.IntegerField(read_only=True, help_text="Kitchen time at speed 1.")
+    last_error = serializers.CharField(read_only=True)
+    cancel_reason = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    eligible_at = serializers.DateTimeField(read_only=True, help_text="Not baked before this.")
+    claimed_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
-    class Meta:
-        model = Order
-        fields = [
-            "id", "status", "stage", "kind", "items", "note", "customer_name", "area", "bucket", "shop",
-            "priority", "attempts", "max_attempts", "worker", "lease_expires_at", "estimated_seconds",
-            "last_error", "cancel_reason", "created_at", "eligible_at", "claimed_at", "finished_at",
-        ]  # fmt: skip
-        read_only_fields = fields
 
-
-class OrderEventSerializer(serializers.ModelSerializer):
-    worker = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
-
-    class Meta:
-        model = OrderEvent
-        fields = ["id", "kind", "created_at", "stage", "message", "worker", "data"]
-        read_only_fields = fields
+class OrderEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=OrderEvent.Kind.choices, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    stage = serializers.CharField(read_only=True)
+    message = serializers.CharField(read_only=True)
+    worker = serializers.CharField(source="worker.name", read_only=True, allow_null=True)
+    data = serializers.JSONField(read_only=True)
 
 
 class OrderDetailSerializer(OrderSerializer):
     events = OrderEventSerializer(many=True, read_only=True, help_text="The order's timeline, oldest first.")
-
-    class Meta(OrderSerializer.Meta):
-        fields = [*OrderSerializer.Meta.fields, "events"]
-        read_only_fields = fields
 
 
 class WorkerSerializer(serializers.ModelSerializer):
