@@ -252,10 +252,6 @@ class Relay:
         """Wait until the starting watermark is known."""
         await asyncio.wait_for(self._ready.wait(), timeout)
 
-    def wake(self) -> None:
-        """Read now instead of at the next poll (call from the relay's event loop)."""
-        self._wake.set()
-
     async def stop(self) -> None:
         self._stopped = True
         for task in self._tasks:
@@ -282,7 +278,10 @@ class Relay:
         while True:
             try:
                 # Events committed before the relay started were sent to nobody
-                # live; a connecting client replays them from the table.
+                # live; a connecting client replays them from the table. (One still
+                # being committed at this instant, below the newest id, reaches only
+                # clients that connect after its commit: a window of milliseconds,
+                # once per process.)
                 self.watermark = await self._db(latest_event_id)
                 break
             except DatabaseError:
