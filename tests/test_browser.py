@@ -1,15 +1,14 @@
 """In a real browser: Debian's Chromium, headless, driven by Playwright.
 
 The pages are served by daphne and the orders baked by worker processes, as
-in production; screenshots go to test-artifacts/ (and the tracking page's to
-docs/img/tracking.png, for the README).
+in production; screenshots go to test-artifacts/ (the README's docs/img/tracking.png is
+one of them, copied by hand: tests never write to the tree).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,8 +96,6 @@ def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_re
     ])  # fmt: skip
     assert page.evaluate("window.sameDocument") is True
     page.screenshot(path=ARTIFACTS / "tracking-done.png", full_page=True)
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ARTIFACTS / "tracking-oven.png", ROOT / "docs" / "img" / "tracking.png")
 
     order = Order.objects.get()
     assert (order.status, order.customer_name, order.area) == (Order.Status.DONE, "Ada", "Old Town")
