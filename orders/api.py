@@ -252,6 +252,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     throttle_scope = "order-create"
     # Any segment reaches the view, so a malformed id is a JSON 404 like an unknown one.
     lookup_value_regex = "[^/]+"
+    keyset_partition: tuple[str, list[str]] | None = None
 
     def get_throttles(self) -> list[Any]:
         return [OrderCreateThrottle()] if self.action == "create" else super().get_throttles()
@@ -282,6 +283,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         filters = OrderFilterForm(request.query_params)
         if not filters.is_valid():
             raise _form_errors(filters)
+        if not filters.cleaned_data["status"]:
+            # Newest first across statuses, merged from the per-status index (see KeysetPagination.merged).
+            self.keyset_partition = ("status", Order.Status.values)
         page = self.paginate_queryset(filters.filter(self.get_queryset()))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 

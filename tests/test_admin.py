@@ -259,6 +259,15 @@ def test_buckets_show_owner_epoch_and_queued_depth(operator: Client) -> None:
     assert rows[0].epoch >= 1
 
 
+def test_the_order_list_shows_waiting_orders_first_then_newest(operator: Client) -> None:
+    finished, older, newer = make_order(), make_order(), make_order()
+    queue.cancel(finished.pk)
+
+    listed = list(operator.get(ORDERS).context["cl"].result_list)
+
+    assert listed == [newer, older, Order.objects.get(pk=finished.pk)]
+
+
 # --- Search and filters ------------------------------------------------------------------
 
 

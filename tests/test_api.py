@@ -493,6 +493,20 @@ def test_a_forged_cursor_is_a_400_not_a_500(client: APIClient, position: Any) ->
     }
 
 
+def test_pages_interleave_statuses_newest_first(client: APIClient) -> None:
+    orders = [make_order() for _ in range(6)]
+    queue.cancel(orders[1].pk)
+    queue.cancel(orders[4].pk)
+    seen: list[str] = []
+    url: str | None = f"{ORDERS}?page_size=4"
+    while url:
+        body = client.get(url).json()
+        seen += [o["id"] for o in body["results"]]
+        url = body["next"]
+
+    assert seen == [str(o.pk) for o in reversed(orders)]
+
+
 def test_pages_follow_next_links_through_orders_with_equal_timestamps(client: APIClient) -> None:
     # A bulk placement stamps every order with the same time: the cursor must still
     # compare (created_at, id) so that no order is skipped or repeated.
@@ -519,9 +533,12 @@ def test_listing_orders_takes_a_fixed_number_of_queries(client: APIClient, djang
     make_worker("soho")
     make_order(kind="takeaway", shop="soho")
 
-    # Token, then one page query joining the kitchens.
-    with django_assert_max_num_queries(2):
+    # Token, the newest keys of each status (one index range each), the page's rows with their kitchens.
+    with django_assert_max_num_queries(1 + len(Order.Status.values) + 1):
         assert len(client.get(ORDERS).json()["results"]) == 5
+    # Within one status: token, then one page query.
+    with django_assert_max_num_queries(2):
+        assert len(client.get(f"{ORDERS}?status=preparing").json()["results"]) == 4
 
 
 # --- Cancelling -------------------------------------------------------------------------------
