@@ -541,6 +541,24 @@ def test_listing_orders_takes_a_fixed_number_of_queries(client: APIClient, djang
         assert len(client.get(f"{ORDERS}?status=preparing").json()["results"]) == 4
 
 
+def test_the_fast_order_representation_equals_drfs_field_by_field_output(client: APIClient) -> None:
+    from rest_framework import serializers
+
+    from orders.serializers import OrderDetailSerializer, OrderSerializer
+
+    make_worker("soho")
+    orders = [make_order(), make_order(kind="takeaway", shop="soho"), make_order(not_before="2031-05-06T07:08:09.123456+02:00")]
+    owner = Bucket.objects.get(number=orders[0].bucket).owner_id
+    claim = next(c for c in queue.claim(owner, limit=10) if c.order.pk == orders[0].pk)
+    queue.report_stage(orders[0].pk, claim.token, "oven")
+    queue.cancel(orders[2].pk, reason="changed my mind")
+
+    for order in Order.objects.select_related("worker", "pinned_worker").prefetch_related("events"):
+        for serializer_class in (OrderSerializer, OrderDetailSerializer):
+            serializer = serializer_class(order)
+            assert serializer.data == serializers.Serializer.to_representation(serializer, order)
+
+
 # --- Cancelling -------------------------------------------------------------------------------
 
 
