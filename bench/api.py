@@ -1,17 +1,24 @@
 """Measure API intake through a real daphne on PostgreSQL, and admin/API lists at a million orders.
 
-    python bench/api.py [--seconds 20] [--connections 50] [--rate 450] [--rows 1000000] [--json-only]
+    python bench/api.py [--seconds 20] [--connections 50] [--rate 400] [--servers 2] [--rows 1000000] [--json-only]
 
 1. Re-creates the PostgreSQL database `pizzaqueue_bench_api` and migrates it.
-2. Starts `daphne -b 127.0.0.1 -p PORT pizzaqueue.asgi:application` with
-   DEBUG off and the create throttle off (PIZZAQUEUE_API_CREATE_RATE="").
+2. Starts `--servers` daphne processes (`daphne -v 0 --fd N
+   pizzaqueue.asgi:application`) on one listening socket on 127.0.0.1, with
+   DEBUG off, the create throttle off (PIZZAQUEUE_API_CREATE_RATE=""), and
+   database connections from psycopg's pool where psycopg-pool is installed
+   (DATABASE_URL ...?pool=true, DATABASE_CONN_MAX_AGE=0).
 3. Drives `POST /api/orders/` from a second process (asyncio + aiohttp, one
    token, `--connections` keep-alive connections, every request with its own
-   Idempotency-Key), twice for `--seconds` each, after a short warm-up:
-   - open loop at `--rate` orders/s: latency is measured from each request's
+   Idempotency-Key), each run after a short warm-up:
+   - open loop in 5 s steps of 50 orders/s up to `--rate`, to find the highest
+     rate still answered with p99 under 100 ms;
+   - open loop at `--rate` orders/s for `--seconds`: latency is measured from each request's
      scheduled start, so queueing behind a slow server counts against it;
-   - closed loop: every connection posts again as soon as it is answered,
-     which gives the saturation throughput.
+   - closed loop for `--seconds`: every connection posts again as soon as it
+     is answered, which gives the saturation throughput.
+   Each run also reports the servers' CPU per request and how busy the
+   machine was (other load on a shared machine lowers the rates).
    Every 201 is then checked against the database (confirmed means committed).
 4. Bulk-inserts `--rows` orders with INSERT ... SELECT generate_series, runs
    ANALYZE, and times logged-in requests through daphne: the admin order
@@ -51,6 +58,9 @@ TARGET_RATE = 400.0
 TARGET_P99_MS = 100.0
 TARGET_ADMIN_MS = 300.0
 WARMUP_SECONDS = 3.0
+# Open-loop steps (short) to find the highest rate still answered with p99 under target.
+SWEEP_RATES = (50, 100, 150, 200, 250, 300, 350, 400, 450, 500)
+SWEEP_SECONDS = 5.0
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -72,7 +82,8 @@ def order_body(rng: random.Random) -> dict[str, Any]:
     return {"items": items, "area": f"area-{rng.randint(1, 200)}", "priority": rng.randint(0, 9), "customer_name": "Bench"}
 
 
-async def drive(base: str, token: str, seconds: float, connections: int, rate: float | None, seed: int) -> dict[str, Any]:
+async def drive(base: str, token: str, seconds: float, connections: int, rate: float | None, seed: int,
+                warmup: float = WARMUP_SECONDS) -> dict[str, Any]:  # fmt: skip
     """POST orders for `seconds` (after a warm-up), open loop at `rate` or closed loop if None."""
     import aiohttp
 
@@ -80,6 +91,7 @@ async def drive(base: str, token: str, seconds: float, connections: int, rate: f
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    sent = [0]
     created: list[str] = []
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -95,6 +107,7 @@ async def drive(base: str, token: str, seconds: float, connections: int, rate: f
                     code = str(r.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 code, payload = type(exc).__name__, b""
+            sent[0] += 1
             if measured:
                 latencies.append(time.perf_counter() - scheduled)
                 statuses[code] = statuses.get(code, 0) + 1
@@ -102,7 +115,7 @@ async def drive(base: str, token: str, seconds: float, connections: int, rate: f
                     created.append(json.loads(payload)["id"])
 
         started = time.perf_counter()
-        measure_from = started + WARMUP_SECONDS
+        measure_from = started + warmup
         stop_at = measure_from + seconds
         if rate:
             tasks = []
@@ -139,6 +152,7 @@ async def drive(base: str, token: str, seconds: float, connections: int, rate: f
         "p99_ms": round(percentile(ms, 99), 1),
         "max_ms": round(max(ms), 1) if ms else None,
         "created_ids": created,
+        "requests_total": sent[0],
     }
 
 
@@ -246,12 +260,44 @@ def setup_django(url: str) -> None:
     django.setup()
 
 
-def run_load(base: str, token: str, args: argparse.Namespace, rate: float | None) -> dict[str, Any]:
-    """The load generator runs in its own process, so it never shares a CPU lock with this one."""
-    argv = [sys.executable, __file__, "--drive", base, "--token", token, "--seconds", str(args.seconds),
-            "--connections", str(args.connections), "--rate", str(rate or 0)]  # fmt: skip
-    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=args.seconds + 120)
-    return json.loads(out.stdout)
+def process_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes (all their threads), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def run_load(server: Daphne, token: str, args: argparse.Namespace, rate: float | None,
+             seconds: float | None = None, warmup: float = WARMUP_SECONDS) -> dict[str, Any]:  # fmt: skip
+    """The load generator runs in its own process, so it never shares a CPU lock with this one.
+
+    Also reports the servers' CPU per request (a figure the machine's other
+    load does not change much) and how busy the whole machine was.
+    """
+    seconds = seconds or args.seconds
+    argv = [sys.executable, __file__, "--drive", server.base, "--token", token, "--seconds", str(seconds),
+            "--connections", str(args.connections), "--rate", str(rate or 0), "--warmup", str(warmup)]  # fmt: skip
+    pids = [p.pid for p in server.procs]
+    cpu_before, (busy_before, total_before) = process_cpu_seconds(pids), machine_cpu()
+    load_before = os.getloadavg()[0]
+    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=seconds + 120)
+    busy, total = machine_cpu()
+    result = json.loads(out.stdout)
+    cpu = process_cpu_seconds(pids) - cpu_before
+    result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(result.pop("requests_total"), 1), 2)
+    result["machine_busy_pct"] = round(100 * (busy - busy_before) / max(total - total_before, 1), 1)
+    result["load_average_before"] = round(load_before, 2)
+    return result
 
 
 def check_committed(ids: list[str]) -> bool:
@@ -330,8 +376,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     server = Daphne(args.pg_url, args.servers)
     try:
         server.wait_ready(token)
-        open_loop = run_load(server.base, token, args, args.rate)
-        closed_loop = run_load(server.base, token, args, None)
+        sweep = []
+        for rate in SWEEP_RATES:
+            step = run_load(server, token, args, rate, seconds=SWEEP_SECONDS, warmup=1.0)
+            step.pop("created_ids")
+            sweep.append({k: step[k] for k in ("mode", "orders_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request")})
+            if step["p99_ms"] >= TARGET_P99_MS or rate >= args.rate:
+                break
+        sustained = [s["orders_per_second"] for s in sweep if s["p99_ms"] < TARGET_P99_MS]
+        open_loop = run_load(server, token, args, args.rate)
+        closed_loop = run_load(server, token, args, None)
         committed = check_committed(open_loop.pop("created_ids") + closed_loop.pop("created_ids"))
         server_errors = server.errors()
         placed = Order.objects.count()
@@ -360,7 +414,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
 
     return {
-        "intake": {"open_loop": open_loop, "closed_loop": closed_loop, "orders_placed": placed,
+        "intake": {"open_loop": open_loop, "closed_loop": closed_loop, "sweep": sweep,
+                   "max_rate_with_p99_under_target": max(sustained, default=0.0), "orders_placed": placed,
                    "every_201_committed": committed, "server_errors_logged": server_errors},  # fmt: skip
         "million": {"orders_in_table": total, "bulk_insert_seconds": round(insert_seconds, 1), **admin, **api},
         "targets": {
@@ -375,12 +430,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     intake = result["intake"]
-    print(f"{'intake (POST /api/orders/)':34} {'orders/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses")
+    print(f"{'intake (POST /api/orders/)':34} {'orders/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'srv cpu ms':>10} {'busy %':>7}  statuses")  # fmt: skip
     for key in ("open_loop", "closed_loop"):
         r = intake[key]
         print(f"{r['mode'] + ', ' + str(r['connections']) + ' conns':34} {r['orders_per_second']:>9.1f} {r['p50_ms']:>8.1f} "
-              f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}  {r['statuses']}")  # fmt: skip
+              f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['server_cpu_ms_per_request']:>10.2f} "
+              f"{r['machine_busy_pct']:>7.1f}  {r['statuses']}")  # fmt: skip
     print(f"every 201 committed: {intake['every_201_committed']}; server errors logged: {intake['server_errors_logged']}")
+    print("open-loop sweep (5 s steps): " + ", ".join(
+        f"{s['mode'].split()[-1]} -> {s['orders_per_second']:g}/s p99 {s['p99_ms']:g} ms" for s in intake["sweep"]))
+    print(f"highest rate answered with p99 < {result['targets']['p99_ms']:g} ms: {intake['max_rate_with_p99_under_target']:g} orders/s")
     print()
     million = result["million"]
     print(f"{'with ' + format(million['orders_in_table'], ',') + ' orders':34} {'median ms':>9} {'max ms':>8}")
@@ -399,7 +459,8 @@ def main() -> None:
     p.add_argument("--pg-url", default=DEFAULT_PG_URL, help="Database to drop and re-create (default: %(default)s).")
     p.add_argument("--seconds", type=float, default=20.0, help="Measured seconds per load run (default: %(default)s).")
     p.add_argument("--connections", type=int, default=50, help="Concurrent connections (default: %(default)s).")
-    p.add_argument("--rate", type=float, default=450.0, help="Open-loop orders/s (default: %(default)s).")
+    p.add_argument("--rate", type=float, default=TARGET_RATE, help="Open-loop orders/s (default: %(default)s).")
+    p.add_argument("--warmup", type=float, default=WARMUP_SECONDS, help=argparse.SUPPRESS)
     p.add_argument("--servers", type=int, default=2, help="daphne processes on the one port (default: %(default)s).")
     p.add_argument("--rows", type=int, default=1_000_000, help="Orders bulk-inserted for the list timings.")
     p.add_argument("--repeat", type=int, default=10, help="Timed requests per list (default: %(default)s).")
@@ -409,7 +470,8 @@ def main() -> None:
     args = p.parse_args()
 
     if args.drive:
-        print(json.dumps(asyncio.run(drive(args.drive, args.token, args.seconds, args.connections, args.rate or None, 1))))
+        result = asyncio.run(drive(args.drive, args.token, args.seconds, args.connections, args.rate or None, 1, args.warmup))
+        print(json.dumps(result))
         return
     result = measure(args)
     config = {k: getattr(args, k) for k in ("seconds", "connections", "rate", "servers", "rows", "repeat")}
