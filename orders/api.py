@@ -22,12 +22,13 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.db.models import Count, Max, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -37,6 +38,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import (
     APIException,
     NotFound,
+    PermissionDenied,
     Throttled,
     UnsupportedMediaType,
     ValidationError,
@@ -119,14 +121,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = Conflict(str(exc), code="invalid_transition")
     elif isinstance(exc, queue.IdempotencyConflictError):
         exc = Conflict(str(exc), code="idempotency_conflict")
+    elif isinstance(exc, Http404):
+        exc = NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = PermissionDenied(*exc.args)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # a bug: let Django log it and answer 500
     if isinstance(exc, ValidationError):
         response.data = {"detail": "Invalid input.", "code": "invalid", "errors": _flatten(exc.detail)}
     else:
-        detail = exc.detail if isinstance(exc, APIException) else str(exc)
-        body: dict[str, Any] = {"detail": str(detail), "code": getattr(detail, "code", None) or "error"}
+        detail = exc.detail
+        body: dict[str, Any] = {"detail": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
         if isinstance(exc, Throttled) and exc.wait is not None:
             body["wait"] = exc.wait
         response.data = body

@@ -210,3 +210,4 @@ class ErrorSerializer(serializers.Serializer):
         child=serializers.ListField(child=serializers.CharField()), required=False,
         help_text='Messages by field, e.g. {"items[0].quantity": ["Must be between 1 and 20."]}.',
     )  # fmt: skip
+    wait = serializers.FloatField(required=False, help_text="429 only: seconds until a retry may succeed.")
