@@ -22,8 +22,8 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.db.models import Count, Max, OuterRef, Prefetch, Subquery
@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Visible ASCII, as in the IETF Idempotency-Key draft; 200 leaves room for the per-user prefix.
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
+THROTTLE_RATE_RE = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
 # Above this many orders (the planner's estimate), finished orders are estimated, not counted.
 EXACT_COUNT_BELOW = 100_000
 # Throughput scans only the newest events by primary key, never the whole table.
@@ -201,7 +202,10 @@ class OrderCreateThrottle(ScopedRateThrottle):
     """
 
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        if rate is not None and not THROTTLE_RATE_RE.fullmatch(rate):
+            raise ImproperlyConfigured(f"Throttle rate for {self.scope!r} must look like 600/minute, got {rate!r}")
+        return rate
 
 
 # --- Orders -----------------------------------------------------------------------

@@ -248,7 +248,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "orders.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         # Orders one API user may place (DRF rate: N/second|minute|hour|day); empty = unlimited.
-        "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "120/minute") or None,
+        # Counted per process in the default (local-memory) cache.
+        "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "600/minute") or None,
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.db import connection
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -351,6 +351,13 @@ def test_placing_orders_is_throttled_per_user(client: APIClient, settings: Any) 
     assert int(response["Retry-After"]) > 0
     assert post_json(api_client("someone-else"), order_data()).status_code == 201
     assert client.get(ORDERS).status_code == 200  # reads are not throttled
+
+
+def test_a_malformed_create_rate_fails_loudly(client: APIClient, settings: Any) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"order-create": "lots"}}
+
+    with nothing_written(), pytest.raises(ImproperlyConfigured, match=r"^Throttle rate for 'order-create' must look like 600/minute, got 'lots'$"):
+        post_json(client, order_data())
 
 
 # --- Authentication --------------------------------------------------------------------------
