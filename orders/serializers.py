@@ -157,6 +157,8 @@ class OrderDetailSerializer(OrderSerializer):
 
 
 class WorkerSerializer(serializers.ModelSerializer):
+    """A kitchen; `host` and `pid` are shown to staff only (empty for other callers)."""
+
     heartbeat_age_seconds = serializers.SerializerMethodField()
     owned_buckets = serializers.IntegerField(read_only=True, help_text="Buckets this kitchen owns.")
     in_flight = serializers.IntegerField(read_only=True, help_text="Orders it is preparing right now.")
@@ -172,6 +174,14 @@ class WorkerSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.FloatField())
     def get_heartbeat_age_seconds(self, worker: Worker) -> float:
         return round((timezone.now() - worker.last_heartbeat).total_seconds(), 3)
+
+    def to_representation(self, worker: Worker) -> dict[str, Any]:
+        data = super().to_representation(worker)
+        request = self.context.get("request")
+        if request is None or not request.user.is_staff:
+            # Where the kitchens run is the operators' business: staff only.
+            data["host"], data["pid"] = "", None
+        return data
 
 
 class BucketSerializer(serializers.ModelSerializer):

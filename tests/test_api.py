@@ -637,6 +637,18 @@ def test_workers_are_listed_with_their_load(client: APIClient) -> None:
     assert [w["name"] for w in client.get("/api/workers/?status=draining").json()["results"]] == ["shop-2"]
 
 
+def test_only_staff_see_where_workers_run(client: APIClient) -> None:
+    make_worker("shop-1", host="kitchen-7.internal", pid=4242)
+    staff = api_client("operator")
+    User.objects.filter(username="operator").update(is_staff=True)
+
+    theirs = client.get("/api/workers/").json()["results"][0]
+    ours = staff.get("/api/workers/").json()["results"][0]
+
+    assert (theirs["host"], theirs["pid"]) == ("", None)
+    assert (ours["host"], ours["pid"]) == ("kitchen-7.internal", 4242)
+
+
 def test_workers_list_rejects_an_unknown_status(client: APIClient) -> None:
     response = client.get("/api/workers/?status=sleepy")
 
