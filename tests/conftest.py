@@ -3,15 +3,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from websockets.sync.client import ClientConnection, connect
 
 from orders.menu import seed_menu
 from orders.models import Pizza
@@ -107,3 +111,70 @@ def worker_processes(live_menu: None, tmp_path: Path) -> Iterator[WorkerProcesse
     processes = WorkerProcesses(tmp_path)
     yield processes
     processes.stop_all()
+
+
+class Daphne:
+    """`daphne pizzaqueue.asgi:application` on a free port, sharing the test database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, **env: str) -> None:
+        # Bind here and hand the listening socket over: no race for the port, and
+        # connections made before daphne is up simply wait in the backlog.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        environment = {**os.environ, **FAST_WORKER_ENV, "PIZZAQUEUE_RELAY_POLL_INTERVAL": "0.05", **env,
+                       "DATABASE_URL": database_url()}  # fmt: skip
+        # Set by the browser tests for their own process; the server must keep Django's guard.
+        environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        log = open(self.tmp_path / "daphne.log", "wb")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"],
+            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, pass_fds=[listener.fileno()],
+        )  # fmt: skip
+        listener.close()
+        wait_until(self._serving, timeout=30, interval=0.1, what="daphne to serve the menu")
+
+    def _serving(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.logs()
+        try:
+            with urllib.request.urlopen(self.url("/"), timeout=5) as response:  # noqa: S310 - our own server
+                return response.status == 200
+        except OSError:
+            return False
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.origin}{path}"
+
+    def ws(self, path: str, **kw: Any) -> ClientConnection:
+        return connect(f"ws://127.0.0.1:{self.port}{path}", origin=kw.pop("origin", self.origin), open_timeout=10, **kw)
+
+    def logs(self) -> str:
+        path = self.tmp_path / "daphne.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def daphne(live_menu: None, tmp_path: Path) -> Iterator[Daphne]:
+    # Depends on the transactional database, so the server stops before it is flushed.
+    server = Daphne(tmp_path)
+    yield server
+    server.stop()

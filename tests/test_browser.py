@@ -20,9 +20,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
-from tests.conftest import ROOT, WorkerProcesses, wait_until
+from tests.conftest import ROOT, Daphne, WorkerProcesses, wait_until
 from tests.factory import order_data
-from tests.test_live import Daphne
 from workers.models import Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -58,13 +57,6 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
-
-
-@pytest.fixture
-def daphne(live_menu: None, tmp_path: Path) -> Iterator[Daphne]:
-    server = Daphne(tmp_path)
-    yield server
-    server.stop()
 
 
 def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_reloading(
