@@ -12,11 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.db import connection
+from django.test import AsyncClient
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -210,6 +212,19 @@ def test_a_body_over_the_limit_is_a_413(client: APIClient) -> None:
 
     with nothing_written():
         response = client.post(ORDERS, data=body, content_type="application/json")
+
+    assert_error(response, 413, "too_large", "Request body larger than 65536 bytes.")
+
+
+def test_a_body_over_the_limit_is_a_413_through_the_asgi_handler_too(client: APIClient) -> None:
+    # daphne serves the ASGI handler, whose request body is a spooled file, not a WSGI stream.
+    token = Token.objects.get().key
+    body = json.dumps(order_data(note="x" * (django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)))
+
+    with nothing_written():
+        response = async_to_sync(AsyncClient().post)(
+            ORDERS, data=body, content_type="application/json", headers={"Authorization": f"Token {token}"}
+        )
 
     assert_error(response, 413, "too_large", "Request body larger than 65536 bytes.")
 
