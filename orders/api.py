@@ -231,6 +231,13 @@ class OrderFilterForm(forms.Form):
         return orders
 
 
+def _declared_length(request: Request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
 def _form_errors(form: forms.Form) -> ValidationError:
     return ValidationError({field: [str(m) for m in messages] for field, messages in form.errors.items()})
 
@@ -316,7 +323,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Place an order. 201 means it is durable: committed with its `placed` event."""
         key = self._idempotency_key(request)
-        if not request.content_type and int(request.META.get("CONTENT_LENGTH") or 0) > 0:
+        if not request.content_type and _declared_length(request) > 0:
             raise UnsupportedMediaType("", detail="A body needs Content-Type: application/json.")
         try:
             order_request = clean_order_request(request.data)

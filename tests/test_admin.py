@@ -232,6 +232,7 @@ def test_workers_show_heartbeat_age_in_colour_with_their_load(operator: Client, 
     late = make_worker("shop-2")
     stale = make_worker("shop-3")
     now = timezone.now()
+    Worker.objects.filter(pk=fresh.pk).update(last_heartbeat=now)
     Worker.objects.filter(pk=late.pk).update(last_heartbeat=now - timedelta(seconds=10))
     Worker.objects.filter(pk=stale.pk).update(last_heartbeat=now - timedelta(seconds=40))
 
