@@ -26,8 +26,7 @@ from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
-from django.db.models import Count, Max, OuterRef, Prefetch, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Max, Prefetch
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -366,18 +365,6 @@ class WorkerFilterForm(forms.Form):
     status = forms.ChoiceField(choices=Worker.Status.choices, required=False)
 
 
-def annotate_worker_load(workers: Any) -> Any:
-    """Owned buckets and in-flight orders per worker, as two correlated counts
-    (each served by an index: the bucket owner FK and the partial `preparing`
-    index), so a list of workers costs one query."""
-    owned = Bucket.objects.filter(owner=OuterRef("pk")).order_by().values("owner").annotate(n=Count("*")).values("n")
-    in_flight = (
-        Order.objects.filter(worker=OuterRef("pk"), status=Order.Status.PREPARING)
-        .order_by().values("worker").annotate(n=Count("*")).values("n")
-    )  # fmt: skip
-    return workers.annotate(owned_buckets=Coalesce(Subquery(owned), 0), in_flight=Coalesce(Subquery(in_flight), 0))
-
-
 class WorkerViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Kitchens, newest registration first, with their load."""
 
@@ -393,7 +380,7 @@ class WorkerViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         filters = WorkerFilterForm(request.query_params)
         if not filters.is_valid():
             raise _form_errors(filters)
-        workers = annotate_worker_load(self.get_queryset())
+        workers = self.get_queryset().with_load()
         if filters.cleaned_data["status"]:
             workers = workers.filter(status=filters.cleaned_data["status"])
         page = self.paginate_queryset(workers)

@@ -18,7 +18,6 @@ from django.utils.html import format_html
 
 from orders import queue
 from orders.admin import FastChangeList, age
-from orders.api import annotate_worker_load
 from orders.models import Order
 from workers.models import Bucket, BucketMove, MonitorLease, Worker
 
@@ -58,7 +57,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Counts as correlated subqueries in the page query: no query per row.
-        return annotate_worker_load(super().get_queryset(request))
+        return super().get_queryset(request).with_load()
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("workers.change_worker")

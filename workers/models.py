@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
 
 class WorkerQuerySet(models.QuerySet):
@@ -16,6 +17,21 @@ class WorkerQuerySet(models.QuerySet):
     def stale(self, now: datetime, timeout: float) -> WorkerQuerySet:
         """Live workers whose last heartbeat is older than the timeout."""
         return self.live().filter(last_heartbeat__lt=now - timedelta(seconds=timeout))
+
+    def with_load(self) -> WorkerQuerySet:
+        """Annotate owned buckets and in-flight orders, as two correlated counts
+        (served by the bucket owner FK and the partial `preparing` index), so a
+        list of workers costs one query."""
+        from orders.models import (
+            Order,  # orders depends on workers: import at call time
+        )
+
+        owned = Bucket.objects.filter(owner=OuterRef("pk")).order_by().values("owner").annotate(n=Count("*")).values("n")
+        in_flight = (
+            Order.objects.filter(worker=OuterRef("pk"), status=Order.Status.PREPARING)
+            .order_by().values("worker").annotate(n=Count("*")).values("n")
+        )  # fmt: skip
+        return self.annotate(owned_buckets=Coalesce(Subquery(owned), 0), in_flight=Coalesce(Subquery(in_flight), 0))
 
 
 class Worker(models.Model):

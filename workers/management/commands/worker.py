@@ -74,6 +74,9 @@ class Command(BaseCommand):
             max_orders=options["max_orders"],
         )
         default = connections["default"]
+        # Each baking thread keeps its own connection for the life of the process,
+        # so a pool smaller than the concurrency would starve them: no pool here.
+        default.settings_dict["OPTIONS"].pop("pool", None)
         if default.vendor == "postgresql":
             # Lets an operator tell kitchens apart in pg_stat_activity.
             default.settings_dict["OPTIONS"]["application_name"] = f"pizzaqueue-worker-{worker.name}"[:63]
