@@ -166,8 +166,9 @@ class Order(models.Model):
             ),
         ]
         indexes = [
-            # Serves the claim: queued orders walked in rank order; finished rows are not in it.
-            models.Index(fields=["rank"], condition=Q(status="queued"), name="order_claim_idx"),
+            # Serves the claim: queued orders walked in (rank, created_at) order, the
+            # claim's ORDER BY, so no sort of the backlog; finished rows are not in it.
+            models.Index(fields=["rank", "created_at"], condition=Q(status="queued"), name="order_claim_idx"),
             # Serves per-bucket queue depth (board, admin) and moving a bucket's orders.
             models.Index(fields=["bucket"], condition=Q(status="queued"), name="order_queued_bucket_idx"),
             # Serves the cancellation of a dead shop's takeaway orders, and pinned claims.

@@ -241,12 +241,15 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
     or pinned to it, are candidates: ownership is read inside the statement,
     so a worker acting on a stale view of the ring claims nothing it lost.
     """
-    now = now or timezone.now()
     token = uuid.uuid4()
-    expires = now + lease_duration()
-    steal_after = settings.PIZZAQUEUE_STEAL_AFTER
-    steal_before = now - timedelta(seconds=steal_after) if steal_after > 0 else None
     with transaction.atomic():
+        # Read the clock once the transaction holds the lock: on SQLite BEGIN
+        # IMMEDIATE may wait up to the busy timeout, and a clock read before it
+        # would stamp claimed_at too early and shorten the lease by the wait.
+        now = now or timezone.now()
+        expires = now + lease_duration()
+        steal_after = settings.PIZZAQUEUE_STEAL_AFTER
+        steal_before = now - timedelta(seconds=steal_after) if steal_after > 0 else None
         candidates = Order.objects.claimable(now).owned_by(worker_id, steal_before).in_claim_order()
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)

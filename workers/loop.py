@@ -61,8 +61,13 @@ class Worker:
         self.max_orders = max_orders
         self.record: WorkerRecord | None = None
         self.claimed_total = 0
+        # Claimed orders move pending -> running under `_lock`: baking threads take
+        # the next pending order themselves, so a slot never waits for the main
+        # thread's round trips, while a stop releases exactly what no thread took.
         self.pending: deque[queue.Claim] = deque()  # claimed, not started
         self.running: dict[object, queue.Claim] = {}  # started, not finished
+        self._lock = threading.Lock()
+        self._bakers = 0  # baking threads started and not yet out of pending orders
         self.unflushed: list[Finished] = []  # finished, not yet written
         self.finished: stdlib_queue.SimpleQueue[Finished] = stdlib_queue.SimpleQueue()
         self.wake = threading.Event()
@@ -191,7 +196,8 @@ class Worker:
         re-queued by the monitor, so results of in-flight work will be fenced
         off (`lease-lost`); start again as a new incarnation."""
         logger.warning("declared dead while running name=%s; re-registering", self.record)
-        self.pending.clear()  # their leases are gone with the old incarnation
+        with self._lock:
+            self.pending.clear()  # their leases are gone with the old incarnation
         if self.stopping:
             self.record = None
             return
@@ -227,7 +233,13 @@ class Worker:
         return True
 
     def fill(self) -> bool:
-        """Claim up to the free slots (plus prefetch) and start what fits; True if the batch came back full."""
+        """Claim up to the free slots (plus prefetch) and start what fits; True if the batch came back full.
+
+        Baking threads take prefetched orders themselves, so under load the
+        slots keep baking during this thread's round trips and each claim
+        tops up everything finished meanwhile: the batch grows with the load,
+        not with the number of threads.
+        """
         full = False
         if self.stopping:
             # Unstarted orders go back at once, for live kitchens to take, not after the grace period.
@@ -243,19 +255,33 @@ class Worker:
                 full = len(claims) == want
                 if self.burst and not claims and not self.running and not self.pending:
                     self.begin_stop()
-        while self.pending and len(self.running) < self.concurrency and not self.stopping:
-            claim = self.pending.popleft()
-            self.running[claim.order.id] = claim
+        with self._lock:
+            start = 0 if self.stopping else min(len(self.pending), self.concurrency - self._bakers)
+            self._bakers += start
+        for _ in range(start):
             assert self._executor is not None  # noqa: S101 - set in run()
-            self._executor.submit(self._bake, claim)
+            self._executor.submit(self._bake_pending)
         return full
 
     def _release_pending(self) -> None:
-        if self.pending and self.record is not None:
-            queue.release([(c.order.id, c.token) for c in self.pending], self.record.pk)
-        self.pending.clear()
+        with self._lock:
+            unstarted = list(self.pending)
+            self.pending.clear()
+        if unstarted and self.record is not None:
+            queue.release([(c.order.id, c.token) for c in unstarted], self.record.pk)
 
     # --- in a baking thread ----------------------------------------------------------
+
+    def _bake_pending(self) -> None:
+        """Bake pending orders one after another until none is left (or the worker stops)."""
+        while True:
+            with self._lock:
+                if self.stopping or not self.pending:
+                    self._bakers -= 1
+                    return
+                claim = self.pending.popleft()
+                self.running[claim.order.id] = claim
+            self._bake(claim)
 
     def _bake(self, claim: queue.Claim) -> None:
         worker_id = self.record.pk if self.record is not None else None
@@ -270,8 +296,9 @@ class Worker:
             if isinstance(exc, DatabaseError):
                 connection.close()  # this thread's connection; reopened on next use
         finally:
-            self.running.pop(claim.order.id, None)
+            # Result first: the loop must never see the order neither running nor finished.
             self.finished.put(result)
+            self.running.pop(claim.order.id, None)
             self.wake.set()
 
     def _progress(self, claim: queue.Claim, worker_id: int | None) -> Callable[[str], None]:
