@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -64,16 +66,8 @@ SWEEP_SECONDS = 5.0
 
 
 def percentile(values: list[float], pct: float) -> float:
-    data = sorted(values)
-    if not data:
-        return float("nan")
-    rank = (len(data) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (rank - low)
-
-
-# --- The load generator (a separate process) ---------------------------------------------
+    """As harness.percentile, but NaN for a run that got no answers at all."""
+    return harness.percentile(values, pct) if values else float("nan")
 
 
 def order_body(rng: random.Random) -> dict[str, Any]:

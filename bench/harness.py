@@ -33,11 +33,10 @@ DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/pizzaqueue_bench"
 SECRET_KEY = "pizzaqueue-bench-not-secret"  # noqa: S105 - throwaway key for a throwaway database
 NOOP_HANDLER = "orders.handlers.noop"
 # The worker configuration the benchmarks run with, chosen with `drain.py --explore`
-# (see docs/performance.md): the worker claims and completes about as many
-# orders per transaction as slots freed since its last turn, so the batch, and
-# with it the rate, grows with --concurrency; a prefetch lets fast handlers
-# start more than --concurrency orders in one turn.
-CONCURRENCY = 64
+# (see docs/performance.md): baking threads take prefetched orders themselves,
+# so each claim tops up everything finished meanwhile and the prefetch, not
+# the number of threads, sets how many orders one transaction carries.
+CONCURRENCY = 4
 PREFETCH = 100
 
 

@@ -57,6 +57,19 @@ def search_by_uuid(queryset: QuerySet, term: str, field: str = "pk") -> QuerySet
         return queryset.none()
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For system-written tables: rows are looked at, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class PriorityFilter(admin.SimpleListFilter):
     """Fixed choices: the default filter would scan every order for its distinct values."""
 
@@ -99,7 +112,7 @@ class OrderEventInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(FastChangeList, admin.ModelAdmin):
+class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     list_display = ("id", "status", "stage", "worker", "lease_left", "attempts_used", "order_age", "priority", "kind")
     list_filter = ("status", "kind", PriorityFilter, "worker")
     list_select_related = ("worker",)
@@ -125,14 +138,6 @@ class OrderAdmin(FastChangeList, admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in Order._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Operators who may change orders may act on them (through the queue)."""
@@ -194,7 +199,7 @@ class OrderAdmin(FastChangeList, admin.ModelAdmin):
 
 
 @admin.register(OrderEvent)
-class OrderEventAdmin(FastChangeList, admin.ModelAdmin):
+class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
     """The timeline and outbox: written only by the queue, so read-only here."""
 
     list_display = ("id", "order_link", "kind", "created_at", "worker", "stage", "message")
@@ -213,14 +218,6 @@ class OrderEventAdmin(FastChangeList, admin.ModelAdmin):
         url = reverse("admin:orders_order_change", args=[event.order_id])
         return format_html('<a href="{}">{}</a>', url, event.order_id)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Pizza)

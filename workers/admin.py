@@ -6,8 +6,6 @@ these rows are written by workers and the monitor, and operators act through
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, QuerySet, Subquery
@@ -17,22 +15,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from orders import queue
-from orders.admin import FastChangeList, age
+from orders.admin import FastChangeList, ReadOnlyAdmin, age
 from orders.models import Order
 from workers.models import Bucket, BucketMove, MonitorLease, Worker
 
 HEARTBEAT_COLOURS = {"fresh": "#1a7f37", "late": "#b58105", "stale": "#cf222e", "gone": "#6e7781"}
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def heartbeat_state(worker: Worker) -> str:

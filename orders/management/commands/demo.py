@@ -27,19 +27,9 @@ from django.core.management.base import BaseCommand
 
 from orders.menu import seed_menu
 from orders.models import Pizza
-from workers.management.commands.worker import positive_int
+from pizzaqueue.arguments import non_negative_float, positive_int
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
-
-
-def non_negative_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
-    return number
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from orders.models import Order
-from workers.management.commands.worker import positive_int
+from pizzaqueue.arguments import positive_int
 
 
 def cutoff(value: str) -> datetime:

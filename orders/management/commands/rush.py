@@ -17,19 +17,9 @@ from django.core.management.base import BaseCommand, CommandError
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Pizza, Size
-from workers.management.commands.worker import positive_int
+from pizzaqueue.arguments import positive_float, positive_int
 
 PRIORITY_MIX = ((0, 0.7), (5, 0.2), (9, 0.1))
-
-
-def positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {number}")
-    return number
 
 
 class Command(BaseCommand):
