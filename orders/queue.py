@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -550,8 +550,9 @@ def _leave(worker_id: int, status: str, reason: str, move_reason: str, now: date
         recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
         recovery.cancelled = _cancel_pinned(worker_id, now)
         held = list(Order.objects.select_for_update().held_by(worker_id).values_list("id", "attempts", "max_attempts"))
-        _requeue_or_fail(held, worker_id, now, recovery, why=("shop went offline" if status == Worker.Status.DEAD else "shop closed"))
-        _notify_work()
+        why = "shop went offline" if status == Worker.Status.DEAD else "shop closed"
+        _take_back(held, worker_id, now, recovery, f"{why} on the last attempt", _reassigned(worker_id, now, why))
+        _notify_work()  # its buckets' queued orders have new owners: wake them
     logger.warning("worker left id=%s status=%s reason=%s requeued=%d failed=%d cancelled=%d",
                    worker_id, status, reason, len(recovery.requeued), len(recovery.failed), len(recovery.cancelled))  # fmt: skip
     return recovery
@@ -576,31 +577,37 @@ def _cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
     return ids
 
 
-def _requeue_or_fail(held: Sequence[tuple[uuid.UUID, int, int]], worker_id: int | None, now: datetime,
-                     recovery: Recovery, why: str) -> None:  # fmt: skip
-    """Take orders away from a worker that can no longer finish them."""
+def _take_back(held: Sequence[tuple[uuid.UUID, int, int]], worker_id: int | None, now: datetime, recovery: Recovery,
+               failure: str, requeued: Callable[[list[uuid.UUID]], list[OrderEvent]]) -> None:  # fmt: skip
+    """Take (id, attempts, max_attempts) orders away from a worker that can no
+    longer finish them: back in the queue, or dead-lettered when that was the
+    last attempt. `requeued` builds the events telling what happened to the rest."""
     exhausted = [oid for oid, attempts, most in held if attempts >= most]
     retry = [oid for oid, attempts, most in held if attempts < most]
     if exhausted:
-        _to_failed(exhausted, f"{why} on the last attempt", now)
-        _record(
-            _event(oid, Event.FAILED, now, worker_id=worker_id, message=f"{why} on the last attempt") for oid in exhausted
-        )
+        _to_failed(exhausted, failure, now)
+        _record(_event(oid, Event.FAILED, now, worker_id=worker_id, message=failure) for oid in exhausted)
     if retry:
         Order.objects.filter(id__in=retry).update(
             status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now
         )
-        # Name the shop each order now belongs to: the owner of its bucket after the rebalance.
-        buckets = dict(Order.objects.filter(id__in=retry).values_list("id", "bucket"))
-        owners = dict(Bucket.objects.filter(number__in=set(buckets.values())).values_list("number", "owner__name"))
-        events = []
-        for oid in retry:
-            shop = owners.get(buckets[oid]) or ""
-            events.append(_event(oid, Event.REASSIGNED, now, worker_id=worker_id, to_shop=shop,
-                                 message=f"Your {why}; your order moved to {shop or 'the next free shop'}."))  # fmt: skip
-        _record(events)
+        _record(requeued(retry), work=True)
     recovery.requeued += retry
     recovery.failed += exhausted
+
+
+def _reassigned(worker_id: int, now: datetime, why: str) -> Callable[[list[uuid.UUID]], list[OrderEvent]]:
+    def events(ids: list[uuid.UUID]) -> list[OrderEvent]:
+        # Name the shop each order now belongs to: the owner of its bucket after the rebalance.
+        buckets = dict(Order.objects.filter(id__in=ids).values_list("id", "bucket"))
+        owners = dict(Bucket.objects.filter(number__in=set(buckets.values())).values_list("number", "owner__name"))
+        return [
+            _event(oid, Event.REASSIGNED, now, worker_id=worker_id, to_shop=owners.get(buckets[oid]) or "",
+                   message=f"Your {why}; your order moved to {owners.get(buckets[oid]) or 'the next free shop'}.")
+            for oid in ids
+        ]  # fmt: skip
+
+    return events
 
 
 def recover_expired_leases(now: datetime | None = None) -> Recovery:
@@ -611,22 +618,7 @@ def recover_expired_leases(now: datetime | None = None) -> Recovery:
     with transaction.atomic():
         expired = list(Order.objects.select_for_update(skip_locked=True).expired_leases(now)
                        .values_list("id", "attempts", "max_attempts")[:1000])  # fmt: skip
-        if not expired:
-            return recovery
-        exhausted = [oid for oid, attempts, most in expired if attempts >= most]
-        retry = [oid for oid, attempts, most in expired if attempts < most]
-        if exhausted:
-            _to_failed(exhausted, "lease expired on the last attempt", now)
-            _record(
-                _event(oid, Event.FAILED, now, message="lease expired on the last attempt") for oid in exhausted
-            )
-        if retry:
-            Order.objects.filter(id__in=retry).update(
-                status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now
-            )
-            _record(
-                _event(oid, Event.RETRIED, now, message="The kitchen's lease expired; back in the queue.") for oid in retry
-            )
-        _notify_work()
-    recovery.requeued, recovery.failed = retry, exhausted
+        _take_back(expired, None, now, recovery, "lease expired on the last attempt",
+                   lambda ids: [_event(oid, Event.RETRIED, now, message="The kitchen's lease expired; back in the queue.")
+                                for oid in ids])  # fmt: skip
     return recovery
