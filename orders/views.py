@@ -23,6 +23,7 @@ from django.urls import reverse_lazy
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
+from rest_framework.throttling import SimpleRateThrottle
 
 from orders import queue
 from orders.forms import OrderForm
@@ -64,9 +65,29 @@ def menu(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "orders/menu.html", {"form": form})
 
 
+class FormIntakeThrottle(SimpleRateThrottle):
+    """Orders one client address may place through the form (SPEC §9), with
+    DRF's rate machinery: `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["order-form"]`."""
+
+    scope = "order-form"
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
 @require_POST
 def place_order(request: HtmxHttpRequest) -> HttpResponse:
     """Place the order from the form; a resubmitted form (same token) finds its first order."""
+    throttle = FormIntakeThrottle()
+    if not throttle.allow_request(request, None):
+        wait = throttle.wait() or 60
+        form = OrderForm.for_menu(request.POST)
+        form.is_valid()
+        form.errors.clear()
+        form.add_error(None, f"Too many orders from here; try again in {wait:.0f} seconds.")
+        response = render(request, "orders/menu.html", {"form": form}, status=429)
+        response["Retry-After"] = f"{wait:.0f}"
+        return response
     form = OrderForm.for_menu(request.POST)
     status = 400
     if form.is_valid():

@@ -254,6 +254,8 @@ REST_FRAMEWORK = {
         # Orders one API user may place (DRF rate: N/second|minute|hour|day); empty = unlimited.
         # Counted per process in the default (local-memory) cache.
         "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "600/minute") or None,
+        # Orders one client address may place through the web form; empty = unlimited.
+        "order-form": env_str("PIZZAQUEUE_WEB_ORDER_RATE", "30/minute") or None,
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from websockets.sync.client import ClientConnection, connect
 
@@ -42,6 +43,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         engine = settings.DATABASES["default"]["ENGINE"]
         if engine != "django.db.backends.postgresql":
             raise pytest.UsageError(f"DATABASE_URL asks for PostgreSQL but the engine is {engine}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """Throttle counters live in the cache; each test starts with none spent."""
+    cache.clear()
 
 
 @pytest.fixture

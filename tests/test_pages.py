@@ -15,7 +15,7 @@ from django.utils import timezone
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
-from orders.views import done_since
+from orders.views import FormIntakeThrottle, done_since
 from tests.factory import make_order, make_worker, order_data
 
 pytestmark = pytest.mark.usefixtures("menu")
@@ -280,3 +280,20 @@ def test_throughput_counts_only_the_last_minutes_completions() -> None:
     assert done_since(now - timedelta(minutes=1)) == 2
     assert done_since(now - timedelta(minutes=15)) == 4
     assert done_since(now + timedelta(seconds=1)) == 0
+
+
+def test_the_order_form_is_throttled_per_client_and_a_refused_order_writes_nothing(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FormIntakeThrottle, "THROTTLE_RATES", {"order-form": "2/minute"})
+    for _ in range(2):
+        assert client.post("/orders/", form_data(qty_diavola="1")).status_code == 302
+
+    refused = client.post("/orders/", form_data(qty_diavola="1"))
+
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
+    assert b"Too many orders from here" in refused.content
+    assert Order.objects.count() == 2
+    assert OrderEvent.objects.count() == 2
+
