@@ -28,7 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from orders.intake import OrderRequest
-from orders.models import Order, OrderEvent
+from orders.models import Order, OrderEvent, OrderQuerySet
 from workers import ring
 from workers.buckets import lock_ring, rebalance
 from workers.models import Bucket, BucketMove, Worker
@@ -242,15 +242,18 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
     so a worker acting on a stale view of the ring claims nothing it lost.
     """
     token = uuid.uuid4()
+    # A read outside any transaction (WAL readers take no lock) first, on SQLite:
+    if connection.vendor == "sqlite" and not _candidates(worker_id, now or timezone.now()).exists():
+        # An idle poll must not take SQLite's one write lock: a worker paused
+        # while holding it (SIGSTOP, a long GC pause) would stall every writer.
+        return []
     with transaction.atomic():
         # Read the clock once the transaction holds the lock: on SQLite BEGIN
         # IMMEDIATE may wait up to the busy timeout, and a clock read before it
         # would stamp claimed_at too early and shorten the lease by the wait.
         now = now or timezone.now()
         expires = now + lease_duration()
-        steal_after = settings.PIZZAQUEUE_STEAL_AFTER
-        steal_before = now - timedelta(seconds=steal_after) if steal_after > 0 else None
-        candidates = Order.objects.claimable(now).owned_by(worker_id, steal_before).in_claim_order()
+        candidates = _candidates(worker_id, now)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         orders = list(candidates[:limit])
@@ -273,6 +276,13 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
         o.claimed_at = now
     logger.debug("claimed count=%d worker=%s lease=%s", len(orders), worker_id, token)
     return [Claim(o, token) for o in orders]
+
+
+def _candidates(worker_id: int, now: datetime) -> OrderQuerySet:
+    """What `worker_id` may claim at `now`, in claim order."""
+    steal_after = settings.PIZZAQUEUE_STEAL_AFTER
+    steal_before = now - timedelta(seconds=steal_after) if steal_after > 0 else None
+    return Order.objects.claimable(now).owned_by(worker_id, steal_before).in_claim_order()
 
 
 def _record_lease_lost(order_ids: Iterable[uuid.UUID], worker_id: int | None, now: datetime, action: str) -> None:

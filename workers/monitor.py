@@ -41,6 +41,11 @@ def acquire(worker_id: int, now: datetime | None = None) -> bool:
     """Take or renew the monitor lease; True when this worker holds it."""
     now = now or timezone.now()
     expires = now + timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
+    held_elsewhere = MonitorLease.objects.filter(name=LEASE_NAME, expires_at__gte=now).exclude(holder_id=worker_id)
+    if held_elsewhere.exclude(holder__isnull=True).exists():
+        # Most rounds end here, with a read: no write transaction (and, on
+        # SQLite, no write lock) for the workers that are not the monitor.
+        return False
     with transaction.atomic():
         lease, created = MonitorLease.objects.get_or_create(
             name=LEASE_NAME, defaults={"holder_id": worker_id, "expires_at": expires}
