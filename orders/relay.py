@@ -39,6 +39,7 @@ from django.db.models import BigIntegerField, Func, Max
 from orders import queue
 from orders.handlers import STAGES
 from orders.models import Order, OrderEvent
+from pizzaqueue.listening import listen_params
 
 logger = logging.getLogger(__name__)
 
@@ -387,10 +388,7 @@ class Relay:
         """Wake the relay on every NOTIFY; reconnect with a pause when the connection drops."""
         import psycopg
 
-        params = connections["default"].get_connection_params()
-        for sync_only in ("cursor_factory", "context", "prepare_threshold"):
-            params.pop(sync_only, None)
-        params["application_name"] = "pizzaqueue-relay"
+        params = listen_params("pizzaqueue-relay")
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:

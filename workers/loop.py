@@ -31,6 +31,7 @@ from django.db import DatabaseError, connection, connections
 
 from orders import queue
 from orders.handlers import Handler
+from pizzaqueue.listening import listen_params
 from workers import monitor
 from workers.models import Worker as WorkerRecord
 
@@ -314,8 +315,7 @@ class Worker:
         """Wake the loop the moment an order becomes claimable; reconnect on errors."""
         import psycopg
 
-        params = connections["default"].get_connection_params()
-        params["application_name"] = f"pizzaqueue-listen-{self.name}"[:63]
+        params = listen_params(f"pizzaqueue-listen-{self.name}")
         while not self._closing.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:

@@ -1,0 +1,35 @@
+"""Connection parameters for the dedicated LISTEN connections.
+
+A worker and a web process's relay each keep one connection that only
+LISTENs. Behind PgBouncer in transaction mode LISTEN cannot work (the server
+connection goes back to the pool after each statement, and the notifications
+with it), so PIZZAQUEUE_LISTEN_DATABASE_URL can point these connections
+straight at PostgreSQL while everything else goes through the pooler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dj_database_url
+from django.conf import settings
+from django.db import connections
+
+
+def listen_params(application_name: str) -> dict[str, Any]:
+    """psycopg.connect() keyword arguments for a LISTEN-only connection."""
+    url = settings.PIZZAQUEUE_LISTEN_DATABASE_URL
+    if url:
+        parsed = dj_database_url.parse(url)
+        params: dict[str, Any] = {
+            "dbname": parsed["NAME"], "user": parsed["USER"], "password": parsed["PASSWORD"],
+            "host": parsed["HOST"], "port": parsed["PORT"],
+        }  # fmt: skip
+        params = {key: value for key, value in params.items() if value}
+    else:
+        params = connections["default"].get_connection_params()
+        # Django's cursor class and adapters are for its own connections; a listener needs none.
+        for django_only in ("cursor_factory", "context", "prepare_threshold", "pool"):
+            params.pop(django_only, None)
+    params["application_name"] = application_name[:63]
+    return params
