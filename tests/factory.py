@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order
-from workers.models import Worker
+from workers import ring
+from workers.models import Bucket, Worker
 
 
 def order_data(**kw: Any) -> dict[str, Any]:
@@ -27,3 +30,13 @@ def make_worker(name: str = "shop-1", **kw: Any) -> Worker:
     """A registered worker (it joins the ring and owns buckets)."""
     return queue.register_worker(name, kw.pop("host", "test-host"), kw.pop("pid", os.getpid()),
                                  kw.pop("concurrency", 1), now=kw.pop("now", timezone.now()))  # fmt: skip
+
+
+def area_owned_by(worker: Worker) -> str:
+    """A delivery area whose bucket the worker owns right now."""
+    owned = set(Bucket.objects.filter(owner=worker).values_list("number", flat=True))
+    return next(
+        area
+        for area in (f"area-{n}" for n in itertools.count())
+        if ring.bucket_for(area, settings.PIZZAQUEUE_BUCKETS) in owned
+    )

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
-from tests.factory import make_worker, order_data
-from workers import monitor, ring
+from tests.factory import area_owned_by, make_worker, order_data
+from workers import monitor
 from workers.models import Bucket, BucketMove, MonitorLease, Worker
 
 pytestmark = pytest.mark.django_db
@@ -40,16 +38,6 @@ def monitor_settings(settings: Any) -> None:
 def place_at(now: datetime, **kw: Any) -> Order:
     order, _created = queue.place(clean_order_request(order_data(**kw)), now=now)
     return order
-
-
-def area_owned_by(worker: Worker) -> str:
-    """A delivery area whose bucket the worker owns right now."""
-    owned = set(Bucket.objects.filter(owner=worker).values_list("number", flat=True))
-    return next(
-        area
-        for area in (f"area-{n}" for n in itertools.count())
-        if ring.bucket_for(area, django_settings.PIZZAQUEUE_BUCKETS) in owned
-    )
 
 
 def owned(worker: Worker) -> set[int]:

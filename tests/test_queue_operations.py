@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import uuid
 from collections.abc import Callable
@@ -10,16 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
-from tests.factory import make_order, make_worker, order_data
-from workers import ring
-from workers.models import Bucket, Worker
+from tests.factory import area_owned_by, make_order, make_worker, order_data
+from workers.models import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -43,16 +40,6 @@ def place_at(now: datetime, **kw: Any) -> Order:
     order, created = queue.place(clean_order_request(order_data(**kw)), now=now)
     assert created is True
     return order
-
-
-def area_owned_by(worker: Worker) -> str:
-    """A delivery area whose bucket the worker owns right now."""
-    owned = set(Bucket.objects.filter(owner=worker).values_list("number", flat=True))
-    return next(
-        area
-        for area in (f"area-{n}" for n in itertools.count())
-        if ring.bucket_for(area, django_settings.PIZZAQUEUE_BUCKETS) in owned
-    )
 
 
 def row(order: Order) -> dict[str, Any]:
