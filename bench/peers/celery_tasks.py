@@ -4,34 +4,32 @@ Late acknowledgement (a task is acknowledged after it ran, and re-queued if
 its worker process is lost): Celery's at-least-once setting, the closest to
 a durable queue's guarantee. Redis then re-delivers an unacknowledged task
 only after the transport's visibility timeout (one hour by default).
+PEERS_CELERY_ACKS_LATE=0 gives Celery's default instead (acknowledged on
+receipt: a task whose worker dies is lost).
 """
 
 from __future__ import annotations
 
 import os
-import time
 
-import redis
 from celery import Celery
 
-from bench.peers import crash
+from bench.peers import jobs
 
 BROKER_URL = os.environ.get("PEERS_CELERY_BROKER", "redis://127.0.0.1:6379/13")
 QUEUE = "peers-bench"
-PICKUP_KEY = "peers-bench:pickup"
 
 app = Celery("peers", broker=BROKER_URL)
 app.conf.update(
     task_default_queue=QUEUE,
     task_ignore_result=True,
-    task_acks_late=True,
+    task_acks_late=os.environ.get("PEERS_CELERY_ACKS_LATE", "1") == "1",
     task_reject_on_worker_lost=True,
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=int(os.environ.get("PEERS_CELERY_PREFETCH", "4")),  # Celery's default: 4
 )
-_redis = redis.Redis.from_url(BROKER_URL)
 
 
 @app.task(name="noop")
@@ -41,10 +39,9 @@ def noop() -> None:
 
 @app.task(name="stamp")
 def stamp(sent: float) -> None:
-    """Pickup latency: seconds from enqueue to start, kept in a Redis list."""
-    _redis.rpush(PICKUP_KEY, time.time() - sent)
+    jobs.record_pickup(sent)
 
 
 @app.task(name="hang_once")
 def hang_once(key: str) -> None:
-    crash.hang_once(key)
+    jobs.hang_once(key)

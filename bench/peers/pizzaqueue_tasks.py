@@ -1,11 +1,16 @@
-"""pizzaqueue's handler for the crash-recovery job (`--handler bench.peers.pizzaqueue_tasks.hang_once`)."""
+"""pizzaqueue's handlers for the benchmark's jobs (`--handler bench.peers.pizzaqueue_tasks.NAME`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.peers import crash
+from bench.peers import jobs
 
 
 def hang_once(order: object, progress: Callable[[str], None]) -> None:
-    crash.hang_once(str(order.id))  # type: ignore[attr-defined]
+    jobs.hang_once(str(order.id))  # type: ignore[attr-defined]
+
+
+def stamp(order: object, progress: Callable[[str], None]) -> None:
+    # `queue.place` stamps created_at as it starts: the moment of the enqueue call.
+    jobs.record_pickup(order.created_at.timestamp())  # type: ignore[attr-defined]

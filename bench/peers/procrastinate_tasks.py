@@ -14,7 +14,7 @@ import os
 
 import procrastinate
 
-from bench.peers import crash
+from bench.peers import jobs
 
 RECOVERY = os.environ.get("PEERS_PROCRASTINATE_RECOVERY") == "1"
 HEARTBEAT_INTERVAL = 1.0
@@ -33,9 +33,14 @@ def noop() -> None:
     """Does nothing: measures the queue itself."""
 
 
+@app.task(name="stamp")
+def stamp(sent: float) -> None:
+    jobs.record_pickup(sent)
+
+
 @app.task(name="hang_once")
 def hang_once(key: str) -> None:
-    crash.hang_once(key)
+    jobs.hang_once(key)
 
 
 if RECOVERY:

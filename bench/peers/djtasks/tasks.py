@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django_tasks import task
 
-from bench.peers import crash
+from bench.peers import jobs
 
 
 @task()
@@ -13,5 +13,10 @@ def noop() -> None:
 
 
 @task()
+def stamp(sent: float) -> None:
+    jobs.record_pickup(sent)
+
+
+@task()
 def hang_once(key: str) -> None:
-    crash.hang_once(key)
+    jobs.hang_once(key)

@@ -1,6 +1,7 @@
-"""The crash-recovery job: it hangs on its first run and returns at once when run again.
+"""What the jobs of every system do when they are not noops: the same code for all.
 
-Each run appends `start PID TIME` and, if it finishes, `done PID TIME` to a
+`hang_once` is the crash-recovery job: it hangs on its first run and returns
+at once when run again. Each run appends `start PID TIME` and, if it finishes, `done PID TIME` to a
 file named after the job, in the folder named by PEERS_MARKS. The first run
 (the one whose worker gets SIGKILLed) is the one that creates the file. The
 file tells which process held the job, when another one started it again,
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 MARKS_ENV = "PEERS_MARKS"
+PICKUPS = "pickups"
 HANG_SECONDS = 300.0
 
 
@@ -44,3 +46,15 @@ def read_marks(key: str) -> list[tuple[str, int, float]]:
         what, pid, at = line.split()
         marks.append((what, int(pid), float(at)))
     return marks
+
+
+def record_pickup(sent: float) -> None:
+    """The pickup-latency job: seconds from just before its enqueue call to its start,
+    one line per job in a file per worker process."""
+    latency = time.time() - sent
+    with open(Path(os.environ[MARKS_ENV]) / f"{PICKUPS}-{os.getpid()}", "a") as f:
+        f.write(f"{latency:.6f}\n")
+
+
+def read_pickups() -> list[float]:
+    return [float(line) for path in Path(os.environ[MARKS_ENV]).glob(f"{PICKUPS}-*") for line in path.read_text().split()]
