@@ -165,6 +165,28 @@ def test_sigterm_finishes_in_flight_orders_and_stops_cleanly(worker_processes: W
     assert not MonitorLease.objects.filter(holder=worker).exists()
 
 
+def test_an_order_still_baking_after_the_grace_period_goes_back_to_the_queue(
+    worker_processes: WorkerProcesses,
+) -> None:
+    proc = worker_processes.start("--name", "slowcoach", "--handler", "tests.handlers.slow",
+                                  PIZZAQUEUE_SHUTDOWN_GRACE="1")  # fmt: skip
+    wait_until(lambda: live_workers(1), what="worker")
+    order = make_order(note="60")
+    wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
+
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert proc.wait(timeout=15) == 0
+    assert time.monotonic() - signalled < 1 + TIMEOUT  # the grace period, not the 60 s bake
+
+    order.refresh_from_db()
+    assert order.status == Order.Status.QUEUED
+    assert order.lease_token is None
+    (moved,) = events(order, OrderEvent.Kind.REASSIGNED)
+    assert moved.message.startswith("Your shop closed")
+    assert Worker.objects.get(name="slowcoach").status == Worker.Status.STOPPED
+
+
 def test_sigterm_hands_back_prefetched_orders_it_never_started(worker_processes: WorkerProcesses) -> None:
     proc = worker_processes.start("--name", "closing", "--handler", "tests.handlers.slow", "--concurrency", "1", "--prefetch", "2")
     wait_until(lambda: live_workers(1), what="worker")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 from django.conf import settings
@@ -62,6 +63,11 @@ class Command(BaseCommand):
             # Lets an operator tell kitchens apart in pg_stat_activity.
             default.settings_dict["OPTIONS"]["application_name"] = f"pizzaqueue-worker-{worker.name}"[:63]
         code = worker.run()
+        if worker.running:
+            # Handlers overran the grace period; their orders were handed back. Their
+            # threads cannot be interrupted, and a normal exit would wait for them.
+            logging.shutdown()
+            os._exit(code)
         if code:
             raise SystemExit(code)
 
