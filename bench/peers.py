@@ -36,7 +36,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import harness
+
+from bench.peers.watch import Watcher
 
 ROOT = harness.ROOT
 VENV = ROOT / ".venv-bench"
@@ -86,6 +87,11 @@ SWEEP: dict[str, list[dict[str, Any]]] = {
 }
 
 STOP_TIMEOUT = 10.0
+# ANALYZE the job table in the transaction that enqueues a drain's jobs, so that the planner
+# knows about the backlog as autovacuum would have told it on a live database (this server
+# may run without autovacuum). Without it, Procrastinate and django-tasks-db drain at about
+# half their rate. `--no-analyze` turns it off (a child gets it as a flag).
+ANALYZE = True
 
 
 @dataclass(frozen=True)
@@ -311,13 +317,16 @@ class Pizzaqueue(System):
             yield procs.procs
 
     def enqueue_batch(self, count: int) -> float:
-        from django.db import transaction
+        from django.db import connection, transaction
 
         from orders import queue
 
         requests = harness.order_requests(count)
         with transaction.atomic():
             queue.place_many(requests)
+            if ANALYZE:
+                with connection.cursor() as cursor:
+                    cursor.execute("ANALYZE orders_order")
         return time.time()
 
     def enqueue_one(self) -> None:
@@ -413,8 +422,14 @@ class Procrastinate(System):
             yield
 
     def enqueue_batch(self, count: int) -> float:
-        with self.tasks.app.open():
-            self.tasks.noop.batch_defer(*({} for _ in range(count)))  # one INSERT statement
+        import psycopg
+
+        with self.tasks.app.open(), psycopg.connect(self.pg.url) as conn:
+            # One INSERT statement, in a transaction of the benchmark's own.
+            self.tasks.noop.configure(connection=conn).batch_defer(*({} for _ in range(count)))
+            if ANALYZE:
+                conn.execute("ANALYZE procrastinate_jobs")
+            conn.commit()
         return time.time()
 
     def enqueue_one(self) -> None:
@@ -512,11 +527,14 @@ class DjangoTasksDb(System):
             procs.stop()
 
     def enqueue_batch(self, count: int) -> float:
-        from django.db import transaction
+        from django.db import connection, transaction
 
         with transaction.atomic():
             for _ in range(count):
                 self.tasks.noop.enqueue()
+            if ANALYZE:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"ANALYZE {self._results().model._meta.db_table}")
         return time.time()
 
     def enqueue_one(self) -> None:
@@ -792,7 +810,7 @@ def measure(name: str, plan: Plan, only_drain: bool = False) -> dict[str, Any]:
 def run_child(name: str, args: argparse.Namespace, plan: Plan, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Measure one system in a child process of this script; an error is reported, not raised."""
     argv = [sys.executable, __file__, "--system", name, "--json-only", "--repeat", str(plan.repeat),
-            *(["--quick"] if args.quick else []), *extra]  # fmt: skip
+            *(["--quick"] if args.quick else []), *([] if args.analyze else ["--no-analyze"]), *extra]  # fmt: skip
     started = time.monotonic()
     try:
         out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=plan.child_timeout)
@@ -825,49 +843,6 @@ def sweep(args: argparse.Namespace, plan: Plan) -> None:
 
 def run_children(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     return {name: run_child(name, args, plan) for name in args.systems}
-
-
-WATCHED = ("pytest", "daphne", "manage.py worker", "bench/", "manage.py rush")
-
-
-def _ancestors(pid: int) -> set[int]:
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return seen
-
-
-class Watcher(threading.Thread):
-    """Notes, every 2 s, benchmark or test processes that are not this run's, and the load:
-    figures taken while the machine was shared say so in the JSON."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.others: set[str] = set()
-        self.max_load = 0.0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        me = os.getpid()
-        while not self._halt.wait(2.0):
-            self.max_load = max(self.max_load, float(Path("/proc/loadavg").read_text().split()[0]))
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                except OSError:
-                    continue
-                if any(w in cmd for w in WATCHED) and me not in _ancestors(int(entry.name)):
-                    self.others.add(cmd[:100])
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
 
 
 def source() -> dict[str, Any]:
@@ -1066,6 +1041,8 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true", help="Drain rates of the peers under a few worker settings, then exit.")
     p.add_argument("--system", choices=SYSTEMS, help=argparse.SUPPRESS)  # a child: measure one system
     p.add_argument("--only-drain", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-analyze", dest="analyze", action="store_false",
+                   help="Leave the planner without statistics on the drained jobs (see ANALYZE).")  # fmt: skip
     p.add_argument("--repeat", type=int, default=None, help="Drain runs per worker count (default: 3, 1 with --quick).")
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # a child: NAME=VALUE
     p.add_argument("--json-only", action="store_true", help="Print the JSON only, no table.")
@@ -1079,6 +1056,8 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     if args.repeat:
         plan = replace(plan, repeat=args.repeat)
+    global ANALYZE
+    ANALYZE = args.analyze
     if args.system:
         for item in args.set:
             key, value = item.split("=", 1)
@@ -1100,7 +1079,7 @@ def main() -> None:
     host["loadavg_1min_at_end"] = Path("/proc/loadavg").read_text().split()[0]
     host["loadavg_1min_max_seen"] = watcher.max_load
     host["other_processes_seen"] = sorted(watcher.others)
-    config = {"quick": args.quick, "plan": asdict(plan), **host, **environment(),
+    config = {"quick": args.quick, "plan": asdict(plan), "analyze": args.analyze, **host, **environment(),
               "pizzaqueue_recovery_bound_s": PQ_RECOVERY_BOUND, "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
     summary = goals(results)
     systems = [s for s in SYSTEMS if s in args.systems]

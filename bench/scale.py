@@ -37,6 +37,8 @@ from typing import Any
 
 import harness
 
+from bench.peers.watch import Watcher
+
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/pizzaqueue_scale"
 TABLES = ("orders_order", "orders_orderevent")
 # Finished orders are placed from FILL_AGE_DAYS ago, one a second (a million
@@ -312,9 +314,16 @@ def main() -> None:
     host = harness.machine()
     started = time.monotonic()
     empty_url = f"{args.pg_url.rstrip('/')}_empty"
-    with harness.BenchDatabase("postgres", args.pg_url) as full, harness.BenchDatabase("postgres", empty_url) as empty:
-        result = run(full, empty, args)
+    watcher = Watcher()
+    watcher.start()
+    try:
+        with harness.BenchDatabase("postgres", args.pg_url) as full, harness.BenchDatabase("postgres", empty_url) as empty:
+            result = run(full, empty, args)
+    finally:
+        watcher.stop()
     host["loadavg_1min_at_end"] = Path("/proc/loadavg").read_text().split()[0]
+    host["loadavg_1min_max_seen"] = watcher.max_load
+    host["other_processes_seen"] = sorted(watcher.others)
     config = {k: v for k, v in vars(args).items() if k not in ("pg_url", "json_only")}
     config.update(host, concurrency=harness.CONCURRENCY, prefetch=harness.PREFETCH, wall_s=round(time.monotonic() - started, 1))
     print(json.dumps({"benchmark": "scale", "config": config, "results": result}))
@@ -350,6 +359,8 @@ def main() -> None:
             size_rows.append((label, table, s["heap_mb"], s["indexes_mb"], s["live_rows"], s["dead_rows"], s["free_percent"]))
     print(harness.table(("when", "table", "heap MB", "indexes MB", "live rows", "dead rows", "free %"), size_rows))
     print(f"\nfull / empty: {result['full_vs_empty']:.1%} (goal >= 95%: {'met' if result['goal_95_percent_met'] else 'MISSED'})")
+    if host["other_processes_seen"]:
+        print(f"note: other processes ran meanwhile (max load {watcher.max_load}):", *host["other_processes_seen"], sep="\n  ")
 
 
 if __name__ == "__main__":
