@@ -831,7 +831,7 @@ def sweep(args: argparse.Namespace, plan: Plan) -> None:
             sets = tuple(f"--set={k}={v}" for k, v in variant.items())
             result = run_child(name, args, plan, ("--only-drain", *sets))
             runs.append({"system": name, "settings": variant, **result})
-    print(json.dumps({"benchmark": "peers-sweep", "config": {"plan": asdict(plan), **host}, "runs": runs}))
+    print(json.dumps({"benchmark": "peers-sweep", "config": {"plan": asdict(plan), "analyze": args.analyze, **host}, "runs": runs}))
     rows = [
         (r["system"], " ".join(f"{k}={v}" for k, v in r["settings"].items()),
          *((r["drain"][0]["jobs_per_s"], r["drain"][1]["jobs_per_s"]) if "drain" in r else ("error", "error")))
