@@ -14,6 +14,7 @@ only record `lease-lost`, never overwrite the new holder's work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -28,7 +29,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from orders.intake import OrderRequest
-from orders.models import Order, OrderEvent, OrderQuerySet
+from orders.models import Order, OrderEvent
 from workers import ring
 from workers.buckets import lock_ring, rebalance
 from workers.models import Bucket, BucketMove, Worker
@@ -40,9 +41,16 @@ ORDERS_CHANNEL = "pizzaqueue_orders"
 # Channel the web process's live-update relay LISTENs on for new events.
 EVENTS_CHANNEL = "pizzaqueue_events"
 SHOP_UNAVAILABLE = "shop unavailable"
+PLACED_MESSAGE = "Order confirmed."
 
 Status = Order.Status
 Event = OrderEvent.Kind
+
+# For the single-statement operations on PostgreSQL (see `claim`, `complete_many`, `place`).
+_ORDER_FIELDS = Order._meta.concrete_fields
+_ORDER_COLUMNS = ", ".join(f'"{f.column}"' for f in _ORDER_FIELDS)
+_EVENT_TABLE = OrderEvent._meta.db_table
+_EVENT_COLUMNS = "order_id, kind, created_at, worker_id, stage, message, data"
 
 
 class OrderNotFoundError(Exception):
@@ -143,7 +151,8 @@ def _get(order_id: uuid.UUID | str) -> Order:
 # --- Intake -------------------------------------------------------------------
 
 
-def _new_order(request: OrderRequest, now: datetime, shop_id: int | None) -> Order:
+def _new_order(request: OrderRequest, now: datetime, shop_id: int | None, idempotency_key: str | None = None,
+               fingerprint: str = "") -> Order:  # fmt: skip
     eligible = max(request.not_before or now, now)
     order_id = uuid.uuid4()
     return Order(
@@ -160,6 +169,8 @@ def _new_order(request: OrderRequest, now: datetime, shop_id: int | None) -> Ord
         eligible_at=eligible,
         max_attempts=request.max_attempts or settings.PIZZAQUEUE_MAX_ATTEMPTS,
         estimated_seconds=request.estimated_seconds,
+        idempotency_key=idempotency_key or None,
+        request_hash=fingerprint if idempotency_key else "",
         created_at=now,
     )
 
@@ -190,13 +201,17 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
         if existing is not None:
             return _same_request(existing, fingerprint), False
     try:
-        with transaction.atomic():
-            shop_id = _open_shop(request.shop, lock=True).pk if request.kind == Order.Kind.TAKEAWAY else None
-            order = _new_order(request, now, shop_id)
-            order.idempotency_key = idempotency_key or None
-            order.request_hash = fingerprint if idempotency_key else ""
-            order.save(force_insert=True)
-            _record([_event(order.id, Event.PLACED, now, message="Order confirmed.")], work=True)
+        if request.kind == Order.Kind.TAKEAWAY or connection.vendor != "postgresql":
+            with transaction.atomic():
+                shop_id = _open_shop(request.shop, lock=True).pk if request.kind == Order.Kind.TAKEAWAY else None
+                order = _new_order(request, now, shop_id, idempotency_key, fingerprint)
+                order.save(force_insert=True)
+                _record([_event(order.id, Event.PLACED, now, message=PLACED_MESSAGE)], work=True)
+        else:
+            order = _new_order(request, now, None, idempotency_key, fingerprint)
+            # Inside a caller's transaction, a savepoint keeps a clashing key from spoiling it.
+            with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+                _place_in_one_statement(order)
     except IntegrityError:
         # Two submissions with one key raced; the unique constraint let one in.
         if not idempotency_key:
@@ -207,6 +222,28 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
         return _same_request(existing, fingerprint), False
     logger.info("placed order=%s bucket=%s priority=%s", order.id, order.bucket, order.priority)
     return order, True
+
+
+def _place_in_one_statement(order: Order) -> None:
+    """Insert an order (no shop to lock) with its `placed` event and wake-ups, in one statement:
+    one round trip, and outside a transaction its own transaction."""
+    values = [f.get_db_prep_save(getattr(order, f.attname), connection) for f in _ORDER_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH placed AS (
+                INSERT INTO {Order._meta.db_table} ({_ORDER_COLUMNS}) VALUES ({", ".join(["%s"] * len(values))})
+                RETURNING id
+            ),
+            recorded AS (
+                INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS})
+                SELECT id, %s, %s, NULL, '', %s, '{{}}'::jsonb FROM placed
+            )
+            SELECT pg_notify(%s, ''), pg_notify(%s, '') FROM placed
+            """,  # noqa: S608 - names from the models; every value is a parameter
+            [*values, Event.PLACED, order.created_at, PLACED_MESSAGE, EVENTS_CHANNEL, ORDERS_CHANNEL],
+        )
+    order._state.adding, order._state.db = False, connection.alias  # as save() leaves it
 
 
 def _same_request(existing: Order, fingerprint: str) -> Order:
@@ -224,26 +261,52 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
         }
         orders = [_new_order(r, now, shops.get(r.shop) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests]
         Order.objects.bulk_create(orders)
-        _record((_event(o.id, Event.PLACED, now, message="Order confirmed.") for o in orders), work=True)
+        _record((_event(o.id, Event.PLACED, now, message=PLACED_MESSAGE) for o in orders), work=True)
     return orders
 
 
 # --- Claiming and the worker's fenced writes ----------------------------------
 
 
+# The claim query: what a worker may take at `now`, best first; both engines run
+# this text. Ownership is read inside the statement, so a worker acting on a
+# stale view of the ring claims nothing it lost; a pinned (takeaway) order is
+# its shop's alone, whoever owns its bucket. Ordered along `order_claim_idx`.
+_CLAIMABLE = f"""
+    SELECT id FROM {Order._meta.db_table}
+    WHERE status = %(queued)s AND eligible_at <= %(now)s
+      AND (pinned_worker_id = %(worker)s
+           OR (pinned_worker_id IS NULL
+               AND (bucket IN (SELECT number FROM {Bucket._meta.db_table} WHERE owner_id = %(worker)s){{steal}})))
+    ORDER BY rank, created_at
+    LIMIT %(limit)s
+"""  # noqa: S608 - names from the models; every value is a parameter
+# With work stealing on, an unpinned order waiting past PIZZAQUEUE_STEAL_AFTER is anyone's.
+_STEAL = " OR eligible_at < %(steal_before)s"
+
+
+def _claimable(worker_id: int, now: datetime, limit: int) -> tuple[str, dict[str, object]]:
+    steal_after = settings.PIZZAQUEUE_STEAL_AFTER
+    adapt = connection.ops.adapt_datetimefield_value
+    params: dict[str, object] = {"queued": Status.QUEUED, "now": adapt(now), "worker": worker_id, "limit": limit}
+    if steal_after > 0:
+        params["steal_before"] = adapt(now - timedelta(seconds=steal_after))
+    return _CLAIMABLE.format(steal=_STEAL if steal_after > 0 else ""), params
+
+
 def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim]:
     """Hand up to `limit` orders to a worker, highest effective priority first.
 
-    One transaction with the lock held briefly: on PostgreSQL the rows are
-    locked with FOR UPDATE SKIP LOCKED, so concurrent claimers pass over each
-    other's rows instead of waiting; on SQLite the IMMEDIATE transaction holds
-    the database's single write lock. Only orders in buckets the worker owns,
-    or pinned to it, are candidates: ownership is read inside the statement,
-    so a worker acting on a stale view of the ring claims nothing it lost.
+    One transaction with the lock held briefly: on PostgreSQL one statement
+    locks the rows with FOR UPDATE SKIP LOCKED, so concurrent claimers pass
+    over each other's rows instead of waiting; on SQLite the IMMEDIATE
+    transaction holds the database's single write lock.
     """
     token = uuid.uuid4()
+    if connection.vendor == "postgresql":
+        return _claim_in_one_statement(worker_id, limit, token, now or timezone.now())
     # A read outside any transaction (WAL readers take no lock) first, on SQLite:
-    if connection.vendor == "sqlite" and not _candidates(worker_id, now or timezone.now()).exists():
+    if not _claimable_ids(worker_id, now or timezone.now(), 1):
         # An idle poll must not take SQLite's one write lock: a worker paused
         # while holding it (SIGSTOP, a long GC pause) would stall every writer.
         return []
@@ -253,36 +316,64 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
         # would stamp claimed_at too early and shorten the lease by the wait.
         now = now or timezone.now()
         expires = now + lease_duration()
-        candidates = _candidates(worker_id, now)
-        if connection.features.has_select_for_update_skip_locked:
-            candidates = candidates.select_for_update(skip_locked=True)
-        orders = list(candidates[:limit])
-        if not orders:
+        ids = _claimable_ids(worker_id, now, limit)
+        if not ids:
             return []
-        ids = [o.id for o in orders]
         updated = Order.objects.filter(id__in=ids, status=Status.QUEUED).update(
             status=Status.PREPARING, worker_id=worker_id, lease_token=token, lease_expires_at=expires,
             attempts=F("attempts") + 1, claimed_at=now, stage="",
         )  # fmt: skip
         if updated != len(ids):
-            # Impossible while the rows are locked; refuse rather than hand out a half claim.
+            # Impossible under the write lock; refuse rather than hand out a half claim.
             raise RuntimeError(f"claim raced: {updated} of {len(ids)} rows updated")
-        _record(
-            _event(o.id, Event.CLAIMED, now, worker_id=worker_id, attempt=o.attempts + 1) for o in orders
-        )
-    for o in orders:
-        o.status, o.worker_id, o.lease_token, o.lease_expires_at = Status.PREPARING, worker_id, token, expires
-        o.attempts += 1
-        o.claimed_at = now
+        by_id = Order.objects.in_bulk(ids)
+        orders = [by_id[i] for i in ids]
+        _record(_event(o.id, Event.CLAIMED, now, worker_id=worker_id, attempt=o.attempts) for o in orders)
     logger.debug("claimed count=%d worker=%s lease=%s", len(orders), worker_id, token)
     return [Claim(o, token) for o in orders]
 
 
-def _candidates(worker_id: int, now: datetime) -> OrderQuerySet:
-    """What `worker_id` may claim at `now`, in claim order."""
-    steal_after = settings.PIZZAQUEUE_STEAL_AFTER
-    steal_before = now - timedelta(seconds=steal_after) if steal_after > 0 else None
-    return Order.objects.claimable(now).owned_by(worker_id, steal_before).in_claim_order()
+def _claimable_ids(worker_id: int, now: datetime, limit: int) -> list[uuid.UUID]:
+    sql, params = _claimable(worker_id, now, limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [uuid.UUID(str(row[0])) for row in cursor.fetchall()]
+
+
+def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: datetime) -> list[Claim]:
+    """The claim on PostgreSQL: pick, lease and record in one statement.
+
+    One statement is one round trip and, outside a transaction, its own
+    transaction: FOR UPDATE SKIP LOCKED picks rows no other claimer holds, the
+    UPDATE leases exactly those, and the `claimed` events are written from the
+    UPDATE's own RETURNING rows by a data-modifying CTE, so no row crosses the
+    wire twice and the events commit with the lease or not at all.
+    """
+    pick, params = _claimable(worker_id, now, limit)
+    params |= {"preparing": Status.PREPARING, "token": token, "expires": now + lease_duration(),
+               "claimed": Event.CLAIMED, "channel": EVENTS_CHANNEL}  # fmt: skip
+    claimed = list(Order.objects.raw(
+        f"""
+        WITH picked AS ({pick} FOR UPDATE SKIP LOCKED),
+        claimed AS (
+            UPDATE {Order._meta.db_table} SET status = %(preparing)s, worker_id = %(worker)s,
+                lease_token = %(token)s, lease_expires_at = %(expires)s, attempts = attempts + 1,
+                claimed_at = %(now)s, stage = ''
+            WHERE id IN (SELECT id FROM picked)
+            RETURNING {_ORDER_COLUMNS}
+        ),
+        recorded AS (
+            INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS})
+            SELECT id, %(claimed)s, %(now)s, %(worker)s, '', '', jsonb_build_object('attempt', attempts)
+            FROM claimed ORDER BY rank, created_at
+        )
+        SELECT claimed.*, pg_notify(%(channel)s, '') AS notified FROM claimed
+        """,  # noqa: S608 - names from the models; every value is a parameter
+        params,
+    ))  # fmt: skip
+    claimed.sort(key=lambda o: (o.rank, o.created_at))
+    logger.debug("claimed count=%d worker=%s lease=%s", len(claimed), worker_id, token)
+    return [Claim(o, token) for o in claimed]
 
 
 def _record_lease_lost(order_ids: Iterable[uuid.UUID], worker_id: int | None, now: datetime, action: str) -> None:
@@ -318,6 +409,8 @@ def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | 
     whole batch: batching is what lets a worker go past one commit per order.
     """
     now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _complete_in_one_statement(held, worker_id, now)
     by_token: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for order_id, token in held:
         by_token[token].append(order_id)
@@ -341,6 +434,41 @@ def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | 
         _record(
             _event(oid, Event.DONE, now, worker_id=worker_id, message="Ready!") for oid in done
         )
+    return done
+
+
+def _complete_in_one_statement(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None,
+                               now: datetime) -> set[uuid.UUID]:  # fmt: skip
+    """complete_many on PostgreSQL: the fenced UPDATE and the `done` events in one statement.
+
+    The UPDATE matches each order with its own token, and under READ
+    COMMITTED a row changed meanwhile (re-queued by the monitor) is
+    re-checked against the new version, so a lost lease is never completed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH held (id, token) AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[])),
+            done AS (
+                UPDATE {Order._meta.db_table} o SET status = %s, stage = '', lease_token = NULL,
+                    lease_expires_at = NULL, finished_at = %s
+                FROM held WHERE o.id = held.id AND o.lease_token = held.token AND o.status = %s
+                RETURNING o.id
+            ),
+            recorded AS (
+                INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS})
+                SELECT id, %s, %s, %s, '', %s, '{{}}'::jsonb FROM done
+            )
+            SELECT id, pg_notify(%s, '') FROM done
+            """,  # noqa: S608 - names from the models; every value is a parameter
+            [[order_id for order_id, _ in held], [token for _, token in held], Status.DONE, now, Status.PREPARING,
+             Event.DONE, now, worker_id, "Ready!", EVENTS_CHANNEL],
+        )  # fmt: skip
+        done = {row[0] for row in cursor.fetchall()}
+    lost = [order_id for order_id, _ in held if order_id not in done]
+    if lost:
+        with transaction.atomic():
+            _record_lease_lost(lost, worker_id, now, "complete")
     return done
 
 

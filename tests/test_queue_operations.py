@@ -298,6 +298,25 @@ def test_a_worker_claims_only_its_buckets_and_the_orders_pinned_to_it(menu: None
     assert Order.objects.get(pk=for_b.pk).worker_id == shop_b.pk
 
 
+def test_the_kitchen_display_lists_what_the_kitchen_would_claim_next_in_claim_order(menu: None) -> None:
+    # The display reads OrderQuerySet; the claim runs its own statement: they must agree.
+    shop_a = make_worker("shop-a", now=T0)
+    shop_b = make_worker("shop-b", now=T0)
+    for priority, minutes in ((0, 0), (5, 1), (0, 2), (9, 3)):
+        place_at(T0 + timedelta(minutes=minutes), area=area_owned_by(shop_a), priority=priority)
+        place_at(T0 + timedelta(minutes=minutes), area=area_owned_by(shop_b), priority=priority)
+    place_at(T0, kind="takeaway", shop="shop-a", area=area_owned_by(shop_b))
+    place_at(T0, kind="takeaway", shop="shop-b", area=area_owned_by(shop_a))
+    place_at(T0, area=area_owned_by(shop_a), not_before=(T0 + timedelta(hours=1)).isoformat())
+    now = T0 + timedelta(minutes=5)
+
+    for shop in (shop_a, shop_b):
+        shown = list(Order.objects.claimable(now).owned_by(shop.pk).in_claim_order().values_list("pk", flat=True))
+        claimed = [c.order.pk for c in queue.claim(shop.pk, 100, now=now)]
+        assert len(shown) == 5
+        assert claimed == shown
+
+
 def test_a_worker_does_not_claim_a_takeaway_pinned_to_another_shop_in_its_bucket(menu: None) -> None:
     make_worker("shop-a", now=T0)
     shop_b = make_worker("shop-b", now=T0)
