@@ -196,7 +196,8 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     """
     now = now or timezone.now()
     fingerprint = request.fingerprint()
-    if idempotency_key:
+    if idempotency_key and request.kind == Order.Kind.TAKEAWAY:
+        # Looked up first: the shop may have closed since, and a retry must replay, not fail.
         existing = Order.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
             return _same_request(existing, fingerprint), False
@@ -213,7 +214,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
             with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
                 _place_in_one_statement(order)
     except IntegrityError:
-        # Two submissions with one key raced; the unique constraint let one in.
+        # The key was used before (a retry, or two submissions racing): the unique constraint let one in.
         if not idempotency_key:
             raise
         existing = Order.objects.filter(idempotency_key=idempotency_key).first()

@@ -268,6 +268,20 @@ def test_a_retry_with_the_same_key_and_body_returns_the_same_order(client: APICl
     assert again["Idempotent-Replayed"] == "true"
 
 
+def test_a_takeaway_retry_after_its_shop_closed_replays_the_first_order(client: APIClient) -> None:
+    shop = make_worker("shop-1")
+    takeaway = order_data(kind="takeaway", shop="shop-1")
+    first = post_json(client, takeaway, **{"Idempotency-Key": "order-43"})
+    queue.stop_worker(shop.pk)
+
+    with nothing_written():
+        again = post_json(client, takeaway, **{"Idempotency-Key": "order-43"})
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["status"] == "cancelled"
+
+
 def test_a_key_reused_with_a_different_body_is_a_409(client: APIClient) -> None:
     post_json(client, order_data(note="ring twice"), **{"Idempotency-Key": "order-42"})
 
@@ -297,12 +311,15 @@ def test_a_malformed_idempotency_key_is_a_400_naming_the_header(client: APIClien
     }
 
 
-def test_a_key_race_decided_by_the_unique_constraint_returns_the_winners_order(
+def test_a_takeaway_key_race_decided_by_the_unique_constraint_returns_the_winners_order(
     client: APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    winner = post_json(client, order_data(), **{"Idempotency-Key": "race"})
-    # The loser's pre-check ran before the winner committed: it finds nothing,
-    # so its INSERT hits the unique constraint and place() falls back to the winner.
+    make_worker("shop-1")
+    takeaway = order_data(kind="takeaway", shop="shop-1")
+    winner = post_json(client, takeaway, **{"Idempotency-Key": "race"})
+    # A takeaway retry is looked up before its shop is checked. The loser's
+    # lookup ran before the winner committed: it finds nothing, so its INSERT
+    # hits the unique constraint and place() falls back to the winner.
     real_filter = Order.objects.filter
     missed: list[bool] = []
 
@@ -316,7 +333,7 @@ def test_a_key_race_decided_by_the_unique_constraint_returns_the_winners_order(
     monkeypatch.setattr(Order.objects, "filter", first_key_lookup_misses)
 
     with nothing_written():
-        loser = post_json(client, order_data(), **{"Idempotency-Key": "race"})
+        loser = post_json(client, takeaway, **{"Idempotency-Key": "race"})
 
     assert missed == [True]
     assert loser.status_code == 200
