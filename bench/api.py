@@ -11,8 +11,8 @@
 3. Drives `POST /api/orders/` from a second process (asyncio + aiohttp, one
    token, `--connections` keep-alive connections, every request with its own
    Idempotency-Key), each run after a short warm-up:
-   - open loop in 5 s steps of 50 orders/s up to `--rate`, to find the highest
-     rate still answered with p99 under 100 ms;
+   - open loop in 5 s steps of 50 orders/s up to `--rate` (or two steps in a
+     row over target), to find the highest rate still answered with p99 under 100 ms;
    - open loop at `--rate` orders/s for `--seconds`: latency is measured from each request's
      scheduled start, so queueing behind a slow server counts against it;
    - closed loop for `--seconds`: every connection posts again as soon as it
@@ -372,10 +372,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         server.wait_ready(token)
         sweep = []
         for rate in SWEEP_RATES:
-            step = run_load(server, token, args, rate, seconds=SWEEP_SECONDS, warmup=1.0)
+            # The first step warms the servers up (imports, the pool) as the long runs do.
+            warmup = WARMUP_SECONDS if not sweep else 1.0
+            step = run_load(server, token, args, rate, seconds=SWEEP_SECONDS, warmup=warmup)
             step.pop("created_ids")
             sweep.append({k: step[k] for k in ("mode", "orders_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request")})
-            if step["p99_ms"] >= TARGET_P99_MS or rate >= args.rate:
+            # Two misses in a row end the sweep: one stall of a shared machine should not.
+            missed = [s["p99_ms"] >= TARGET_P99_MS for s in sweep[-2:]]
+            if (len(missed) == 2 and all(missed)) or rate >= args.rate:
                 break
         sustained = [s["orders_per_second"] for s in sweep if s["p99_ms"] < TARGET_P99_MS]
         open_loop = run_load(server, token, args, args.rate)
