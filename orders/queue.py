@@ -198,42 +198,52 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     fingerprint = request.fingerprint()
     if idempotency_key and request.kind == Order.Kind.TAKEAWAY:
         # Looked up first: the shop may have closed since, and a retry must replay, not fail.
-        existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+        existing = _holder_of(idempotency_key)
         if existing is not None:
             return _same_request(existing, fingerprint), False
-    try:
-        if request.kind == Order.Kind.TAKEAWAY or connection.vendor != "postgresql":
+    if request.kind == Order.Kind.DELIVERY and connection.vendor == "postgresql":
+        order = _new_order(request, now, None, idempotency_key, fingerprint)
+        # Inside a caller's transaction, a savepoint keeps a failed statement from spoiling it.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            inserted = _place_in_one_statement(order)
+        if not inserted:
+            # The key is taken (a retry, or a submission that won the race): answer with its order.
+            existing = _holder_of(idempotency_key or "")
+            if existing is None:
+                raise IntegrityError(f"idempotency key {idempotency_key!r} taken by an order that is gone")
+            return _same_request(existing, fingerprint), False
+    else:
+        try:
             with transaction.atomic():
                 shop_id = _open_shop(request.shop, lock=True).pk if request.kind == Order.Kind.TAKEAWAY else None
                 order = _new_order(request, now, shop_id, idempotency_key, fingerprint)
                 order.save(force_insert=True)
                 _record([_event(order.id, Event.PLACED, now, message=PLACED_MESSAGE)], work=True)
-        else:
-            order = _new_order(request, now, None, idempotency_key, fingerprint)
-            # Inside a caller's transaction, a savepoint keeps a clashing key from spoiling it.
-            with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
-                _place_in_one_statement(order)
-    except IntegrityError:
-        # The key was used before (a retry, or two submissions racing): the unique constraint let one in.
-        if not idempotency_key:
-            raise
-        existing = Order.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is None:
-            raise
-        return _same_request(existing, fingerprint), False
+        except IntegrityError:
+            # Two submissions with one key raced; the unique constraint let one in.
+            existing = _holder_of(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return _same_request(existing, fingerprint), False
     logger.info("placed order=%s bucket=%s priority=%s", order.id, order.bucket, order.priority)
     return order, True
 
 
-def _place_in_one_statement(order: Order) -> None:
+def _place_in_one_statement(order: Order) -> bool:
     """Insert an order (no shop to lock) with its `placed` event and wake-ups, in one statement:
-    one round trip, and outside a transaction its own transaction."""
+    one round trip, and outside a transaction its own transaction.
+
+    False when its idempotency key is taken: the INSERT then does nothing (it
+    waits for an uncommitted holder of the key to commit or roll back first),
+    so a client's retry costs no error in the server's log.
+    """
     values = [f.get_db_prep_save(getattr(order, f.attname), connection) for f in _ORDER_FIELDS]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             WITH placed AS (
                 INSERT INTO {Order._meta.db_table} ({_ORDER_COLUMNS}) VALUES ({", ".join(["%s"] * len(values))})
+                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING id
             ),
             recorded AS (
@@ -244,7 +254,14 @@ def _place_in_one_statement(order: Order) -> None:
             """,  # noqa: S608 - names from the models; every value is a parameter
             [*values, Event.PLACED, order.created_at, PLACED_MESSAGE, EVENTS_CHANNEL, ORDERS_CHANNEL],
         )
+        if not cursor.fetchall():
+            return False
     order._state.adding, order._state.db = False, connection.alias  # as save() leaves it
+    return True
+
+
+def _holder_of(idempotency_key: str) -> Order | None:
+    return Order.objects.filter(idempotency_key=idempotency_key).first()
 
 
 def _same_request(existing: Order, fingerprint: str) -> Order:
@@ -446,6 +463,8 @@ def _complete_in_one_statement(held: Sequence[tuple[uuid.UUID, uuid.UUID]], work
     COMMITTED a row changed meanwhile (re-queued by the monitor) is
     re-checked against the new version, so a lost lease is never completed.
     """
+    if not held:
+        return set()
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
