@@ -40,6 +40,10 @@ class Pizza(models.Model):
 
 
 class OrderQuerySet(models.QuerySet):
+    # claimable().owned_by().in_claim_order() is what a kitchen would claim next, for
+    # displays: the claim itself runs the SQL text `queue._CLAIMABLE`, and a test
+    # holds the two together.
+
     def claimable(self, now: datetime) -> OrderQuerySet:
         """Queued orders whose `not_before` (or retry backoff) has passed."""
         return self.filter(status=Order.Status.QUEUED, eligible_at__lte=now)
@@ -48,13 +52,11 @@ class OrderQuerySet(models.QuerySet):
         """Effective priority first (priority raised by age), then age: see `queue.rank_for`."""
         return self.order_by("rank", "created_at")
 
-    def owned_by(self, worker_id: int, steal_before: datetime | None = None) -> OrderQuerySet:
-        """Orders in the worker's buckets or pinned to it (plus, when stealing, old unpinned ones)."""
+    def owned_by(self, worker_id: int) -> OrderQuerySet:
+        """Orders in the worker's buckets or pinned to it."""
         # A pinned (takeaway) order belongs to its shop alone, whoever owns its bucket.
         owned = Q(pinned_worker__isnull=True, bucket__in=models.Subquery(_owned_bucket_numbers(worker_id)))
         owned |= Q(pinned_worker_id=worker_id)
-        if steal_before is not None:
-            owned |= Q(pinned_worker__isnull=True, eligible_at__lt=steal_before)
         return self.filter(owned)
 
     def in_buckets(self, numbers: list[int]) -> OrderQuerySet:
