@@ -42,6 +42,7 @@ ORDERS_CHANNEL = "pizzaqueue_orders"
 EVENTS_CHANNEL = "pizzaqueue_events"
 SHOP_UNAVAILABLE = "shop unavailable"
 PLACED_MESSAGE = "Order confirmed."
+DONE_MESSAGE = "Ready!"
 
 Status = Order.Status
 Event = OrderEvent.Kind
@@ -450,7 +451,7 @@ def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | 
             if lost:
                 _record_lease_lost(lost, worker_id, now, "complete")
         _record(
-            _event(oid, Event.DONE, now, worker_id=worker_id, message="Ready!") for oid in done
+            _event(oid, Event.DONE, now, worker_id=worker_id, message=DONE_MESSAGE) for oid in done
         )
     return done
 
@@ -482,7 +483,7 @@ def _complete_in_one_statement(held: Sequence[tuple[uuid.UUID, uuid.UUID]], work
             SELECT id, pg_notify(%s, '') FROM done
             """,  # noqa: S608 - names from the models; every value is a parameter
             [[order_id for order_id, _ in held], [token for _, token in held], Status.DONE, now, Status.PREPARING,
-             Event.DONE, now, worker_id, "Ready!", EVENTS_CHANNEL],
+             Event.DONE, now, worker_id, DONE_MESSAGE, EVENTS_CHANNEL],
         )  # fmt: skip
         done = {row[0] for row in cursor.fetchall()}
     lost = [order_id for order_id, _ in held if order_id not in done]

@@ -125,13 +125,13 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     """The customer's line for an event (the queue writes some of them itself)."""
     kind = event.kind
     if kind == OrderEvent.Kind.PLACED:
-        return "Order confirmed."
+        return queue.PLACED_MESSAGE
     if kind == OrderEvent.Kind.CLAIMED:
         return f"{worker or 'A kitchen'} started on your order."
     if kind == OrderEvent.Kind.STAGE:
         return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
     if kind == OrderEvent.Kind.DONE:
-        return "Ready!"
+        return queue.DONE_MESSAGE
     if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
         return "Back in the queue for another go."
     if kind == OrderEvent.Kind.REASSIGNED:
