@@ -45,6 +45,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             raise pytest.UsageError(f"DATABASE_URL asks for PostgreSQL but the engine is {engine}")
 
 
+# Tests that stop, pause or restart the local PostgreSQL server's own processes
+# (needs root and Debian's pg_ctlcluster); CI sets the variable.
+signals_postgres = pytest.mark.skipif(
+    not os.environ.get("PIZZAQUEUE_TEST_SIGNAL_POSTGRES"),
+    reason="signals the PostgreSQL server's processes: opt in with PIZZAQUEUE_TEST_SIGNAL_POSTGRES=1",
+)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_throttles() -> None:
     """Throttle counters live in the cache; each test starts with none spent."""

@@ -3,13 +3,12 @@ connection loses nothing): workers and the web process reconnect on their
 own, and every order is done exactly once.
 
 This test restarts the local PostgreSQL server, so it runs only where that is
-allowed: CI sets PIZZAQUEUE_TEST_RESTART_POSTGRES=1 (and needs root and the
+allowed: CI sets PIZZAQUEUE_TEST_SIGNAL_POSTGRES=1 (and needs root and the
 Debian `pg_ctlcluster` tool).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import urllib.error
@@ -24,7 +23,7 @@ from django.db.models import Count
 from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
-from tests.conftest import Daphne, WorkerProcesses, wait_until
+from tests.conftest import Daphne, WorkerProcesses, signals_postgres, wait_until
 from tests.factory import order_data
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
@@ -57,9 +56,7 @@ def count(status: str) -> int:
         return -1
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PIZZAQUEUE_TEST_RESTART_POSTGRES"), reason="restarts the PostgreSQL server: opt in with PIZZAQUEUE_TEST_RESTART_POSTGRES=1"
-)
+@signals_postgres
 def test_a_database_restart_mid_rush_loses_nothing_and_bakes_nothing_twice(
     worker_processes: WorkerProcesses, daphne: Daphne
 ) -> None:
