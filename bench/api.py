@@ -17,8 +17,9 @@
      scheduled start, so queueing behind a slow server counts against it;
    - closed loop for `--seconds`: every connection posts again as soon as it
      is answered, which gives the saturation throughput.
-   Each run also reports the servers' CPU per request and how busy the
-   machine was (other load on a shared machine lowers the rates).
+   Each run also reports the CPU per request of the servers, of PostgreSQL
+   and of the load generator, and how busy the machine was (other load on a
+   shared machine lowers the rates).
    Every 201 is then checked against the database (confirmed means committed).
 4. Bulk-inserts `--rows` orders with INSERT ... SELECT generate_series, runs
    ANALYZE, and times logged-in requests through daphne: the admin order
@@ -134,6 +135,7 @@ async def drive(base: str, token: str, seconds: float, connections: int, rate: f
         elapsed = time.perf_counter() - measure_from
 
     ms = [x * 1000 for x in latencies]
+    cpu = time.process_time()  # this driver's own CPU, warm-up included (as is requests_total)
     return {
         "mode": f"open loop at {rate:g}/s" if rate else "closed loop",
         "connections": connections,
@@ -147,6 +149,7 @@ async def drive(base: str, token: str, seconds: float, connections: int, rate: f
         "max_ms": round(max(ms), 1) if ms else None,
         "created_ids": created,
         "requests_total": sent[0],
+        "driver_cpu_ms_per_request": round(cpu * 1000 / max(sent[0], 1), 2),
     }
 
 
@@ -264,6 +267,22 @@ def process_cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU of every PostgreSQL server process now running, by pid (the pooled
+    connections' backends live through a run)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seen = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except OSError:
+            continue  # gone meanwhile
+        if name == "postgres":
+            values = fields.split()
+            seen[int(stat.parent.name)] = (int(values[11]) + int(values[12])) / ticks
+    return seen
+
+
 def machine_cpu() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -283,12 +302,16 @@ def run_load(server: Daphne, token: str, args: argparse.Namespace, rate: float |
             "--connections", str(args.connections), "--rate", str(rate or 0), "--warmup", str(warmup)]  # fmt: skip
     pids = [p.pid for p in server.procs]
     cpu_before, (busy_before, total_before) = process_cpu_seconds(pids), machine_cpu()
+    postgres_before = postgres_cpu_seconds()
     load_before = os.getloadavg()[0]
     out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=seconds + 120)
     busy, total = machine_cpu()
+    postgres = sum(cpu - postgres_before.get(pid, 0.0) for pid, cpu in postgres_cpu_seconds().items())
     result = json.loads(out.stdout)
     cpu = process_cpu_seconds(pids) - cpu_before
-    result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(result.pop("requests_total"), 1), 2)
+    requests = max(result.pop("requests_total"), 1)
+    result["server_cpu_ms_per_request"] = round(cpu * 1000 / requests, 2)
+    result["postgres_cpu_ms_per_request"] = round(postgres * 1000 / requests, 2)
     result["machine_busy_pct"] = round(100 * (busy - busy_before) / max(total - total_before, 1), 1)
     result["load_average_before"] = round(load_before, 2)
     return result
@@ -429,11 +452,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     intake = result["intake"]
     print(f"{'intake (POST /api/orders/)':34} {'orders/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'srv cpu ms':>10} {'busy %':>7}  statuses")  # fmt: skip
+          f"{'srv cpu ms':>10} {'pg cpu ms':>9} {'drv cpu ms':>10} {'busy %':>7}  statuses")  # fmt: skip
     for key in ("open_loop", "closed_loop"):
         r = intake[key]
         print(f"{r['mode'] + ', ' + str(r['connections']) + ' conns':34} {r['orders_per_second']:>9.1f} {r['p50_ms']:>8.1f} "
               f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['server_cpu_ms_per_request']:>10.2f} "
+              f"{r['postgres_cpu_ms_per_request']:>9.2f} {r['driver_cpu_ms_per_request']:>10.2f} "
               f"{r['machine_busy_pct']:>7.1f}  {r['statuses']}")  # fmt: skip
     print(f"every 201 committed: {intake['every_201_committed']}; server errors logged: {intake['server_errors_logged']}")
     print("open-loop sweep (5 s steps): " + ", ".join(

@@ -211,6 +211,24 @@ def test_a_claim_takes_at_most_its_limit(menu: None) -> None:
     assert [o.status for o in Order.objects.order_by("created_at")] == ["preparing", "preparing", "queued"]
 
 
+def test_a_claimed_order_is_handed_over_exactly_as_stored(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    placed, _ = queue.place(clean_order_request(order_data(
+        items=[{"pizza": "margherita", "size": "large", "quantity": 2}, {"pizza": "diavola", "size": "small"}],
+        note="extra basil", customer_name="Ada", area="north", priority=4,
+    )), now=T0)  # fmt: skip
+
+    [claim] = queue.claim(worker.pk, 1, now=T0 + timedelta(seconds=1))
+
+    stored = Order.objects.get(pk=placed.pk)
+    handed = claim.order
+    assert handed._state.adding is False and handed._state.db == "default"
+    for field in Order._meta.concrete_fields:
+        assert getattr(handed, field.attname) == getattr(stored, field.attname), field.name
+    assert handed.items[0] == {"pizza": "margherita", "size": "large", "quantity": 2}  # decoded, not JSON text
+    assert handed.lease_token == claim.token
+
+
 def test_a_claim_with_nothing_to_do_returns_nothing_and_writes_nothing(menu: None) -> None:
     worker = make_worker("shop-1", now=T0)
 
