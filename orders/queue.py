@@ -28,6 +28,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from orders import rows
 from orders.intake import OrderRequest
 from orders.models import Order, OrderEvent
 from workers import ring
@@ -414,24 +415,10 @@ def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: d
             """,  # noqa: S608 - names from the models; every value is a parameter
             params,
         )
-        claimed = [_order_from_row(row) for row in cursor.fetchall()]
+        claimed = [rows.load(Order, row) for row in cursor.fetchall()]
     claimed.sort(key=lambda o: (o.rank, o.created_at))
     logger.debug("claimed count=%d worker=%s lease=%s", len(claimed), worker_id, token)
     return [Claim(o, token) for o in claimed]
-
-
-# A row of _ORDER_COLUMNS becomes an Order as the ORM would load it, without
-# the ORM's per-query setup (a third of a claim's Python time): the fields'
-# own conversions (the JSON of `items`) applied, the rest as the driver gives it.
-_ORDER_ATTNAMES = [f.attname for f in _ORDER_FIELDS]
-_CONVERTED = [(n, f) for n, f in enumerate(_ORDER_FIELDS) if hasattr(f, "from_db_value")]
-
-
-def _order_from_row(row: Sequence[object]) -> Order:
-    values = list(row[: len(_ORDER_FIELDS)])
-    for n, f in _CONVERTED:
-        values[n] = f.from_db_value(values[n], None, connection)
-    return Order.from_db(connection.alias, _ORDER_ATTNAMES, values)
 
 
 def _record_lease_lost(order_ids: Iterable[uuid.UUID], worker_id: int | None, now: datetime, action: str) -> None:

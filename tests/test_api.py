@@ -24,6 +24,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders import api, queue
+from orders.authentication import TokenAuthentication
 from orders.intake import clean_order_request
 from orders.models import Order, OrderEvent
 from tests.factory import make_order, make_worker, order_data
@@ -419,6 +420,30 @@ def test_a_wrong_token_is_a_401(menu: None) -> None:
         response = post_json(client, order_data())
 
     assert_error(response, 401, "authentication_failed", "Invalid token.")
+
+
+def test_a_token_of_an_inactive_user_is_a_401(menu: None) -> None:
+    client = api_client("leaver")
+    User.objects.filter(username="leaver").update(is_active=False)
+
+    with nothing_written():
+        response = post_json(client, order_data())
+
+    assert_error(response, 401, "authentication_failed", "User inactive or deleted.")
+
+
+def test_a_token_is_checked_to_the_same_user_and_token_as_drfs_own_lookup(menu: None) -> None:
+    api_client("integrator")
+    stored = Token.objects.select_related("user").get(user__username="integrator")
+
+    user, token = TokenAuthentication().authenticate_credentials(stored.key)
+
+    assert (type(user), type(token)) == (type(stored.user), Token)
+    for field in Token._meta.concrete_fields:
+        assert getattr(token, field.attname) == getattr(stored, field.attname), field.name
+    for field in User._meta.concrete_fields:  # datetimes too: SQLite's need the backend's converters
+        assert getattr(user, field.attname) == getattr(stored.user, field.attname), field.name
+    assert token.user is user and not user._state.adding
 
 
 def test_a_logged_in_session_without_csrf_cannot_place_orders(menu: None) -> None:

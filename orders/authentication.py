@@ -1,0 +1,51 @@
+"""DRF's token authentication, with its lookup as one query written once.
+
+Every API call checks its token, and DRF's own lookup
+(`Token.objects.select_related("user").get(key=...)`) compiles the same ORM
+query afresh on every request: a fifth of an order's CPU in the API server.
+This subclass runs the same join as fixed SQL and builds the same objects,
+with the same answers (401 "Invalid token." / "User inactive or deleted.").
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework import authentication, exceptions
+from rest_framework.authtoken.models import Token
+
+from orders import rows
+
+_User = get_user_model()
+_TOKEN_COLUMNS = len(Token._meta.concrete_fields)
+
+
+class TokenAuthentication(authentication.TokenAuthentication):
+    """`Authorization: Token <key>`, as DRF's TokenAuthentication (which it is)."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+        with connection.cursor() as cursor:
+            cursor.execute(_lookup(connection.vendor), [key])
+            row = cursor.fetchone()
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        token = rows.load(Token, row)
+        token.user = user = rows.load(_User, row[_TOKEN_COLUMNS:])
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        return user, token
+
+
+@cache
+def _lookup(vendor: str) -> str:
+    """The token and its user, by key (the SQL DRF's lookup compiles to, written once)."""
+    quote = connection.ops.quote_name
+    token, user = Token._meta, _User._meta
+    return (
+        f"SELECT {rows.columns(Token, 't')}, {rows.columns(_User, 'u')} "  # noqa: S608 - names from the models
+        f"FROM {quote(token.db_table)} t JOIN {quote(user.db_table)} u "
+        f"ON u.{quote(user.pk.column)} = t.{quote(token.get_field('user').column)} WHERE t.{quote(token.pk.column)} = %s"
+    )
