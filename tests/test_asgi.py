@@ -89,6 +89,8 @@ async def test_a_request_starts_and_finishes_in_the_thread_that_served_it(live_m
     assert all(seen[n][1] == seen[n + 1][1] for n in range(0, 40, 2))
 
 
+# WhiteNoise's file iterator is synchronous; Django warns that it consumes it to serve it (as in production).
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
 async def test_a_static_file_streams_through_the_handler() -> None:
     # Raw ASGI: a streamed body ends with a message without "body", which HttpCommunicator refuses.
     scope = {"type": "http", "method": "GET", "path": "/static/css/site.css", "query_string": b"", "root_path": "",
@@ -108,3 +110,9 @@ async def test_a_static_file_streams_through_the_handler() -> None:
     body = b"".join(m.get("body", b"") for m in sent[1:])
     assert body == (settings.BASE_DIR / "static" / "css" / "site.css").read_bytes()
     assert sent[-1].get("more_body", False) is False
+
+
+async def test_the_web_process_keeps_its_long_lived_objects_out_of_garbage_collection() -> None:
+    # Importing the ASGI application froze what was loaded, and collections run rarely.
+    assert gc.get_freeze_count() > 10_000
+    assert gc.get_threshold()[0] >= 10_000
