@@ -137,10 +137,11 @@ SQLITE_PATH = BASE_DIR / "db.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
-        # 0: under ASGI every request may run on a fresh thread, and a persistent
-        # connection per thread would exhaust the server's connections. Web
-        # processes on PostgreSQL should pool instead (`?pool=true`). Workers
-        # keep their connections regardless: they never close them.
+        # 0: each request closes its connection (back to the pool with
+        # `?pool=true`, which web processes on PostgreSQL should use). Requests
+        # run on a small pool of threads per process (pizzaqueue/asgi.py), and
+        # a persistent connection per thread would need a health check per
+        # request. Workers keep their connections regardless: they never close them.
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
         conn_health_checks=True,
     )
