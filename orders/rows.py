@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -25,11 +25,12 @@ def columns(model: type[Model], alias: str) -> str:
 
 def load(model: type[M], row: Sequence[Any]) -> M:
     """An instance from the model's columns in field order (extra columns after them are ignored)."""
-    names, converters = _loading(model, connection.vendor)
+    db = connections[DEFAULT_DB_ALIAS]  # once: each access through the `connection` proxy is a lookup
+    names, converters = _loading(model, db.vendor)
     values = list(row[: len(names)])
     for n, convert, col in converters:
-        values[n] = convert(values[n], col, connection)
-    return model.from_db(connection.alias, names, values)
+        values[n] = convert(values[n], col, db)
+    return model.from_db(db.alias, names, values)
 
 
 @cache
