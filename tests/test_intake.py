@@ -432,6 +432,35 @@ def refuse_event_inserts() -> None:
                            "BEGIN SELECT RAISE(ABORT, 'event insert refused'); END")  # fmt: skip
 
 
+def allow_event_inserts() -> None:
+    table = connection.ops.quote_name(OrderEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuse_events")
+        else:
+            cursor.execute("DROP TRIGGER refuse_events")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["delivery", "takeaway"])
+def test_outside_a_transaction_too_the_order_and_its_placed_event_commit_together(live_menu: None, kind: str) -> None:
+    # Outside a transaction a delivery order is placed by one query of several
+    # statements (the order's, then the wait for the disk): a refused event must
+    # still take the order with it.
+    make_worker("shop-1")
+    request = clean_order_request(order_data(kind=kind, **({"shop": "shop-1"} if kind == "takeaway" else {})))
+    refuse_event_inserts()
+    try:
+        with pytest.raises(IntegrityError):
+            queue.place(request)
+    finally:
+        allow_event_inserts()
+
+    assert_nothing_written()
+    queue.place(request)  # and the connection is fine afterwards
+    assert (Order.objects.count(), OrderEvent.objects.count()) == (1, 1)
+
+
 @pytest.mark.parametrize("kind", ["delivery", "takeaway"])
 def test_the_order_and_its_placed_event_commit_together(menu: None, kind: str) -> None:
     make_worker("shop-1")
