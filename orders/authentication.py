@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
@@ -21,21 +22,25 @@ from orders import rows
 
 _User = get_user_model()
 _TOKEN_COLUMNS = len(Token._meta.concrete_fields)
+_KEY_LENGTH = Token._meta.pk.max_length
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
     """`Authorization: Token <key>`, as DRF's TokenAuthentication (which it is)."""
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+        if len(key) > _KEY_LENGTH or "\x00" in key:
+            # No token looks like this, and PostgreSQL refuses a NUL in text: not a 500.
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
         with connection.cursor() as cursor:
             cursor.execute(_lookup(connection.vendor), [key])
             row = cursor.fetchone()
         if row is None:
-            raise exceptions.AuthenticationFailed("Invalid token.")
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
         token = rows.load(Token, row)
         token.user = user = rows.load(_User, row[_TOKEN_COLUMNS:])
         if not user.is_active:
-            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return user, token
 
 

@@ -422,6 +422,21 @@ def test_a_wrong_token_is_a_401(menu: None) -> None:
     assert_error(response, 401, "authentication_failed", "Invalid token.")
 
 
+@pytest.mark.parametrize(("key", "detail"), [
+    ("a\x00b", "Invalid token."),
+    ("x" * 5000, "Invalid token."),
+    ("é" * 40, "Invalid token header. Token string should not contain invalid characters."),
+], ids=["nul", "long", "non-ascii"])  # fmt: skip
+def test_a_token_no_token_could_be_is_a_401_not_a_500(menu: None, key: str, detail: str) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    with nothing_written():
+        response = post_json(client, order_data())
+
+    assert_error(response, 401, "authentication_failed", detail)
+
+
 def test_a_token_of_an_inactive_user_is_a_401(menu: None) -> None:
     client = api_client("leaver")
     User.objects.filter(username="leaver").update(is_active=False)
