@@ -257,29 +257,29 @@ def setup_django(url: str) -> None:
     django.setup()
 
 
+def _stat(pid: int | str) -> tuple[str, float]:
+    """A process's name and its user + system CPU seconds (all its threads), from /proc."""
+    name, fields = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+    values = fields.split()
+    return name, (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes (all their threads), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    """CPU of these processes, in seconds."""
+    return sum(_stat(pid)[1] for pid in pids)
 
 
 def postgres_cpu_seconds() -> dict[int, float]:
     """CPU of every PostgreSQL server process now running, by pid (the pooled
     connections' backends live through a run)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     seen = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            name, fields = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+            name, cpu = _stat(proc.name)
         except OSError:
             continue  # gone meanwhile
         if name == "postgres":
-            values = fields.split()
-            seen[int(stat.parent.name)] = (int(values[11]) + int(values[12])) / ticks
+            seen[int(proc.name)] = cpu
     return seen
 
 
