@@ -56,7 +56,7 @@ Event = OrderEvent.Kind
 
 # For the single-statement operations on PostgreSQL (see `claim`, `complete_many`, `place`).
 _ORDER_FIELDS = Order._meta.concrete_fields
-_ORDER_COLUMNS = ", ".join(f'"{f.column}"' for f in _ORDER_FIELDS)
+_ORDER_COLUMNS = rows.columns(Order)  # in field order, as `rows.load` reads them back
 _EVENT_TABLE = OrderEvent._meta.db_table
 _EVENT_COLUMNS = "order_id, kind, created_at, worker_id, stage, message, data"
 

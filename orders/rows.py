@@ -18,9 +18,10 @@ from django.db.models import Model
 M = TypeVar("M", bound=Model)
 
 
-def columns(model: type[Model], alias: str) -> str:
-    """The model's concrete columns, in field order (the order `load` expects)."""
-    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+def columns(model: type[Model], alias: str = "") -> str:
+    """The model's concrete columns, in field order (the order `load` expects), qualified by `alias` if given."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f"{prefix}{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
 
 
 def load(model: type[M], row: Sequence[Any]) -> M:
