@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -106,9 +107,10 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
         unknown = set(entry) - {"pizza", "size", "quantity"}
         if unknown:
             errors.setdefault(where, []).append(f"Unknown fields: {', '.join(sorted(map(str, unknown)))}.")
-        pizza = entry.get("pizza") if isinstance(entry.get("pizza"), str) and entry.get("pizza") in menu else None
+        slug = entry.get("pizza")
+        pizza = slug if isinstance(slug, str) and slug in menu else None
         if pizza is None:
-            errors.setdefault(f"{where}.pizza", []).append(f"Not on the menu: {entry.get('pizza')!r}.")
+            errors.setdefault(f"{where}.pizza", []).append(f"Not on the menu: {slug!r}.")
         size = entry.get("size", Size.MEDIUM)
         if size not in Size.values:
             errors.setdefault(f"{where}.size", []).append(f"Must be one of {', '.join(Size.values)}.")
@@ -127,16 +129,20 @@ def _on_the_menu(slugs: set[str]) -> dict[str, int]:
     """
     if not slugs:
         return {}
-    quote = connection.ops.quote_name
-    fields = Pizza._meta
-    sql = (
-        f"SELECT {quote(fields.get_field('slug').column)}, {quote(fields.get_field('bake_seconds').column)} "  # noqa: S608 - names from the model
-        f"FROM {quote(fields.db_table)} WHERE {quote(fields.get_field('available').column)} = %s "
-        f"AND {quote(fields.get_field('slug').column)} IN ({', '.join(['%s'] * len(slugs))})"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [True, *slugs])
+        cursor.execute(_menu_lookup(connection.vendor, len(slugs)), [True, *slugs])
         return dict(cursor.fetchall())
+
+
+@cache
+def _menu_lookup(vendor: str, count: int) -> str:
+    """The SQL for `count` slugs, written once per size (at most PIZZAQUEUE_MAX_ITEMS)."""
+    quote = connection.ops.quote_name
+    slug, seconds, available = (quote(Pizza._meta.get_field(name).column) for name in ("slug", "bake_seconds", "available"))
+    return (
+        f"SELECT {slug}, {seconds} FROM {quote(Pizza._meta.db_table)} "  # noqa: S608 - names from the model
+        f"WHERE {available} = %s AND {slug} IN ({', '.join(['%s'] * count)})"
+    )
 
 
 def clean_order_request(data: Mapping[str, Any]) -> OrderRequest:
