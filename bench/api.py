@@ -72,13 +72,27 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def order_body(rng: random.Random) -> dict[str, Any]:
-    items = [{"pizza": rng.choice(PIZZAS), "size": rng.choice(["small", "medium", "large"]),
-              "quantity": rng.randint(1, 3)} for _ in range(rng.randint(1, 3))]  # fmt: skip
-    return {"items": items, "area": f"area-{rng.randint(1, 200)}", "priority": rng.randint(0, 9), "customer_name": "Bench"}
+    items = [
+        {"pizza": rng.choice(PIZZAS), "size": rng.choice(["small", "medium", "large"]), "quantity": rng.randint(1, 3)}
+        for _ in range(rng.randint(1, 3))
+    ]
+    return {
+        "items": items,
+        "area": f"area-{rng.randint(1, 200)}",
+        "priority": rng.randint(0, 9),
+        "customer_name": "Bench",
+    }
 
 
-async def drive(base: str, token: str, seconds: float, connections: int, rate: float | None, seed: int,
-                warmup: float = WARMUP_SECONDS) -> dict[str, Any]:  # fmt: skip
+async def drive(
+    base: str,
+    token: str,
+    seconds: float,
+    connections: int,
+    rate: float | None,
+    seed: int,
+    warmup: float = WARMUP_SECONDS,
+) -> dict[str, Any]:
     """POST orders for `seconds` (after a warm-up), open loop at `rate` or closed loop if None."""
     import aiohttp
 
@@ -165,9 +179,15 @@ POOL = importlib.util.find_spec("psycopg_pool") is not None
 def child_env(url: str) -> dict[str, str]:
     env = dict(os.environ)
     pooled = url + ("&" if "?" in url else "?") + "pool=true" if POOL else url
-    env.update(DATABASE_URL=pooled, DATABASE_CONN_MAX_AGE="0", DEBUG="false",
-               SECRET_KEY=SECRET_KEY, DJANGO_SETTINGS_MODULE="pizzaqueue.settings",
-               PIZZAQUEUE_API_CREATE_RATE="", LOG_LEVEL="WARNING")  # fmt: skip
+    env.update(
+        DATABASE_URL=pooled,
+        DATABASE_CONN_MAX_AGE="0",
+        DEBUG="false",
+        SECRET_KEY=SECRET_KEY,
+        DJANGO_SETTINGS_MODULE="pizzaqueue.settings",
+        PIZZAQUEUE_API_CREATE_RATE="",
+        LOG_LEVEL="WARNING",
+    )
     return env
 
 
@@ -204,11 +224,26 @@ class Daphne:
             log = tempfile.NamedTemporaryFile(prefix="pizzaqueue-bench-daphne-", suffix=".log", delete=False)  # noqa: SIM115
             self.logs.append(log)
             # -v 0: no access log line per request.
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-v", "0", "--fd", str(self.sock.fileno()), "pizzaqueue.asgi:application"],
-                cwd=ROOT, env=child_env(url), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                pass_fds=(self.sock.fileno(),),
-            ))  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "daphne",
+                        "-v",
+                        "0",
+                        "--fd",
+                        str(self.sock.fileno()),
+                        "pizzaqueue.asgi:application",
+                    ],
+                    cwd=ROOT,
+                    env=child_env(url),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(self.sock.fileno(),),
+                )
+            )
 
     def wait_ready(self, token: str, timeout: float = 30.0) -> None:
         import urllib.request
@@ -290,16 +325,36 @@ def machine_cpu() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def run_load(server: Daphne, token: str, args: argparse.Namespace, rate: float | None,
-             seconds: float | None = None, warmup: float = WARMUP_SECONDS) -> dict[str, Any]:  # fmt: skip
+def run_load(
+    server: Daphne,
+    token: str,
+    args: argparse.Namespace,
+    rate: float | None,
+    seconds: float | None = None,
+    warmup: float = WARMUP_SECONDS,
+) -> dict[str, Any]:
     """The load generator runs in its own process, so it never shares a CPU lock with this one.
 
     Also reports the servers' CPU per request (a figure the machine's other
     load does not change much) and how busy the whole machine was.
     """
     seconds = seconds or args.seconds
-    argv = [sys.executable, __file__, "--drive", server.base, "--token", token, "--seconds", str(seconds),
-            "--connections", str(args.connections), "--rate", str(rate or 0), "--warmup", str(warmup)]  # fmt: skip
+    argv = [
+        sys.executable,
+        __file__,
+        "--drive",
+        server.base,
+        "--token",
+        token,
+        "--seconds",
+        str(seconds),
+        "--connections",
+        str(args.connections),
+        "--rate",
+        str(rate or 0),
+        "--warmup",
+        str(warmup),
+    ]
     pids = [p.pid for p in server.procs]
     cpu_before, (busy_before, total_before) = process_cpu_seconds(pids), machine_cpu()
     postgres_before = postgres_cpu_seconds()
@@ -399,7 +454,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             warmup = WARMUP_SECONDS if not sweep else 1.0
             step = run_load(server, token, args, rate, seconds=SWEEP_SECONDS, warmup=warmup)
             step.pop("created_ids")
-            sweep.append({k: step[k] for k in ("mode", "orders_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request")})
+            sweep.append(
+                {k: step[k] for k in ("mode", "orders_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request")}
+            )
             # Two misses in a row end the sweep: one stall of a shared machine should not.
             missed = [s["p99_ms"] >= TARGET_P99_MS for s in sweep[-2:]]
             if (len(missed) == 2 and all(missed)) or rate >= args.rate:
@@ -414,30 +471,46 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         insert_seconds = bulk_insert(args.rows)
         total = Order.objects.count()
         some_id = Order.objects.filter(status="queued").values_list("pk", flat=True).first()
-        admin = time_gets(server.base, {
-            "admin orders": "/admin/orders/order/",
-            "admin orders page 50": "/admin/orders/order/?p=50",
-            "admin orders status=queued": "/admin/orders/order/?status__exact=queued",
-            "admin orders status=failed": "/admin/orders/order/?status__exact=failed",
-            "admin orders priority=5": "/admin/orders/order/?priority=5",
-            "admin orders search id": f"/admin/orders/order/?q={some_id}",
-            "admin events": "/admin/orders/orderevent/",
-            "admin buckets": "/admin/workers/bucket/",
-        }, {"Cookie": f"sessionid={session}"}, args.repeat)  # fmt: skip
-        api = time_gets(server.base, {
-            "api orders": "/api/orders/",
-            "api orders status=done": "/api/orders/?status=done",
-            "api orders priority=5": "/api/orders/?priority=5",
-            "api buckets": "/api/buckets/",
-            "api stats": "/api/stats/",
-        }, {"Authorization": f"Token {token}"}, args.repeat)  # fmt: skip
+        admin = time_gets(
+            server.base,
+            {
+                "admin orders": "/admin/orders/order/",
+                "admin orders page 50": "/admin/orders/order/?p=50",
+                "admin orders status=queued": "/admin/orders/order/?status__exact=queued",
+                "admin orders status=failed": "/admin/orders/order/?status__exact=failed",
+                "admin orders priority=5": "/admin/orders/order/?priority=5",
+                "admin orders search id": f"/admin/orders/order/?q={some_id}",
+                "admin events": "/admin/orders/orderevent/",
+                "admin buckets": "/admin/workers/bucket/",
+            },
+            {"Cookie": f"sessionid={session}"},
+            args.repeat,
+        )
+        api = time_gets(
+            server.base,
+            {
+                "api orders": "/api/orders/",
+                "api orders status=done": "/api/orders/?status=done",
+                "api orders priority=5": "/api/orders/?priority=5",
+                "api buckets": "/api/buckets/",
+                "api stats": "/api/stats/",
+            },
+            {"Authorization": f"Token {token}"},
+            args.repeat,
+        )
     finally:
         server.stop()
 
     return {
-        "intake": {"open_loop": open_loop, "closed_loop": closed_loop, "sweep": sweep,
-                   "max_rate_with_p99_under_target": max(sustained, default=0.0), "orders_placed": placed,
-                   "every_201_committed": committed, "server_errors_logged": server_errors},  # fmt: skip
+        "intake": {
+            "open_loop": open_loop,
+            "closed_loop": closed_loop,
+            "sweep": sweep,
+            "max_rate_with_p99_under_target": max(sustained, default=0.0),
+            "orders_placed": placed,
+            "every_201_committed": committed,
+            "server_errors_logged": server_errors,
+        },
         "million": {"orders_in_table": total, "bulk_insert_seconds": round(insert_seconds, 1), **admin, **api},
         "targets": {
             "orders_per_second": TARGET_RATE,
@@ -451,18 +524,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     intake = result["intake"]
-    print(f"{'intake (POST /api/orders/)':34} {'orders/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'srv cpu ms':>10} {'pg cpu ms':>9} {'drv cpu ms':>10} {'busy %':>7}  statuses")  # fmt: skip
+    print(
+        f"{'intake (POST /api/orders/)':34} {'orders/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'srv cpu ms':>10} {'pg cpu ms':>9} {'drv cpu ms':>10} {'busy %':>7}  statuses"
+    )
     for key in ("open_loop", "closed_loop"):
         r = intake[key]
-        print(f"{r['mode'] + ', ' + str(r['connections']) + ' conns':34} {r['orders_per_second']:>9.1f} {r['p50_ms']:>8.1f} "
-              f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['server_cpu_ms_per_request']:>10.2f} "
-              f"{r['postgres_cpu_ms_per_request']:>9.2f} {r['driver_cpu_ms_per_request']:>10.2f} "
-              f"{r['machine_busy_pct']:>7.1f}  {r['statuses']}")  # fmt: skip
-    print(f"every 201 committed: {intake['every_201_committed']}; server errors logged: {intake['server_errors_logged']}")
-    print("open-loop sweep (5 s steps): " + ", ".join(
-        f"{s['mode'].split()[-1]} -> {s['orders_per_second']:g}/s p99 {s['p99_ms']:g} ms" for s in intake["sweep"]))
-    print(f"highest rate answered with p99 < {result['targets']['p99_ms']:g} ms: {intake['max_rate_with_p99_under_target']:g} orders/s")
+        print(
+            f"{r['mode'] + ', ' + str(r['connections']) + ' conns':34} {r['orders_per_second']:>9.1f} {r['p50_ms']:>8.1f} "
+            f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['server_cpu_ms_per_request']:>10.2f} "
+            f"{r['postgres_cpu_ms_per_request']:>9.2f} {r['driver_cpu_ms_per_request']:>10.2f} "
+            f"{r['machine_busy_pct']:>7.1f}  {r['statuses']}"
+        )
+    print(
+        f"every 201 committed: {intake['every_201_committed']}; server errors logged: {intake['server_errors_logged']}"
+    )
+    print(
+        "open-loop sweep (5 s steps): "
+        + ", ".join(
+            f"{s['mode'].split()[-1]} -> {s['orders_per_second']:g}/s p99 {s['p99_ms']:g} ms" for s in intake["sweep"]
+        )
+    )
+    print(
+        f"highest rate answered with p99 < {result['targets']['p99_ms']:g} ms: {intake['max_rate_with_p99_under_target']:g} orders/s"
+    )
     print()
     million = result["million"]
     print(f"{'with ' + format(million['orders_in_table'], ',') + ' orders':34} {'median ms':>9} {'max ms':>8}")
@@ -471,9 +556,11 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"{label:34} {r['median_ms']:>9.1f} {r['max_ms']:>8.1f}")
     targets = result["targets"]
     print()
-    print(f"targets: >= {targets['orders_per_second']:g} orders/s with p99 < {targets['p99_ms']:g} ms: "
-          f"{'met' if targets['intake_met'] else 'NOT met'}; admin list < {targets['admin_list_ms']:g} ms: "
-          f"{'met' if targets['admin_met'] else 'NOT met'}")  # fmt: skip
+    print(
+        f"targets: >= {targets['orders_per_second']:g} orders/s with p99 < {targets['p99_ms']:g} ms: "
+        f"{'met' if targets['intake_met'] else 'NOT met'}; admin list < {targets['admin_list_ms']:g} ms: "
+        f"{'met' if targets['admin_met'] else 'NOT met'}"
+    )
 
 
 def main() -> None:
@@ -492,7 +579,9 @@ def main() -> None:
     args = p.parse_args()
 
     if args.drive:
-        result = asyncio.run(drive(args.drive, args.token, args.seconds, args.connections, args.rate or None, 1, args.warmup))
+        result = asyncio.run(
+            drive(args.drive, args.token, args.seconds, args.connections, args.rate or None, 1, args.warmup)
+        )
         print(json.dumps(result))
         return
     result = measure(args)

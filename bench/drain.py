@@ -23,8 +23,15 @@ EXPLORE_CONCURRENCY = (4, 16, 32, 64)
 EXPLORE_PREFETCH = (0, 100)
 
 
-def drain(db: harness.BenchDatabase, workers: int, orders: int, concurrency: int, prefetch: int,
-          timeout: float, analyze: bool = False) -> dict[str, Any]:  # fmt: skip
+def drain(
+    db: harness.BenchDatabase,
+    workers: int,
+    orders: int,
+    concurrency: int,
+    prefetch: int,
+    timeout: float,
+    analyze: bool = False,
+) -> dict[str, Any]:
     from django.db import connection, transaction
     from django.db.models import Count, Max, Min
 
@@ -47,7 +54,9 @@ def drain(db: harness.BenchDatabase, workers: int, orders: int, concurrency: int
         codes = procs.stop()
     seconds = ended - committed
     stamps = Order.objects.aggregate(first_claim=Min("claimed_at"), last_done=Max("finished_at"))
-    per_worker = dict(Order.objects.values_list("worker__name").annotate(n=Count("id")).values_list("worker__name", "n"))
+    per_worker = dict(
+        Order.objects.values_list("worker__name").annotate(n=Count("id")).values_list("worker__name", "n")
+    )
     result = {
         "workers": workers,
         "concurrency": concurrency,
@@ -80,7 +89,10 @@ def batch_sizes() -> dict[str, Any]:
     sizes: dict[str, Any] = {}
     for kind in (OrderEvent.Kind.CLAIMED, OrderEvent.Kind.DONE):
         batches = list(
-            OrderEvent.objects.filter(kind=kind).values("worker_id", "created_at").annotate(n=Count("id")).values_list("n", flat=True)
+            OrderEvent.objects.filter(kind=kind)
+            .values("worker_id", "created_at")
+            .annotate(n=Count("id"))
+            .values_list("n", flat=True)
         )
         sizes[f"{kind}_transactions"] = len(batches)
         sizes[f"{kind}_batch_mean"] = round(sum(batches) / len(batches), 1) if batches else 0
@@ -97,8 +109,13 @@ def measure(args: argparse.Namespace) -> Any:
         for c, p, w in grid:
             tries = [drain(db, w, args.orders, c, p, args.timeout, args.analyze) for _ in range(args.repeat)]
             median = sorted(tries, key=lambda r: r["orders_per_s"])[len(tries) // 2]
-            runs.append({**median, "repeats": [r["orders_per_s"] for r in tries],
-                         "exactly_once": all(r["exactly_once"] for r in tries)})  # fmt: skip
+            runs.append(
+                {
+                    **median,
+                    "repeats": [r["orders_per_s"] for r in tries],
+                    "exactly_once": all(r["exactly_once"] for r in tries),
+                }
+            )
         return {"runs": runs}
 
     return run
@@ -118,13 +135,22 @@ def main() -> None:
     p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--orders", type=int, default=5000, help="Orders to drain per run (default: %(default)s).")
     p.add_argument("--workers", type=worker_counts, default=[1, 2], help="Worker process counts (default: 1,2).")
-    p.add_argument("--concurrency", type=int, default=harness.CONCURRENCY, help="Worker --concurrency (default: %(default)s).")
+    p.add_argument(
+        "--concurrency", type=int, default=harness.CONCURRENCY, help="Worker --concurrency (default: %(default)s)."
+    )
     p.add_argument("--prefetch", type=int, default=harness.PREFETCH, help="Worker --prefetch (default: %(default)s).")
     p.add_argument("--explore", action="store_true", help="Sweep concurrency x prefetch instead of one configuration.")
-    p.add_argument("--repeat", type=int, default=None,
-                   help="Runs per configuration; the median is reported (default: 3, or 1 with --explore).")  # fmt: skip
-    p.add_argument("--analyze", action="store_true",
-                   help="ANALYZE the orders table in the placing transaction (planner statistics as on a live database).")  # fmt: skip
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="Runs per configuration; the median is reported (default: 3, or 1 with --explore).",
+    )
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="ANALYZE the orders table in the placing transaction (planner statistics as on a live database).",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="Give up on a run after this many seconds.")
     args = p.parse_args()
     host = harness.machine()
@@ -132,14 +158,41 @@ def main() -> None:
         args.repeat = 1 if args.explore else 3
     results = harness.run_per_engine(args, measure(args))
     rows = [
-        (engine, r["workers"], r["concurrency"], r["prefetch"], r["orders"], r["seconds"], r["orders_per_s"],
-         " ".join(f"{x:.0f}" for x in r["repeats"]), r["claimed_batch_mean"], "yes" if r["exactly_once"] else "NO")
-        for engine, result in results.items() for r in result["runs"]
-    ]  # fmt: skip
-    config = {"orders": args.orders, "handler": harness.NOOP_HANDLER, "explore": args.explore, "repeat": args.repeat,
-              "analyze": args.analyze, **host}
-    headers = ("db", "workers", "concurrency", "prefetch", "orders", "seconds", "orders/s (median)", "all runs",
-               "orders/claim", "exactly once")
+        (
+            engine,
+            r["workers"],
+            r["concurrency"],
+            r["prefetch"],
+            r["orders"],
+            r["seconds"],
+            r["orders_per_s"],
+            " ".join(f"{x:.0f}" for x in r["repeats"]),
+            r["claimed_batch_mean"],
+            "yes" if r["exactly_once"] else "NO",
+        )
+        for engine, result in results.items()
+        for r in result["runs"]
+    ]
+    config = {
+        "orders": args.orders,
+        "handler": harness.NOOP_HANDLER,
+        "explore": args.explore,
+        "repeat": args.repeat,
+        "analyze": args.analyze,
+        **host,
+    }
+    headers = (
+        "db",
+        "workers",
+        "concurrency",
+        "prefetch",
+        "orders",
+        "seconds",
+        "orders/s (median)",
+        "all runs",
+        "orders/claim",
+        "exactly once",
+    )
     harness.report("drain", args, results, config, rows, headers)
 
 

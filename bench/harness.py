@@ -46,8 +46,11 @@ PREFETCH = 100
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--db", choices=(*ENGINES, "both"), default="both", help="Engine to measure (default: both).")
-    p.add_argument("--pg-url", default=DEFAULT_PG_URL,
-                   help="PostgreSQL database to drop and re-create for every run (default: %(default)s).")  # fmt: skip
+    p.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help="PostgreSQL database to drop and re-create for every run (default: %(default)s).",
+    )
     p.add_argument("--json-only", action="store_true", help="Print the JSON result only, no table.")
     return p
 
@@ -209,9 +212,11 @@ def check_exactly_once(expected: int) -> dict[str, Any]:
         "lease_lost_events": events.get(OrderEvent.Kind.LEASE_LOST, 0),
     }
     report["exactly_once"] = (
-        done_orders == expected and report["done_events"] == expected and distinct_done == expected
+        done_orders == expected
+        and report["done_events"] == expected
+        and distinct_done == expected
         and report["lease_lost_events"] == 0
-    )  # fmt: skip
+    )
     return report
 
 
@@ -221,8 +226,17 @@ def check_exactly_once(expected: int) -> dict[str, Any]:
 class WorkerProcesses:
     """Real `manage.py worker` processes, always stopped on exit (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, db: BenchDatabase, count: int, *, concurrency: int, prefetch: int,
-                 handler: str = NOOP_HANDLER, extra: Sequence[str] = (), **settings: object) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db: BenchDatabase,
+        count: int,
+        *,
+        concurrency: int,
+        prefetch: int,
+        handler: str = NOOP_HANDLER,
+        extra: Sequence[str] = (),
+        **settings: object,
+    ) -> None:
         self.db = db
         self.names = [f"bench-{n}" for n in range(count)]
         self.argv = ["--handler", handler, "--concurrency", str(concurrency), "--prefetch", str(prefetch), *extra]
@@ -238,9 +252,12 @@ class WorkerProcesses:
                 log = open(Path(self.logdir) / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
                 proc = subprocess.Popen(
                     [sys.executable, "manage.py", "worker", "--name", name, *self.argv],
-                    cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl-C at the terminal reaches the benchmark only
-                )  # fmt: skip
+                )
                 log.close()
                 self.procs.append(proc)
             self.wait_ready()
@@ -291,7 +308,8 @@ class WorkerProcesses:
 
     def _logs(self) -> str:
         return "\n".join(
-            f"--- {name}:\n" + (Path(self.logdir) / f"{name}.log").read_text(errors="replace")[-2000:] for name in self.names
+            f"--- {name}:\n" + (Path(self.logdir) / f"{name}.log").read_text(errors="replace")[-2000:]
+            for name in self.names
         )
 
     def stop(self, timeout: float = 15.0) -> list[int | None]:
@@ -354,8 +372,14 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "loadavg_1min_at_start": load, "python": sys.version.split()[0]}
 
 
-def report(benchmark: str, args: argparse.Namespace, results: dict[str, Any], config: dict[str, Any],
-           rows: Iterable[Sequence[object]], headers: Sequence[str]) -> None:  # fmt: skip
+def report(
+    benchmark: str,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    config: dict[str, Any],
+    rows: Iterable[Sequence[object]],
+    headers: Sequence[str],
+) -> None:
     """Print one JSON object, then (unless --json-only) a readable table."""
     print(json.dumps({"benchmark": benchmark, "config": config, "results": results}))
     if not args.json_only:
@@ -369,8 +393,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     numeric = [bool(rows) and all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
     cells = [[str(h) for h in headers], *([_fmt(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-             for row in cells]  # fmt: skip
+    lines = [
+        "  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
 

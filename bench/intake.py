@@ -87,8 +87,9 @@ def main() -> None:
     results = harness.run_per_engine(args, measure)
     rows = [
         (engine, r["mode"], r["orders"], r["transactions"], r["seconds"], r["orders_per_s"], r["p50_ms"], r["p99_ms"])
-        for engine, result in results.items() for r in result["runs"]
-    ]  # fmt: skip
+        for engine, result in results.items()
+        for r in result["runs"]
+    ]
     headers = ("db", "mode", "orders", "transactions", "seconds", "orders/s", "p50 ms/txn", "p99 ms/txn")
     config = {"orders": args.orders, "bulk_orders": args.bulk_orders, "batch": args.batch, **host}
     harness.report("intake", args, results, config, rows, headers)

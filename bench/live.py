@@ -53,19 +53,43 @@ class Server:
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
         self.port = listener.getsockname()[1]
-        self._start("daphne", [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()),
-                               "pizzaqueue.asgi:application"], pass_fds=[listener.fileno()])  # fmt: skip
+        self._start(
+            "daphne",
+            [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"],
+            pass_fds=[listener.fileno()],
+        )
         listener.close()
-        self._start("worker", [sys.executable, "manage.py", "worker", "--name", "live-1", "--concurrency", "8",
-                               "--handler", "orders.handlers.kitchen"])  # fmt: skip
+        self._start(
+            "worker",
+            [
+                sys.executable,
+                "manage.py",
+                "worker",
+                "--name",
+                "live-1",
+                "--concurrency",
+                "8",
+                "--handler",
+                "orders.handlers.kitchen",
+            ],
+        )
         harness.wait_until(self._ready, 60, interval=0.1, what="daphne and the worker")
         return self
 
     def _start(self, name: str, argv: list[str], pass_fds: list[int] | None = None) -> None:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         env = harness.child_env(self.db.url, kitchen_speed=KITCHEN_SPEED)
-        self.procs.append(subprocess.Popen(argv, cwd=harness.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           pass_fds=pass_fds or (), start_new_session=True))  # fmt: skip
+        self.procs.append(
+            subprocess.Popen(
+                argv,
+                cwd=harness.ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=pass_fds or (),
+                start_new_session=True,
+            )
+        )
         log.close()
 
     def _ready(self) -> bool:
@@ -183,14 +207,29 @@ def main() -> None:
 
     results = harness.run_per_engine(args, one)
     rows = [
-        (engine, source, r[key]["events"], r[key]["p50_ms"], r[key]["p95_ms"], r[key]["p99_ms"], r[key]["max_ms"],
-         r["target_p95_ms"] if key == "worker_events" else "", ("yes" if r["within_target"] else "NO") if key == "worker_events" else "")
+        (
+            engine,
+            source,
+            r[key]["events"],
+            r[key]["p50_ms"],
+            r[key]["p95_ms"],
+            r[key]["p99_ms"],
+            r[key]["max_ms"],
+            r["target_p95_ms"] if key == "worker_events" else "",
+            ("yes" if r["within_target"] else "NO") if key == "worker_events" else "",
+        )
         for engine, r in results.items()
         for key, source in (("worker_events", "worker process"), ("all_events", "all"))
-    ]  # fmt: skip
+    ]
     config = {"orders": args.orders, "rate_per_s": args.rate, "kitchen_speed": KITCHEN_SPEED, **harness.machine()}
-    harness.report("live", args, results, config, rows,
-                   ("engine", "events from", "events", "p50 ms", "p95 ms", "p99 ms", "max ms", "target p95", "met"))  # fmt: skip
+    harness.report(
+        "live",
+        args,
+        results,
+        config,
+        rows,
+        ("engine", "events from", "events", "p50 ms", "p95 ms", "p99 ms", "max ms", "target p95", "met"),
+    )
 
 
 if __name__ == "__main__":

@@ -142,7 +142,9 @@ class Processes:
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(Path(self.logdir) / f"{name}.log", "wb")  # noqa: SIM115 - closed once the child has it
         try:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             log.close()
         self.procs.append(proc)
@@ -310,8 +312,9 @@ class Pizzaqueue(System):
             handler = "bench.peers.pizzaqueue_tasks.stamp"
         elif mode == "crash":
             handler, settings = "bench.peers.pizzaqueue_tasks.hang_once", PQ_CRASH_SETTINGS
-        procs = harness.WorkerProcesses(self.db, count, concurrency=PQ_CONCURRENCY, prefetch=PQ_PREFETCH,
-                                        handler=handler, **settings)  # fmt: skip
+        procs = harness.WorkerProcesses(
+            self.db, count, concurrency=PQ_CONCURRENCY, prefetch=PQ_PREFETCH, handler=handler, **settings
+        )
         procs.env["PYTHONPATH"] = project_env()["PYTHONPATH"]
         with procs:
             yield procs.procs
@@ -386,10 +389,12 @@ class Procrastinate(System):
         self.config = {
             "command": f"procrastinate worker --concurrency {WORKER_SETTINGS['procrastinate_concurrency']}",
             "wake_up": "LISTEN/NOTIFY",
-            "crash_settings": {"update_heartbeat_interval": procrastinate_tasks.HEARTBEAT_INTERVAL,
-                               "stalled_worker_timeout": procrastinate_tasks.STALLED_TIMEOUT,
-                               "retry_stalled_jobs": "periodic task, every second"},
-        }  # fmt: skip
+            "crash_settings": {
+                "update_heartbeat_interval": procrastinate_tasks.HEARTBEAT_INTERVAL,
+                "stalled_worker_timeout": procrastinate_tasks.STALLED_TIMEOUT,
+                "retry_stalled_jobs": "periodic task, every second",
+            },
+        }
 
     def fresh(self) -> None:
         self.pg.recreate()
@@ -398,13 +403,29 @@ class Procrastinate(System):
 
     @contextlib.contextmanager
     def workers(self, count: int, mode: str, plan: Plan) -> Iterator[list[subprocess.Popen[bytes]]]:
-        env = project_env(PEERS_PROCRASTINATE_DSN=self.pg.url, PEERS_PROCRASTINATE_RECOVERY="1" if mode == "crash" else "0")
+        env = project_env(
+            PEERS_PROCRASTINATE_DSN=self.pg.url, PEERS_PROCRASTINATE_RECOVERY="1" if mode == "crash" else "0"
+        )
         procs = Processes()
         try:
             for n in range(count):
-                procs.start(f"peers-{n}", [sys.executable, "-m", "procrastinate", f"--app={self.APP}", "--log-level",
-                                           "warning", "worker", "--name", f"peers-{n}", "--concurrency",
-                                           str(WORKER_SETTINGS["procrastinate_concurrency"])], env)  # fmt: skip
+                procs.start(
+                    f"peers-{n}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "procrastinate",
+                        f"--app={self.APP}",
+                        "--log-level",
+                        "warning",
+                        "worker",
+                        "--name",
+                        f"peers-{n}",
+                        "--concurrency",
+                        str(WORKER_SETTINGS["procrastinate_concurrency"]),
+                    ],
+                    env,
+                )
 
             def ready() -> bool:
                 procs.check_running()
@@ -487,8 +508,11 @@ class DjangoTasksDb(System):
         from bench.peers.djtasks import tasks
 
         self.tasks = tasks
-        self.config = {"command": "manage.py db_worker --no-startup-delay (interval 1 s, the default)",
-                       "wake_up": "polling", "CONN_MAX_AGE": WORKER_SETTINGS["djtasks_conn_max_age"]}  # fmt: skip
+        self.config = {
+            "command": "manage.py db_worker --no-startup-delay (interval 1 s, the default)",
+            "wake_up": "polling",
+            "CONN_MAX_AGE": WORKER_SETTINGS["djtasks_conn_max_age"],
+        }
 
     def _results(self) -> Any:
         from django_tasks_db.models import DBTaskResult
@@ -505,21 +529,41 @@ class DjangoTasksDb(System):
 
     @contextlib.contextmanager
     def workers(self, count: int, mode: str, plan: Plan) -> Iterator[list[subprocess.Popen[bytes]]]:
-        env = project_env(PEERS_DJTASKS_DB_URL=self.pg.url, DJANGO_SETTINGS_MODULE="bench.peers.djtasks.settings",
-                          PEERS_DJTASKS_APP=self.WORKER_APP,
-                          PEERS_DJTASKS_CONN_MAX_AGE=str(WORKER_SETTINGS["djtasks_conn_max_age"]))  # fmt: skip
+        env = project_env(
+            PEERS_DJTASKS_DB_URL=self.pg.url,
+            DJANGO_SETTINGS_MODULE="bench.peers.djtasks.settings",
+            PEERS_DJTASKS_APP=self.WORKER_APP,
+            PEERS_DJTASKS_CONN_MAX_AGE=str(WORKER_SETTINGS["djtasks_conn_max_age"]),
+        )
         procs = Processes()
         try:
             for n in range(count):
-                procs.start(f"peers-{n}", [sys.executable, "-m", "django", "db_worker", "--no-startup-delay", "--no-reload",
-                                           "--verbosity", "0", "--worker-id", f"peers-{n}"], env)  # fmt: skip
+                procs.start(
+                    f"peers-{n}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "django",
+                        "db_worker",
+                        "--no-startup-delay",
+                        "--no-reload",
+                        "--verbosity",
+                        "0",
+                        "--worker-id",
+                        f"peers-{n}",
+                    ],
+                    env,
+                )
 
             def ready() -> bool:
                 procs.check_running()
-                return self.pg.one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-                    [self.pg.name, self.WORKER_APP],
-                ) >= count
+                return (
+                    self.pg.one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                        [self.pg.name, self.WORKER_APP],
+                    )
+                    >= count
+                )
 
             harness.wait_until(ready, plan.ready_timeout, what="db_worker processes")
             yield procs.procs
@@ -602,17 +646,39 @@ class Celery(System):
 
     @contextlib.contextmanager
     def workers(self, count: int, mode: str, plan: Plan) -> Iterator[list[subprocess.Popen[bytes]]]:
-        env = project_env(PEERS_CELERY_BROKER=REDIS_URL, PEERS_CELERY_PREFETCH=str(WORKER_SETTINGS["celery_prefetch"]),
-                          PEERS_CELERY_ACKS_LATE=str(WORKER_SETTINGS["celery_acks_late"]))  # fmt: skip
+        env = project_env(
+            PEERS_CELERY_BROKER=REDIS_URL,
+            PEERS_CELERY_PREFETCH=str(WORKER_SETTINGS["celery_prefetch"]),
+            PEERS_CELERY_ACKS_LATE=str(WORKER_SETTINGS["celery_acks_late"]),
+        )
         # Draining workers start on an empty queue and are switched to the full one at once.
         queue = self.IDLE_QUEUE if mode == "drain" else self.tasks.QUEUE
         self.names = [f"peers-{n}@bench" for n in range(count)]
         procs = Processes()
         try:
             for n, name in enumerate(self.names):
-                procs.start(f"peers-{n}", [sys.executable, "-m", "celery", "-A", "bench.peers.celery_tasks", "worker",
-                                           *self.pool(), "--loglevel", "WARNING", "-n", name, "-Q", queue,
-                                           "--without-gossip", "--without-mingle", "--without-heartbeat"], env)  # fmt: skip
+                procs.start(
+                    f"peers-{n}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "bench.peers.celery_tasks",
+                        "worker",
+                        *self.pool(),
+                        "--loglevel",
+                        "WARNING",
+                        "-n",
+                        name,
+                        "-Q",
+                        queue,
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                    ],
+                    env,
+                )
 
             def ready() -> bool:
                 procs.check_running()
@@ -632,7 +698,9 @@ class Celery(System):
             raise RuntimeError(f"add_consumer: {replies}")
         # A worker adds the queue to its BRPOP after the current one times out (up to a second,
         # an artefact of switching queues): the drain starts at the first message taken.
-        harness.wait_until(lambda: self.redis.llen(self.tasks.QUEUE) < count, 10, interval=0.001, what="celery to start")
+        harness.wait_until(
+            lambda: self.redis.llen(self.tasks.QUEUE) < count, 10, interval=0.001, what="celery to start"
+        )
         self._first = time.time()
         return available
 
@@ -667,8 +735,11 @@ class Celery(System):
 
 
 SYSTEM_CLASSES: dict[str, Callable[[], System]] = {
-    "pizzaqueue": Pizzaqueue, "procrastinate": Procrastinate, "django-tasks-db": DjangoTasksDb, "celery": Celery,
-}  # fmt: skip
+    "pizzaqueue": Pizzaqueue,
+    "procrastinate": Procrastinate,
+    "django-tasks-db": DjangoTasksDb,
+    "celery": Celery,
+}
 
 
 # --- The measurements, the same for every system ------------------------------------------
@@ -678,17 +749,27 @@ def drain(system: System, workers: int, jobs: int, plan: Plan) -> dict[str, Any]
     system.fresh()
     with system.workers(workers, "drain", plan):
         available = system.enqueue_batch(jobs)
-        ended = harness.wait_until(lambda: not system.unfinished(), plan.drain_timeout, interval=0.01,
-                                   what=f"{system.name} to drain {jobs} jobs")  # fmt: skip
+        ended = harness.wait_until(
+            lambda: not system.unfinished(),
+            plan.drain_timeout,
+            interval=0.01,
+            what=f"{system.name} to drain {jobs} jobs",
+        )
     # Timed from the first job taken: the wait for the first one is pickup latency, measured
     # on its own (and for a polling worker it is up to one poll interval).
     first = max(system.first_started(), available)  # Procrastinate stamps a transaction's start
     seconds = ended - first
     finished = system.finished()
-    return {"workers": workers, "jobs": jobs, "seconds": round(seconds, 3), "jobs_per_s": harness.rate(jobs, seconds),
-            "first_taken_after_ms": round((first - available) * 1000, 1),
-            "jobs_per_s_from_available": harness.rate(jobs, ended - available),
-            "finished": finished, "all_finished": finished in (jobs, -1)}  # fmt: skip
+    return {
+        "workers": workers,
+        "jobs": jobs,
+        "seconds": round(seconds, 3),
+        "jobs_per_s": harness.rate(jobs, seconds),
+        "first_taken_after_ms": round((first - available) * 1000, 1),
+        "jobs_per_s_from_available": harness.rate(jobs, ended - available),
+        "finished": finished,
+        "all_finished": finished in (jobs, -1),
+    }
 
 
 def drain_median(system: System, workers: int, plan: Plan) -> dict[str, Any]:
@@ -708,8 +789,13 @@ def intake(system: System, jobs: int) -> dict[str, Any]:
             system.enqueue_one()
             latencies.append((time.perf_counter() - t) * 1000)
         seconds = time.perf_counter() - started
-    return {"jobs": jobs, "seconds": round(seconds, 3), "jobs_per_s": harness.rate(jobs, seconds),
-            "p50_ms": round(harness.percentile(latencies, 50), 3), "p99_ms": round(harness.percentile(latencies, 99), 3)}  # fmt: skip
+    return {
+        "jobs": jobs,
+        "seconds": round(seconds, 3),
+        "jobs_per_s": harness.rate(jobs, seconds),
+        "p50_ms": round(harness.percentile(latencies, 50), 3),
+        "p99_ms": round(harness.percentile(latencies, 99), 3),
+    }
 
 
 def pickup(system: System, jobs: int, gap_ms: float, plan: Plan) -> dict[str, Any]:
@@ -734,8 +820,10 @@ def pickup(system: System, jobs: int, gap_ms: float, plan: Plan) -> dict[str, An
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
-    return {**{f"p{p}_ms": round(harness.percentile(latencies, p), 2) for p in (50, 95, 99)},
-            "max_ms": round(max(latencies), 2)}  # fmt: skip
+    return {
+        **{f"p{p}_ms": round(harness.percentile(latencies, p), 2) for p in (50, 95, 99)},
+        "max_ms": round(max(latencies), 2),
+    }
 
 
 def crash(system: System, plan: Plan) -> dict[str, Any]:
@@ -809,8 +897,18 @@ def measure(name: str, plan: Plan, only_drain: bool = False) -> dict[str, Any]:
 
 def run_child(name: str, args: argparse.Namespace, plan: Plan, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Measure one system in a child process of this script; an error is reported, not raised."""
-    argv = [sys.executable, __file__, "--system", name, "--json-only", "--repeat", str(plan.repeat),
-            *(["--quick"] if args.quick else []), *([] if args.analyze else ["--no-analyze"]), *extra]  # fmt: skip
+    argv = [
+        sys.executable,
+        __file__,
+        "--system",
+        name,
+        "--json-only",
+        "--repeat",
+        str(plan.repeat),
+        *(["--quick"] if args.quick else []),
+        *([] if args.analyze else ["--no-analyze"]),
+        *extra,
+    ]
     started = time.monotonic()
     try:
         out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=plan.child_timeout)
@@ -831,12 +929,23 @@ def sweep(args: argparse.Namespace, plan: Plan) -> None:
             sets = tuple(f"--set={k}={v}" for k, v in variant.items())
             result = run_child(name, args, plan, ("--only-drain", *sets))
             runs.append({"system": name, "settings": variant, **result})
-    print(json.dumps({"benchmark": "peers-sweep", "config": {"plan": asdict(plan), "analyze": args.analyze, **host}, "runs": runs}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "peers-sweep",
+                "config": {"plan": asdict(plan), "analyze": args.analyze, **host},
+                "runs": runs,
+            }
+        )
+    )
     rows = [
-        (r["system"], " ".join(f"{k}={v}" for k, v in r["settings"].items()),
-         *((r["drain"][0]["jobs_per_s"], r["drain"][1]["jobs_per_s"]) if "drain" in r else ("error", "error")))
+        (
+            r["system"],
+            " ".join(f"{k}={v}" for k, v in r["settings"].items()),
+            *((r["drain"][0]["jobs_per_s"], r["drain"][1]["jobs_per_s"]) if "drain" in r else ("error", "error")),
+        )
         for r in runs
-    ]  # fmt: skip
+    ]
     print()
     print(harness.table(("system", "settings", "1 worker jobs/s", "2 workers jobs/s"), rows))
 
@@ -851,8 +960,12 @@ def source() -> dict[str, Any]:
     if git is None:
         return {"commit": None, "project_code_modified": None}
     head = subprocess.run([git, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([git, "status", "--porcelain", "--", "orders", "workers", "pizzaqueue"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(
+        [git, "status", "--porcelain", "--", "orders", "workers", "pizzaqueue"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return {"commit": head, "project_code_modified": bool(dirty)}
 
 
@@ -867,8 +980,10 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     with psycopg.connect(f"{PG_SERVER}/postgres") as conn:
-        pg = {s: conn.execute(f"SHOW {s}").fetchone()[0] for s in ("server_version", "fsync", "synchronous_commit",
-                                                                    "shared_buffers", "autovacuum")}  # fmt: skip
+        pg = {
+            s: conn.execute(f"SHOW {s}").fetchone()[0]
+            for s in ("server_version", "fsync", "synchronous_commit", "shared_buffers", "autovacuum")
+        }
     r = redis.Redis.from_url(REDIS_URL)
     try:
         info = r.info("server")
@@ -934,11 +1049,20 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, workers in enumerate((1, 2)):
         mine = pq["drain"][i]["jobs_per_s"]
-        db_best = max((results[p]["drain"][i]["jobs_per_s"] for p in DATABASE_PEERS
-                       if p in results and "error" not in results[p]), default=None)  # fmt: skip
+        db_best = max(
+            (
+                results[p]["drain"][i]["jobs_per_s"]
+                for p in DATABASE_PEERS
+                if p in results and "error" not in results[p]
+            ),
+            default=None,
+        )
         if db_best:
-            out[f"drain_{workers}w_vs_best_db_peer"] = {"target": 5.0, "ratio": round(mine / db_best, 2),
-                                                        "met": mine >= 5 * db_best}  # fmt: skip
+            out[f"drain_{workers}w_vs_best_db_peer"] = {
+                "target": 5.0,
+                "ratio": round(mine / db_best, 2),
+                "met": mine >= 5 * db_best,
+            }
         if "celery" in results and "error" not in results["celery"]:
             cel = results["celery"]["drain"][i]["jobs_per_s"]
             out[f"drain_{workers}w_vs_celery"] = {"target": 2.0, "ratio": round(mine / cel, 2), "met": mine >= 2 * cel}
@@ -950,9 +1074,11 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
             out[f"pickup_p{pct}_ms{suffix}"] = {"target": target, "measured": measured, "met": measured <= target}
     rec = pq["crash"]
     out["crash_recovery_s"] = {
-        "target": PQ_RECOVERY_BOUND, "measured": rec["recovered_after_s"], "ran_twice": rec["ran_twice"],
+        "target": PQ_RECOVERY_BOUND,
+        "measured": rec["recovered_after_s"],
+        "ran_twice": rec["ran_twice"],
         "met": rec["recovered"] and rec["recovered_after_s"] <= PQ_RECOVERY_BOUND and not rec["ran_twice"],
-    }  # fmt: skip
+    }
     return out
 
 
@@ -984,8 +1110,14 @@ def chart(results: dict[str, Any], systems: list[str], path: Path, subtitle: str
     ax = axes[1][0]
     for i, pct in enumerate((50, 95)):
         values = [results[n]["pickup"][f"p{pct}_ms"] for n in ok]
-        bars = ax.bar([x + i * 0.4 for x in range(len(ok))], values, 0.4, label=f"p{pct}",
-                      color=[colors[n] for n in ok], alpha=1.0 if pct == 50 else 0.55)  # fmt: skip
+        bars = ax.bar(
+            [x + i * 0.4 for x in range(len(ok))],
+            values,
+            0.4,
+            label=f"p{pct}",
+            color=[colors[n] for n in ok],
+            alpha=1.0 if pct == 50 else 0.55,
+        )
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks([x + 0.2 for x in range(len(ok))], ok)
     ax.set_yscale("log")
@@ -1004,8 +1136,13 @@ def chart(results: dict[str, Any], systems: list[str], path: Path, subtitle: str
         rec = results[name]["crash"]
         text = f"{rec['recovered_after_s']:.1f} s" if rec["recovered"] else f"never\n(>{rec['waited_s']:.0f} s)"
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
-    ax.axhline(PQ_RECOVERY_BOUND, color=colors["pizzaqueue"], linestyle="--", linewidth=1,
-               label=f"pizzaqueue's bound: heartbeat timeout + 1 s = {PQ_RECOVERY_BOUND:.0f} s")  # fmt: skip
+    ax.axhline(
+        PQ_RECOVERY_BOUND,
+        color=colors["pizzaqueue"],
+        linestyle="--",
+        linewidth=1,
+        label=f"pizzaqueue's bound: heartbeat timeout + 1 s = {PQ_RECOVERY_BOUND:.0f} s",
+    )
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("Crash recovery: SIGKILL to done elsewhere (s, lower is better)")
     ax.set_ylim(0, max(values) * 1.25 if values else 1)
@@ -1035,14 +1172,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--setup", action="store_true", help="Create .venv-bench with the peers and the project, then exit.")
     p.add_argument("--quick", action="store_true", help="Smaller runs (about a third of the time).")
-    p.add_argument("--systems", type=lambda v: v.split(","), default=list(SYSTEMS),
-                   help="Comma-separated subset of: " + ", ".join(SYSTEMS))  # fmt: skip
+    p.add_argument(
+        "--systems",
+        type=lambda v: v.split(","),
+        default=list(SYSTEMS),
+        help="Comma-separated subset of: " + ", ".join(SYSTEMS),
+    )
     p.add_argument("--chart", type=Path, default=None, help="Write the chart here (PNG), e.g. docs/img/peers.png.")
-    p.add_argument("--sweep", action="store_true", help="Drain rates of the peers under a few worker settings, then exit.")
+    p.add_argument(
+        "--sweep", action="store_true", help="Drain rates of the peers under a few worker settings, then exit."
+    )
     p.add_argument("--system", choices=SYSTEMS, help=argparse.SUPPRESS)  # a child: measure one system
     p.add_argument("--only-drain", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no-analyze", dest="analyze", action="store_false",
-                   help="Leave the planner without statistics on the drained jobs (see ANALYZE).")  # fmt: skip
+    p.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="Leave the planner without statistics on the drained jobs (see ANALYZE).",
+    )
     p.add_argument("--repeat", type=int, default=None, help="Drain runs per worker count (default: 3, 1 with --quick).")
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # a child: NAME=VALUE
     p.add_argument("--json-only", action="store_true", help="Print the JSON only, no table.")
@@ -1079,8 +1226,15 @@ def main() -> None:
     host["loadavg_1min_at_end"] = Path("/proc/loadavg").read_text().split()[0]
     host["loadavg_1min_max_seen"] = watcher.max_load
     host["other_processes_seen"] = sorted(watcher.others)
-    config = {"quick": args.quick, "plan": asdict(plan), "analyze": args.analyze, **host, **environment(),
-              "pizzaqueue_recovery_bound_s": PQ_RECOVERY_BOUND, "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+    config = {
+        "quick": args.quick,
+        "plan": asdict(plan),
+        "analyze": args.analyze,
+        **host,
+        **environment(),
+        "pizzaqueue_recovery_bound_s": PQ_RECOVERY_BOUND,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
     summary = goals(results)
     systems = [s for s in SYSTEMS if s in args.systems]
     print(json.dumps({"benchmark": "peers", "config": config, "results": results, "goals": summary}))
@@ -1091,10 +1245,19 @@ def main() -> None:
         for name, goal in summary.items():
             print(f"goal {name}: {'met' if goal['met'] else 'MISSED'} {goal}")
         if host["other_processes_seen"]:
-            print(f"note: other processes ran meanwhile (max load {watcher.max_load}):", *host["other_processes_seen"], sep="\n  ")
+            print(
+                f"note: other processes ran meanwhile (max load {watcher.max_load}):",
+                *host["other_processes_seen"],
+                sep="\n  ",
+            )
     if args.chart:
         load = f"load {host['loadavg_1min_at_start']} at start"
-        chart(results, systems, args.chart, f"{host['cpus']} CPUs, {load}, PostgreSQL fsync on" + (", quick" if args.quick else ""))
+        chart(
+            results,
+            systems,
+            args.chart,
+            f"{host['cpus']} CPUs, {load}, PostgreSQL fsync on" + (", quick" if args.quick else ""),
+        )
         print(f"chart: {args.chart}", file=sys.stderr)
 
 

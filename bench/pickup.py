@@ -69,10 +69,16 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=200, help="Orders per run (default: %(default)s).")
     p.add_argument("--gap-ms", type=float, default=20.0, help="Time between two orders (default: %(default)s).")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Idle worker counts (default: 1 2).")
-    p.add_argument("--concurrency", type=int, default=harness.CONCURRENCY, help="Worker --concurrency (default: %(default)s).")
+    p.add_argument(
+        "--concurrency", type=int, default=harness.CONCURRENCY, help="Worker --concurrency (default: %(default)s)."
+    )
     p.add_argument("--prefetch", type=int, default=harness.PREFETCH, help="Worker --prefetch (default: %(default)s).")
-    p.add_argument("--poll-interval", type=float, default=None,
-                   help="PIZZAQUEUE_POLL_INTERVAL for the workers, seconds (default: the project's).")  # fmt: skip
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="PIZZAQUEUE_POLL_INTERVAL for the workers, seconds (default: the project's).",
+    )
     args = p.parse_args()
     host = harness.machine()
 
@@ -81,15 +87,40 @@ def main() -> None:
 
     results = harness.run_per_engine(args, measure)
     rows = [
-        (engine, "NOTIFY" if engine == "postgres" else f"poll {r['poll_interval_ms']:.0f} ms", r["workers"],
-         r["orders"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], r["placing_p50_ms"],
-         "yes" if r["exactly_once"] else "NO")
-        for engine, result in results.items() for r in result["runs"]
-    ]  # fmt: skip
-    headers = ("db", "wake-up", "workers", "orders", "p50 ms", "p95 ms", "p99 ms", "max ms", "place() call p50 ms",
-               "exactly once")
-    config = {"orders": args.orders, "gap_ms": args.gap_ms, "concurrency": args.concurrency, "prefetch": args.prefetch,
-              **host}
+        (
+            engine,
+            "NOTIFY" if engine == "postgres" else f"poll {r['poll_interval_ms']:.0f} ms",
+            r["workers"],
+            r["orders"],
+            r["p50_ms"],
+            r["p95_ms"],
+            r["p99_ms"],
+            r["max_ms"],
+            r["placing_p50_ms"],
+            "yes" if r["exactly_once"] else "NO",
+        )
+        for engine, result in results.items()
+        for r in result["runs"]
+    ]
+    headers = (
+        "db",
+        "wake-up",
+        "workers",
+        "orders",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "place() call p50 ms",
+        "exactly once",
+    )
+    config = {
+        "orders": args.orders,
+        "gap_ms": args.gap_ms,
+        "concurrency": args.concurrency,
+        "prefetch": args.prefetch,
+        **host,
+    }
     harness.report("pickup", args, results, config, rows, headers)
 
 

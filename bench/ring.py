@@ -51,7 +51,9 @@ def median_ms(call: Callable[[], object], runs: int) -> float:
 def first_clockwise_share(table: dict[int, str], names: list[str]) -> float:
     """How many buckets the load bounds left with their first worker clockwise."""
     circle = ring._Ring(sorted(names))
-    first = [circle.owners[bisect_right(circle.points, ring._bucket_point(bucket)) % len(circle.points)] for bucket in table]
+    first = [
+        circle.owners[bisect_right(circle.points, ring._bucket_point(bucket)) % len(circle.points)] for bucket in table
+    ]
     return sum(owner == table[bucket] for bucket, owner in zip(table, first, strict=True)) / len(table)
 
 
@@ -169,7 +171,9 @@ def draw_chart(rows: list[dict[str, Any]], path: Path) -> None:
     for buckets in BUCKET_COUNTS:
         series = [row for row in rows if row["buckets"] == buckets]
         workers = [row["workers"] for row in series]
-        (line,) = time_ax.plot(workers, [row["scratch_ms"] for row in series], marker="o", label=f"{buckets}, from scratch")
+        (line,) = time_ax.plot(
+            workers, [row["scratch_ms"] for row in series], marker="o", label=f"{buckets}, from scratch"
+        )
         time_ax.plot(
             workers,
             [max(row["leave_ms"], row["join_ms"]) for row in series],
@@ -178,7 +182,9 @@ def draw_chart(rows: list[dict[str, Any]], path: Path) -> None:
             color=line.get_color(),
             label=f"{buckets}, leave or join",
         )
-    time_ax.axhline(TIME_TARGET_MS, color="tab:red", linestyle="--", linewidth=1, label=f"target ({TIME_TARGET_MS:.0f} ms)")
+    time_ax.axhline(
+        TIME_TARGET_MS, color="tab:red", linestyle="--", linewidth=1, label=f"target ({TIME_TARGET_MS:.0f} ms)"
+    )
     time_ax.set_xscale("log")
     time_ax.set_yscale("log")
     time_ax.set_xlabel("workers")
@@ -210,7 +216,9 @@ def main() -> None:
             "leave_moves_only_leavers_buckets": all(row["leave_only_leavers_buckets"] for row in rows),
             "join_within_1_1_ideal": all(row["join_within_slack"] and row["join_only_to_joiner"] for row in rows),
             "max_over_mean_above_1_25": [
-                (row["workers"], row["buckets"], row["max_over_mean"]) for row in rows if row["max_over_mean"] > BALANCE_TARGET
+                (row["workers"], row["buckets"], row["max_over_mean"])
+                for row in rows
+                if row["max_over_mean"] > BALANCE_TARGET
             ],
             "max_within_capacity": all(row["max_load"] <= row["capacity"] for row in rows),
             "scratch_4096_over_1000_ms": largest["scratch_ms"],

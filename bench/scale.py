@@ -90,18 +90,37 @@ def fill(rows: int, events: bool) -> dict[str, Any]:
 
     request = harness.order_requests(1)[0]
     then = timezone.now() - timedelta(days=FILL_AGE_DAYS)
-    retired = Worker.objects.create(name="retired-kitchen", host="bench", status=Worker.Status.STOPPED,
-                                    started_at=then, last_heartbeat=then, stopped_at=then)  # fmt: skip
+    retired = Worker.objects.create(
+        name="retired-kitchen",
+        host="bench",
+        status=Worker.Status.STOPPED,
+        started_at=then,
+        last_heartbeat=then,
+        stopped_at=then,
+    )
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(FILL_ORDERS, {"items": json.dumps(request.items), "buckets": settings.PIZZAQUEUE_BUCKETS,
-                                     "seconds": 300, "worker": retired.pk, "rows": rows, "age": FILL_AGE_DAYS})  # fmt: skip
+        cursor.execute(
+            FILL_ORDERS,
+            {
+                "items": json.dumps(request.items),
+                "buckets": settings.PIZZAQUEUE_BUCKETS,
+                "seconds": 300,
+                "worker": retired.pk,
+                "rows": rows,
+                "age": FILL_AGE_DAYS,
+            },
+        )
         if events:
             cursor.execute(FILL_EVENTS, {"cutoff": PURGE_CUTOFF_DAYS})
     inserted = time.perf_counter() - started
     vacuumed = vacuum()
-    return {"rows": rows, "events": 3 * rows if events else 0, "insert_seconds": round(inserted, 1),
-            "vacuum_analyze_seconds": vacuumed}  # fmt: skip
+    return {
+        "rows": rows,
+        "events": 3 * rows if events else 0,
+        "insert_seconds": round(inserted, 1),
+        "vacuum_analyze_seconds": vacuumed,
+    }
 
 
 def vacuum(analyze: bool = True) -> float:
@@ -128,8 +147,13 @@ def sizes() -> dict[str, Any]:
                 [table, table, table],
             )
             heap, indexes, live, dead, free = cursor.fetchone()
-            out[table] = {"heap_mb": round(heap / 2**20, 1), "indexes_mb": round(indexes / 2**20, 1),
-                          "live_rows": live, "dead_rows": dead, "free_percent": round(free, 1)}  # fmt: skip
+            out[table] = {
+                "heap_mb": round(heap / 2**20, 1),
+                "indexes_mb": round(indexes / 2**20, 1),
+                "live_rows": live,
+                "dead_rows": dead,
+                "free_percent": round(free, 1),
+            }
     return out
 
 
@@ -187,8 +211,11 @@ def placing(db: harness.BenchDatabase, gap_ms: float, until: Any, limit: int, on
 
 
 def latency_summary(latencies: list[float]) -> dict[str, Any]:
-    return {"orders": len(latencies), **{f"p{p}_ms": round(harness.percentile(latencies, p), 2) for p in (50, 95, 99)},
-            "max_ms": round(max(latencies), 2)}  # fmt: skip
+    return {
+        "orders": len(latencies),
+        **{f"p{p}_ms": round(harness.percentile(latencies, p), 2) for p in (50, 95, 99)},
+        "max_ms": round(max(latencies), 2),
+    }
 
 
 def pickup(db: harness.BenchDatabase, args: argparse.Namespace) -> dict[str, Any]:
@@ -214,8 +241,12 @@ def compare(empty: harness.BenchDatabase, full: harness.BenchDatabase, args: arg
         if name == "empty":
             db.fresh()
         vacuum()
-        out[name] = {"drain_orders_per_s": median(rates[name]), "drain_repeats": rates[name], "pickup": pickup(db, args),
-                     "sizes": sizes()}  # fmt: skip
+        out[name] = {
+            "drain_orders_per_s": median(rates[name]),
+            "drain_repeats": rates[name],
+            "pickup": pickup(db, args),
+            "sizes": sizes(),
+        }
     return out
 
 
@@ -237,8 +268,15 @@ def purge(db: harness.BenchDatabase, args: argparse.Namespace) -> dict[str, Any]
 
     def start() -> None:
         clock.append(time.perf_counter())
-        procs.append(subprocess.Popen([sys.executable, "manage.py", "purge", "--before", cutoff], cwd=harness.ROOT,
-                                      env=harness.child_env(db.url), stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "purge", "--before", cutoff],
+                cwd=harness.ROOT,
+                env=harness.child_env(db.url),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
 
     def over() -> bool:
         """The purge has exited (its end time noted, within one gap) or run past the cap."""
@@ -263,9 +301,17 @@ def purge(db: harness.BenchDatabase, args: argparse.Namespace) -> dict[str, Any]
         log.close()
     after = Order.objects.filter(finished_at__lt=cutoff).count()
     deleted = before - after
-    return {"finished_orders": before, "deleted": deleted, "finished_in_cap": after == 0, "cap_s": args.purge_cap,
-            "seconds": round(seconds, 1), "orders_per_s": harness.rate(deleted, seconds), "events_per_s": None,
-            "output": output, "pickup_during_purge": latency_summary(latencies) if latencies else None}  # fmt: skip
+    return {
+        "finished_orders": before,
+        "deleted": deleted,
+        "finished_in_cap": after == 0,
+        "cap_s": args.purge_cap,
+        "seconds": round(seconds, 1),
+        "orders_per_s": harness.rate(deleted, seconds),
+        "events_per_s": None,
+        "output": output,
+        "pickup_during_purge": latency_summary(latencies) if latencies else None,
+    }
 
 
 def run(full: harness.BenchDatabase, empty: harness.BenchDatabase, args: argparse.Namespace) -> dict[str, Any]:
@@ -283,7 +329,12 @@ def run(full: harness.BenchDatabase, empty: harness.BenchDatabase, args: argpars
     result["purge"]["sizes"] = sizes()
     # The purged table before any VACUUM: its dead rows still in the heap and the indexes.
     rate = drain(full, args.orders, args.timeout)["orders_per_s"]
-    result["purged"] = {"drain_orders_per_s": rate, "drain_repeats": [rate], "pickup": pickup(full, args), "sizes": sizes()}
+    result["purged"] = {
+        "drain_orders_per_s": rate,
+        "drain_repeats": [rate],
+        "pickup": pickup(full, args),
+        "sizes": sizes(),
+    }
     result["vacuum_after_purge_seconds"] = vacuum(analyze=True)
     result["vacuumed_sizes"] = sizes()
 
@@ -296,12 +347,19 @@ def run(full: harness.BenchDatabase, empty: harness.BenchDatabase, args: argpars
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pg-url", default=DEFAULT_PG_URL,
-                   help="PostgreSQL database to drop and re-create, and its sibling NAME_empty (default: %(default)s).")  # fmt: skip
-    p.add_argument("--rows", type=int, default=1_000_000, help="Finished orders in the full table (default: %(default)s).")
+    p.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help="PostgreSQL database to drop and re-create, and its sibling NAME_empty (default: %(default)s).",
+    )
+    p.add_argument(
+        "--rows", type=int, default=1_000_000, help="Finished orders in the full table (default: %(default)s)."
+    )
     p.add_argument("--no-events", dest="events", action="store_false", help="Finished orders without their events.")
     p.add_argument("--orders", type=int, default=5000, help="Orders per drain (default: %(default)s).")
-    p.add_argument("--repeat", type=int, default=5, help="Drains per state; the median is reported (default: %(default)s).")
+    p.add_argument(
+        "--repeat", type=int, default=5, help="Drains per state; the median is reported (default: %(default)s)."
+    )
     p.add_argument("--pickup-orders", type=int, default=200, help="Orders for pickup latency (default: %(default)s).")
     p.add_argument("--gap-ms", type=float, default=20.0, help="Gap between two orders placed one at a time.")
     p.add_argument("--purge-cap", type=float, default=300.0, help="Stop the purge after this many seconds.")
@@ -317,7 +375,10 @@ def main() -> None:
     watcher = Watcher()
     watcher.start()
     try:
-        with harness.BenchDatabase("postgres", args.pg_url) as full, harness.BenchDatabase("postgres", empty_url) as empty:
+        with (
+            harness.BenchDatabase("postgres", args.pg_url) as full,
+            harness.BenchDatabase("postgres", empty_url) as empty,
+        ):
             result = run(full, empty, args)
     finally:
         watcher.stop()
@@ -325,42 +386,88 @@ def main() -> None:
     host["loadavg_1min_max_seen"] = watcher.max_load
     host["other_processes_seen"] = sorted(watcher.others)
     config = {k: v for k, v in vars(args).items() if k not in ("pg_url", "json_only")}
-    config.update(host, concurrency=harness.CONCURRENCY, prefetch=harness.PREFETCH, wall_s=round(time.monotonic() - started, 1))
+    config.update(
+        host, concurrency=harness.CONCURRENCY, prefetch=harness.PREFETCH, wall_s=round(time.monotonic() - started, 1)
+    )
     print(json.dumps({"benchmark": "scale", "config": config, "results": result}))
     if args.json_only:
         return
     rows_label = f"{args.rows:,} finished"
     base = result["empty"]["drain_orders_per_s"]
     rows = [
-        (label, state["drain_orders_per_s"], f"{state['drain_orders_per_s'] / base:.0%}", state["pickup"]["p50_ms"],
-         state["pickup"]["p95_ms"], state["pickup"]["max_ms"])
-        for label, state in (("empty", result["empty"]), (rows_label, result["full"]),
-                             ("after purge, before VACUUM", result["purged"]))
-    ]  # fmt: skip
+        (
+            label,
+            state["drain_orders_per_s"],
+            f"{state['drain_orders_per_s'] / base:.0%}",
+            state["pickup"]["p50_ms"],
+            state["pickup"]["p95_ms"],
+            state["pickup"]["max_ms"],
+        )
+        for label, state in (
+            ("empty", result["empty"]),
+            (rows_label, result["full"]),
+            ("after purge, before VACUUM", result["purged"]),
+        )
+    ]
     print()
     print(harness.table(("table", "drain orders/s (1 worker)", "of empty", "pickup p50 ms", "p95 ms", "max ms"), rows))
     pg = result["purge"]
     during = pg["pickup_during_purge"] or {}
     print()
-    print(harness.table(
-        ("purge", "orders deleted", "seconds", "orders/s", "events/s", "orders placed meanwhile", "their pickup p50 ms", "p95 ms", "max ms"),
-        [("manage.py purge", pg["deleted"], pg["seconds"], pg["orders_per_s"], pg["events_per_s"] or "-",
-          during.get("orders", 0), during.get("p50_ms", "-"), during.get("p95_ms", "-"), during.get("max_ms", "-"))],
-    ))  # fmt: skip
+    print(
+        harness.table(
+            (
+                "purge",
+                "orders deleted",
+                "seconds",
+                "orders/s",
+                "events/s",
+                "orders placed meanwhile",
+                "their pickup p50 ms",
+                "p95 ms",
+                "max ms",
+            ),
+            [
+                (
+                    "manage.py purge",
+                    pg["deleted"],
+                    pg["seconds"],
+                    pg["orders_per_s"],
+                    pg["events_per_s"] or "-",
+                    during.get("orders", 0),
+                    during.get("p50_ms", "-"),
+                    during.get("p95_ms", "-"),
+                    during.get("max_ms", "-"),
+                )
+            ],
+        )
+    )
     print()
     size_rows = []
-    for label, key in (("filled + VACUUM ANALYZE", ("fill", "sizes")), ("after the drains", ("full", "sizes")),
-                       ("after purge", ("purge", "sizes")), ("after purge + drain", ("purged", "sizes")),
-                       ("after VACUUM", ("vacuumed_sizes",))):  # fmt: skip
+    for label, key in (
+        ("filled + VACUUM ANALYZE", ("fill", "sizes")),
+        ("after the drains", ("full", "sizes")),
+        ("after purge", ("purge", "sizes")),
+        ("after purge + drain", ("purged", "sizes")),
+        ("after VACUUM", ("vacuumed_sizes",)),
+    ):
         data = result
         for k in key:
             data = data[k]
         for table, s in data.items():
-            size_rows.append((label, table, s["heap_mb"], s["indexes_mb"], s["live_rows"], s["dead_rows"], s["free_percent"]))
+            size_rows.append(
+                (label, table, s["heap_mb"], s["indexes_mb"], s["live_rows"], s["dead_rows"], s["free_percent"])
+            )
     print(harness.table(("when", "table", "heap MB", "indexes MB", "live rows", "dead rows", "free %"), size_rows))
-    print(f"\nfull / empty: {result['full_vs_empty']:.1%} (goal >= 95%: {'met' if result['goal_95_percent_met'] else 'MISSED'})")
+    print(
+        f"\nfull / empty: {result['full_vs_empty']:.1%} (goal >= 95%: {'met' if result['goal_95_percent_met'] else 'MISSED'})"
+    )
     if host["other_processes_seen"]:
-        print(f"note: other processes ran meanwhile (max load {watcher.max_load}):", *host["other_processes_seen"], sep="\n  ")
+        print(
+            f"note: other processes ran meanwhile (max load {watcher.max_load}):",
+            *host["other_processes_seen"],
+            sep="\n  ",
+        )
 
 
 if __name__ == "__main__":

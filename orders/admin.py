@@ -129,15 +129,27 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     fieldsets = [
         (None, {"fields": ("id", "status", "stage", "kind", "items", "note", "customer_name")}),
         ("Routing", {"fields": ("area", "bucket", "pinned_worker", "priority", "rank", "eligible_at")}),
-        ("Kitchen", {"fields": ("worker", "lease_token", "lease_expires_at", "attempts", "max_attempts",
-                                "estimated_seconds", "last_error", "cancel_reason")}),  # fmt: skip
+        (
+            "Kitchen",
+            {
+                "fields": (
+                    "worker",
+                    "lease_token",
+                    "lease_expires_at",
+                    "attempts",
+                    "max_attempts",
+                    "estimated_seconds",
+                    "last_error",
+                    "cancel_reason",
+                )
+            },
+        ),
         ("Intake", {"fields": ("idempotency_key", "request_hash", "created_at", "claimed_at", "finished_at")}),
     ]
 
     # Read-only: every change of state goes through an action calling `orders.queue`.
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in Order._meta.fields]
-
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Operators who may change orders may act on them (through the queue)."""
@@ -161,13 +173,16 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     def order_age(self, order: Order) -> str:
         return age(order.created_at)
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet, operation: Callable[[uuid.UUID], object],
-               done: str) -> None:  # fmt: skip
+    def _apply(
+        self, request: HttpRequest, queryset: QuerySet, operation: Callable[[uuid.UUID], object], done: str
+    ) -> None:
         """Run a queue operation per order, reporting each failure by order id."""
         ids = list(queryset.order_by().values_list("pk", flat=True)[: MAX_ACTION_ORDERS + 1])
         if len(ids) > MAX_ACTION_ORDERS:
             self.message_user(
-                request, f"Select at most {MAX_ACTION_ORDERS} orders per action (filter the list first).", messages.ERROR
+                request,
+                f"Select at most {MAX_ACTION_ORDERS} orders per action (filter the list first).",
+                messages.ERROR,
             )
             return
         succeeded = 0
@@ -217,7 +232,6 @@ class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
         # The id alone, so the page needs no join to the orders table.
         url = reverse("admin:orders_order_change", args=[event.order_id])
         return format_html('<a href="{}">{}</a>', url, event.order_id)
-
 
 
 @admin.register(Pizza)

@@ -246,16 +246,20 @@ ORDER_FILTERS = [
     OpenApiParameter("status", str, enum=Order.Status.values, description="Only orders in this status."),
     OpenApiParameter("worker", str, description="Only orders handled by this worker (name or numeric id)."),
     OpenApiParameter(
-        "priority", {"type": "integer", "minimum": Order.MIN_PRIORITY, "maximum": Order.MAX_PRIORITY},
+        "priority",
+        {"type": "integer", "minimum": Order.MIN_PRIORITY, "maximum": Order.MAX_PRIORITY},
         description="Only orders of this priority.",
     ),
 ]
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
-    IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False,
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
     pattern=r"^[!-~]{1,200}$",
     description="Retry-safe intake: the same key and body return the first order (200); "
     "the same key with a different body is refused (409). Scoped to your token's user.",
-)  # fmt: skip
+)
 
 
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -314,7 +318,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         request=OrderCreateSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         responses={
-            201: OpenApiResponse(OrderSerializer, description="Placed: the order and its `placed` event are committed."),
+            201: OpenApiResponse(
+                OrderSerializer, description="Placed: the order and its `placed` event are committed."
+            ),
             200: OpenApiResponse(OrderSerializer, description="A retry with the same Idempotency-Key and body."),
             **_errors(400, 401, 403, 409, 413, 415, 429),
         },
@@ -348,9 +354,11 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return f"api:{request.user.pk}:{raw}"
 
     @extend_schema(
-        operation_id="orders_cancel", request=None, parameters=[ORDER_ID],
+        operation_id="orders_cancel",
+        request=None,
+        parameters=[ORDER_ID],
         responses={200: OrderDetailSerializer, **_errors(401, 403, 404, 409)},
-    )  # fmt: skip
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         """Cancel a queued order. One already in the kitchen, or finished, gets 409."""
@@ -373,7 +381,9 @@ class WorkerViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     pagination_class = WorkerPagination
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=Worker.Status.values, description="Only workers in this status.")],
+        parameters=[
+            OpenApiParameter("status", str, enum=Worker.Status.values, description="Only workers in this status.")
+        ],
         responses={200: WorkerSerializer(many=True), **_errors(400, 401, 403)},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -450,7 +460,11 @@ def order_counts() -> dict[str, dict[str, Any]]:
     counts = {s: {"count": 0, "exact": True} for s in Order.Status.values}
     table = connection.ops.quote_name(Order._meta.db_table)
     estimate = connection.vendor == "postgresql" and _planner_rows(f"SELECT 1 FROM {table}", []) >= EXACT_COUNT_BELOW  # noqa: S608
-    exact = Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING]) if estimate else Order.objects.all()
+    exact = (
+        Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
+        if estimate
+        else Order.objects.all()
+    )
     for status_value, n in exact.order_by().values_list("status").annotate(n=Count("*")):
         counts[status_value]["count"] = n
     if estimate:

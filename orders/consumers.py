@@ -51,7 +51,9 @@ def order_events(order_id: uuid.UUID, after: int, upto: int) -> list[dict[str, A
 @database_sync_to_async
 def events_between(after: int, upto: int, limit: int) -> list[dict[str, Any]] | None:
     """Every event in (after, upto], or None when there are more than `limit`."""
-    events = list(OrderEvent.objects.filter(id__gt=after, id__lte=upto).select_related("worker").order_by("id")[: limit + 1])
+    events = list(
+        OrderEvent.objects.filter(id__gt=after, id__lte=upto).select_related("worker").order_by("id")[: limit + 1]
+    )
     if len(events) > limit:
         return None
     return [event_message(e) for e in events]

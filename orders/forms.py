@@ -21,15 +21,23 @@ from workers.models import Worker
 class OrderForm(forms.Form):
     # The idempotency key: a new one with every blank form, so submitting the
     # same form twice (a double click, a retry after a timeout) gives one order.
-    token = forms.UUIDField(widget=forms.HiddenInput, error_messages={
-        "required": "This form has expired; please check your order and send it again.",
-        "invalid": "This form has expired; please check your order and send it again.",
-    })  # fmt: skip
+    token = forms.UUIDField(
+        widget=forms.HiddenInput,
+        error_messages={
+            "required": "This form has expired; please check your order and send it again.",
+            "invalid": "This form has expired; please check your order and send it again.",
+        },
+    )
     customer_name = forms.CharField(label="Your name", required=False, max_length=100)
-    kind = forms.ChoiceField(label="How", choices=Order.Kind.choices, initial=Order.Kind.DELIVERY,
-                             widget=forms.RadioSelect)  # fmt: skip
-    area = forms.CharField(label="Delivery area", required=False, max_length=64,
-                           help_text="Your postcode or district; orders for one area go to one shop.")  # fmt: skip
+    kind = forms.ChoiceField(
+        label="How", choices=Order.Kind.choices, initial=Order.Kind.DELIVERY, widget=forms.RadioSelect
+    )
+    area = forms.CharField(
+        label="Delivery area",
+        required=False,
+        max_length=64,
+        help_text="Your postcode or district; orders for one area go to one shop.",
+    )
     shop = forms.ChoiceField(label="Collect from", required=False, help_text="For takeaway orders.")
     note = forms.CharField(label="Note for the kitchen", required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
@@ -41,9 +49,13 @@ class OrderForm(forms.Form):
         for pizza in pizzas:
             # Plain text on the server side: bounds and numbers are checked by the intake.
             self.fields[f"qty_{pizza.slug}"] = forms.CharField(
-                label=pizza.name, required=False, initial="0",
-                widget=forms.NumberInput(attrs={"min": 0, "max": settings.PIZZAQUEUE_MAX_QUANTITY, "inputmode": "numeric"}),
-            )  # fmt: skip
+                label=pizza.name,
+                required=False,
+                initial="0",
+                widget=forms.NumberInput(
+                    attrs={"min": 0, "max": settings.PIZZAQUEUE_MAX_QUANTITY, "inputmode": "numeric"}
+                ),
+            )
             self.fields[f"size_{pizza.slug}"] = forms.ChoiceField(
                 label=f"{pizza.name} size", choices=Size.choices, initial=Size.MEDIUM, required=False
             )
@@ -69,13 +81,19 @@ class OrderForm(forms.Form):
             quantity = (data.get(f"qty_{pizza.slug}") or "").strip()
             if quantity in ("", "0"):
                 continue
-            items.append({"pizza": pizza.slug, "size": data.get(f"size_{pizza.slug}") or Size.MEDIUM,
-                          "quantity": quantity})  # fmt: skip
+            items.append(
+                {"pizza": pizza.slug, "size": data.get(f"size_{pizza.slug}") or Size.MEDIUM, "quantity": quantity}
+            )
             fields_of_item.append(pizza.slug)
         if not items:
             raise ValidationError("Choose at least one pizza.")
-        request = {"items": items, "kind": data.get("kind") or Order.Kind.DELIVERY, "area": data.get("area", ""),
-                   "customer_name": data.get("customer_name", ""), "note": data.get("note", "")}  # fmt: skip
+        request = {
+            "items": items,
+            "kind": data.get("kind") or Order.Kind.DELIVERY,
+            "area": data.get("area", ""),
+            "customer_name": data.get("customer_name", ""),
+            "note": data.get("note", ""),
+        }
         if data.get("shop"):
             request["shop"] = data["shop"]
         try:
@@ -90,8 +108,8 @@ class OrderForm(forms.Form):
         for key, messages in error.message_dict.items():
             field = None
             if key.startswith("items[") and "]" in key:
-                index = key[len("items["):key.index("]")]
-                part = key[key.index("]") + 1:].lstrip(".")
+                index = key[len("items[") : key.index("]")]
+                part = key[key.index("]") + 1 :].lstrip(".")
                 if index.isdigit() and int(index) < len(slugs):
                     field = f"{'size' if part == 'size' else 'qty'}_{slugs[int(index)]}"
             elif key in self.fields:

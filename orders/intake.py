@@ -25,8 +25,16 @@ from django.utils.dateparse import parse_datetime
 from orders.models import SIZE_FACTOR, Order, Pizza, Size
 
 ALLOWED_FIELDS = {
-    "items", "kind", "area", "shop", "priority", "note", "customer_name", "not_before", "max_attempts",
-}  # fmt: skip
+    "items",
+    "kind",
+    "area",
+    "shop",
+    "priority",
+    "note",
+    "customer_name",
+    "not_before",
+    "max_attempts",
+}
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,16 @@ class OrderRequest:
     def fingerprint(self) -> str:
         """Identifies the request's content, to tell a retry from a different order reusing a key."""
         body = {
-            "items": self.items, "kind": self.kind, "area": self.area, "shop": self.shop,
-            "priority": self.priority, "note": self.note, "customer_name": self.customer_name,
+            "items": self.items,
+            "kind": self.kind,
+            "area": self.area,
+            "shop": self.shop,
+            "priority": self.priority,
+            "note": self.note,
+            "customer_name": self.customer_name,
             "not_before": self.not_before.isoformat() if self.not_before else None,
             "max_attempts": self.max_attempts,
-        }  # fmt: skip
+        }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -117,7 +130,7 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
         quantity = _int(entry.get("quantity", 1), f"{where}.quantity", 1, settings.PIZZAQUEUE_MAX_QUANTITY, errors)
         if pizza is not None and size in Size.values and quantity is not None:
             items.append({"pizza": pizza, "size": size, "quantity": quantity})
-            seconds += menu[pizza] * SIZE_FACTOR[Size(size)] * quantity ** 0.5
+            seconds += menu[pizza] * SIZE_FACTOR[Size(size)] * quantity**0.5
     return items, round(seconds)
 
 
@@ -138,7 +151,9 @@ def _on_the_menu(slugs: set[str]) -> dict[str, int]:
 def _menu_lookup(vendor: str, count: int) -> str:
     """The SQL for `count` slugs, written once per size (at most PIZZAQUEUE_MAX_ITEMS)."""
     quote = connection.ops.quote_name
-    slug, seconds, available = (quote(Pizza._meta.get_field(name).column) for name in ("slug", "bake_seconds", "available"))
+    slug, seconds, available = (
+        quote(Pizza._meta.get_field(name).column) for name in ("slug", "bake_seconds", "available")
+    )
     return (
         f"SELECT {slug}, {seconds} FROM {quote(Pizza._meta.db_table)} "  # noqa: S608 - names from the model
         f"WHERE {available} = %s AND {slug} IN ({', '.join(['%s'] * count)})"

@@ -86,7 +86,9 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[object]:
         with self._lock:
             self._read_new_events()
-            events = CounterMetricFamily("pizzaqueue_events", "Order events committed since this process started, by kind.", labels=["kind"])
+            events = CounterMetricFamily(
+                "pizzaqueue_events", "Order events committed since this process started, by kind.", labels=["kind"]
+            )
             for kind in OrderEvent.Kind.values:
                 events.add_metric([kind], self._events[kind])
             yield events
@@ -95,24 +97,38 @@ class QueueCollector(Collector):
 
         depth = GaugeMetricFamily("pizzaqueue_orders", "Orders waiting or in the oven, by status.", labels=["status"])
         # Both counts are served by partial indexes that finished orders are not in.
-        counts = dict(Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
-                      .values_list("status").annotate(n=Count("id")))  # fmt: skip
+        counts = dict(
+            Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
+            .values_list("status")
+            .annotate(n=Count("id"))
+        )
         for status in (Order.Status.QUEUED, Order.Status.PREPARING):
             depth.add_metric([status], counts.get(status, 0))
         yield depth
 
         now = timezone.now()
-        ages = GaugeMetricFamily("pizzaqueue_worker_heartbeat_age_seconds", "Seconds since each live worker's last heartbeat.", labels=["worker"])
+        ages = GaugeMetricFamily(
+            "pizzaqueue_worker_heartbeat_age_seconds",
+            "Seconds since each live worker's last heartbeat.",
+            labels=["worker"],
+        )
         for name, beat in Worker.objects.live().values_list("name", "last_heartbeat"):
             ages.add_metric([name], (now - beat).total_seconds())
         yield ages
-        workers = GaugeMetricFamily("pizzaqueue_workers", "Workers seen in the last hour, by status.", labels=["status"])
-        recent = dict(Worker.objects.filter(last_heartbeat__gte=now - timedelta(hours=1))
-                      .values_list("status").annotate(n=Count("id")))  # fmt: skip
+        workers = GaugeMetricFamily(
+            "pizzaqueue_workers", "Workers seen in the last hour, by status.", labels=["status"]
+        )
+        recent = dict(
+            Worker.objects.filter(last_heartbeat__gte=now - timedelta(hours=1))
+            .values_list("status")
+            .annotate(n=Count("id"))
+        )
         for status in Worker.Status.values:
             workers.add_metric([status], recent.get(status, 0))
         yield workers
-        yield GaugeMetricFamily("pizzaqueue_buckets_orphaned", "Buckets without a live owner.", value=Bucket.objects.orphaned().count())
+        yield GaugeMetricFamily(
+            "pizzaqueue_buckets_orphaned", "Buckets without a live owner.", value=Bucket.objects.orphaned().count()
+        )
 
 
 registry = CollectorRegistry(auto_describe=False)

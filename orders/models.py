@@ -145,10 +145,10 @@ class Order(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.CheckConstraint(condition=Q(priority__gte=0, priority__lte=9), name="order_priority_range"),
             models.CheckConstraint(
-                condition=Q(priority__gte=0, priority__lte=9), name="order_priority_range"
+                condition=Q(attempts__lte=models.F("max_attempts")), name="order_attempts_within_max"
             ),
-            models.CheckConstraint(condition=Q(attempts__lte=models.F("max_attempts")), name="order_attempts_within_max"),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="order_max_attempts_positive"),
             # The fencing token exists exactly while a worker holds the order.
             models.CheckConstraint(

@@ -144,20 +144,33 @@ class KeysetPagination(BasePagination):
             "type": "object",
             "required": ["next", "results"],
             "properties": {
-                "next": {"type": "string", "nullable": True, "format": "uri",
-                         "description": "The next page, or null on the last one."},  # fmt: skip
+                "next": {
+                    "type": "string",
+                    "nullable": True,
+                    "format": "uri",
+                    "description": "The next page, or null on the last one.",
+                },
                 "results": schema,
             },
         }
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return [
-            {"name": self.cursor_query_param, "required": False, "in": "query",
-             "description": "Opaque position from a previous page's `next` link.", "schema": {"type": "string"}},
-            {"name": self.page_size_query_param, "required": False, "in": "query",
-             "description": f"Results per page (default {self.page_size}).",
-             "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size}},
-        ]  # fmt: skip
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Opaque position from a previous page's `next` link.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": f"Results per page (default {self.page_size}).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+            },
+        ]
 
 
 class OrderPagination(KeysetPagination):

@@ -121,8 +121,16 @@ def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=min(base * 2 ** max(attempt - 1, 0), settings.PIZZAQUEUE_RETRY_BACKOFF_MAX))
 
 
-def _event(order_id: uuid.UUID, kind: str, now: datetime, *, worker_id: int | None = None,
-           stage: str = "", message: str = "", **data: object) -> OrderEvent:  # fmt: skip
+def _event(
+    order_id: uuid.UUID,
+    kind: str,
+    now: datetime,
+    *,
+    worker_id: int | None = None,
+    stage: str = "",
+    message: str = "",
+    **data: object,
+) -> OrderEvent:
     return OrderEvent(
         order_id=order_id, kind=kind, created_at=now, worker_id=worker_id, stage=stage, message=message[:500], data=data
     )
@@ -159,8 +167,9 @@ def _get(order_id: uuid.UUID | str) -> Order:
 # --- Intake -------------------------------------------------------------------
 
 
-def _new_order(request: OrderRequest, now: datetime, shop_id: int | None, idempotency_key: str | None = None,
-               fingerprint: str = "") -> Order:  # fmt: skip
+def _new_order(
+    request: OrderRequest, now: datetime, shop_id: int | None, idempotency_key: str | None = None, fingerprint: str = ""
+) -> Order:
     eligible = max(request.not_before or now, now)
     order_id = uuid.uuid4()
     return Order(
@@ -370,9 +379,14 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
         if not ids:
             return []
         updated = Order.objects.filter(id__in=ids, status=Status.QUEUED).update(
-            status=Status.PREPARING, worker_id=worker_id, lease_token=token, lease_expires_at=expires,
-            attempts=F("attempts") + 1, claimed_at=now, stage="",
-        )  # fmt: skip
+            status=Status.PREPARING,
+            worker_id=worker_id,
+            lease_token=token,
+            lease_expires_at=expires,
+            attempts=F("attempts") + 1,
+            claimed_at=now,
+            stage="",
+        )
         if updated != len(ids):
             # Impossible under the write lock; refuse rather than hand out a half claim.
             raise RuntimeError(f"claim raced: {updated} of {len(ids)} rows updated")
@@ -400,8 +414,13 @@ def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: d
     wire twice and the events commit with the lease or not at all.
     """
     pick, params = _claimable(worker_id, now, limit)
-    params |= {"preparing": Status.PREPARING, "token": token, "expires": now + lease_duration(),
-               "claimed": Event.CLAIMED, "channel": EVENTS_CHANNEL}  # fmt: skip
+    params |= {
+        "preparing": Status.PREPARING,
+        "token": token,
+        "expires": now + lease_duration(),
+        "claimed": Event.CLAIMED,
+        "channel": EVENTS_CHANNEL,
+    }
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -431,16 +450,23 @@ def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: d
 def _record_lease_lost(order_ids: Iterable[uuid.UUID], worker_id: int | None, now: datetime, action: str) -> None:
     existing = list(Order.objects.filter(id__in=list(order_ids)).values_list("id", flat=True))
     _record(
-        _event(oid, Event.LEASE_LOST, now, worker_id=worker_id,
-               message=f"A kitchen that lost this order tried to {action} it; ignored.", action=action)
+        _event(
+            oid,
+            Event.LEASE_LOST,
+            now,
+            worker_id=worker_id,
+            message=f"A kitchen that lost this order tried to {action} it; ignored.",
+            action=action,
+        )
         for oid in existing
-    )  # fmt: skip
+    )
     if existing:
         logger.warning("lease lost orders=%s worker=%s action=%s", existing, worker_id, action)
 
 
-def report_stage(order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: int | None = None,
-                 now: datetime | None = None) -> bool:  # fmt: skip
+def report_stage(
+    order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: int | None = None, now: datetime | None = None
+) -> bool:
     """Record the kitchen stage; False when the lease is no longer this worker's."""
     now = now or timezone.now()
     with transaction.atomic():
@@ -452,8 +478,9 @@ def report_stage(order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: i
     return True
 
 
-def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None,
-                  now: datetime | None = None) -> set[uuid.UUID]:  # fmt: skip
+def complete_many(
+    held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None, now: datetime | None = None
+) -> set[uuid.UUID]:
     """Mark orders done, each only if its lease token still matches.
 
     Returns the ids completed; the others get a `lease-lost` event and are
@@ -483,14 +510,13 @@ def complete_many(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | 
             lost = [i for i in ids if i not in mine]
             if lost:
                 _record_lease_lost(lost, worker_id, now, "complete")
-        _record(
-            _event(oid, Event.DONE, now, worker_id=worker_id, message=DONE_MESSAGE) for oid in done
-        )
+        _record(_event(oid, Event.DONE, now, worker_id=worker_id, message=DONE_MESSAGE) for oid in done)
     return done
 
 
-def _complete_in_one_statement(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None,
-                               now: datetime) -> set[uuid.UUID]:  # fmt: skip
+def _complete_in_one_statement(
+    held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None, now: datetime
+) -> set[uuid.UUID]:
     """complete_many on PostgreSQL: the fenced UPDATE and the `done` events in one statement.
 
     The UPDATE matches each order with its own token, and under READ
@@ -515,9 +541,19 @@ def _complete_in_one_statement(held: Sequence[tuple[uuid.UUID, uuid.UUID]], work
             )
             SELECT id, pg_notify(%s, '') FROM done
             """,  # noqa: S608 - names from the models; every value is a parameter
-            [[order_id for order_id, _ in held], [token for _, token in held], Status.DONE, now, Status.PREPARING,
-             Event.DONE, now, worker_id, DONE_MESSAGE, EVENTS_CHANNEL],
-        )  # fmt: skip
+            [
+                [order_id for order_id, _ in held],
+                [token for _, token in held],
+                Status.DONE,
+                now,
+                Status.PREPARING,
+                Event.DONE,
+                now,
+                worker_id,
+                DONE_MESSAGE,
+                EVENTS_CHANNEL,
+            ],
+        )
         done = {row[0] for row in cursor.fetchall()}
     lost = [order_id for order_id, _ in held if order_id not in done]
     if lost:
@@ -530,8 +566,9 @@ def complete(order_id: uuid.UUID, token: uuid.UUID, worker_id: int | None = None
     return order_id in complete_many([(order_id, token)], worker_id, now)
 
 
-def fail(order_id: uuid.UUID, token: uuid.UUID, error: str, worker_id: int | None = None,
-         now: datetime | None = None) -> str:  # fmt: skip
+def fail(
+    order_id: uuid.UUID, token: uuid.UUID, error: str, worker_id: int | None = None, now: datetime | None = None
+) -> str:
     """End a failed attempt: retry after a backoff, or dead-letter at max attempts.
 
     Returns the event kind written: `retried`, `failed` or `lease-lost`.
@@ -554,11 +591,27 @@ def fail(order_id: uuid.UUID, token: uuid.UUID, error: str, worker_id: int | Non
             return Event.FAILED
         delay = retry_delay(order.attempts)
         Order.objects.filter(id=order_id).update(
-            status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None,
-            eligible_at=now + delay, last_error=error,
-        )  # fmt: skip
-        _record([_event(order_id, Event.RETRIED, now, worker_id=worker_id, message=error,
-               attempts=order.attempts, retry_in=delay.total_seconds())])  # fmt: skip
+            status=Status.QUEUED,
+            stage="",
+            lease_token=None,
+            lease_expires_at=None,
+            worker=None,
+            eligible_at=now + delay,
+            last_error=error,
+        )
+        _record(
+            [
+                _event(
+                    order_id,
+                    Event.RETRIED,
+                    now,
+                    worker_id=worker_id,
+                    message=error,
+                    attempts=order.attempts,
+                    retry_in=delay.total_seconds(),
+                )
+            ]
+        )
     return Event.RETRIED
 
 
@@ -568,8 +621,9 @@ def _to_failed(ids: Sequence[uuid.UUID], error: str, now: datetime) -> None:
     )
 
 
-def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None,
-            now: datetime | None = None) -> int:  # fmt: skip
+def release(
+    held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None, now: datetime | None = None
+) -> int:
     """Give back claimed orders that were never started (a graceful stop).
 
     The attempt is refunded: nothing was tried. Fenced like every worker write.
@@ -579,12 +633,24 @@ def release(held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None =
     with transaction.atomic():
         for order_id, token in held:
             updated = Order.objects.filter(id=order_id, status=Status.PREPARING, lease_token=token).update(
-                status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None,
-                attempts=F("attempts") - 1, eligible_at=now,
-            )  # fmt: skip
+                status=Status.QUEUED,
+                stage="",
+                lease_token=None,
+                lease_expires_at=None,
+                worker=None,
+                attempts=F("attempts") - 1,
+                eligible_at=now,
+            )
             if updated:
-                events.append(_event(order_id, Event.RELEASED, now, worker_id=worker_id,
-                                     message="Handed back unstarted by a closing kitchen."))  # fmt: skip
+                events.append(
+                    _event(
+                        order_id,
+                        Event.RELEASED,
+                        now,
+                        worker_id=worker_id,
+                        message="Handed back unstarted by a closing kitchen.",
+                    )
+                )
             else:
                 lost.append(order_id)
         _record(events, work=True)
@@ -624,16 +690,27 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
             raise InvalidTransitionError("Its shop is closed; a takeaway order can only be baked by its own shop.")
         if order.status in (Status.FAILED, Status.CANCELLED):
             updated = Order.objects.filter(id=order.id, status=order.status).update(
-                status=Status.QUEUED, attempts=0, eligible_at=now, rank=rank_for(now, order.priority),
-                finished_at=None, cancel_reason="",
-            )  # fmt: skip
+                status=Status.QUEUED,
+                attempts=0,
+                eligible_at=now,
+                rank=rank_for(now, order.priority),
+                finished_at=None,
+                cancel_reason="",
+            )
         elif order.status == Status.PREPARING:
             updated = Order.objects.filter(id=order.id, lease_token=order.lease_token).update(
-                status=Status.QUEUED, stage="", lease_token=None, lease_expires_at=None, worker=None, eligible_at=now,
+                status=Status.QUEUED,
+                stage="",
+                lease_token=None,
+                lease_expires_at=None,
+                worker=None,
+                eligible_at=now,
                 attempts=F("attempts") - 1,
-            )  # fmt: skip
+            )
         else:
-            raise InvalidTransitionError(f"Order is {order.status}; only failed, cancelled or preparing orders can be requeued.")
+            raise InvalidTransitionError(
+                f"Order is {order.status}; only failed, cancelled or preparing orders can be requeued."
+            )
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
         _record([_event(order.id, Event.RETRIED, now, message=reason, by="operator")], work=True)
@@ -682,9 +759,14 @@ def register_worker(name: str, host: str, pid: int, concurrency: int, now: datet
                 raise ValidationError({"name": [f"A live worker named {name!r} is already running."]})
             declare_dead(previous.pk, "replaced by a new incarnation", now)
         worker = Worker.objects.create(
-            name=name, host=host[:255], pid=pid, concurrency=concurrency, started_at=now, last_heartbeat=now,
+            name=name,
+            host=host[:255],
+            pid=pid,
+            concurrency=concurrency,
+            started_at=now,
+            last_heartbeat=now,
             incarnation=(previous.incarnation + 1) if previous else 1,
-        )  # fmt: skip
+        )
         rebalance(now, BucketMove.Reason.JOIN)
         _notify_work()
     logger.info("registered worker=%s id=%s", worker, worker.pk)
@@ -736,7 +818,9 @@ def declare_dead(worker_id: int, reason: str = "missed heartbeats", now: datetim
 def _leave(worker_id: int, status: str, reason: str, move_reason: str, now: datetime) -> Recovery | None:
     with transaction.atomic():
         lock_ring()
-        left = Worker.objects.live().filter(pk=worker_id).update(status=status, stopped_at=now, stop_reason=reason[:200])
+        left = (
+            Worker.objects.live().filter(pk=worker_id).update(status=status, stopped_at=now, stop_reason=reason[:200])
+        )
         if not left:
             return None
         recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
@@ -745,8 +829,15 @@ def _leave(worker_id: int, status: str, reason: str, move_reason: str, now: date
         why = "shop went offline" if status == Worker.Status.DEAD else "shop closed"
         _take_back(held, worker_id, now, recovery, f"{why} on the last attempt", _reassigned(worker_id, now, why))
         _notify_work()  # its buckets' queued orders have new owners: wake them
-    logger.warning("worker left id=%s status=%s reason=%s requeued=%d failed=%d cancelled=%d",
-                   worker_id, status, reason, len(recovery.requeued), len(recovery.failed), len(recovery.cancelled))  # fmt: skip
+    logger.warning(
+        "worker left id=%s status=%s reason=%s requeued=%d failed=%d cancelled=%d",
+        worker_id,
+        status,
+        reason,
+        len(recovery.requeued),
+        len(recovery.failed),
+        len(recovery.cancelled),
+    )
     return recovery
 
 
@@ -758,19 +849,35 @@ def _cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
     )
     if ids:
         Order.objects.filter(id__in=ids).update(
-            status=Status.CANCELLED, stage="", lease_token=None, lease_expires_at=None,
-            cancel_reason=SHOP_UNAVAILABLE, finished_at=now,
-        )  # fmt: skip
+            status=Status.CANCELLED,
+            stage="",
+            lease_token=None,
+            lease_expires_at=None,
+            cancel_reason=SHOP_UNAVAILABLE,
+            finished_at=now,
+        )
         _record(
-            _event(oid, Event.CANCELLED, now, worker_id=worker_id, reason=SHOP_UNAVAILABLE,
-                   message="Your shop is unavailable, so your takeaway order was cancelled. Please order again.")
+            _event(
+                oid,
+                Event.CANCELLED,
+                now,
+                worker_id=worker_id,
+                reason=SHOP_UNAVAILABLE,
+                message="Your shop is unavailable, so your takeaway order was cancelled. Please order again.",
+            )
             for oid in ids
-        )  # fmt: skip
+        )
     return ids
 
 
-def _take_back(held: Sequence[tuple[uuid.UUID, int, int]], worker_id: int | None, now: datetime, recovery: Recovery,
-               failure: str, requeued: Callable[[list[uuid.UUID]], list[OrderEvent]]) -> None:  # fmt: skip
+def _take_back(
+    held: Sequence[tuple[uuid.UUID, int, int]],
+    worker_id: int | None,
+    now: datetime,
+    recovery: Recovery,
+    failure: str,
+    requeued: Callable[[list[uuid.UUID]], list[OrderEvent]],
+) -> None:
     """Take (id, attempts, max_attempts) orders away from a worker that can no
     longer finish them: back in the queue, or dead-lettered when that was the
     last attempt. `requeued` builds the events telling what happened to the rest."""
@@ -794,10 +901,16 @@ def _reassigned(worker_id: int, now: datetime, why: str) -> Callable[[list[uuid.
         buckets = dict(Order.objects.filter(id__in=ids).values_list("id", "bucket"))
         owners = dict(Bucket.objects.filter(number__in=set(buckets.values())).values_list("number", "owner__name"))
         return [
-            _event(oid, Event.REASSIGNED, now, worker_id=worker_id, to_shop=owners.get(buckets[oid]) or "",
-                   message=f"Your {why}; your order moved to {owners.get(buckets[oid]) or 'the next free shop'}.")
+            _event(
+                oid,
+                Event.REASSIGNED,
+                now,
+                worker_id=worker_id,
+                to_shop=owners.get(buckets[oid]) or "",
+                message=f"Your {why}; your order moved to {owners.get(buckets[oid]) or 'the next free shop'}.",
+            )
             for oid in ids
-        ]  # fmt: skip
+        ]
 
     return events
 
@@ -808,9 +921,20 @@ def recover_expired_leases(now: datetime | None = None) -> Recovery:
     now = now or timezone.now()
     recovery = Recovery()
     with transaction.atomic():
-        expired = list(Order.objects.select_for_update(skip_locked=True).expired_leases(now)
-                       .values_list("id", "attempts", "max_attempts")[:1000])  # fmt: skip
-        _take_back(expired, None, now, recovery, "lease expired on the last attempt",
-                   lambda ids: [_event(oid, Event.RETRIED, now, message="The kitchen's lease expired; back in the queue.")
-                                for oid in ids])  # fmt: skip
+        expired = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .expired_leases(now)
+            .values_list("id", "attempts", "max_attempts")[:1000]
+        )
+        _take_back(
+            expired,
+            None,
+            now,
+            recovery,
+            "lease expired on the last attempt",
+            lambda ids: [
+                _event(oid, Event.RETRIED, now, message="The kitchen's lease expired; back in the queue.")
+                for oid in ids
+            ],
+        )
     return recovery

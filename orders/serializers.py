@@ -28,7 +28,9 @@ class OrderItemSerializer(serializers.Serializer):
     def get_fields(self) -> dict[str, serializers.Field]:
         # Limits come from settings when the schema is built, never at import time.
         fields = super().get_fields()
-        fields["quantity"] = serializers.IntegerField(min_value=1, max_value=settings.PIZZAQUEUE_MAX_QUANTITY, default=1)
+        fields["quantity"] = serializers.IntegerField(
+            min_value=1, max_value=settings.PIZZAQUEUE_MAX_QUANTITY, default=1
+        )
         return fields
 
 
@@ -36,17 +38,22 @@ class OrderCreateSerializer(serializers.Serializer):
     """An order request, as `clean_order_request` accepts it."""
 
     kind = serializers.ChoiceField(
-        choices=Order.Kind.choices, default=Order.Kind.DELIVERY,
+        choices=Order.Kind.choices,
+        default=Order.Kind.DELIVERY,
         help_text="`takeaway` orders are pinned to the shop they are collected from.",
-    )  # fmt: skip
+    )
     area = serializers.CharField(
-        max_length=64, required=False, allow_blank=True,
+        max_length=64,
+        required=False,
+        allow_blank=True,
         help_text="Delivery area: the routing key. Orders of one area go to one kitchen.",
-    )  # fmt: skip
+    )
     shop = serializers.CharField(
-        max_length=100, required=False, allow_blank=True,
+        max_length=100,
+        required=False,
+        allow_blank=True,
         help_text="Takeaway only: the name of an open shop (a live worker).",
-    )  # fmt: skip
+    )
     priority = serializers.IntegerField(min_value=Order.MIN_PRIORITY, max_value=Order.MAX_PRIORITY, default=0)
     customer_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     not_before = serializers.DateTimeField(required=False, allow_null=True, help_text="Bake no earlier than this.")
@@ -55,9 +62,11 @@ class OrderCreateSerializer(serializers.Serializer):
     def get_fields(self) -> dict[str, serializers.Field]:
         limits = {
             "items": serializers.ListField(
-                child=OrderItemSerializer(), min_length=1, max_length=settings.PIZZAQUEUE_MAX_ITEMS,
+                child=OrderItemSerializer(),
+                min_length=1,
+                max_length=settings.PIZZAQUEUE_MAX_ITEMS,
                 help_text="What to bake.",
-            ),  # fmt: skip
+            ),
             "note": serializers.CharField(required=False, allow_blank=True, max_length=settings.PIZZAQUEUE_MAX_NOTE),
         }
         return {**limits, **super().get_fields()}
@@ -153,7 +162,10 @@ class OrderDetailSerializer(OrderSerializer):
     events = OrderEventSerializer(many=True, read_only=True, help_text="The order's timeline, oldest first.")
 
     def to_representation(self, order: Order) -> dict[str, Any]:
-        return {**super().to_representation(order), "events": self.fields["events"].to_representation(order.events.all())}
+        return {
+            **super().to_representation(order),
+            "events": self.fields["events"].to_representation(order.events.all()),
+        }
 
 
 class WorkerSerializer(serializers.ModelSerializer):
@@ -166,9 +178,21 @@ class WorkerSerializer(serializers.ModelSerializer):
     class Meta:
         model = Worker
         fields = [
-            "id", "name", "incarnation", "host", "pid", "status", "concurrency", "started_at",
-            "last_heartbeat", "heartbeat_age_seconds", "stopped_at", "stop_reason", "owned_buckets", "in_flight",
-        ]  # fmt: skip
+            "id",
+            "name",
+            "incarnation",
+            "host",
+            "pid",
+            "status",
+            "concurrency",
+            "started_at",
+            "last_heartbeat",
+            "heartbeat_age_seconds",
+            "stopped_at",
+            "stop_reason",
+            "owned_buckets",
+            "in_flight",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(serializers.FloatField())
@@ -217,7 +241,8 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
     errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False,
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
         help_text='Messages by field, e.g. {"items[0].quantity": ["Must be between 1 and 20."]}.',
-    )  # fmt: skip
+    )
     wait = serializers.FloatField(required=False, help_text="429 only: seconds until a retry may succeed.")

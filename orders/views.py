@@ -95,7 +95,9 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
         try:
             order, _created = queue.place(form.order_request, idempotency_key=f"form:{form.cleaned_data['token']}")
         except queue.IdempotencyConflictError:
-            form.add_error(None, "This form was already sent with a different order. Check your order and send it again.")
+            form.add_error(
+                None, "This form was already sent with a different order. Check your order and send it again."
+            )
             status = 409
         except ValidationError as exc:  # e.g. the takeaway shop closed meanwhile
             form.add_intake_errors(exc)
@@ -186,8 +188,13 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         order.promise_seconds = promised_seconds(order)
         order.item_lines = item_lines(order, names)
         order.stage_label = stage_label(order.status, order.stage)
-    context = {"worker": worker, "preparing": preparing, "waiting": waiting, "notice": notice,
-               "tickets_shown": TICKETS_SHOWN}  # fmt: skip
+    context = {
+        "worker": worker,
+        "preparing": preparing,
+        "waiting": waiting,
+        "notice": notice,
+        "tickets_shown": TICKETS_SHOWN,
+    }
     template = "orders/_tickets.html" if request.htmx else "orders/kitchen.html"
     return render(request, template, context)
 
@@ -212,8 +219,9 @@ def _board_panels(now: datetime) -> dict[str, Any]:
     the order aggregates read only queued or preparing orders, through their partial
     indexes, and throughput reads only the last minute's events (see `done_since`)."""
     workers = list(
-        Worker.objects.filter(Q(status__in=Worker.LIVE_STATUSES) | Q(stopped_at__gte=now - RECENTLY_GONE))
-        .order_by("-started_at")[:50]
+        Worker.objects.filter(Q(status__in=Worker.LIVE_STATUSES) | Q(stopped_at__gte=now - RECENTLY_GONE)).order_by(
+            "-started_at"
+        )[:50]
     )
     workers.sort(key=lambda w: (w.status not in Worker.LIVE_STATUSES, w.name, -w.incarnation))
     buckets_by_owner = dict(Bucket.objects.values_list("owner").annotate(n=Count("number")).order_by())
@@ -241,12 +249,16 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         else:
             freshness = "silent"
         live = w.status in Worker.LIVE_STATUSES
-        rows.append({
-            "worker": w, "heartbeat_age": age, "freshness": freshness,
-            "buckets": buckets_by_owner.get(w.pk, 0) if live else 0,
-            "queued": queued_by_owner.get(w.pk, 0) if live else 0,
-            "preparing": preparing_by_worker.get(w.pk, 0),
-        })  # fmt: skip
+        rows.append(
+            {
+                "worker": w,
+                "heartbeat_age": age,
+                "freshness": freshness,
+                "buckets": buckets_by_owner.get(w.pk, 0) if live else 0,
+                "queued": queued_by_owner.get(w.pk, 0) if live else 0,
+                "preparing": preparing_by_worker.get(w.pk, 0),
+            }
+        )
     depth_by_priority = sorted(queued.values_list("priority").annotate(n=Count("pk")).order_by(), reverse=True)
     return {
         "now": now,
@@ -277,7 +289,9 @@ def done_since(cutoff: datetime) -> int:
     first, upper = high, high  # `first` has created_at >= cutoff; search [low, upper) for an earlier one
     while low < upper:
         middle = (low + upper) // 2
-        found_id, created_at = OrderEvent.objects.filter(id__gte=middle).order_by("id").values_list("id", "created_at")[0]
+        found_id, created_at = (
+            OrderEvent.objects.filter(id__gte=middle).order_by("id").values_list("id", "created_at")[0]
+        )
         if created_at >= cutoff:
             first, upper = min(first, found_id), middle
         else:

@@ -22,9 +22,12 @@ def listen_params(application_name: str) -> dict[str, Any]:
     if url:
         parsed = dj_database_url.parse(url)
         params: dict[str, Any] = {
-            "dbname": parsed["NAME"], "user": parsed["USER"], "password": parsed["PASSWORD"],
-            "host": parsed["HOST"], "port": parsed["PORT"],
-        }  # fmt: skip
+            "dbname": parsed["NAME"],
+            "user": parsed["USER"],
+            "password": parsed["PASSWORD"],
+            "host": parsed["HOST"],
+            "port": parsed["PORT"],
+        }
         params = {key: value for key, value in params.items() if value}
     else:
         params = connections["default"].get_connection_params()

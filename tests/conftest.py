@@ -78,7 +78,9 @@ def database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> object:
     """Poll the database (or anything) with a deadline instead of sleeping blindly."""
     deadline = time.monotonic() + timeout
     while True:
@@ -102,8 +104,11 @@ class WorkerProcesses:
         log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "worker", "-v", "2", *args],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.procs.append(proc)
         return proc
 
@@ -143,15 +148,24 @@ class Daphne:
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
         self.port = listener.getsockname()[1]
-        environment = {**os.environ, **FAST_WORKER_ENV, "PIZZAQUEUE_RELAY_POLL_INTERVAL": "0.05", **env,
-                       "DATABASE_URL": database_url()}  # fmt: skip
+        environment = {
+            **os.environ,
+            **FAST_WORKER_ENV,
+            "PIZZAQUEUE_RELAY_POLL_INTERVAL": "0.05",
+            **env,
+            "DATABASE_URL": database_url(),
+        }
         # Set by the browser tests for their own process; the server must keep Django's guard.
         environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         log = open(self.tmp_path / "daphne.log", "wb")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, pass_fds=[listener.fileno()],
-        )  # fmt: skip
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=[listener.fileno()],
+        )
         listener.close()
         wait_until(self._serving, timeout=30, interval=0.1, what="daphne to serve the menu")
 

@@ -28,8 +28,13 @@ def make_order(idempotency_key: str | None = None, **kw: Any) -> Order:
 
 def make_worker(name: str = "shop-1", **kw: Any) -> Worker:
     """A registered worker (it joins the ring and owns buckets)."""
-    return queue.register_worker(name, kw.pop("host", "test-host"), kw.pop("pid", os.getpid()),
-                                 kw.pop("concurrency", 1), now=kw.pop("now", timezone.now()))  # fmt: skip
+    return queue.register_worker(
+        name,
+        kw.pop("host", "test-host"),
+        kw.pop("pid", os.getpid()),
+        kw.pop("concurrency", 1),
+        now=kw.pop("now", timezone.now()),
+    )
 
 
 def area_owned_by(worker: Worker) -> str:

@@ -35,7 +35,9 @@ def operator(menu: None, admin_client: Client) -> Client:
 
 def act(client: Client, changelist: str, action: str, objects: list[Any]) -> list[tuple[str, str]]:
     """POST an admin action as the changelist form does; returns the (level, message) pairs shown."""
-    response = client.post(changelist, {"action": action, "_selected_action": [str(o.pk) for o in objects]}, follow=True)
+    response = client.post(
+        changelist, {"action": action, "_selected_action": [str(o.pk) for o in objects]}, follow=True
+    )
     assert response.redirect_chain == [(changelist, 302)], response.content[:500]
     # The changelist it redirects to shows (and so consumes) the messages.
     return [(m.level_tag, m.message) for m in response.context["messages"]]
@@ -66,7 +68,10 @@ def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(oper
 
     assert status_of(failed) == status_of(cancelled) == "queued"
     assert ("success", "2 orders requeued.") in shown
-    assert ("warning", f"Order {queued.pk}: Order is queued; only failed, cancelled or preparing orders can be requeued.") in shown
+    assert (
+        "warning",
+        f"Order {queued.pk}: Order is queued; only failed, cancelled or preparing orders can be requeued.",
+    ) in shown
     retried = OrderEvent.objects.get(order=failed, kind="retried", data__by="operator")
     assert retried.message == "requeued by operator admin"
 
@@ -178,8 +183,14 @@ def test_worker_tables_are_read_only_in_admin(operator: Client, model: str) -> N
 
 def test_the_menu_is_editable(operator: Client) -> None:
     pizza = Pizza.objects.get(slug="margherita")
-    data = {"slug": "margherita", "name": "Margherita", "description": pizza.description, "price_cents": 950,
-            "bake_seconds": pizza.bake_seconds, "available": "on"}  # fmt: skip
+    data = {
+        "slug": "margherita",
+        "name": "Margherita",
+        "description": pizza.description,
+        "price_cents": 950,
+        "bake_seconds": pizza.bake_seconds,
+        "available": "on",
+    }
 
     response = operator.post(reverse("admin:orders_pizza_change", args=[pizza.pk]), data)
 
@@ -218,8 +229,9 @@ def test_declare_dead_requeues_the_workers_orders_at_once(operator: Client) -> N
     assert status_of(order) == "queued"
     assert set(Bucket.objects.values_list("owner_id", flat=True)) == {survivor.pk}
     assert len(shown) == 1
-    assert re.fullmatch(r"shop-1#1 declared dead: 1 requeued, 0 failed, 0 takeaway orders cancelled, \d+ buckets moved\.",
-                        shown[0][1])  # fmt: skip
+    assert re.fullmatch(
+        r"shop-1#1 declared dead: 1 requeued, 0 failed, 0 takeaway orders cancelled, \d+ buckets moved\.", shown[0][1]
+    )
     assert act(operator, WORKERS, "declare_workers_dead", [worker]) == [
         ("warning", "shop-1#1 is dead; it is not in the ring.")
     ]
@@ -300,10 +312,16 @@ def test_orders_are_filtered_by_status_and_priority(operator: Client) -> None:
 def unbounded_order_counts(queries: list[dict[str, str]]) -> list[str]:
     """COUNTs over the orders table that are not capped by a LIMIT."""
     table = connection.ops.quote_name(Order._meta.db_table)
-    return [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and table in q["sql"] and "LIMIT" not in q["sql"].upper()]
+    return [
+        q["sql"]
+        for q in queries
+        if "COUNT(" in q["sql"].upper() and table in q["sql"] and "LIMIT" not in q["sql"].upper()
+    ]
 
 
-@pytest.mark.parametrize("path", [ORDERS, ORDERS + "?status__exact=queued", ORDERS + "?priority=3&kind__exact=delivery"])
+@pytest.mark.parametrize(
+    "path", [ORDERS, ORDERS + "?status__exact=queued", ORDERS + "?priority=3&kind__exact=delivery"]
+)
 def test_the_order_changelist_takes_a_bounded_number_of_queries_and_no_full_count(
     operator: Client, django_assert_max_num_queries: Any, path: str
 ) -> None:

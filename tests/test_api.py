@@ -129,39 +129,96 @@ def test_a_takeaway_order_names_an_open_shop(client: APIClient) -> None:
 
 BAD_INPUT = [
     pytest.param({}, "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-missing"),
-    pytest.param({"items": "margherita"}, "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-not-a-list"),
+    pytest.param(
+        {"items": "margherita"}, "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-not-a-list"
+    ),
     pytest.param({"items": []}, "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-empty"),
     pytest.param({"items": [MARGHERITA] * 21}, "items", "At most 20 items per order.", id="items-too-many"),
-    pytest.param({"items": [7]}, "items[0]", "Must be an object with pizza, size and quantity.", id="item-not-an-object"),
+    pytest.param(
+        {"items": [7]}, "items[0]", "Must be an object with pizza, size and quantity.", id="item-not-an-object"
+    ),
     pytest.param({"items": [{"pizza": "hawaii"}]}, "items[0].pizza", "Not on the menu: 'hawaii'.", id="pizza-unknown"),
     pytest.param({"items": [{"pizza": 12}]}, "items[0].pizza", "Not on the menu: 12.", id="pizza-wrong-type"),
-    pytest.param({"items": [{"pizza": "margherita", "size": "huge"}]}, "items[0].size", "Must be one of small, medium, large.", id="size-unknown"),
-    pytest.param({"items": [{"pizza": "margherita", "quantity": "lots"}]}, "items[0].quantity", "Must be a whole number.", id="quantity-wrong-type"),
-    pytest.param({"items": [{"pizza": "margherita", "quantity": True}]}, "items[0].quantity", "Must be a whole number.", id="quantity-boolean"),
-    pytest.param({"items": [{"pizza": "margherita", "quantity": 1.5}]}, "items[0].quantity", "Must be a whole number.", id="quantity-float"),
-    pytest.param({"items": [{"pizza": "margherita", "quantity": 21}]}, "items[0].quantity", "Must be between 1 and 20.", id="quantity-too-many"),
-    pytest.param({"items": [{"pizza": "margherita", "quantity": 0}]}, "items[0].quantity", "Must be between 1 and 20.", id="quantity-zero"),
-    pytest.param({"items": [{"pizza": "margherita", "extra": "cheese"}]}, "items[0]", "Unknown fields: extra.", id="item-unknown-field"),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "size": "huge"}]},
+        "items[0].size",
+        "Must be one of small, medium, large.",
+        id="size-unknown",
+    ),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "quantity": "lots"}]},
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-wrong-type",
+    ),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "quantity": True}]},
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-boolean",
+    ),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "quantity": 1.5}]},
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-float",
+    ),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "quantity": 21}]},
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-too-many",
+    ),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "quantity": 0}]},
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-zero",
+    ),
+    pytest.param(
+        {"items": [{"pizza": "margherita", "extra": "cheese"}]},
+        "items[0]",
+        "Unknown fields: extra.",
+        id="item-unknown-field",
+    ),
     pytest.param(order_data(priority="high"), "priority", "Must be a whole number.", id="priority-wrong-type"),
     pytest.param(order_data(priority=10), "priority", "Must be between 0 and 9.", id="priority-too-high"),
     pytest.param(order_data(priority=[1]), "priority", "Must be a whole number.", id="priority-list"),
     pytest.param(order_data(kind="drone"), "kind", "Must be one of delivery, takeaway.", id="kind-unknown"),
-    pytest.param(order_data(kind="takeaway"), "shop", "A takeaway order names the shop it is collected from.", id="takeaway-without-shop"),
-    pytest.param(order_data(kind="takeaway", shop="atlantis"), "shop", "No open shop named 'atlantis'.", id="takeaway-shop-closed"),
-    pytest.param(order_data(shop="soho"), "shop", "Only takeaway orders are pinned to a shop.", id="delivery-with-shop"),
+    pytest.param(
+        order_data(kind="takeaway"),
+        "shop",
+        "A takeaway order names the shop it is collected from.",
+        id="takeaway-without-shop",
+    ),
+    pytest.param(
+        order_data(kind="takeaway", shop="atlantis"),
+        "shop",
+        "No open shop named 'atlantis'.",
+        id="takeaway-shop-closed",
+    ),
+    pytest.param(
+        order_data(shop="soho"), "shop", "Only takeaway orders are pinned to a shop.", id="delivery-with-shop"
+    ),
     pytest.param(order_data(note="x" * 501), "note", "At most 500 characters.", id="note-too-long"),
     pytest.param(order_data(note=5), "note", "Must be a string.", id="note-wrong-type"),
     pytest.param(order_data(note="a\x00b"), "note", "Must not contain NUL characters.", id="note-nul"),
-    pytest.param(order_data(customer_name=["Ann"]), "customer_name", "Must be a string.", id="customer-name-wrong-type"),
+    pytest.param(
+        order_data(customer_name=["Ann"]), "customer_name", "Must be a string.", id="customer-name-wrong-type"
+    ),
     pytest.param(order_data(area="a" * 65), "area", "At most 64 characters.", id="area-too-long"),
-    pytest.param(order_data(not_before="tomorrow"), "not_before", "Must be an ISO 8601 date and time.", id="not-before-garbage"),
-    pytest.param(order_data(not_before=1700000000), "not_before", "Must be an ISO 8601 date and time.", id="not-before-number"),
+    pytest.param(
+        order_data(not_before="tomorrow"), "not_before", "Must be an ISO 8601 date and time.", id="not-before-garbage"
+    ),
+    pytest.param(
+        order_data(not_before=1700000000), "not_before", "Must be an ISO 8601 date and time.", id="not-before-number"
+    ),
     pytest.param(order_data(max_attempts=0), "max_attempts", "Must be between 1 and 20.", id="max-attempts-zero"),
     pytest.param(order_data(coupon="FREE"), "non_field_errors", "Unknown fields: coupon.", id="unknown-field"),
     pytest.param([order_data()], "non_field_errors", "Expected an object.", id="body-a-list"),
     pytest.param(None, "non_field_errors", "Expected an object.", id="body-null"),
     pytest.param("margherita", "non_field_errors", "Expected an object.", id="body-a-string"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("body", "field", "message"), BAD_INPUT)
@@ -187,10 +244,12 @@ def test_a_number_intake_cannot_convert_is_a_400_not_a_500(client: APIClient) ->
         pytest.param(b'{"items": [', "JSON parse error - ", id="truncated"),
         pytest.param(b'{"items": NaN}', "JSON parse error - NaN is not valid JSON", id="nan"),
         pytest.param(b"[" * 20_000 + b"]" * 20_000, "JSON parse error - nested too deeply.", id="deep-nesting"),
-        pytest.param(b'{"note": "\\ud800"}', "JSON parse error - not valid Unicode: surrogates not allowed.", id="lone-surrogate"),
+        pytest.param(
+            b'{"note": "\\ud800"}', "JSON parse error - not valid Unicode: surrogates not allowed.", id="lone-surrogate"
+        ),
         pytest.param(b'{"note": "\xff"}', "JSON parse error - not valid Unicode: invalid start byte.", id="not-utf8"),
     ],
-)  # fmt: skip
+)
 def test_malformed_json_is_a_400_naming_the_body(client: APIClient, raw: bytes, message: str) -> None:
     with nothing_written():
         response = client.post(ORDERS, data=raw, content_type="application/json")
@@ -389,7 +448,12 @@ def test_placing_orders_is_throttled_per_user(client: APIClient, settings: Any) 
 def test_a_malformed_create_rate_fails_loudly(client: APIClient, settings: Any) -> None:
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"order-create": "lots"}}
 
-    with nothing_written(), pytest.raises(ImproperlyConfigured, match=r"^Throttle rate for 'order-create' must look like 600/minute, got 'lots'$"):
+    with (
+        nothing_written(),
+        pytest.raises(
+            ImproperlyConfigured, match=r"^Throttle rate for 'order-create' must look like 600/minute, got 'lots'$"
+        ),
+    ):
         post_json(client, order_data())
 
 
@@ -397,10 +461,16 @@ def test_a_malformed_create_rate_fails_loudly(client: APIClient, settings: Any) 
 
 
 ENDPOINTS = [
-    ("get", ORDERS), ("post", ORDERS), ("get", order_url(uuid.uuid4())), ("post", cancel_url(uuid.uuid4())),
-    ("get", "/api/workers/"), ("get", "/api/buckets/"), ("get", "/api/stats/"), ("get", "/api/schema/"),
+    ("get", ORDERS),
+    ("post", ORDERS),
+    ("get", order_url(uuid.uuid4())),
+    ("post", cancel_url(uuid.uuid4())),
+    ("get", "/api/workers/"),
+    ("get", "/api/buckets/"),
+    ("get", "/api/stats/"),
+    ("get", "/api/schema/"),
     ("get", "/api/docs/"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
@@ -422,11 +492,15 @@ def test_a_wrong_token_is_a_401(menu: None) -> None:
     assert_error(response, 401, "authentication_failed", "Invalid token.")
 
 
-@pytest.mark.parametrize(("key", "detail"), [
-    ("a\x00b", "Invalid token."),
-    ("x" * 5000, "Invalid token."),
-    ("é" * 40, "Invalid token header. Token string should not contain invalid characters."),
-], ids=["nul", "long", "non-ascii"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "detail"),
+    [
+        ("a\x00b", "Invalid token."),
+        ("x" * 5000, "Invalid token."),
+        ("é" * 40, "Invalid token header. Token string should not contain invalid characters."),
+    ],
+    ids=["nul", "long", "non-ascii"],
+)
 def test_a_token_no_token_could_be_is_a_401_not_a_500(menu: None, key: str, detail: str) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
@@ -487,8 +561,10 @@ def test_an_order_is_read_with_its_timeline(client: APIClient) -> None:
     assert body["worker"]["name"] == "shop-1"
     assert body["lease_expires_at"] is not None
     assert [(e["kind"], e["stage"], e["worker"]) for e in body["events"]] == [
-        ("placed", "", None), ("claimed", "", "shop-1"), ("stage", "oven", "shop-1"),
-    ]  # fmt: skip
+        ("placed", "", None),
+        ("claimed", "", "shop-1"),
+        ("stage", "oven", "shop-1"),
+    ]
 
 
 @pytest.mark.parametrize("order_id", [uuid.uuid4(), "not-a-uuid", "1", "%00"])
@@ -496,7 +572,9 @@ def test_an_unknown_order_is_a_json_404(client: APIClient, order_id: object) -> 
     assert_error(client.get(order_url(order_id)), 404, "not_found", "No order with this id.")
 
 
-def test_reading_an_order_takes_a_fixed_number_of_queries(client: APIClient, django_assert_max_num_queries: Any) -> None:
+def test_reading_an_order_takes_a_fixed_number_of_queries(
+    client: APIClient, django_assert_max_num_queries: Any
+) -> None:
     order = make_order()
     token = hold(order)
     for stage in ("dough", "oven", "boxing"):
@@ -551,7 +629,9 @@ def test_orders_are_filtered_by_status_priority_and_worker(client: APIClient) ->
         ("cursor=garbage", "cursor", "Invalid cursor; use the `next` link of a previous page."),
     ],
 )
-def test_bad_list_parameters_are_a_400_naming_the_parameter(client: APIClient, query: str, field: str, message: str) -> None:
+def test_bad_list_parameters_are_a_400_naming_the_parameter(
+    client: APIClient, query: str, field: str, message: str
+) -> None:
     response = client.get(f"{ORDERS}?{query}")
 
     assert assert_error(response, 400, "invalid")["errors"] == {field: [message]}
@@ -559,9 +639,15 @@ def test_bad_list_parameters_are_a_400_naming_the_parameter(client: APIClient, q
 
 @pytest.mark.parametrize(
     "position",
-    [["not a date", str(uuid.uuid4())], ["2030-01-01T00:00:00+00:00", "not-a-uuid"], [1], "x", [None, None],
-     ["0001-01-01T00:00:00+14:00", str(uuid.uuid4())]],
-)  # fmt: skip
+    [
+        ["not a date", str(uuid.uuid4())],
+        ["2030-01-01T00:00:00+00:00", "not-a-uuid"],
+        [1],
+        "x",
+        [None, None],
+        ["0001-01-01T00:00:00+14:00", str(uuid.uuid4())],
+    ],
+)
 def test_a_forged_cursor_is_a_400_not_a_500(client: APIClient, position: Any) -> None:
     cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
 
@@ -626,7 +712,11 @@ def test_the_fast_order_representation_equals_drfs_field_by_field_output(client:
     from orders.serializers import OrderDetailSerializer, OrderSerializer
 
     make_worker("soho")
-    orders = [make_order(), make_order(kind="takeaway", shop="soho"), make_order(not_before="2031-05-06T07:08:09.123456+02:00")]
+    orders = [
+        make_order(),
+        make_order(kind="takeaway", shop="soho"),
+        make_order(not_before="2031-05-06T07:08:09.123456+02:00"),
+    ]
     owner = Bucket.objects.get(number=orders[0].bucket).owner_id
     claim = next(c for c in queue.claim(owner, limit=10) if c.order.pk == orders[0].pk)
     queue.report_stage(orders[0].pk, claim.token, "oven")
@@ -825,7 +915,12 @@ def test_the_schema_and_docs_are_served_to_authenticated_callers(client: APIClie
     assert schema.status_code == 200
     paths = json.loads(schema.content)["paths"]
     assert set(paths) == {
-        "/api/orders/", "/api/orders/{id}/", "/api/orders/{id}/cancel/", "/api/workers/", "/api/buckets/", "/api/stats/",
-    }  # fmt: skip
+        "/api/orders/",
+        "/api/orders/{id}/",
+        "/api/orders/{id}/cancel/",
+        "/api/workers/",
+        "/api/buckets/",
+        "/api/stats/",
+    }
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()

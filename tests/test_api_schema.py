@@ -76,9 +76,14 @@ def api_schema(token: str, wsgi_app: Any, settings: Any) -> Any:
 
 # Every operation the schema serves; test_the_schema_lists_every_operation keeps this honest.
 OPERATIONS = [
-    ("GET", "/api/orders/"), ("POST", "/api/orders/"), ("GET", "/api/orders/{id}/"), ("POST", "/api/orders/{id}/cancel/"),
-    ("GET", "/api/workers/"), ("GET", "/api/buckets/"), ("GET", "/api/stats/"),
-]  # fmt: skip
+    ("GET", "/api/orders/"),
+    ("POST", "/api/orders/"),
+    ("GET", "/api/orders/{id}/"),
+    ("POST", "/api/orders/{id}/cancel/"),
+    ("GET", "/api/workers/"),
+    ("GET", "/api/buckets/"),
+    ("GET", "/api/stats/"),
+]
 
 
 @pytest.mark.django_db

@@ -79,7 +79,9 @@ async def test_a_request_starts_and_finishes_in_the_thread_that_served_it(live_m
     signals.request_finished.connect(finished)
     try:
         for _ in range(20):
-            response = await HttpCommunicator(application, "GET", "/healthz", headers=[(b"host", b"localhost")]).get_response()
+            response = await HttpCommunicator(
+                application, "GET", "/healthz", headers=[(b"host", b"localhost")]
+            ).get_response()
             assert response["status"] == 200
     finally:
         signals.request_started.disconnect(started)
@@ -93,9 +95,18 @@ async def test_a_request_starts_and_finishes_in_the_thread_that_served_it(live_m
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
 async def test_a_static_file_streams_through_the_handler() -> None:
     # Raw ASGI: a streamed body ends with a message without "body", which HttpCommunicator refuses.
-    scope = {"type": "http", "method": "GET", "path": "/static/css/site.css", "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"localhost")], "http_version": "1.1", "scheme": "http", "server": ("localhost", 80),
-             "client": ("127.0.0.1", 5000)}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/static/css/site.css",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 5000),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -27,8 +27,14 @@ from workers.models import Worker
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = ROOT / "test-artifacts"
 PHONE = {"width": 430, "height": 900}
 
@@ -82,10 +88,17 @@ def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_re
     page.screenshot(path=ARTIFACTS / "tracking-oven.png", full_page=True)
     expect(page.locator("#status")).to_have_text("Ready", timeout=15_000)
     expect(page.locator("#progress")).to_have_attribute("value", "100")
-    expect(page.locator("#timeline li .text")).to_have_text([
-        "Order confirmed.", "shop-1 started on your order.", "Stretching the dough.", "Sauce and toppings.",
-        "In the oven.", "Boxing it up.", "Ready!",
-    ])  # fmt: skip
+    expect(page.locator("#timeline li .text")).to_have_text(
+        [
+            "Order confirmed.",
+            "shop-1 started on your order.",
+            "Stretching the dough.",
+            "Sauce and toppings.",
+            "In the oven.",
+            "Boxing it up.",
+            "Ready!",
+        ]
+    )
     assert page.evaluate("window.sameDocument") is True
     page.screenshot(path=ARTIFACTS / "tracking-done.png", full_page=True)
 
@@ -103,8 +116,12 @@ def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
     worker_processes.start("--name", "shop-b", "--concurrency", "3", **slow)
     wait_until(lambda: Worker.objects.live().count() == 2, what="two live kitchens")
     queue.place_many([clean_order_request(order_data(area=f"area-{n}")) for n in range(12)])
-    held = wait_until(lambda: list(Order.objects.filter(worker__name="shop-a", status=Order.Status.PREPARING)
-                                   .values_list("id", flat=True)), what="shop-a to bake")  # fmt: skip
+    held = wait_until(
+        lambda: list(
+            Order.objects.filter(worker__name="shop-a", status=Order.Status.PREPARING).values_list("id", flat=True)
+        ),
+        what="shop-a to bake",
+    )
     User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
 
     page.set_viewport_size({"width": 1100, "height": 900})

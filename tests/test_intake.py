@@ -34,197 +34,293 @@ def assert_nothing_written() -> None:
 BAD_REQUESTS = [
     pytest.param(
         {"items": [{"pizza": "hawaii", "size": "medium", "quantity": 1}]},
-        "items[0].pizza", "Not on the menu: 'hawaii'.", id="unknown-pizza",
+        "items[0].pizza",
+        "Not on the menu: 'hawaii'.",
+        id="unknown-pizza",
     ),
     pytest.param(
         {"items": [{"size": "medium", "quantity": 1}]},
-        "items[0].pizza", "Not on the menu: None.", id="pizza-missing",
+        "items[0].pizza",
+        "Not on the menu: None.",
+        id="pizza-missing",
     ),
     pytest.param(
         {"items": [{"pizza": ["margherita"], "size": "medium", "quantity": 1}]},
-        "items[0].pizza", "Not on the menu: ['margherita'].", id="pizza-not-a-string",
+        "items[0].pizza",
+        "Not on the menu: ['margherita'].",
+        id="pizza-not-a-string",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "family", "quantity": 1}]},
-        "items[0].size", "Must be one of small, medium, large.", id="size-not-in-menu",
+        "items[0].size",
+        "Must be one of small, medium, large.",
+        id="size-not-in-menu",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": ["large"], "quantity": 1}]},
-        "items[0].size", "Must be one of small, medium, large.", id="size-not-a-string",
+        "items[0].size",
+        "Must be one of small, medium, large.",
+        id="size-not-a-string",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": 0}]},
-        "items[0].quantity", "Must be between 1 and 20.", id="quantity-zero",
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-zero",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": -2}]},
-        "items[0].quantity", "Must be between 1 and 20.", id="quantity-negative",
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-negative",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": "-2"}]},
-        "items[0].quantity", "Must be between 1 and 20.", id="quantity-negative-string",
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-negative-string",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": 21}]},
-        "items[0].quantity", "Must be between 1 and 20.", id="quantity-over-limit",
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-over-limit",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": 10**100}]},
-        "items[0].quantity", "Must be between 1 and 20.", id="quantity-huge",
+        "items[0].quantity",
+        "Must be between 1 and 20.",
+        id="quantity-huge",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": True}]},
-        "items[0].quantity", "Must be a whole number.", id="quantity-bool",
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-bool",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": "two"}]},
-        "items[0].quantity", "Must be a whole number.", id="quantity-garbage-string",
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-garbage-string",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": ""}]},
-        "items[0].quantity", "Must be a whole number.", id="quantity-empty-string",
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-empty-string",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": 2.5}]},
-        "items[0].quantity", "Must be a whole number.", id="quantity-float",
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-float",
     ),
     pytest.param(
         {"items": [{"pizza": "margherita", "size": "medium", "quantity": None}]},
-        "items[0].quantity", "Must be a whole number.", id="quantity-null",
+        "items[0].quantity",
+        "Must be a whole number.",
+        id="quantity-null",
     ),
     pytest.param(
         {"items": [MARGHERITA] * 21},
-        "items", "At most 20 items per order.", id="too-many-items",
+        "items",
+        "At most 20 items per order.",
+        id="too-many-items",
     ),
     pytest.param(
         {"items": MARGHERITA},
-        "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-an-object",
+        "items",
+        "Must be a non-empty list of {pizza, size, quantity}.",
+        id="items-an-object",
     ),
     pytest.param(
         {"items": "margherita"},
-        "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-a-string",
+        "items",
+        "Must be a non-empty list of {pizza, size, quantity}.",
+        id="items-a-string",
     ),
     pytest.param(
         {"items": []},
-        "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-empty",
+        "items",
+        "Must be a non-empty list of {pizza, size, quantity}.",
+        id="items-empty",
     ),
     pytest.param(
         {"kind": "delivery"},
-        "items", "Must be a non-empty list of {pizza, size, quantity}.", id="items-missing",
+        "items",
+        "Must be a non-empty list of {pizza, size, quantity}.",
+        id="items-missing",
     ),
     pytest.param(
         {"items": ["margherita"]},
-        "items[0]", "Must be an object with pizza, size and quantity.", id="item-a-string",
+        "items[0]",
+        "Must be an object with pizza, size and quantity.",
+        id="item-a-string",
     ),
     pytest.param(
         {"items": [MARGHERITA, 7]},
-        "items[1]", "Must be an object with pizza, size and quantity.", id="item-a-number",
+        "items[1]",
+        "Must be an object with pizza, size and quantity.",
+        id="item-a-number",
     ),
     pytest.param(
         {"items": [{**MARGHERITA, "extra_cheese": True}]},
-        "items[0]", "Unknown fields: extra_cheese.", id="item-unknown-field",
+        "items[0]",
+        "Unknown fields: extra_cheese.",
+        id="item-unknown-field",
     ),
     pytest.param(
         {"items": [MARGHERITA], "tip": 5, "coupon": "FREE"},
-        "non_field_errors", "Unknown fields: coupon, tip.", id="unknown-fields",
+        "non_field_errors",
+        "Unknown fields: coupon, tip.",
+        id="unknown-fields",
     ),
     pytest.param(
         {"items": [MARGHERITA], "priority": 10},
-        "priority", "Must be between 0 and 9.", id="priority-too-high",
+        "priority",
+        "Must be between 0 and 9.",
+        id="priority-too-high",
     ),
     pytest.param(
         {"items": [MARGHERITA], "priority": -1},
-        "priority", "Must be between 0 and 9.", id="priority-negative",
+        "priority",
+        "Must be between 0 and 9.",
+        id="priority-negative",
     ),
     pytest.param(
         {"items": [MARGHERITA], "priority": "urgent"},
-        "priority", "Must be a whole number.", id="priority-garbage-string",
+        "priority",
+        "Must be a whole number.",
+        id="priority-garbage-string",
     ),
     pytest.param(
         {"items": [MARGHERITA], "priority": False},
-        "priority", "Must be a whole number.", id="priority-bool",
+        "priority",
+        "Must be a whole number.",
+        id="priority-bool",
     ),
     pytest.param(
         {"items": [MARGHERITA], "priority": 1.5},
-        "priority", "Must be a whole number.", id="priority-float",
+        "priority",
+        "Must be a whole number.",
+        id="priority-float",
     ),
     pytest.param(
         {"items": [MARGHERITA], "max_attempts": 0},
-        "max_attempts", "Must be between 1 and 20.", id="max-attempts-zero",
+        "max_attempts",
+        "Must be between 1 and 20.",
+        id="max-attempts-zero",
     ),
     pytest.param(
         {"items": [MARGHERITA], "kind": "drive-through"},
-        "kind", "Must be one of delivery, takeaway.", id="kind-unknown",
+        "kind",
+        "Must be one of delivery, takeaway.",
+        id="kind-unknown",
     ),
     pytest.param(
         {"items": [MARGHERITA], "kind": ["takeaway"]},
-        "kind", "Must be one of delivery, takeaway.", id="kind-not-a-string",
+        "kind",
+        "Must be one of delivery, takeaway.",
+        id="kind-not-a-string",
     ),
     pytest.param(
         {"items": [MARGHERITA], "kind": "takeaway"},
-        "shop", "A takeaway order names the shop it is collected from.", id="takeaway-without-shop",
+        "shop",
+        "A takeaway order names the shop it is collected from.",
+        id="takeaway-without-shop",
     ),
     pytest.param(
         {"items": [MARGHERITA], "kind": "takeaway", "shop": "   "},
-        "shop", "A takeaway order names the shop it is collected from.", id="takeaway-blank-shop",
+        "shop",
+        "A takeaway order names the shop it is collected from.",
+        id="takeaway-blank-shop",
     ),
     pytest.param(
         {"items": [MARGHERITA], "kind": "delivery", "shop": "shop-1"},
-        "shop", "Only takeaway orders are pinned to a shop.", id="delivery-with-shop",
+        "shop",
+        "Only takeaway orders are pinned to a shop.",
+        id="delivery-with-shop",
     ),
     pytest.param(
         {"items": [MARGHERITA], "shop": "shop-1"},
-        "shop", "Only takeaway orders are pinned to a shop.", id="default-kind-with-shop",
+        "shop",
+        "Only takeaway orders are pinned to a shop.",
+        id="default-kind-with-shop",
     ),
     pytest.param(
         {"items": [MARGHERITA], "kind": "takeaway", "shop": 42},
-        "shop", "Must be a string.", id="shop-not-a-string",
+        "shop",
+        "Must be a string.",
+        id="shop-not-a-string",
     ),
     pytest.param(
         {"items": [MARGHERITA], "note": "x" * 501},
-        "note", "At most 500 characters.", id="note-too-long",
+        "note",
+        "At most 500 characters.",
+        id="note-too-long",
     ),
     pytest.param(
         {"items": [MARGHERITA], "note": "extra\x00basil"},
-        "note", "Must not contain NUL characters.", id="note-nul",
+        "note",
+        "Must not contain NUL characters.",
+        id="note-nul",
     ),
     pytest.param(
         {"items": [MARGHERITA], "note": ["no onions"]},
-        "note", "Must be a string.", id="note-not-a-string",
+        "note",
+        "Must be a string.",
+        id="note-not-a-string",
     ),
     pytest.param(
         {"items": [MARGHERITA], "customer_name": "Ada\x00"},
-        "customer_name", "Must not contain NUL characters.", id="customer-name-nul",
+        "customer_name",
+        "Must not contain NUL characters.",
+        id="customer-name-nul",
     ),
     pytest.param(
         {"items": [MARGHERITA], "customer_name": "A" * 101},
-        "customer_name", "At most 100 characters.", id="customer-name-too-long",
+        "customer_name",
+        "At most 100 characters.",
+        id="customer-name-too-long",
     ),
     pytest.param(
         {"items": [MARGHERITA], "area": "north\x00"},
-        "area", "Must not contain NUL characters.", id="area-nul",
+        "area",
+        "Must not contain NUL characters.",
+        id="area-nul",
     ),
     pytest.param(
         {"items": [MARGHERITA], "area": "a" * 65},
-        "area", "At most 64 characters.", id="area-too-long",
+        "area",
+        "At most 64 characters.",
+        id="area-too-long",
     ),
     pytest.param(
         {"items": [MARGHERITA], "not_before": "tomorrow at six"},
-        "not_before", "Must be an ISO 8601 date and time.", id="not-before-garbage",
+        "not_before",
+        "Must be an ISO 8601 date and time.",
+        id="not-before-garbage",
     ),
     pytest.param(
         {"items": [MARGHERITA], "not_before": "2030-02-30T18:00:00Z"},
-        "not_before", "Must be an ISO 8601 date and time.", id="not-before-impossible-date",
+        "not_before",
+        "Must be an ISO 8601 date and time.",
+        id="not-before-impossible-date",
     ),
     pytest.param(
         {"items": [MARGHERITA], "not_before": 1_900_000_000},
-        "not_before", "Must be an ISO 8601 date and time.", id="not-before-a-number",
+        "not_before",
+        "Must be an ISO 8601 date and time.",
+        id="not-before-a-number",
     ),
     pytest.param(
         {"items": [MARGHERITA], "not_before": ["2030-01-01T18:00:00Z"]},
-        "not_before", "Must be an ISO 8601 date and time.", id="not-before-a-list",
+        "not_before",
+        "Must be an ISO 8601 date and time.",
+        id="not-before-a-list",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("data", "field", "message"), BAD_REQUESTS)
@@ -353,16 +449,18 @@ def test_takeaway_from_a_shop_that_is_no_longer_live_writes_nothing(menu: None, 
 def test_a_good_request_is_normalised(menu: None) -> None:
     not_before = datetime(2030, 1, 1, 18, 0, tzinfo=UTC)
 
-    request = clean_order_request({
-        "items": [{"pizza": "diavola", "quantity": "2"}, {"pizza": "margherita", "size": "large", "quantity": 1}],
-        "kind": None,
-        "area": "  north  ",
-        "priority": "7",
-        "note": " no onions ",
-        "customer_name": "Ada",
-        "not_before": "2030-01-01T18:00:00Z",
-        "max_attempts": 5,
-    })  # fmt: skip
+    request = clean_order_request(
+        {
+            "items": [{"pizza": "diavola", "quantity": "2"}, {"pizza": "margherita", "size": "large", "quantity": 1}],
+            "kind": None,
+            "area": "  north  ",
+            "priority": "7",
+            "note": " no onions ",
+            "customer_name": "Ada",
+            "not_before": "2030-01-01T18:00:00Z",
+            "max_attempts": 5,
+        }
+    )
 
     assert request == OrderRequest(
         items=[
@@ -391,9 +489,7 @@ def test_a_naive_not_before_is_read_in_the_current_time_zone(menu: None, setting
 def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> None:
     now = timezone.now()
 
-    order, created = place_raw(
-        order_data(area="north", priority=3, note="ring twice", customer_name="Ada"), now=now
-    )
+    order, created = place_raw(order_data(area="north", priority=3, note="ring twice", customer_name="Ada"), now=now)
 
     assert created is True
     stored = Order.objects.get()
@@ -416,8 +512,11 @@ def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> Non
     assert stored.request_hash == ""
     event = OrderEvent.objects.get()
     assert (event.order_id, event.kind, event.created_at, event.message) == (
-        order.pk, "placed", now, "Order confirmed."
-    )  # fmt: skip
+        order.pk,
+        "placed",
+        now,
+        "Order confirmed.",
+    )
 
 
 def refuse_event_inserts() -> None:
@@ -428,8 +527,10 @@ def refuse_event_inserts() -> None:
         if connection.vendor == "postgresql":
             cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_events CHECK (false) NOT VALID")
         else:
-            cursor.execute(f"CREATE TRIGGER refuse_events BEFORE INSERT ON {table} "
-                           "BEGIN SELECT RAISE(ABORT, 'event insert refused'); END")  # fmt: skip
+            cursor.execute(
+                f"CREATE TRIGGER refuse_events BEFORE INSERT ON {table} "
+                "BEGIN SELECT RAISE(ABORT, 'event insert refused'); END"
+            )
 
 
 def allow_event_inserts() -> None:
@@ -520,10 +621,11 @@ def test_not_before_makes_the_order_eligible_later_and_ranks_it_from_then(menu: 
         pytest.param([{"pizza": "margherita", "size": "large", "quantity": 4}], 104, id="four-large"),
         pytest.param(
             [{"pizza": "margherita", "size": "large", "quantity": 4}, {"pizza": "diavola", "size": "small"}],
-            140, id="two-lines",
+            140,
+            id="two-lines",
         ),
     ],
-)  # fmt: skip
+)
 def test_estimated_seconds_come_from_the_menu_sizes_and_quantities(
     menu: None, items: list[dict[str, Any]], seconds: int
 ) -> None:

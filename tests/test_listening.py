@@ -11,9 +11,13 @@ def test_listeners_use_the_direct_url_when_one_is_given(settings) -> None:
     params = listen_params("pizzaqueue-listen-oven-1")
 
     assert params == {
-        "dbname": "pizzaqueue", "user": "queue", "password": "secret", "host": "db.internal", "port": 5432,
+        "dbname": "pizzaqueue",
+        "user": "queue",
+        "password": "secret",
+        "host": "db.internal",
+        "port": 5432,
         "application_name": "pizzaqueue-listen-oven-1",
-    }  # fmt: skip
+    }
 
 
 def test_listeners_default_to_the_main_database_without_djangos_cursor_machinery(settings) -> None:

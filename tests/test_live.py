@@ -67,10 +67,14 @@ def test_a_client_sees_every_event_of_an_order_in_order_across_a_reconnect(
             ws.recv(timeout=0.3)
 
     assert [(m["kind"], m["stage"]) for m in received] == [
-        ("placed", ""), ("claimed", ""),
-        ("stage", "dough"), ("stage", "sauce"), ("stage", "oven"), ("stage", "boxing"),
+        ("placed", ""),
+        ("claimed", ""),
+        ("stage", "dough"),
+        ("stage", "sauce"),
+        ("stage", "oven"),
+        ("stage", "boxing"),
         ("done", ""),
-    ]  # fmt: skip
+    ]
     assert [m["id"] for m in received] == list(order.events.order_by("id").values_list("id", flat=True))
     assert received[-1]["status"] == Order.Status.DONE
 
@@ -91,8 +95,11 @@ def test_the_board_streams_every_event_of_two_busy_kitchens_once_and_in_id_order
         received: list[dict[str, Any]] = []
         while sum(m["kind"] == "done" for m in received) < 40:
             received.append(receive(ws))
-        expected = list(OrderEvent.objects.filter(id__gt=before, id__lte=received[-1]["id"])
-                        .order_by("id").values_list("id", flat=True))  # fmt: skip
+        expected = list(
+            OrderEvent.objects.filter(id__gt=before, id__lte=received[-1]["id"])
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
 
     ids = [m["id"] for m in received]
     assert ids == expected  # every event, none twice, none out of order
@@ -118,8 +125,11 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
     with open(log, "wb") as output:
         demo = subprocess.Popen(
             [sys.executable, "manage.py", "demo", "--port", str(port), "--grace", "1"],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url()}, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": database_url()},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: Worker.objects.live().count() == 3, what="three kitchens")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:  # noqa: S310 - our own server
@@ -134,6 +144,8 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
     assert re.search(r"Staff login: +operator / \S+", output)
     assert f"http://localhost:{port}/board/" in output
     assert sorted(Worker.objects.values_list("name", "status")) == [
-        ("shop-1", "stopped"), ("shop-2", "stopped"), ("shop-3", "stopped"),
-    ]  # fmt: skip
+        ("shop-1", "stopped"),
+        ("shop-2", "stopped"),
+        ("shop-3", "stopped"),
+    ]
     assert User.objects.get(username="operator").is_staff is True

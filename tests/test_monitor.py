@@ -172,18 +172,23 @@ def test_the_monitor_declares_a_stale_worker_dead_and_recovers_its_orders(menu: 
     # Out of attempts: dead-lettered with the reason.
     failed = Order.objects.get(pk=last_try.pk)
     assert (failed.status, failed.last_error, failed.lease_token) == (
-        "failed", "shop went offline on the last attempt", None
-    )  # fmt: skip
+        "failed",
+        "shop went offline on the last attempt",
+        None,
+    )
     assert (last_event(last_try).kind, last_event(last_try).message) == (
-        "failed", "shop went offline on the last attempt"
-    )  # fmt: skip
+        "failed",
+        "shop went offline on the last attempt",
+    )
 
     # Takeaway orders cannot move to another shop: they are cancelled, queued or not.
     for pinned in (pinned_preparing, pinned_queued):
         cancelled = Order.objects.get(pk=pinned.pk)
         assert (cancelled.status, cancelled.cancel_reason, cancelled.lease_token) == (
-            "cancelled", "shop unavailable", None
-        )  # fmt: skip
+            "cancelled",
+            "shop unavailable",
+            None,
+        )
         assert cancelled.finished_at == at(20)
         event = last_event(pinned)
         assert (event.kind, event.data) == ("cancelled", {"reason": "shop unavailable"})
@@ -259,11 +264,15 @@ def test_expired_leases_are_recovered_and_their_holder_is_fenced_off(menu: None)
     assert after == queue.Recovery(requeued=[order.pk], failed=[last_try.pk])
     stored = Order.objects.get(pk=order.pk)
     assert (stored.status, stored.worker_id, stored.lease_token, stored.eligible_at) == (
-        "queued", None, None, at(TIMEOUT + 1)
-    )  # fmt: skip
+        "queued",
+        None,
+        None,
+        at(TIMEOUT + 1),
+    )
     assert (last_event(order).kind, last_event(order).message) == (
-        "retried", "The kitchen's lease expired; back in the queue."
-    )  # fmt: skip
+        "retried",
+        "The kitchen's lease expired; back in the queue.",
+    )
     dead_letter = Order.objects.get(pk=last_try.pk)
     assert (dead_letter.status, dead_letter.last_error) == ("failed", "lease expired on the last attempt")
     assert last_event(last_try).kind == "failed"
@@ -288,9 +297,7 @@ def test_a_heartbeat_keeps_leases_from_expiring(menu: None) -> None:
     assert queue.complete(order.pk, claim.token, worker_id=worker.pk, now=at(TIMEOUT + 1)) is True
 
 
-def test_the_monitor_recovers_an_expired_lease_under_a_worker_that_still_looks_alive(
-    menu: None, settings: Any
-) -> None:
+def test_the_monitor_recovers_an_expired_lease_under_a_worker_that_still_looks_alive(menu: None, settings: Any) -> None:
     boss = make_worker("shop-boss", now=T0)
     slow = make_worker("shop-slow", now=T0)
     order = place_at(T0, area=area_owned_by(slow))
@@ -318,13 +325,19 @@ def test_registering_a_name_whose_holder_went_silent_declares_the_old_one_dead(m
 
     assert (new.name, new.incarnation, new.status) == ("shop-1", 2, "alive")
     gone = fresh(old)
-    assert (gone.status, gone.stop_reason, gone.stopped_at) == ("dead", "replaced by a new incarnation", at(TIMEOUT + 1))
+    assert (gone.status, gone.stop_reason, gone.stopped_at) == (
+        "dead",
+        "replaced by a new incarnation",
+        at(TIMEOUT + 1),
+    )
     assert owned(new) == set(range(256))
     assert Order.objects.get(pk=order.pk).status == "queued"
     # When the old incarnation left, no live shop was left to name; the new one then took every bucket.
     assert (last_event(order).kind, last_event(order).data) == ("reassigned", {"to_shop": ""})
     assert queue.complete(order.pk, claim.token, worker_id=old.pk, now=at(TIMEOUT + 2)) is False
-    assert set(BucketMove.objects.filter(reason="join", to_worker=new).values_list("bucket", flat=True)) == set(range(256))
+    assert set(BucketMove.objects.filter(reason="join", to_worker=new).values_list("bucket", flat=True)) == set(
+        range(256)
+    )
 
 
 @pytest.mark.parametrize("seconds", [1, TIMEOUT])

@@ -101,8 +101,9 @@ def test_an_order_without_pizzas_is_refused(client: Client) -> None:
 def test_a_takeaway_order_must_name_an_open_shop(client: Client) -> None:
     response = client.post("/orders/", form_data(kind="takeaway"))
     assert response.status_code == 400
-    assert re.search(r'id="errors-shop">.*A takeaway order names the shop it is collected from\.',
-                     response.content.decode())  # fmt: skip
+    assert re.search(
+        r'id="errors-shop">.*A takeaway order names the shop it is collected from\.', response.content.decode()
+    )
     make_worker("shop-1")
     response = client.post("/orders/", form_data(kind="takeaway", shop="shop-1"))
     assert response.status_code == 302
@@ -296,4 +297,3 @@ def test_the_order_form_is_throttled_per_client_and_a_refused_order_writes_nothi
     assert b"Too many orders from here" in refused.content
     assert Order.objects.count() == 2
     assert OrderEvent.objects.count() == 2
-

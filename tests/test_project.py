@@ -21,8 +21,17 @@ def test_models_and_migrations_agree() -> None:
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 
 
-def test_code_is_ruff_clean() -> None:
+def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
     ruff = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
-    command = [ruff, "check", "."] if ruff else [sys.executable, "-m", "ruff", "check", "."]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    command = [ruff, *args] if ruff else [sys.executable, "-m", "ruff", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def test_code_is_ruff_clean() -> None:
+    result = _ruff("check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_code_is_ruff_formatted() -> None:
+    result = _ruff("format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -79,7 +79,9 @@ def result_of(thread: threading.Thread, outcome: dict[str, Any]) -> Any:
 
 
 def test_a_retried_submission_with_the_same_key_returns_the_first_order(menu: None) -> None:
-    first, first_created = queue.place(clean_order_request(order_data(note="ring twice")), idempotency_key="key-1", now=T0)
+    first, first_created = queue.place(
+        clean_order_request(order_data(note="ring twice")), idempotency_key="key-1", now=T0
+    )
 
     again, again_created = queue.place(
         clean_order_request(order_data(note="ring twice")), idempotency_key="key-1", now=T0 + timedelta(seconds=5)
@@ -96,7 +98,9 @@ def test_a_retried_submission_with_the_same_key_returns_the_first_order(menu: No
 def test_a_key_reused_for_a_different_order_is_a_conflict(menu: None) -> None:
     queue.place(clean_order_request(order_data(note="ring twice")), idempotency_key="key-1", now=T0)
 
-    with pytest.raises(queue.IdempotencyConflictError, match=r"^This Idempotency-Key was already used for a different order\.$"):
+    with pytest.raises(
+        queue.IdempotencyConflictError, match=r"^This Idempotency-Key was already used for a different order\.$"
+    ):
         queue.place(clean_order_request(order_data(note="knock")), idempotency_key="key-1", now=T0)
 
     assert Order.objects.count() == 1
@@ -156,7 +160,9 @@ def test_a_key_race_lost_with_a_different_body_is_a_conflict(menu: None, monkeyp
     queue.place(clean_order_request(takeaway(note="a")), idempotency_key="key-1", now=T0)
     missed = _first_key_lookup_misses(monkeypatch)
 
-    with pytest.raises(queue.IdempotencyConflictError, match=r"^This Idempotency-Key was already used for a different order\.$"):
+    with pytest.raises(
+        queue.IdempotencyConflictError, match=r"^This Idempotency-Key was already used for a different order\.$"
+    ):
         queue.place(clean_order_request(takeaway(note="b")), idempotency_key="key-1", now=T0)
 
     assert missed == [True]
@@ -213,10 +219,18 @@ def test_a_claim_takes_at_most_its_limit(menu: None) -> None:
 
 def test_a_claimed_order_is_handed_over_exactly_as_stored(menu: None) -> None:
     worker = make_worker("shop-1", now=T0)
-    placed, _ = queue.place(clean_order_request(order_data(
-        items=[{"pizza": "margherita", "size": "large", "quantity": 2}, {"pizza": "diavola", "size": "small"}],
-        note="extra basil", customer_name="Ada", area="north", priority=4,
-    )), now=T0)  # fmt: skip
+    placed, _ = queue.place(
+        clean_order_request(
+            order_data(
+                items=[{"pizza": "margherita", "size": "large", "quantity": 2}, {"pizza": "diavola", "size": "small"}],
+                note="extra basil",
+                customer_name="Ada",
+                area="north",
+                priority=4,
+            )
+        ),
+        now=T0,
+    )
 
     [claim] = queue.claim(worker.pk, 1, now=T0 + timedelta(seconds=1))
 
@@ -580,9 +594,13 @@ def test_a_worker_presumed_dead_cannot_complete_an_order_that_was_given_to_anoth
     [second] = queue.claim(shop_b.pk, 1, now=T0 + timedelta(seconds=21))
 
     # Shop A was only paused; it wakes up and carries on with the order it had.
-    assert queue.report_stage(order.pk, first.token, "oven", worker_id=shop_a.pk, now=T0 + timedelta(seconds=22)) is False
+    assert (
+        queue.report_stage(order.pk, first.token, "oven", worker_id=shop_a.pk, now=T0 + timedelta(seconds=22)) is False
+    )
     assert queue.complete(order.pk, first.token, worker_id=shop_a.pk, now=T0 + timedelta(seconds=23)) is False
-    assert queue.fail(order.pk, first.token, "late", worker_id=shop_a.pk, now=T0 + timedelta(seconds=23)) == "lease-lost"
+    assert (
+        queue.fail(order.pk, first.token, "late", worker_id=shop_a.pk, now=T0 + timedelta(seconds=23)) == "lease-lost"
+    )
     assert queue.complete(order.pk, second.token, worker_id=shop_b.pk, now=T0 + timedelta(seconds=24)) is True
     assert queue.complete(order.pk, first.token, worker_id=shop_a.pk, now=T0 + timedelta(seconds=25)) is False
 
@@ -593,8 +611,16 @@ def test_a_worker_presumed_dead_cannot_complete_an_order_that_was_given_to_anoth
     assert stored["attempts"] == 2
     assert stored["finished_at"] == T0 + timedelta(seconds=24)
     assert kinds(order) == [
-        "placed", "claimed", "reassigned", "claimed", "lease-lost", "lease-lost", "lease-lost", "done", "lease-lost",
-    ]  # fmt: skip
+        "placed",
+        "claimed",
+        "reassigned",
+        "claimed",
+        "lease-lost",
+        "lease-lost",
+        "lease-lost",
+        "done",
+        "lease-lost",
+    ]
     assert OrderEvent.objects.get(order=order, kind="done").worker_id == shop_b.pk
 
 
@@ -615,12 +641,18 @@ def test_a_failed_attempt_is_retried_with_backoff_until_it_is_dead_lettered(menu
     assert stored["worker_id"] is None
     assert stored["lease_token"] is None
     retried = OrderEvent.objects.filter(order=order).last()
-    assert (retried.kind, retried.message, retried.data) == ("retried", "oven on fire", {"attempts": 1, "retry_in": 2.0})
+    assert (retried.kind, retried.message, retried.data) == (
+        "retried",
+        "oven on fire",
+        {"attempts": 1, "retry_in": 2.0},
+    )
 
     # Not before the backoff has passed.
     assert queue.claim(worker.pk, 1, now=T0 + timedelta(seconds=1)) == []
     [claim] = queue.claim(worker.pk, 1, now=T0 + timedelta(seconds=2))
-    assert queue.fail(order.pk, claim.token, "no dough", worker_id=worker.pk, now=T0 + timedelta(seconds=2)) == "retried"
+    assert (
+        queue.fail(order.pk, claim.token, "no dough", worker_id=worker.pk, now=T0 + timedelta(seconds=2)) == "retried"
+    )
     assert row(order)["eligible_at"] == T0 + timedelta(seconds=2 + 4)
     assert OrderEvent.objects.filter(order=order).last().data == {"attempts": 2, "retry_in": 4.0}
 
@@ -685,7 +717,9 @@ def test_an_order_that_left_the_queue_cannot_be_cancelled(menu: None, state: str
     before = row(order)
     events = OrderEvent.objects.count()
 
-    with pytest.raises(queue.InvalidTransitionError, match=rf"^Order is {state}; only a queued order can be cancelled\.$"):
+    with pytest.raises(
+        queue.InvalidTransitionError, match=rf"^Order is {state}; only a queued order can be cancelled\.$"
+    ):
         queue.cancel(order.pk, now=T0 + timedelta(seconds=1))
 
     assert row(order) == before
@@ -796,7 +830,9 @@ def test_an_order_in_the_kitchen_cannot_be_rushed(held: tuple[Worker, Order, uui
     _worker, order, _token = held
     before = row(order)
 
-    with pytest.raises(queue.InvalidTransitionError, match=r"^Order is preparing; only a queued order can be rushed\.$"):
+    with pytest.raises(
+        queue.InvalidTransitionError, match=r"^Order is preparing; only a queued order can be rushed\.$"
+    ):
         queue.rush(order.pk, now=T0)
 
     assert row(order) == before

@@ -224,7 +224,9 @@ def test_a_table_handed_in_is_levelled_to_within_one_whatever_epsilon() -> None:
     for epsilon in [0, 0.25, 1]:
         after = assign(103, names(4), uneven, epsilon)
         assert sorted(loads(after).values()) == [25, 26, 26, 26]
-        assert [(source, target == "worker-0") for _, source, target in moves(uneven, after)] == [("worker-0", False)] * 2
+        assert [(source, target == "worker-0") for _, source, target in moves(uneven, after)] == [
+            ("worker-0", False)
+        ] * 2
 
 
 def test_assign_rejects_a_negative_epsilon() -> None:

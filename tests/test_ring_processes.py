@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 
 def ownership() -> dict[int, tuple[int | None, int]]:
-    return {number: (owner, epoch) for number, owner, epoch in Bucket.objects.values_list("number", "owner_id", "epoch")}
+    return {
+        number: (owner, epoch) for number, owner, epoch in Bucket.objects.values_list("number", "owner_id", "epoch")
+    }
 
 
 def fully_owned_by_live(count: int) -> bool:
@@ -39,13 +41,17 @@ def assert_bounded(table: dict[int, tuple[int | None, int]]) -> None:
 def test_a_death_moves_only_the_dead_workers_buckets_and_a_join_only_feeds_the_joiner(
     worker_processes: WorkerProcesses,
 ) -> None:
-    procs = {f"shop-{n}": worker_processes.start("--name", f"shop-{n}", "--handler", "orders.handlers.noop") for n in range(5)}
+    procs = {
+        f"shop-{n}": worker_processes.start("--name", f"shop-{n}", "--handler", "orders.handlers.noop")
+        for n in range(5)
+    }
     wait_until(lambda: fully_owned_by_live(5), what="five workers owning every bucket")
     before = ownership()
     assert_bounded(before)
     victim = Worker.objects.get(name="shop-2", status=Worker.Status.ALIVE)
 
     procs["shop-2"].send_signal(signal.SIGKILL)
+
     # While the death goes unnoticed, its buckets still have an owner (never NULL).
     def dead_and_moved() -> bool:
         assert not Bucket.objects.filter(owner__isnull=True).exists()
@@ -84,17 +90,24 @@ def test_a_pinned_order_stays_with_its_shop_and_is_cancelled_when_the_shop_dies(
 
     def areas_owned_by(name: str) -> list[str]:
         buckets = set(Bucket.objects.filter(owner__name=name).values_list("number", flat=True))
-        return [f"area-{n}" for n in range(400) if ring.bucket_for(f"area-{n}", settings.PIZZAQUEUE_BUCKETS) in buckets][:5]
+        return [
+            f"area-{n}" for n in range(400) if ring.bucket_for(f"area-{n}", settings.PIZZAQUEUE_BUCKETS) in buckets
+        ][:5]
 
     # Takeaways routed to the other kitchen's buckets: only their pin keeps them at the corner shop.
-    takeaways = [baking] + [make_order(kind="takeaway", shop="corner-shop", area=a) for a in areas_owned_by("big-kitchen")]
+    takeaways = [baking] + [
+        make_order(kind="takeaway", shop="corner-shop", area=a) for a in areas_owned_by("big-kitchen")
+    ]
     # Delivery orders routed to buckets the corner shop owns: they must move when it dies.
     areas = areas_owned_by("corner-shop")
     queue.place_many([clean_order_request(order_data(area=a, note="60")) for a in areas])
 
     shop.send_signal(signal.SIGKILL)
-    wait_until(lambda: Order.objects.filter(area__in=areas, status=Order.Status.DONE).count() == len(areas),
-               timeout=20, what="the dead shop's delivery orders done elsewhere")  # fmt: skip
+    wait_until(
+        lambda: Order.objects.filter(area__in=areas, status=Order.Status.DONE).count() == len(areas),
+        timeout=20,
+        what="the dead shop's delivery orders done elsewhere",
+    )
 
     for order in takeaways:
         order.refresh_from_db()
@@ -104,7 +117,9 @@ def test_a_pinned_order_stays_with_its_shop_and_is_cancelled_when_the_shop_dies(
         assert cancelled.data["reason"] == "shop unavailable"
     # No other shop ever claimed a pinned order.
     claimers = set(
-        OrderEvent.objects.filter(order__in=takeaways, kind=OrderEvent.Kind.CLAIMED).values_list("worker__name", flat=True)
+        OrderEvent.objects.filter(order__in=takeaways, kind=OrderEvent.Kind.CLAIMED).values_list(
+            "worker__name", flat=True
+        )
     )
     assert claimers == {"corner-shop"}
     assert set(Order.objects.filter(area__in=areas).values_list("worker__name", flat=True)) == {"big-kitchen"}

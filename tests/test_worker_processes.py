@@ -74,8 +74,11 @@ def test_a_killed_workers_order_is_requeued_in_time_and_done_once_by_another(
     killed_at = time.time()
     doomed.wait(timeout=10)
 
-    wait_until(lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(), timeout=20,
-               what="order done by the rescuer")  # fmt: skip
+    wait_until(
+        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(),
+        timeout=20,
+        what="order done by the rescuer",
+    )
     (reassigned,) = events(order, OrderEvent.Kind.REASSIGNED)
     recovery = reassigned.created_at.timestamp() - killed_at
     # SPEC §4.4: within heartbeat_timeout + one monitor tick (plus process scheduling slack).
@@ -125,8 +128,11 @@ def test_a_paused_worker_cannot_complete_an_order_it_lost(worker_processes: Work
     wait_until(lambda: live_workers(2), what="second worker")
 
     pause(paused)
-    wait_until(lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(), timeout=20,
-               what="order done by the other worker")  # fmt: skip
+    wait_until(
+        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(),
+        timeout=20,
+        what="order done by the other worker",
+    )
     os.kill(paused.pid, signal.SIGCONT)
 
     # Its handler finishes after the pause; the late completion is fenced off.
@@ -136,8 +142,10 @@ def test_a_paused_worker_cannot_complete_an_order_it_lost(worker_processes: Work
     (done,) = events(order, OrderEvent.Kind.DONE)
     assert done.worker.name == "other"
     # It noticed it had been declared dead and came back as a new incarnation.
-    wait_until(lambda: Worker.objects.filter(name="paused", incarnation=2, status=Worker.Status.ALIVE).exists(),
-               what="re-registered incarnation")  # fmt: skip
+    wait_until(
+        lambda: Worker.objects.filter(name="paused", incarnation=2, status=Worker.Status.ALIVE).exists(),
+        what="re-registered incarnation",
+    )
     assert Worker.objects.get(name="paused", incarnation=1).status == Worker.Status.DEAD
     assert paused.poll() is None
 
@@ -168,8 +176,9 @@ def test_sigterm_finishes_in_flight_orders_and_stops_cleanly(worker_processes: W
 def test_an_order_still_baking_after_the_grace_period_goes_back_to_the_queue(
     worker_processes: WorkerProcesses,
 ) -> None:
-    proc = worker_processes.start("--name", "slowcoach", "--handler", "tests.handlers.slow",
-                                  PIZZAQUEUE_SHUTDOWN_GRACE="1")  # fmt: skip
+    proc = worker_processes.start(
+        "--name", "slowcoach", "--handler", "tests.handlers.slow", PIZZAQUEUE_SHUTDOWN_GRACE="1"
+    )
     wait_until(lambda: live_workers(1), what="worker")
     order = make_order(note="60")
     wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
@@ -188,7 +197,9 @@ def test_an_order_still_baking_after_the_grace_period_goes_back_to_the_queue(
 
 
 def test_sigterm_hands_back_prefetched_orders_it_never_started(worker_processes: WorkerProcesses) -> None:
-    proc = worker_processes.start("--name", "closing", "--handler", "tests.handlers.slow", "--concurrency", "1", "--prefetch", "2")
+    proc = worker_processes.start(
+        "--name", "closing", "--handler", "tests.handlers.slow", "--concurrency", "1", "--prefetch", "2"
+    )
     wait_until(lambda: live_workers(1), what="worker")
     orders = [make_order(note="1") for _ in range(3)]
     wait_until(lambda: Order.objects.filter(status=Order.Status.PREPARING).count() == 3, what="three claimed")
@@ -249,7 +260,9 @@ def test_a_worker_takes_orders_by_priority_then_age_and_waits_for_not_before(
     proc = worker_processes.start("--name", "solo", "--handler", "orders.handlers.noop", "--burst")
     assert proc.wait(timeout=30) == 0
 
-    claimed = list(OrderEvent.objects.filter(kind=OrderEvent.Kind.CLAIMED).order_by("id").values_list("order_id", flat=True))
+    claimed = list(
+        OrderEvent.objects.filter(kind=OrderEvent.Kind.CLAIMED).order_by("id").values_list("order_id", flat=True)
+    )
     assert claimed == [urgent_a.pk, urgent_b.pk, normal.pk, low_old.pk]
     later.refresh_from_db()
     assert later.status == Order.Status.QUEUED

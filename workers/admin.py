@@ -35,8 +35,18 @@ def heartbeat_state(worker: Worker) -> str:
 
 @admin.register(Worker)
 class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
-    list_display = ("name", "incarnation", "status", "heartbeat", "owned_buckets", "in_flight", "concurrency",
-                    "host", "pid", "started_at")  # fmt: skip
+    list_display = (
+        "name",
+        "incarnation",
+        "status",
+        "heartbeat",
+        "owned_buckets",
+        "in_flight",
+        "concurrency",
+        "host",
+        "pid",
+        "started_at",
+    )
     list_filter = ("status",)
     search_fields = ("name",)
     ordering = ("-id",)
@@ -52,8 +62,12 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     @admin.display(description="heartbeat age", ordering="last_heartbeat")
     def heartbeat(self, worker: Worker) -> str:
         state = heartbeat_state(worker)
-        return format_html('<span style="color: {}; font-weight: bold" title="{}">{}</span>',
-                           HEARTBEAT_COLOURS[state], state, age(worker.last_heartbeat))  # fmt: skip
+        return format_html(
+            '<span style="color: {}; font-weight: bold" title="{}">{}</span>',
+            HEARTBEAT_COLOURS[state],
+            state,
+            age(worker.last_heartbeat),
+        )
 
     @admin.display(description="owned buckets", ordering="owned_buckets")
     def owned_buckets(self, worker: Worker) -> int:
@@ -69,8 +83,9 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
             if queue.drain_worker(worker.pk):
                 self.message_user(request, f"{worker} is draining.", messages.SUCCESS)
             else:
-                self.message_user(request, f"{worker} is {worker.status}; only an alive worker can be drained.",
-                                  messages.WARNING)  # fmt: skip
+                self.message_user(
+                    request, f"{worker} is {worker.status}; only an alive worker can be drained.", messages.WARNING
+                )
 
     @admin.action(description="Declare dead: re-queue its orders now", permissions=["operate"])
     def declare_workers_dead(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -99,8 +114,11 @@ class BucketAdmin(FastChangeList, ReadOnlyAdmin):
         # One count per bucket on the page, each served by the partial index order_queued_bucket_idx.
         depth = (
             Order.objects.filter(status=Order.Status.QUEUED, bucket=OuterRef("number"))
-            .order_by().values("bucket").annotate(n=Count("*")).values("n")
-        )  # fmt: skip
+            .order_by()
+            .values("bucket")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
         return super().get_queryset(request).annotate(queued=Coalesce(Subquery(depth), 0))
 
     @admin.display(description="queued", ordering="queued")

@@ -81,4 +81,3 @@ def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
     )
     logger.info("rebalanced reason=%s moved=%d workers=%d", reason, len(moved), len(live))
     return [(n, int(s) if s is not None else None, int(t)) for n, s, t in moved]
-

@@ -52,8 +52,16 @@ class Finished:
 class Worker:
     """A kitchen process: see the module docstring for the shape of the loop."""
 
-    def __init__(self, handler: Handler, *, name: str | None = None, concurrency: int = 1, prefetch: int = 0,
-                 burst: bool = False, max_orders: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        concurrency: int = 1,
+        prefetch: int = 0,
+        burst: bool = False,
+        max_orders: int | None = None,
+    ) -> None:
         self.handler = handler
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency
@@ -123,8 +131,9 @@ class Worker:
             # Second signal: leave now. The monitor re-queues what this worker held.
             logger.warning("forced exit on second signal=%s", signal.Signals(signum).name)
             os._exit(1)
-        logger.warning("stopping on signal=%s: finishing %d in-flight orders", signal.Signals(signum).name,
-                       len(self.running))  # fmt: skip
+        logger.warning(
+            "stopping on signal=%s: finishing %d in-flight orders", signal.Signals(signum).name, len(self.running)
+        )
         self.begin_stop()
 
     def begin_stop(self) -> None:

@@ -26,11 +26,16 @@ class WorkerQuerySet(models.QuerySet):
             Order,  # orders depends on workers: import at call time
         )
 
-        owned = Bucket.objects.filter(owner=OuterRef("pk")).order_by().values("owner").annotate(n=Count("*")).values("n")
+        owned = (
+            Bucket.objects.filter(owner=OuterRef("pk")).order_by().values("owner").annotate(n=Count("*")).values("n")
+        )
         in_flight = (
             Order.objects.filter(worker=OuterRef("pk"), status=Order.Status.PREPARING)
-            .order_by().values("worker").annotate(n=Count("*")).values("n")
-        )  # fmt: skip
+            .order_by()
+            .values("worker")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
         return self.annotate(owned_buckets=Coalesce(Subquery(owned), 0), in_flight=Coalesce(Subquery(in_flight), 0))
 
 
@@ -76,7 +81,9 @@ class Worker(models.Model):
         indexes = [
             # Serves Worker.objects.stale(): the monitor's dead-worker sweep.
             models.Index(
-                fields=["last_heartbeat"], condition=Q(status__in=["alive", "draining"]), name="worker_live_heartbeat_idx"
+                fields=["last_heartbeat"],
+                condition=Q(status__in=["alive", "draining"]),
+                name="worker_live_heartbeat_idx",
             ),
         ]
 
@@ -123,9 +130,7 @@ class BucketMove(models.Model):
         REBALANCE = "rebalance"
 
     bucket = models.PositiveIntegerField()
-    from_worker = models.ForeignKey(
-        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    from_worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     to_worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     epoch = models.PositiveIntegerField()
     reason = models.CharField(max_length=max(len(r) for r in Reason.values), choices=Reason.choices)

@@ -93,6 +93,13 @@ def tick(worker_id: int, now: datetime | None = None) -> MonitorReport | None:
             lock_ring()
             report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
     if report.dead or report.requeued or report.failed or report.moved_buckets:
-        logger.warning("monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d", worker_id,
-                       report.dead, report.requeued, report.failed, report.cancelled, report.moved_buckets)  # fmt: skip
+        logger.warning(
+            "monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d",
+            worker_id,
+            report.dead,
+            report.requeued,
+            report.failed,
+            report.cancelled,
+            report.moved_buckets,
+        )
     return report

@@ -250,7 +250,5 @@ def moves(before: Mapping[int, str | None], after: Mapping[int, str]) -> list[tu
     Only buckets in `after` are listed: a bucket left with no owner has nobody to move to.
     """
     return [
-        (bucket, before.get(bucket), worker)
-        for bucket, worker in sorted(after.items())
-        if before.get(bucket) != worker
+        (bucket, before.get(bucket), worker) for bucket, worker in sorted(after.items()) if before.get(bucket) != worker
     ]

@@ -57,4 +57,6 @@ def record_pickup(sent: float) -> None:
 
 
 def read_pickups() -> list[float]:
-    return [float(line) for path in Path(os.environ[MARKS_ENV]).glob(f"{PICKUPS}-*") for line in path.read_text().split()]
+    return [
+        float(line) for path in Path(os.environ[MARKS_ENV]).glob(f"{PICKUPS}-*") for line in path.read_text().split()
+    ]

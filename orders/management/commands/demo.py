@@ -39,10 +39,18 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="Address daphne listens on.")
         parser.add_argument("--port", type=positive_int, default=8000, help="Port daphne listens on.")
         parser.add_argument("--kitchens", type=positive_int, default=3, help="How many kitchens (workers) to start.")
-        parser.add_argument("--kitchen-speed", type=non_negative_float, default=0.25,
-                            help="Seconds of kitchen time per recipe second (0.25: an order takes 10-20 s).")  # fmt: skip
-        parser.add_argument("--grace", type=non_negative_float, default=5.0,
-                            help="Seconds a stopping kitchen may spend finishing its orders.")  # fmt: skip
+        parser.add_argument(
+            "--kitchen-speed",
+            type=non_negative_float,
+            default=0.25,
+            help="Seconds of kitchen time per recipe second (0.25: an order takes 10-20 s).",
+        )
+        parser.add_argument(
+            "--grace",
+            type=non_negative_float,
+            default=5.0,
+            help="Seconds a stopping kitchen may spend finishing its orders.",
+        )
         parser.add_argument("--username", default="operator", help="The staff account to create.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -61,11 +69,15 @@ class Command(BaseCommand):
         }
         host, port = options["host"], options["port"]
         names = [f"shop-{n}" for n in range(1, options["kitchens"] + 1)]
-        commands = {"daphne": [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "pizzaqueue.asgi:application"]}
+        commands = {
+            "daphne": [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "pizzaqueue.asgi:application"]
+        }
         commands |= {name: [sys.executable, str(MANAGE_PY), "worker", "--name", name] for name in names}
 
         stop = threading.Event()
-        previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         # Own process groups: a Ctrl-C in the terminal reaches only this process, which
         # then sends each child exactly one SIGTERM (a second signal would force a worker out).
         children = {

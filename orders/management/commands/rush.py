@@ -27,12 +27,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--orders", type=positive_int, required=True, help="How many orders to place.")
-        parser.add_argument("--rate", type=positive_float, default=None, help="Orders per second (default: as fast as possible).")
-        parser.add_argument("--areas", type=positive_int, default=None,
-                            help="Spread orders over this many delivery areas (default: route each by its id).")  # fmt: skip
+        parser.add_argument(
+            "--rate", type=positive_float, default=None, help="Orders per second (default: as fast as possible)."
+        )
+        parser.add_argument(
+            "--areas",
+            type=positive_int,
+            default=None,
+            help="Spread orders over this many delivery areas (default: route each by its id).",
+        )
         parser.add_argument("--priority-mix", action="store_true", help="Mix normal, high and urgent priorities.")
-        parser.add_argument("--bulk", type=positive_int, default=None, metavar="N",
-                            help="Place in transactions of N orders instead of one by one.")  # fmt: skip
+        parser.add_argument(
+            "--bulk",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="Place in transactions of N orders instead of one by one.",
+        )
         parser.add_argument("--seed", type=int, default=None, help="Random seed, for repeatable rushes.")
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -30,10 +30,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--name", type=worker_name, help="Shop name (default: host-pid).")
-        parser.add_argument("--concurrency", type=positive_int, default=None,
-                            help="Orders baked at once (default: PIZZAQUEUE_CONCURRENCY).")  # fmt: skip
-        parser.add_argument("--prefetch", type=non_negative_int, default=None,
-                            help="Orders claimed beyond the free slots (default: PIZZAQUEUE_PREFETCH).")  # fmt: skip
+        parser.add_argument(
+            "--concurrency",
+            type=positive_int,
+            default=None,
+            help="Orders baked at once (default: PIZZAQUEUE_CONCURRENCY).",
+        )
+        parser.add_argument(
+            "--prefetch",
+            type=non_negative_int,
+            default=None,
+            help="Orders claimed beyond the free slots (default: PIZZAQUEUE_PREFETCH).",
+        )
         parser.add_argument("--handler", default=None, help="Dotted path of handler(order, progress).")
         parser.add_argument("--burst", action="store_true", help="Drain what is claimable, then exit.")
         parser.add_argument("--max-orders", type=positive_int, default=None, help="Exit after this many orders.")
