@@ -1,17 +1,15 @@
 """Admin for operators: orders (read-only, changed only through queue actions), their
 events (read-only), and the menu (editable).
 
-Every changelist stays fast with a million orders: no full-table COUNT
-(`show_full_result_count = False` and a paginator that counts at most a few
-thousand rows), no facet counts, no DISTINCT scans for filter choices, and
-related rows joined in the page query.
+Every changelist stays fast with a million orders (`workers.admin.FastChangeList`):
+no full-table COUNT, no facet counts, no DISTINCT scans for filter choices,
+and related rows joined in the page query.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -22,28 +20,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from orders import queue
-from orders.models import Order, OrderEvent, Pizza
-from orders.pagination import CappedCountPaginator
+from orders.models import Pizza
+from workers import queue
+from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
+from workers.models import Order, OrderEvent
 
 # An action touches each order in its own transaction; "select all" over a
 # million rows must not turn into a million transactions from one click.
 MAX_ACTION_ORDERS = 500
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
-
-
-def age(moment: datetime | None) -> str:
-    return "—" if moment is None else format_duration((timezone.now() - moment).total_seconds())
 
 
 def search_by_uuid(queryset: QuerySet, term: str, field: str = "pk") -> QuerySet:
@@ -55,19 +39,6 @@ def search_by_uuid(queryset: QuerySet, term: str, field: str = "pk") -> QuerySet
         return queryset.filter(**{field: uuid.UUID(term)})
     except ValueError:
         return queryset.none()
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """For system-written tables: rows are looked at, never edited by hand."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class PriorityFilter(admin.SimpleListFilter):
@@ -82,14 +53,6 @@ class PriorityFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
         return queryset.filter(priority=int(value)) if value and value.isascii() and value.isdigit() else queryset
-
-
-class FastChangeList:
-    """What every big table's admin shares: bounded counts, no facets."""
-
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CappedCountPaginator
 
 
 class OrderEventInline(admin.TabularInline):
@@ -124,7 +87,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     sortable_by: tuple[str, ...] = ()
     search_fields = ("=id",)
     search_help_text = "An order's exact id (UUID)."
-    actions = ["requeue_orders", "cancel_orders", "rush_orders"]
+    actions = ["requeue_orders", "cancel_orders", "expedite_orders"]
     inlines = [OrderEventInline]
     fieldsets = [
         (None, {"fields": ("id", "status", "stage", "kind", "items", "note", "customer_name")}),
@@ -147,13 +110,13 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         ("Intake", {"fields": ("idempotency_key", "request_hash", "created_at", "claimed_at", "finished_at")}),
     ]
 
-    # Read-only: every change of state goes through an action calling `orders.queue`.
+    # Read-only: every change of state goes through an action calling `workers.queue`.
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in Order._meta.fields]
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Operators who may change orders may act on them (through the queue)."""
-        return request.user.has_perm("orders.change_order")
+        return request.user.has_perm("workers.change_order")
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         return search_by_uuid(queryset, search_term), False
@@ -209,8 +172,8 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         self._apply(request, queryset, lambda order_id: queue.cancel(order_id, reason=reason), "cancelled")
 
     @admin.action(description="Rush selected queued orders (top priority)", permissions=["operate"])
-    def rush_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._apply(request, queryset, queue.rush, "rushed")
+    def expedite_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, queue.expedite, "rushed")
 
 
 @admin.register(OrderEvent)
@@ -230,7 +193,7 @@ class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
     @admin.display(description="order")
     def order_link(self, event: OrderEvent) -> str:
         # The id alone, so the page needs no join to the orders table.
-        url = reverse("admin:orders_order_change", args=[event.order_id])
+        url = reverse("admin:workers_order_change", args=[event.order_id])
         return format_html('<a href="{}">{}</a>', url, event.order_id)
 
 

@@ -26,7 +26,7 @@ from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
-from django.db.models import Count, Max, Prefetch
+from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -51,9 +51,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orders import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
 from orders.pagination import BIGINT_MAX, OrderPagination, WorkerPagination
 from orders.serializers import (
     BucketSerializer,
@@ -64,7 +62,8 @@ from orders.serializers import (
     StatsSerializer,
     WorkerSerializer,
 )
-from workers.models import Bucket, Worker
+from workers import queue
+from workers.models import Bucket, Order, OrderEvent, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +73,6 @@ IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 THROTTLE_RATE_RE = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
 # Above this many orders (the planner's estimate), finished orders are estimated, not counted.
 EXACT_COUNT_BELOW = 100_000
-# Throughput scans only the newest events by primary key, never the whole table.
-THROUGHPUT_EVENT_WINDOW = 200_000
 
 
 # --- Errors -----------------------------------------------------------------------
@@ -397,23 +394,16 @@ class WorkerViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
-def queued_depths() -> dict[int, int]:
-    """Queued orders per bucket: one grouped query over the partial index `order_queued_bucket_idx`."""
-    rows = Order.objects.filter(status=Order.Status.QUEUED).order_by().values_list("bucket").annotate(n=Count("*"))
-    return dict(rows)
-
-
 class BucketViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Every bucket (bounded by PIZZAQUEUE_BUCKETS, so not paged) with owner, epoch and queue depth."""
 
-    queryset = Bucket.objects.select_related("owner").order_by("number")
+    queryset = Bucket.objects.select_related("owner").with_depth().order_by("number")
     serializer_class = BucketSerializer
     pagination_class = None
 
     @extend_schema(responses={200: BucketSerializer(many=True), **_errors(401, 403)})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        context = {**self.get_serializer_context(), "depths": queued_depths()}
-        return Response(BucketSerializer(self.get_queryset(), many=True, context=context).data)
+        return Response(BucketSerializer(self.get_queryset(), many=True, context=self.get_serializer_context()).data)
 
 
 # --- Schema and docs ----------------------------------------------------------------
@@ -474,23 +464,12 @@ def order_counts() -> dict[str, dict[str, Any]]:
     return counts
 
 
-def done_last_minute(now: Any) -> int:
-    """`done` events in the last minute, scanning only the newest events by primary key
-    (ids grow with time), since the events table has no index on its timestamp."""
-    newest = OrderEvent.objects.aggregate(m=Max("id"))["m"]
-    if newest is None:
-        return 0
-    return OrderEvent.objects.filter(
-        id__gt=newest - THROUGHPUT_EVENT_WINDOW, kind=OrderEvent.Kind.DONE, created_at__gte=now - timedelta(minutes=1)
-    ).count()
-
-
 class StatsView(APIView):
     @extend_schema(responses={200: StatsSerializer, **_errors(401, 403)})
     def get(self, request: Request) -> Response:
         """Queue depth by status, throughput over the last minute, live kitchens."""
         now = timezone.now()
-        done = done_last_minute(now)
+        done = OrderEvent.objects.done_since(now - timedelta(minutes=1))
         data = {
             "orders": order_counts(),
             "done_last_minute": done,

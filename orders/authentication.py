@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
-from orders import rows
+from workers import sql
 
 _User = get_user_model()
 _TOKEN_COLUMNS = len(Token._meta.concrete_fields)
@@ -37,8 +37,8 @@ class TokenAuthentication(authentication.TokenAuthentication):
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        token = rows.load(Token, row)
-        token.user = user = rows.load(_User, row[_TOKEN_COLUMNS:])
+        token = sql.load(Token, row)
+        token.user = user = sql.load(_User, row[_TOKEN_COLUMNS:])
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return user, token
@@ -50,7 +50,7 @@ def _lookup(vendor: str) -> str:
     quote = connection.ops.quote_name
     token, user = Token._meta, _User._meta
     return (
-        f"SELECT {rows.columns(Token, 't')}, {rows.columns(_User, 'u')} "  # noqa: S608 - names from the models
+        f"SELECT {sql.columns(Token, 't')}, {sql.columns(_User, 'u')} "  # noqa: S608 - names from the models
         f"FROM {quote(token.db_table)} t JOIN {quote(user.db_table)} u "
         f"ON u.{quote(user.pk.column)} = t.{quote(token.get_field('user').column)} WHERE t.{quote(token.pk.column)} = %s"
     )

@@ -21,8 +21,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from orders.models import Order, OrderEvent
-from orders.relay import BOARD_GROUP, ensure_relay, event_message, order_group
+from orders.timeline import event_message
+from workers.models import Order, OrderEvent
+from workers.relay import BOARD_GROUP, ensure_relay, order_group
 
 # A board client further behind than this reloads the page instead of replaying.
 BOARD_REPLAY_LIMIT = 200
@@ -70,7 +71,7 @@ class OrderConsumer(AsyncJsonWebsocketConsumer):
         if after == -1 or not await order_exists(order_id):
             await self.close()
             return
-        relay = await ensure_relay()
+        relay = await ensure_relay(event_message)
         self.group = order_group(order_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -105,7 +106,7 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not (user.is_active and user.is_staff) or after == -1:
             await self.close()
             return
-        relay = await ensure_relay()
+        relay = await ensure_relay(event_message)
         await self.channel_layer.group_add(BOARD_GROUP, self.channel_name)
         self.joined = True
         await self.accept()

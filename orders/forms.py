@@ -13,9 +13,10 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from orders.intake import OrderRequest, clean_order_request
-from orders.models import Order, Pizza, Size
-from workers.models import Worker
+from orders.intake import clean_order_request
+from orders.models import Pizza, Size
+from workers.models import Order, Worker
+from workers.queue import OrderRequest
 
 
 class OrderForm(forms.Form):

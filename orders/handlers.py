@@ -1,6 +1,6 @@
 """Order handlers: what a kitchen does with a claimed order.
 
-A handler is `handler(order, progress)`; it reports kitchen stages through
+Each is a `workers.loop.Handler`: it reports kitchen stages through
 `progress(stage)` and fails the attempt by raising. Returning normally means
 the order is done (the worker then completes it, fenced by its lease).
 """
@@ -8,14 +8,13 @@ the order is done (the worker then completes it, fenced by its lease).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from orders.models import Order
-
-Progress = Callable[[str], None]
-Handler = Callable[[Order, Progress], None]
+if TYPE_CHECKING:
+    from workers.loop import Progress
+    from workers.models import Order
 
 # Stages in kitchen order, with each one's share of the order's kitchen time.
 STAGES: tuple[tuple[str, float], ...] = (("dough", 0.2), ("sauce", 0.1), ("oven", 0.55), ("boxing", 0.15))

@@ -7,11 +7,8 @@ Everything that can be wrong with a request is found here, field by field, so
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -22,7 +19,9 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orders.models import SIZE_FACTOR, Order, Pizza, Size
+from orders.models import SIZE_FACTOR, Pizza, Size
+from workers.models import Order
+from workers.queue import OrderRequest
 
 ALLOWED_FIELDS = {
     "items",
@@ -35,37 +34,6 @@ ALLOWED_FIELDS = {
     "not_before",
     "max_attempts",
 }
-
-
-@dataclass(frozen=True)
-class OrderRequest:
-    """A validated request: contents checked against the menu, sizes bounded."""
-
-    items: list[dict[str, Any]]
-    kind: str = Order.Kind.DELIVERY
-    area: str = ""
-    shop: str = ""
-    priority: int = 0
-    note: str = ""
-    customer_name: str = ""
-    not_before: datetime | None = None
-    max_attempts: int | None = None
-    estimated_seconds: int = field(default=0, compare=False)
-
-    def fingerprint(self) -> str:
-        """Identifies the request's content, to tell a retry from a different order reusing a key."""
-        body = {
-            "items": self.items,
-            "kind": self.kind,
-            "area": self.area,
-            "shop": self.shop,
-            "priority": self.priority,
-            "note": self.note,
-            "customer_name": self.customer_name,
-            "not_before": self.not_before.isoformat() if self.not_before else None,
-            "max_attempts": self.max_attempts,
-        }
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")

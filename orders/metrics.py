@@ -25,8 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from orders.models import Order, OrderEvent
-from workers.models import Bucket, Worker
+from workers.models import Bucket, Order, OrderEvent, Worker
 
 # Seconds; pickup is milliseconds on PostgreSQL, orders take minutes in a real kitchen.
 PICKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

@@ -1,4 +1,4 @@
-"""Paging that stays fast with millions of orders: no OFFSET walks, no full-table COUNT.
+"""API paging that stays fast with millions of orders: no OFFSET walks, no full-table COUNT.
 
 `KeysetPagination` pages the API's lists by position: the cursor carries the
 last row's sort key, and the next page is `WHERE key < cursor ORDER BY key
@@ -6,8 +6,6 @@ DESC LIMIT n`, an index range scan however deep the page. Unlike DRF's
 CursorPagination it compares the whole key (e.g. `(created_at, id)`), so
 thousands of orders placed in one bulk with the same timestamp page correctly.
 
-`CappedCountPaginator` is for admin changelists: it counts at most `cap`
-rows, so a page load never counts the whole table.
 """
 
 from __future__ import annotations
@@ -20,11 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.functional import cached_property
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -180,21 +176,3 @@ class OrderPagination(KeysetPagination):
 
 class WorkerPagination(KeysetPagination):
     ordering = ("-id",)
-
-
-class CappedCountPaginator(Paginator):
-    """A Django paginator whose count stops at `cap` rows.
-
-    Admin calls `count` on every changelist load; a plain COUNT(*) over a
-    million orders is a full scan. Counting through `LIMIT cap` costs at most
-    `cap` index entries, and pages past the cap are reached by filtering or
-    searching, which is what operators do with a big queue anyway.
-    """
-
-    cap = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        if isinstance(self.object_list, models.QuerySet):
-            return self.object_list.order_by()[: self.cap].count()
-        return min(len(self.object_list), self.cap)

@@ -17,8 +17,8 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from orders.models import Order, OrderEvent, Size
-from workers.models import Bucket, Worker
+from orders.models import Size
+from workers.models import Bucket, Order, OrderEvent, Worker
 
 
 class OrderItemSerializer(serializers.Serializer):
@@ -210,16 +210,12 @@ class WorkerSerializer(serializers.ModelSerializer):
 
 class BucketSerializer(serializers.ModelSerializer):
     owner = WorkerRefSerializer(read_only=True, allow_null=True)
-    queued = serializers.SerializerMethodField(help_text="Orders waiting in this bucket.")
+    queued = serializers.IntegerField(read_only=True, help_text="Orders waiting in this bucket.")
 
     class Meta:
         model = Bucket
         fields = ["number", "owner", "epoch", "queued", "updated_at"]
         read_only_fields = fields
-
-    @extend_schema_field(serializers.IntegerField())
-    def get_queued(self, bucket: Bucket) -> int:
-        return self.context.get("depths", {}).get(bucket.number, 0)
 
 
 class StatusCountSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ WebSockets of `orders/consumers.py`.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
@@ -25,11 +26,11 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
-from orders import queue
 from orders.forms import OrderForm
-from orders.models import Order, OrderEvent, Pizza
-from orders.relay import event_message, progress, stage_label
-from workers.models import Bucket, Worker
+from orders.models import Pizza
+from orders.timeline import event_message, progress, stage_label
+from workers import queue
+from workers.models import Bucket, Order, OrderEvent, Worker
 
 # Tickets shown on a kitchen display, per column.
 TICKETS_SHOWN = 30
@@ -157,10 +158,11 @@ def kitchen(request: HtmxHttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 @staff_required
-def rush_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
+def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
+    """The display's "rush" button: top priority for a waiting order."""
     notice = ""
     try:
-        queue.rush(order_id)
+        queue.expedite(order_id)
     except queue.OrderNotFoundError:
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError as exc:
@@ -180,7 +182,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     now = timezone.now()
     preparing: list[Order] = []
     waiting: list[Order] = []
-    if worker.status in Worker.LIVE_STATUSES:
+    if worker.is_live:
         preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
         waiting = list(Order.objects.claimable(now).owned_by(worker.pk).in_claim_order()[:TICKETS_SHOWN])
     names = pizza_names()
@@ -217,49 +219,34 @@ def board(request: HtmxHttpRequest) -> HttpResponse:
 def _board_panels(now: datetime) -> dict[str, Any]:
     """Workers, bucket ownership, queue depth and throughput, without a full-table count:
     the order aggregates read only queued or preparing orders, through their partial
-    indexes, and throughput reads only the last minute's events (see `done_since`)."""
+    indexes, and throughput reads only the last minute's events (`done_since`)."""
     workers = list(
         Worker.objects.filter(Q(status__in=Worker.LIVE_STATUSES) | Q(stopped_at__gte=now - RECENTLY_GONE)).order_by(
             "-started_at"
         )[:50]
     )
-    workers.sort(key=lambda w: (w.status not in Worker.LIVE_STATUSES, w.name, -w.incarnation))
-    buckets_by_owner = dict(Bucket.objects.values_list("owner").annotate(n=Count("number")).order_by())
-    queued = Order.objects.filter(status=Order.Status.QUEUED)
-    depth_by_bucket = dict(queued.values_list("bucket").annotate(n=Count("pk")).order_by())
-    owner_of_bucket = dict(Bucket.objects.values_list("number", "owner"))
-    queued_by_owner: dict[int | None, int] = {}
-    for bucket, depth in depth_by_bucket.items():
-        owner = owner_of_bucket.get(bucket)
-        queued_by_owner[owner] = queued_by_owner.get(owner, 0) + depth
+    workers.sort(key=lambda w: (not w.is_live, w.name, -w.incarnation))
+    buckets_by_owner: dict[int | None, int] = defaultdict(int)
+    queued_by_owner: dict[int | None, int] = defaultdict(int)
+    for owner, queued in Bucket.objects.with_depth().values_list("owner", "queued"):
+        buckets_by_owner[owner] += 1
+        queued_by_owner[owner] += queued
     preparing_by_worker = dict(
         Order.objects.filter(status=Order.Status.PREPARING).values_list("worker").annotate(n=Count("pk")).order_by()
     )
-    interval = settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
-    timeout = settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT
-    rows = []
-    for w in workers:
-        age = (now - w.last_heartbeat).total_seconds()
-        if w.status not in Worker.LIVE_STATUSES:
-            freshness = w.status
-        elif age <= 2 * interval:
-            freshness = "fresh"
-        elif age <= timeout:
-            freshness = "late"
-        else:
-            freshness = "silent"
-        live = w.status in Worker.LIVE_STATUSES
-        rows.append(
-            {
-                "worker": w,
-                "heartbeat_age": age,
-                "freshness": freshness,
-                "buckets": buckets_by_owner.get(w.pk, 0) if live else 0,
-                "queued": queued_by_owner.get(w.pk, 0) if live else 0,
-                "preparing": preparing_by_worker.get(w.pk, 0),
-            }
-        )
-    depth_by_priority = sorted(queued.values_list("priority").annotate(n=Count("pk")).order_by(), reverse=True)
+    rows = [
+        {
+            "worker": w,
+            "heartbeat_age": (now - w.last_heartbeat).total_seconds(),
+            "freshness": w.freshness(now),
+            "buckets": buckets_by_owner.get(w.pk, 0) if w.is_live else 0,
+            "queued": queued_by_owner.get(w.pk, 0) if w.is_live else 0,
+            "preparing": preparing_by_worker.get(w.pk, 0),
+        }
+        for w in workers
+    ]
+    queued_orders = Order.objects.filter(status=Order.Status.QUEUED)
+    depth_by_priority = sorted(queued_orders.values_list("priority").annotate(n=Count("pk")).order_by(), reverse=True)
     return {
         "now": now,
         "workers": rows,
@@ -268,32 +255,5 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "depth_by_priority": depth_by_priority,
         "queued_total": sum(n for _priority, n in depth_by_priority),
         "preparing_total": sum(preparing_by_worker.values()),
-        "done_last_minute": done_since(now - timedelta(minutes=1)),
+        "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
     }
-
-
-def done_since(cutoff: datetime) -> int:
-    """Orders finished since `cutoff`, counted over the newest events only.
-
-    Events have no time index, but ids grow with time, so the first id at or
-    after the cutoff is found by bisecting the primary key (a few dozen point
-    reads, even with millions of rows); only the events after it are counted.
-    """
-    bounds = OrderEvent.objects.aggregate(low=Min("id"), high=Max("id"))
-    low, high = bounds["low"], bounds["high"]
-    if high is None:
-        return 0
-    newest = OrderEvent.objects.values_list("created_at", flat=True).get(pk=high)
-    if newest < cutoff:
-        return 0
-    first, upper = high, high  # `first` has created_at >= cutoff; search [low, upper) for an earlier one
-    while low < upper:
-        middle = (low + upper) // 2
-        found_id, created_at = (
-            OrderEvent.objects.filter(id__gte=middle).order_by("id").values_list("id", "created_at")[0]
-        )
-        if created_at >= cutoff:
-            first, upper = min(first, found_id), middle
-        else:
-            low = found_id + 1
-    return OrderEvent.objects.filter(id__gte=first, kind=OrderEvent.Kind.DONE, created_at__gte=cutoff).count()

@@ -267,9 +267,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
-        "OrderStatusEnum": "orders.models.Order.Status",
-        "OrderKindEnum": "orders.models.Order.Kind",
-        "EventKindEnum": "orders.models.OrderEvent.Kind",
+        "OrderStatusEnum": "workers.models.Order.Status",
+        "OrderKindEnum": "workers.models.Order.Kind",
+        "EventKindEnum": "workers.models.OrderEvent.Kind",
         "WorkerStatusEnum": "workers.models.Worker.Status",
     },
 }

@@ -9,9 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order
+from workers.models import Order
 from workers import ring
 from workers.models import Bucket, Worker
 

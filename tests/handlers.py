@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from orders.handlers import Progress
-from orders.models import Order
+from workers.loop import Progress
+from workers.models import Order
 
 
 def explode(order: Order, progress: Progress) -> None:

@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from orders import admin as order_admin
-from orders import queue
-from orders.models import Order, OrderEvent, Pizza
+from workers import queue
+from orders.models import Pizza
+from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker
 from workers.models import Bucket, Worker
 

@@ -23,10 +23,11 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from orders import api, queue
+from orders import api
+from workers import queue
 from orders.authentication import TokenAuthentication
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker, order_data
 from workers.models import Bucket
 

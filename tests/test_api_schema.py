@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from orders.models import Order
+from workers.models import Order
 from tests.factory import make_order, make_worker
 
 FIXTURE_ORDERS = 3

@@ -17,9 +17,9 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.conftest import ROOT, Daphne, WorkerProcesses, wait_until
 from tests.factory import order_data
 from workers.models import Worker

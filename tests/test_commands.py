@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from orders import queue
-from orders.models import Order, OrderEvent
+from workers import queue
+from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker
 
 pytestmark = pytest.mark.django_db

@@ -16,8 +16,8 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import override_settings
 
-from orders import queue
-from orders.models import OrderEvent
+from workers import queue
+from workers.models import OrderEvent
 from orders.relay import (
     BOARD_GROUP,
     Read,

@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import connection, connections
 from django.db.models import Count
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.conftest import Daphne, WorkerProcesses, signals_postgres, wait_until
 from tests.factory import order_data
 

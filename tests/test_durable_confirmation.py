@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order
+from workers.models import Order
 from tests.conftest import signals_postgres
 from tests.factory import order_data
 

@@ -10,9 +10,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
-from orders import queue
-from orders.intake import OrderRequest, clean_order_request
-from orders.models import Order, OrderEvent, Pizza
+from workers import queue
+from orders.intake import clean_order_request
+from workers.queue import OrderRequest
+from orders.models import Pizza
+from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker, order_data
 from workers import ring
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pizzaqueue.listening import listen_params
+from workers.listening import listen_params
 
 
 def test_listeners_use_the_direct_url_when_one_is_given(settings) -> None:

@@ -25,9 +25,9 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.conftest import ROOT, Daphne, WorkerProcesses, database_url, wait_until
 from tests.factory import make_order, order_data
 from workers.models import Worker

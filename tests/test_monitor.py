@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.factory import area_owned_by, make_worker, order_data
 from workers import monitor
 from workers.models import Bucket, BucketMove, MonitorLease, Worker

@@ -9,7 +9,7 @@ from django.db import OperationalError
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from orders import queue
+from workers import queue
 from orders.metrics import QueueCollector
 from tests.factory import make_order, make_worker
 

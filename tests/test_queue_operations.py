@@ -13,9 +13,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.conftest import wait_until
 from tests.factory import area_owned_by, make_order, make_worker, order_data
 from workers.models import Worker

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from django.conf import settings
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.conftest import WorkerProcesses, wait_until
 from tests.factory import make_order, order_data
 from workers import ring

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from orders import queue
-from orders.models import Order
+from workers import queue
+from workers.models import Order
 from tests.factory import make_order, make_worker
 from workers.models import Bucket
 

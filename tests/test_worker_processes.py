@@ -17,9 +17,9 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from orders import queue
+from workers import queue
 from orders.intake import clean_order_request
-from orders.models import Order, OrderEvent
+from workers.models import Order, OrderEvent
 from tests.conftest import FAST_WORKER_ENV, WorkerProcesses, wait_until
 from tests.factory import make_order, order_data
 from workers.models import Bucket, MonitorLease, Worker

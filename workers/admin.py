@@ -1,36 +1,87 @@
-"""Admin for operators: kitchens (heartbeats, load; drain and declare-dead actions),
+"""Admin for operators: workers (heartbeats, load; drain and declare-dead actions),
 bucket ownership with queue depth, and the audit of bucket moves. All read-only:
 these rows are written by workers and the monitor, and operators act through
-`orders.queue`.
+`workers.membership` and `workers.monitor`.
+
+Every changelist stays fast with a million rows (`FastChangeList`, shared
+with the shop's admin of orders): no full-table COUNT, no facet counts.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
+from datetime import datetime
+from typing import Any
+
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.core.paginator import Paginator
+from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from orders import queue
-from orders.admin import FastChangeList, ReadOnlyAdmin, age
-from orders.models import Order
+from workers import membership, monitor
 from workers.models import Bucket, BucketMove, MonitorLease, Worker
 
-HEARTBEAT_COLOURS = {"fresh": "#1a7f37", "late": "#b58105", "stale": "#cf222e", "gone": "#6e7781"}
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
 
 
-def heartbeat_state(worker: Worker) -> str:
-    """fresh (green) within a third of the timeout, late (amber) before it, stale (red) past it."""
-    if worker.status not in Worker.LIVE_STATUSES:
-        return "gone"
-    seconds = (timezone.now() - worker.last_heartbeat).total_seconds()
-    timeout = settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT
-    if seconds < timeout / 3:
-        return "fresh"
-    return "late" if seconds < timeout else "stale"
+def age(moment: datetime | None) -> str:
+    return "—" if moment is None else format_duration((timezone.now() - moment).total_seconds())
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For system-written tables: rows are looked at, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CappedCountPaginator(Paginator):
+    """A Django paginator whose count stops at `cap` rows.
+
+    Admin calls `count` on every changelist load; a plain COUNT(*) over a
+    million orders is a full scan. Counting through `LIMIT cap` costs at most
+    `cap` index entries, and pages past the cap are reached by filtering or
+    searching, which is what operators do with a big queue anyway.
+    """
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        if isinstance(self.object_list, models.QuerySet):
+            return self.object_list.order_by()[: self.cap].count()
+        return min(len(self.object_list), self.cap)
+
+
+class FastChangeList:
+    """What every big table's admin shares: bounded counts, no facets."""
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedCountPaginator
+
+
+# By `Worker.freshness`: green, amber, red; grey for a worker that left the ring.
+FRESHNESS_COLOURS = {"fresh": "#1a7f37", "late": "#b58105", "stale": "#cf222e"}
+GONE_COLOUR = "#6e7781"
 
 
 @admin.register(Worker)
@@ -61,10 +112,10 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat")
     def heartbeat(self, worker: Worker) -> str:
-        state = heartbeat_state(worker)
+        state = worker.freshness(timezone.now())
         return format_html(
             '<span style="color: {}; font-weight: bold" title="{}">{}</span>',
-            HEARTBEAT_COLOURS[state],
+            FRESHNESS_COLOURS.get(state, GONE_COLOUR),
             state,
             age(worker.last_heartbeat),
         )
@@ -80,7 +131,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     @admin.action(description="Drain: finish in-flight orders, claim no more, stop", permissions=["operate"])
     def drain_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
         for worker in queryset.order_by("pk"):
-            if queue.drain_worker(worker.pk):
+            if membership.drain(worker.pk):
                 self.message_user(request, f"{worker} is draining.", messages.SUCCESS)
             else:
                 self.message_user(
@@ -91,7 +142,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     def declare_workers_dead(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"declared dead by operator {request.user.get_username()}"
         for worker in queryset.order_by("pk"):
-            recovery = queue.declare_dead(worker.pk, reason=reason)
+            recovery = monitor.declare_dead(worker.pk, reason=reason)
             if recovery is None:
                 self.message_user(request, f"{worker} is {worker.status}; it is not in the ring.", messages.WARNING)
                 continue
@@ -111,15 +162,7 @@ class BucketAdmin(FastChangeList, ReadOnlyAdmin):
     search_fields = ("=number",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # One count per bucket on the page, each served by the partial index order_queued_bucket_idx.
-        depth = (
-            Order.objects.filter(status=Order.Status.QUEUED, bucket=OuterRef("number"))
-            .order_by()
-            .values("bucket")
-            .annotate(n=Count("*"))
-            .values("n")
-        )
-        return super().get_queryset(request).annotate(queued=Coalesce(Subquery(depth), 0))
+        return super().get_queryset(request).with_depth()
 
     @admin.display(description="queued", ordering="queued")
     def queued(self, bucket: Bucket) -> int:

@@ -1,6 +1,6 @@
 """The worker loop: claim in batches, bake in threads, complete in batches.
 
-One `Worker` per `manage.py worker` process. The main thread owns every
+One `WorkerLoop` per `manage.py worker` process. The main thread owns every
 database write except stage reports: it claims, heartbeats, runs the monitor
 duty when elected and flushes finished orders. Handlers run in a thread pool
 of `concurrency` threads, so a slow oven never delays a heartbeat.
@@ -29,13 +29,18 @@ from types import FrameType
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
-from orders import queue
-from orders.handlers import Handler
-from pizzaqueue.listening import listen_params
-from workers import monitor
-from workers.models import Worker as WorkerRecord
+from workers import membership, monitor, queue, sql
+from workers.listening import listen_params
+from workers.models import Order, Worker
 
 logger = logging.getLogger(__name__)
+
+
+# What a worker runs for each order: `handler(order, progress)`. It reports stages
+# through `progress(stage)` and fails the attempt by raising; returning normally
+# means the order is done (the loop then completes it, fenced by its lease).
+Progress = Callable[[str], None]
+Handler = Callable[[Order, Progress], None]
 
 
 class LeaseLostError(Exception):
@@ -49,8 +54,8 @@ class Finished:
     lease_lost: bool = False
 
 
-class Worker:
-    """A kitchen process: see the module docstring for the shape of the loop."""
+class WorkerLoop:
+    """A worker process: see the module docstring for the shape of the loop."""
 
     def __init__(
         self,
@@ -68,7 +73,7 @@ class Worker:
         self.prefetch = prefetch
         self.burst = burst
         self.max_orders = max_orders
-        self.record: WorkerRecord | None = None
+        self.record: Worker | None = None
         self.claimed_total = 0
         # Claimed orders move pending -> running under `_lock`: baking threads take
         # the next pending order themselves, so a slot never waits for the main
@@ -111,7 +116,7 @@ class Worker:
         return self.exit_code
 
     def register(self) -> None:
-        self.record = queue.register_worker(self.name, socket.gethostname(), os.getpid(), self.concurrency)
+        self.record = membership.register(self.name, socket.gethostname(), os.getpid(), self.concurrency)
         now = time.monotonic()
         self._next_heartbeat = now + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         self._next_monitor = now
@@ -146,7 +151,7 @@ class Worker:
         self.flush()
         self._release_pending()
         if self.record is not None:
-            queue.stop_worker(self.record.pk, "drained" if self.draining else "stopped")
+            membership.stop(self.record.pk, "drained" if self.draining else "stopped")
             monitor.resign(self.record.pk)
             logger.info("worker stopped name=%s", self.record)
 
@@ -193,11 +198,11 @@ class Worker:
             return
         self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         try:
-            status = queue.heartbeat(self.record.pk)
-        except queue.WorkerLostError:
+            status = membership.heartbeat(self.record.pk)
+        except membership.WorkerLostError:
             self._reincarnate()
             return
-        if status == WorkerRecord.Status.DRAINING and not self.draining:
+        if status == Worker.Status.DRAINING and not self.draining:
             logger.warning("draining on operator request name=%s", self.record)
             self.draining = True
 
@@ -328,7 +333,7 @@ class Worker:
         while not self._closing.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {queue.ORDERS_CHANNEL}")
+                    conn.execute(f"LISTEN {sql.ORDERS_CHANNEL}")
                     self.wake.set()  # catch up on anything placed while not listening
                     while not self._closing.is_set():
                         for _ in conn.notifies(timeout=1.0):

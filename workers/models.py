@@ -1,15 +1,30 @@
-"""The kitchens: worker registrations, bucket ownership and the monitor lease."""
+"""The queue engine's tables: orders and their events, workers, buckets, the monitor lease.
+
+An order is the engine's task: what it carries (`items`, `note`, …) is the
+shop's business, but its status, lease, routing and attempts are the
+engine's, and every change to them is written by `workers.queue` together
+with an `OrderEvent`. The rules the queue and the displays share (the claim
+order, the fence, heartbeat freshness, depth per bucket, done since a
+moment) are written once here, as queryset methods and constants.
+"""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.db import models
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
+# Claimed first is smallest first: effective priority (see `queue.rank_for`), then age.
+# The claim's ORDER BY, the index that serves it and the displays all read this.
+CLAIM_ORDER = ("rank", "created_at")
 
-class WorkerQuerySet(models.QuerySet):
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
     def live(self) -> WorkerQuerySet:
         """Workers that count as members of the ring (alive or draining)."""
         return self.filter(status__in=Worker.LIVE_STATUSES)
@@ -22,20 +37,10 @@ class WorkerQuerySet(models.QuerySet):
         """Annotate owned buckets and in-flight orders, as two correlated counts
         (served by the bucket owner FK and the partial `preparing` index), so a
         list of workers costs one query."""
-        from orders.models import (
-            Order,  # orders depends on workers: import at call time
-        )
-
         owned = (
             Bucket.objects.filter(owner=OuterRef("pk")).order_by().values("owner").annotate(n=Count("*")).values("n")
         )
-        in_flight = (
-            Order.objects.filter(worker=OuterRef("pk"), status=Order.Status.PREPARING)
-            .order_by()
-            .values("worker")
-            .annotate(n=Count("*"))
-            .values("n")
-        )
+        in_flight = Order.objects.held_by(OuterRef("pk")).order_by().values("worker").annotate(n=Count("*")).values("n")
         return self.annotate(owned_buckets=Coalesce(Subquery(owned), 0), in_flight=Coalesce(Subquery(in_flight), 0))
 
 
@@ -95,11 +100,38 @@ class Worker(models.Model):
         """The worker's identity on the hash ring: one per incarnation."""
         return str(self.pk)
 
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
 
-class BucketQuerySet(models.QuerySet):
+    def freshness(self, now: datetime) -> str:
+        """How its heartbeat looks: `fresh` (at most one beat missed), `late`, or
+        `stale` (past the timeout: the monitor will declare it dead); a worker
+        that left the ring is its status (`stopped`, `dead`)."""
+        if not self.is_live:
+            return self.status
+        age = (now - self.last_heartbeat).total_seconds()
+        if age <= 2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL:
+            return "fresh"
+        return "late" if age <= settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT else "stale"
+
+
+class BucketQuerySet(models.QuerySet["Bucket"]):
     def orphaned(self) -> BucketQuerySet:
         """Buckets with no owner, or owned by a worker that is no longer live."""
         return self.filter(Q(owner__isnull=True) | ~Q(owner__status__in=Worker.LIVE_STATUSES))
+
+    def with_depth(self) -> BucketQuerySet:
+        """Annotate `queued`: the orders waiting in each bucket, one count per
+        bucket served by the partial index `order_queued_bucket_idx`."""
+        depth = (
+            Order.objects.filter(status=Order.Status.QUEUED, bucket=OuterRef("number"))
+            .order_by()
+            .values("bucket")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
+        return self.annotate(queued=Coalesce(Subquery(depth), 0))
 
 
 class Bucket(models.Model):
@@ -152,3 +184,235 @@ class MonitorLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder_id} until {self.expires_at}"
+
+
+class OrderQuerySet(models.QuerySet["Order"]):
+    # claimable().owned_by().in_claim_order() is what a worker would claim next, for
+    # displays: the claim itself runs `sql.CLAIMABLE`, and a test holds the two together.
+
+    def claimable(self, now: datetime) -> OrderQuerySet:
+        """Queued orders whose `not_before` (or retry backoff) has passed."""
+        return self.filter(status=Order.Status.QUEUED, eligible_at__lte=now)
+
+    def in_claim_order(self) -> OrderQuerySet:
+        """Best first: the order the claim takes them in (`CLAIM_ORDER`)."""
+        return self.order_by(*CLAIM_ORDER)
+
+    def owned_by(self, worker_id: int) -> OrderQuerySet:
+        """Orders in the worker's buckets or pinned to it."""
+        # A pinned (takeaway) order belongs to its shop alone, whoever owns its bucket.
+        owned_buckets = Bucket.objects.filter(owner_id=worker_id).values("number")
+        return self.filter(
+            Q(pinned_worker__isnull=True, bucket__in=Subquery(owned_buckets)) | Q(pinned_worker_id=worker_id)
+        )
+
+    def in_buckets(self, numbers: list[int]) -> OrderQuerySet:
+        """Orders routed to any of these buckets."""
+        return self.filter(bucket__in=numbers)
+
+    def held_by(self, worker_id: int | OuterRef) -> OrderQuerySet:
+        """Orders a worker is preparing right now."""
+        return self.filter(status=Order.Status.PREPARING, worker_id=worker_id)
+
+    def leased(self, order_ids: uuid.UUID | list[uuid.UUID], token: uuid.UUID) -> OrderQuerySet:
+        """The fence: these orders only while the lease `token` still holds them.
+
+        Every write a worker makes about an order it claimed goes through this
+        filter, so a worker whose lease was taken away changes nothing.
+        """
+        ids = Q(id__in=order_ids) if isinstance(order_ids, list) else Q(id=order_ids)
+        return self.filter(ids, status=Order.Status.PREPARING, lease_token=token)
+
+    def expired_leases(self, now: datetime) -> OrderQuerySet:
+        """Orders being prepared whose lease ran out without a heartbeat to extend it."""
+        return self.filter(status=Order.Status.PREPARING, lease_expires_at__lt=now)
+
+    def finished(self) -> OrderQuerySet:
+        """Orders in a final state."""
+        return self.filter(status__in=Order.FINAL_STATUSES)
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        # Confirmed and waiting for a worker (possibly until `eligible_at`).
+        QUEUED = "queued"
+        # Claimed by a worker that holds its lease token.
+        PREPARING = "preparing"
+        # Completed once, by the lease holder.
+        DONE = "done"
+        # Attempts exhausted: the dead letter, kept with its last error.
+        FAILED = "failed"
+        # Withdrawn by the customer, an operator, or the death of the worker it was pinned to.
+        CANCELLED = "cancelled"
+
+    class Kind(models.TextChoices):
+        # May move to another worker when its worker dies.
+        DELIVERY = "delivery"
+        # Pinned to one worker (a shop); cancelled if that worker dies.
+        TAKEAWAY = "takeaway"
+
+    FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
+    MIN_PRIORITY = 0
+    MAX_PRIORITY = 9
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(
+        max_length=max(len(s) for s in Status.values), choices=Status.choices, default=Status.QUEUED
+    )
+    kind = models.CharField(max_length=max(len(k) for k in Kind.values), choices=Kind.choices, default=Kind.DELIVERY)
+    items = models.JSONField()
+    note = models.TextField(blank=True)
+    customer_name = models.CharField(max_length=100, blank=True)
+    # The delivery area: the routing key. Empty means "route by the order id".
+    area = models.CharField(max_length=64, blank=True)
+    bucket = models.PositiveIntegerField()
+    pinned_worker = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="pinned_orders"
+    )
+    priority = models.SmallIntegerField(default=0)
+    # Claim order key in microseconds: smaller goes first (see queue.rank_for).
+    rank = models.BigIntegerField()
+    eligible_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    stage = models.CharField(max_length=20, blank=True)
+    estimated_seconds = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    cancel_reason = models.CharField(max_length=200, blank=True)
+    # NULL, not "", for "no key": the unique constraint must not treat keyless orders as duplicates.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Fingerprint of the request that used the key, to tell a retry from a clash.
+    request_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrderQuerySet.as_manager()
+
+    class Meta:
+        # The table kept its name when the model moved from the shop to the engine.
+        db_table = "orders_order"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(priority__gte=0, priority__lte=9), name="order_priority_range"),
+            models.CheckConstraint(
+                condition=Q(attempts__lte=models.F("max_attempts")), name="order_attempts_within_max"
+            ),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="order_max_attempts_positive"),
+            # The fencing token exists exactly while a worker holds the order.
+            models.CheckConstraint(
+                condition=(
+                    Q(status="preparing", lease_token__isnull=False, lease_expires_at__isnull=False)
+                    | (~Q(status="preparing") & Q(lease_token__isnull=True))
+                ),
+                name="order_lease_iff_preparing",
+            ),
+            models.CheckConstraint(
+                condition=Q(pinned_worker__isnull=True) | Q(kind="takeaway"), name="order_only_takeaway_pinned"
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="order_unique_idempotency_key",
+            ),
+        ]
+        indexes = [
+            # Serves the claim: queued orders walked in claim order, the claim's
+            # ORDER BY, so no sort of the backlog; finished rows are not in it.
+            models.Index(fields=CLAIM_ORDER, condition=Q(status="queued"), name="order_claim_idx"),
+            # Serves per-bucket queue depth (board, admin, API) and moving a bucket's orders.
+            models.Index(fields=["bucket"], condition=Q(status="queued"), name="order_queued_bucket_idx"),
+            # Serves the cancellation of a dead shop's takeaway orders, and pinned claims.
+            models.Index(fields=["pinned_worker"], condition=Q(status="queued"), name="order_queued_pinned_idx"),
+            # Serves heartbeat lease extension and re-queueing a dead worker's orders.
+            models.Index(fields=["worker"], condition=Q(status="preparing"), name="order_preparing_worker_idx"),
+            # Serves expired-lease recovery.
+            models.Index(fields=["lease_expires_at"], condition=Q(status="preparing"), name="order_lease_expiry_idx"),
+            # Serves status-filtered lists newest first, and purging old finished orders.
+            models.Index(fields=["status", "created_at"], name="order_status_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def claim_key(self) -> tuple[Any, ...]:
+        """This order's place in `CLAIM_ORDER`, for sorting claimed rows in Python."""
+        return tuple(getattr(self, name) for name in CLAIM_ORDER)
+
+
+class OrderEventQuerySet(models.QuerySet["OrderEvent"]):
+    def done_since(self, cutoff: datetime) -> int:
+        """Orders finished since `cutoff`, counted over the newest events only.
+
+        Events have no time index, but ids grow with time, so the first id at or
+        after the cutoff is found by bisecting the primary key (a few dozen point
+        reads, even with millions of rows); only the events after it are counted.
+        """
+        bounds = self.aggregate(low=Min("id"), high=Max("id"))
+        low, high = bounds["low"], bounds["high"]
+        if high is None:
+            return 0
+        newest = self.values_list("created_at", flat=True).get(pk=high)
+        if newest < cutoff:
+            return 0
+        first, upper = high, high  # `first` has created_at >= cutoff; search [low, upper) for an earlier one
+        while low < upper:
+            middle = (low + upper) // 2
+            found_id, created_at = self.filter(id__gte=middle).order_by("id").values_list("id", "created_at")[0]
+            if created_at >= cutoff:
+                first, upper = min(first, found_id), middle
+            else:
+                low = found_id + 1
+        return self.filter(id__gte=first, kind=OrderEvent.Kind.DONE, created_at__gte=cutoff).count()
+
+
+class OrderEvent(models.Model):
+    """One step in an order's life, written in the transaction that made it.
+
+    Rows are the customer's timeline and the outbox that live updates are
+    read from, in `id` order.
+    """
+
+    class Kind(models.TextChoices):
+        PLACED = "placed"
+        CLAIMED = "claimed"
+        STAGE = "stage"
+        DONE = "done"
+        RETRIED = "retried"
+        RELEASED = "released"
+        REASSIGNED = "reassigned"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        LEASE_LOST = "lease-lost"
+        # Its priority was raised while it waited (the kitchen display's "rush").
+        EXPEDITED = "expedited"
+
+    id = models.BigAutoField(primary_key=True)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=max(len(k) for k in Kind.values), choices=Kind.choices)
+    created_at = models.DateTimeField()
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    stage = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    objects = OrderEventQuerySet.as_manager()
+
+    class Meta:
+        db_table = "orders_orderevent"
+        ordering = ["id"]
+        indexes = [
+            # Serves an order's timeline and a reconnecting client's replay.
+            models.Index(fields=["order", "id"], name="event_order_timeline_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.order_id}"

@@ -1,5 +1,9 @@
-"""The monitor duty: one elected worker at a time finds dead kitchens,
-recovers expired leases and keeps every bucket owned.
+"""The monitor: one elected worker at a time finds dead workers, recovers
+expired leases and keeps every bucket owned.
+
+Read top to bottom: `tick` is one round, then each of its steps (the
+election, declaring a worker dead, recovering expired leases, rebalancing
+the buckets), with the queue operations they call for the orders.
 
 Election is a lease row (`MonitorLease`) taken with a conditional UPDATE, so
 it works the same on PostgreSQL and SQLite: the holder renews it every tick,
@@ -11,30 +15,83 @@ noticed within heartbeat_timeout + one monitor tick.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from orders import queue
-from workers.buckets import lock_ring, rebalance
-from workers.models import Bucket, BucketMove, MonitorLease, Worker
+from workers import queue, ring, sql
+from workers.models import Bucket, BucketMove, MonitorLease, Order, Worker
 
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "monitor"
+# Arbitrary constant naming the advisory lock that serialises rebalancing on PostgreSQL.
+RING_LOCK_KEY = 0x70697A7A  # "pizz"
 
 
 @dataclass
-class MonitorReport:
+class Recovery:
+    """What a round, a worker's leaving or a lease sweep did, for logs, admin and tests."""
+
     dead: list[int] = field(default_factory=list)
-    requeued: int = 0
-    failed: int = 0
-    cancelled: int = 0
+    requeued: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
     moved_buckets: int = 0
+
+    def add(self, other: Recovery) -> None:
+        self.dead += other.dead
+        self.requeued += other.requeued
+        self.failed += other.failed
+        self.cancelled += other.cancelled
+        self.moved_buckets += other.moved_buckets
+
+    def __bool__(self) -> bool:
+        return bool(self.dead or self.requeued or self.failed or self.cancelled or self.moved_buckets)
+
+
+def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
+    """One monitor round, if this worker holds the election; None otherwise.
+
+    1. Declare dead every live worker whose heartbeat is older than the timeout
+       (re-queueing its orders and moving its buckets, in one transaction each).
+    2. Re-queue orders whose lease expired under a worker still deemed alive.
+    3. Give any ownerless bucket an owner (e.g. after the last worker left and
+       a new one joined, or a bucket count change).
+    """
+    now = now or timezone.now()
+    if not acquire(worker_id, now):
+        return None
+    report = Recovery()
+    for stale in Worker.objects.stale(now, settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT).values_list("pk", flat=True):
+        recovery = declare_dead(stale, "missed heartbeats", now)
+        if recovery is not None:
+            report.add(recovery)
+    report.add(recover_expired_leases(now))
+    if Bucket.objects.orphaned().exists() or Bucket.objects.count() < settings.PIZZAQUEUE_BUCKETS:
+        with transaction.atomic():
+            lock_ring()
+            report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
+    if report:
+        logger.warning(
+            "monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d",
+            worker_id,
+            report.dead,
+            len(report.requeued),
+            len(report.failed),
+            len(report.cancelled),
+            report.moved_buckets,
+        )
+    return report
+
+
+# --- The election ------------------------------------------------------------------
 
 
 def acquire(worker_id: int, now: datetime | None = None) -> bool:
@@ -64,42 +121,132 @@ def resign(worker_id: int) -> None:
     MonitorLease.objects.filter(name=LEASE_NAME, holder_id=worker_id).update(holder=None)
 
 
-def tick(worker_id: int, now: datetime | None = None) -> MonitorReport | None:
-    """One monitor round, if this worker holds the election; None otherwise.
+# --- A worker leaves the ring ----------------------------------------------------------
 
-    1. Declare dead every live worker whose heartbeat is older than the timeout
-       (re-queueing its orders and moving its buckets, in one transaction each).
-    2. Re-queue orders whose lease expired under a worker still deemed alive.
-    3. Give any ownerless bucket an owner (e.g. after the last worker left and
-       a new one joined, or a bucket count change).
+
+def declare_dead(worker_id: int, reason: str = "missed heartbeats", now: datetime | None = None) -> Recovery | None:
+    """The monitor's (or an operator's) verdict on a silent worker; None if it was not live.
+
+    1. Mark it dead, unless something else already took it out of the ring.
+    2. Rebalance: its buckets go to live workers.
+    3. Cancel its takeaway orders ("shop unavailable"): they are pinned to it.
+    4. Re-queue the delivery orders it was preparing (an attempt spent), naming
+       the worker whose bucket they now sit in; dead-letter those out of attempts.
+    All in one transaction, so nobody sees a dead worker still owning buckets.
     """
-    now = now or timezone.now()
-    if not acquire(worker_id, now):
-        return None
-    report = MonitorReport()
-    for dead in Worker.objects.stale(now, settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT).values_list("pk", flat=True):
-        recovery = queue.declare_dead(dead, "missed heartbeats", now)
-        if recovery is not None:
-            report.dead.append(dead)
-            report.requeued += len(recovery.requeued)
-            report.failed += len(recovery.failed)
-            report.cancelled += len(recovery.cancelled)
-            report.moved_buckets += recovery.moved_buckets
-    expired = queue.recover_expired_leases(now)
-    report.requeued += len(expired.requeued)
-    report.failed += len(expired.failed)
-    if Bucket.objects.orphaned().exists() or Bucket.objects.count() < settings.PIZZAQUEUE_BUCKETS:
-        with transaction.atomic():
-            lock_ring()
-            report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
-    if report.dead or report.requeued or report.failed or report.moved_buckets:
-        logger.warning(
-            "monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d",
-            worker_id,
-            report.dead,
-            report.requeued,
-            report.failed,
-            report.cancelled,
-            report.moved_buckets,
+    recovery = leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or timezone.now())
+    if recovery is not None:
+        recovery.dead.append(worker_id)
+    return recovery
+
+
+def leave(worker_id: int, status: str, reason: str, move_reason: str, now: datetime) -> Recovery | None:
+    """Take a live worker out of the ring (dead or stopped), with `declare_dead`'s four steps."""
+    with transaction.atomic():
+        lock_ring()
+        left = (
+            Worker.objects.live().filter(pk=worker_id).update(status=status, stopped_at=now, stop_reason=reason[:200])
         )
-    return report
+        if not left:
+            return None
+        recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
+        recovery.cancelled = queue.cancel_pinned(worker_id, now)
+        held = list(Order.objects.select_for_update().held_by(worker_id).values_list("id", "attempts", "max_attempts"))
+        why = "shop went offline" if status == Worker.Status.DEAD else "shop closed"
+        recovery.requeued, recovery.failed = queue.take_back(
+            held, worker_id, now, f"{why} on the last attempt", queue.reassigned_events(worker_id, now, why)
+        )
+        queue.notify_work()  # its buckets' queued orders have new owners: wake them
+    logger.warning(
+        "worker left id=%s status=%s reason=%s requeued=%d failed=%d cancelled=%d",
+        worker_id,
+        status,
+        reason,
+        len(recovery.requeued),
+        len(recovery.failed),
+        len(recovery.cancelled),
+    )
+    return recovery
+
+
+# --- Expired leases --------------------------------------------------------------------
+
+
+def recover_expired_leases(now: datetime | None = None) -> Recovery:
+    """Re-queue orders whose lease ran out while their worker still looks alive
+    (a worker too slow to heartbeat); its late writes will be fenced off."""
+    now = now or timezone.now()
+    recovery = Recovery()
+    with transaction.atomic():
+        expired = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .expired_leases(now)
+            .values_list("id", "attempts", "max_attempts")[:1000]
+        )
+        recovery.requeued, recovery.failed = queue.take_back(
+            expired, None, now, "lease expired on the last attempt", queue.lease_expired_events(now)
+        )
+    return recovery
+
+
+# --- Rebalancing: the hash ring applied to the Bucket table ------------------------------
+
+
+def lock_ring() -> None:
+    """Serialise membership changes for the rest of the current transaction.
+
+    SQLite needs nothing: its IMMEDIATE transactions already hold the one write lock.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.LOCK_RING, [RING_LOCK_KEY])
+
+
+def ensure_buckets(count: int) -> None:
+    if Bucket.objects.count() < count:
+        Bucket.objects.bulk_create([Bucket(number=n) for n in range(count)], ignore_conflicts=True)
+
+
+def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
+    """Give every bucket a live owner, moving as few as the ring allows.
+
+    `workers.ring` decides who should own what from the live membership; this
+    writes the difference. Must run inside the transaction that changed the
+    membership, after `lock_ring()`, so a change and its rebalancing commit
+    together. Returns the moves as (bucket, from worker id, to worker id).
+    """
+    count = settings.PIZZAQUEUE_BUCKETS
+    ensure_buckets(count)
+    live = [str(pk) for pk in Worker.objects.live().values_list("pk", flat=True)]
+    current = {
+        number: (str(owner) if owner is not None else None)
+        for number, owner in Bucket.objects.filter(number__lt=count).values_list("number", "owner_id")
+    }
+    if not live:
+        # Nobody to own anything: orphan the buckets so no dead worker appears to own them.
+        Bucket.objects.filter(owner__isnull=False).update(owner=None, epoch=F("epoch") + 1)
+        return []
+    assignment = ring.assign(count, live, current, settings.PIZZAQUEUE_RING_EPSILON)
+    moved = ring.moves(current, assignment)
+    if not moved:
+        return []
+    by_target: dict[str, list[int]] = defaultdict(list)
+    for number, _source, target in moved:
+        by_target[target].append(number)
+    for target, numbers in by_target.items():
+        Bucket.objects.filter(number__in=numbers).update(owner_id=int(target), epoch=F("epoch") + 1, updated_at=now)
+    epochs = dict(Bucket.objects.filter(number__in=[m[0] for m in moved]).values_list("number", "epoch"))
+    BucketMove.objects.bulk_create(
+        BucketMove(
+            bucket=number,
+            # Owner ids come from a SET_NULL foreign key, so a source always exists.
+            from_worker_id=int(source) if source is not None else None,
+            to_worker_id=int(target),
+            epoch=epochs[number],
+            reason=reason,
+            created_at=now,
+        )
+        for number, source, target in moved
+    )
+    logger.info("rebalanced reason=%s moved=%d workers=%d", reason, len(moved), len(live))
+    return [(n, int(s) if s is not None else None, int(t)) for n, s, t in moved]

@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand
 
 from orders.menu import seed_menu
 from orders.models import Pizza
-from pizzaqueue.arguments import non_negative_float, positive_int
+from workers.arguments import non_negative_float, positive_int
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 

@@ -15,8 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orders.models import Order
-from pizzaqueue.arguments import positive_int
+from workers.arguments import positive_int
+from workers.models import Order
 
 
 def cutoff(value: str) -> datetime:

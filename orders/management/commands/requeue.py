@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from orders import queue
-from orders.models import Order
+from workers import queue
+from workers.models import Order
 
 
 class Command(BaseCommand):

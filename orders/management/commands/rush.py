@@ -14,10 +14,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from orders import queue
 from orders.intake import clean_order_request
 from orders.models import Pizza, Size
-from pizzaqueue.arguments import positive_float, positive_int
+from workers import queue
+from workers.arguments import positive_float, positive_int
 
 PRIORITY_MIX = ((0, 0.7), (5, 0.2), (9, 0.1))
 

@@ -12,8 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.utils.module_loading import import_string
 
-from pizzaqueue.arguments import non_negative_int, positive_int
-from workers.loop import Worker
+from workers.arguments import non_negative_int, positive_int
+from workers.loop import WorkerLoop
 
 VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
 
@@ -55,7 +55,7 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot import handler {path!r}: {exc}") from exc
         if not callable(handler):
             raise CommandError(f"Handler {path!r} is not callable")
-        worker = Worker(
+        worker = WorkerLoop(
             handler,
             name=options["name"],
             concurrency=options["concurrency"] or settings.PIZZAQUEUE_CONCURRENCY,

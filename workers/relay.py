@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +36,9 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, connections
 from django.db.models import BigIntegerField, Func, Max
 
-from orders import queue
-from orders.handlers import STAGES
-from orders.models import Order, OrderEvent
-from pizzaqueue.listening import listen_params
+from workers import sql
+from workers.listening import listen_params
+from workers.models import OrderEvent
 
 logger = logging.getLogger(__name__)
 
@@ -54,118 +53,12 @@ GAP_RECHECK = 0.05
 LISTEN_SAFETY_POLL = 1.0
 
 
+# Turns an event into the JSON message its clients receive: the shop's to define.
+Render = Callable[[OrderEvent], dict[str, Any]]
+
+
 def order_group(order_id: object) -> str:
     return f"order.{order_id}"
-
-
-# --- The message format ----------------------------------------------------------
-# One JSON object per event, for WebSocket clients and for the pages' first render.
-
-STAGE_LABELS = {
-    "dough": "Stretching the dough",
-    "sauce": "Sauce and toppings",
-    "oven": "In the oven",
-    "boxing": "Boxing it up",
-}
-STATUS_LABELS = {
-    Order.Status.QUEUED: "In the queue",
-    Order.Status.PREPARING: "In the kitchen",
-    Order.Status.DONE: "Ready",
-    Order.Status.FAILED: "Could not be made",
-    Order.Status.CANCELLED: "Cancelled",
-}
-# The order's status right after an event of each kind (None: unchanged).
-STATUS_AFTER: dict[str, str | None] = {
-    OrderEvent.Kind.PLACED: Order.Status.QUEUED,
-    OrderEvent.Kind.CLAIMED: Order.Status.PREPARING,
-    OrderEvent.Kind.STAGE: Order.Status.PREPARING,
-    OrderEvent.Kind.DONE: Order.Status.DONE,
-    OrderEvent.Kind.RETRIED: Order.Status.QUEUED,
-    OrderEvent.Kind.RELEASED: Order.Status.QUEUED,
-    OrderEvent.Kind.REASSIGNED: Order.Status.QUEUED,
-    OrderEvent.Kind.FAILED: Order.Status.FAILED,
-    OrderEvent.Kind.CANCELLED: Order.Status.CANCELLED,
-    OrderEvent.Kind.LEASE_LOST: None,
-    OrderEvent.Kind.RUSHED: None,
-}
-# Kitchen-internal events that customers do not need to see.
-PRIVATE_KINDS = {OrderEvent.Kind.LEASE_LOST}
-
-
-def _stage_progress() -> dict[str, int]:
-    """Each stage's point on the progress bar: its middle, within the 10-100 % the kitchen covers."""
-    points, done = {}, 0.0
-    for stage, share in STAGES:
-        points[stage] = round(10 + 90 * (done + share / 2))
-        done += share
-    return points
-
-
-STAGE_PROGRESS = _stage_progress()
-
-
-def progress(status: str | None, stage: str = "") -> int | None:
-    """Percentage for the progress bar; None where the status says nothing about it."""
-    if status == Order.Status.QUEUED:
-        return 5
-    if status == Order.Status.PREPARING:
-        return STAGE_PROGRESS.get(stage, 10)
-    if status == Order.Status.DONE:
-        return 100
-    return None
-
-
-def stage_label(status: str, stage: str = "") -> str:
-    if status == Order.Status.PREPARING and stage:
-        return STAGE_LABELS.get(stage, stage.capitalize())
-    return STATUS_LABELS.get(status, status)
-
-
-def describe(event: OrderEvent, worker: str | None) -> str:
-    """The customer's line for an event (the queue writes some of them itself)."""
-    kind = event.kind
-    if kind == OrderEvent.Kind.PLACED:
-        return queue.PLACED_MESSAGE
-    if kind == OrderEvent.Kind.CLAIMED:
-        return f"{worker or 'A kitchen'} started on your order."
-    if kind == OrderEvent.Kind.STAGE:
-        return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
-    if kind == OrderEvent.Kind.DONE:
-        return queue.DONE_MESSAGE
-    if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
-        return "Back in the queue for another go."
-    if kind == OrderEvent.Kind.REASSIGNED:
-        return event.message  # "Your shop went offline; your order moved to …"
-    if kind == OrderEvent.Kind.FAILED:
-        return "Sorry, the kitchen could not make your order."
-    if kind == OrderEvent.Kind.CANCELLED:
-        if event.data.get("reason") == queue.SHOP_UNAVAILABLE:
-            return event.message  # "Your shop is unavailable … Please order again."
-        return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
-    if kind == OrderEvent.Kind.RUSHED:
-        return "Rushed: your order moves up the queue."
-    return event.message or kind
-
-
-def event_message(event: OrderEvent) -> dict[str, Any]:
-    """The JSON message for one event. Read events with `select_related("worker")`."""
-    worker = event.worker.name if event.worker_id and event.worker else None
-    status = STATUS_AFTER.get(event.kind)
-    return {
-        "type": "event",
-        "id": event.id,
-        "order": str(event.order_id),
-        "kind": event.kind,
-        "stage": event.stage,
-        "worker": worker,
-        "created_at": event.created_at.isoformat(),
-        "message": event.message,
-        "text": describe(event, worker),
-        "public": event.kind not in PRIVATE_KINDS,
-        "status": status,
-        "status_label": stage_label(status, event.stage) if status else None,
-        "progress": progress(status, event.stage),
-    }
 
 
 # --- Reading the outbox ------------------------------------------------------------
@@ -174,14 +67,14 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
 class _SnapshotXmin(Func):
     """The oldest transaction still running in this statement's snapshot."""
 
-    template = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    template = sql.SNAPSHOT_XMIN
     output_field = BigIntegerField()
 
 
 class _SnapshotXmax(Func):
     """The first transaction id not yet assigned when this statement's snapshot was taken."""
 
-    template = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+    template = sql.SNAPSHOT_XMAX
     output_field = BigIntegerField()
 
 
@@ -225,8 +118,9 @@ def latest_event_id() -> int:
 class Relay:
     """Publishes committed events, in id order, to this process's consumers."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, render: Render) -> None:
         self.loop = loop
+        self.render = render
         # Every event with id <= watermark has been published (or can never appear).
         self.watermark = 0
         self.channel_layer = get_channel_layer()
@@ -368,12 +262,12 @@ class Relay:
         The board message carries `after` and `upto` so a consumer that missed a
         message (a full channel drops it) notices and reads the range from the table.
         """
-        messages = [event_message(e) for e in events]
+        messages = [self.render(e) for e in events]
         by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for message in messages:
-            by_order[message["order"]].append(message)
-        # The in-memory layer walks every group membership on each group_send, and
-        # most orders have nobody watching: send only to groups that have members.
+        for event, message in zip(events, messages, strict=True):
+            by_order[str(event.order_id)].append(message)
+        # Optimization: the in-memory layer walks every group membership on each group_send,
+        # and most orders have nobody watching: send only to groups that have members.
         groups = getattr(self.channel_layer, "groups", None)
         for order_id, order_messages in by_order.items():
             group = order_group(order_id)
@@ -392,7 +286,7 @@ class Relay:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {queue.EVENTS_CHANNEL}")
+                    await conn.execute(f"LISTEN {sql.EVENTS_CHANNEL}")
                     self.listening = True
                     self._wake.set()  # catch up on what was committed while not listening
                     async for _notify in conn.notifies():
@@ -407,7 +301,7 @@ class Relay:
 _relay: Relay | None = None
 
 
-async def ensure_relay() -> Relay:
+async def ensure_relay(render: Render) -> Relay:
     """This process's relay, started on first use (by the first WebSocket connection).
 
     One per event loop: daphne runs one loop per process; tests run one per test.
@@ -417,7 +311,7 @@ async def ensure_relay() -> Relay:
     if _relay is None or _relay.loop is not loop or not _relay.running:
         if _relay is not None and _relay.loop is loop:
             await _relay.stop()
-        _relay = Relay(loop)
+        _relay = Relay(loop, render)
         _relay.start()
     await _relay.ready()
     return _relay

@@ -1,0 +1,120 @@
+"""What customers and staff read about an order: labels, progress and the JSON message per event.
+
+The relay (`workers.relay`) publishes each committed event through
+`event_message`; the pages render their first view with the same functions,
+so a page and its live updates never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orders.handlers import STAGES
+from workers import queue
+from workers.models import Order, OrderEvent
+
+STAGE_LABELS = {
+    "dough": "Stretching the dough",
+    "sauce": "Sauce and toppings",
+    "oven": "In the oven",
+    "boxing": "Boxing it up",
+}
+STATUS_LABELS = {
+    Order.Status.QUEUED: "In the queue",
+    Order.Status.PREPARING: "In the kitchen",
+    Order.Status.DONE: "Ready",
+    Order.Status.FAILED: "Could not be made",
+    Order.Status.CANCELLED: "Cancelled",
+}
+# The order's status right after an event of each kind (None: unchanged).
+STATUS_AFTER: dict[str, str | None] = {
+    OrderEvent.Kind.PLACED: Order.Status.QUEUED,
+    OrderEvent.Kind.CLAIMED: Order.Status.PREPARING,
+    OrderEvent.Kind.STAGE: Order.Status.PREPARING,
+    OrderEvent.Kind.DONE: Order.Status.DONE,
+    OrderEvent.Kind.RETRIED: Order.Status.QUEUED,
+    OrderEvent.Kind.RELEASED: Order.Status.QUEUED,
+    OrderEvent.Kind.REASSIGNED: Order.Status.QUEUED,
+    OrderEvent.Kind.FAILED: Order.Status.FAILED,
+    OrderEvent.Kind.CANCELLED: Order.Status.CANCELLED,
+    OrderEvent.Kind.LEASE_LOST: None,
+    OrderEvent.Kind.EXPEDITED: None,
+}
+# Kitchen-internal events that customers do not need to see.
+PRIVATE_KINDS = {OrderEvent.Kind.LEASE_LOST}
+
+
+def _stage_progress() -> dict[str, int]:
+    """Each stage's point on the progress bar: its middle, within the 10-100 % the kitchen covers."""
+    points, done = {}, 0.0
+    for stage, share in STAGES:
+        points[stage] = round(10 + 90 * (done + share / 2))
+        done += share
+    return points
+
+
+STAGE_PROGRESS = _stage_progress()
+
+
+def progress(status: str | None, stage: str = "") -> int | None:
+    """Percentage for the progress bar; None where the status says nothing about it."""
+    if status == Order.Status.QUEUED:
+        return 5
+    if status == Order.Status.PREPARING:
+        return STAGE_PROGRESS.get(stage, 10)
+    if status == Order.Status.DONE:
+        return 100
+    return None
+
+
+def stage_label(status: str, stage: str = "") -> str:
+    if status == Order.Status.PREPARING and stage:
+        return STAGE_LABELS.get(stage, stage.capitalize())
+    return STATUS_LABELS.get(status, status)
+
+
+def describe(event: OrderEvent, worker: str | None) -> str:
+    """The customer's line for an event (the queue writes some of them itself)."""
+    kind = event.kind
+    if kind == OrderEvent.Kind.PLACED:
+        return queue.PLACED_MESSAGE
+    if kind == OrderEvent.Kind.CLAIMED:
+        return f"{worker or 'A kitchen'} started on your order."
+    if kind == OrderEvent.Kind.STAGE:
+        return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
+    if kind == OrderEvent.Kind.DONE:
+        return queue.DONE_MESSAGE
+    if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
+        return "Back in the queue for another go."
+    if kind == OrderEvent.Kind.REASSIGNED:
+        return event.message  # "Your shop went offline; your order moved to …"
+    if kind == OrderEvent.Kind.FAILED:
+        return "Sorry, the kitchen could not make your order."
+    if kind == OrderEvent.Kind.CANCELLED:
+        if event.data.get("reason") == queue.SHOP_UNAVAILABLE:
+            return event.message  # "Your shop is unavailable … Please order again."
+        return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
+    if kind == OrderEvent.Kind.EXPEDITED:
+        return "Rushed: your order moves up the queue."
+    return event.message or kind
+
+
+def event_message(event: OrderEvent) -> dict[str, Any]:
+    """The JSON message for one event. Read events with `select_related("worker")`."""
+    worker = event.worker.name if event.worker_id and event.worker else None
+    status = STATUS_AFTER.get(event.kind)
+    return {
+        "type": "event",
+        "id": event.id,
+        "order": str(event.order_id),
+        "kind": event.kind,
+        "stage": event.stage,
+        "worker": worker,
+        "created_at": event.created_at.isoformat(),
+        "message": event.message,
+        "text": describe(event, worker),
+        "public": event.kind not in PRIVATE_KINDS,
+        "status": status,
+        "status_label": stage_label(status, event.stage) if status else None,
+        "progress": progress(status, event.stage),
+    }

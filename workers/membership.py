@@ -1,0 +1,85 @@
+"""A worker's own membership of the ring: joining, heartbeating, draining, leaving.
+
+Each call is one transaction. Joining and leaving change who owns the buckets,
+so they take the ring's lock and rebalance in the same transaction
+(`monitor.rebalance`), and nobody sees a member without its buckets or a
+leaver still owning some.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from workers import monitor, queue
+from workers.models import BucketMove, Order, Worker
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerLostError(Exception):
+    """This worker incarnation was declared dead (or stopped) by someone else."""
+
+
+def register(name: str, host: str, pid: int, concurrency: int, now: datetime | None = None) -> Worker:
+    """Add a worker to the ring; it gets its share of buckets in the same transaction.
+
+    A live worker of the same name whose heartbeat is stale is declared dead
+    first (a restart after a crash); a fresh one means the name is taken.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        monitor.lock_ring()
+        previous = Worker.objects.filter(name=name).order_by("-incarnation").first()
+        if previous is not None and previous.is_live:
+            stale_since = now - timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
+            if previous.last_heartbeat >= stale_since:
+                raise ValidationError({"name": [f"A live worker named {name!r} is already running."]})
+            monitor.declare_dead(previous.pk, "replaced by a new incarnation", now)
+        worker = Worker.objects.create(
+            name=name,
+            host=host[:255],
+            pid=pid,
+            concurrency=concurrency,
+            started_at=now,
+            last_heartbeat=now,
+            incarnation=(previous.incarnation + 1) if previous else 1,
+        )
+        monitor.rebalance(now, BucketMove.Reason.JOIN)
+        queue.notify_work()
+    logger.info("registered worker=%s id=%s", worker, worker.pk)
+    return worker
+
+
+def heartbeat(worker_id: int, now: datetime | None = None) -> str:
+    """Say "still alive" and extend the leases of everything this worker holds.
+
+    Returns the worker's status (alive or draining); raises WorkerLostError when it
+    was declared dead or stopped meanwhile.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not Worker.objects.live().filter(pk=worker_id).update(last_heartbeat=now):
+            raise WorkerLostError(f"worker {worker_id} is no longer live")
+        Order.objects.held_by(worker_id).update(lease_expires_at=now + queue.lease_duration())
+        return Worker.objects.filter(pk=worker_id).values_list("status", flat=True).get()
+
+
+def drain(worker_id: int) -> bool:
+    """Ask a worker to finish what it holds and stop (it notices on its next heartbeat)."""
+    return bool(Worker.objects.filter(pk=worker_id, status=Worker.Status.ALIVE).update(status=Worker.Status.DRAINING))
+
+
+def stop(worker_id: int, reason: str = "stopped", now: datetime | None = None) -> monitor.Recovery | None:
+    """A clean stop: leave the ring, hand back anything still held, close the shop.
+
+    Whatever the worker still holds (it overran its grace period) is re-queued
+    as a retry; its queued takeaway orders are cancelled, as no other worker may
+    bake them. None if the worker was not live.
+    """
+    return monitor.leave(worker_id, Worker.Status.STOPPED, reason, BucketMove.Reason.STOP, now or timezone.now())

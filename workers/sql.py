@@ -1,0 +1,178 @@
+"""Every statement the engine writes by hand, each once, called by name.
+
+The ORM writes everything else. These are hand-written because each is a
+hot path that the ORM would spread over several round trips, or a
+PostgreSQL feature it has no word for; each says which in its comment.
+Table and column names are filled in once from the models (`{orders}`,
+`{events}`, …); every value is a query parameter.
+
+`load` turns a row of `{order_columns}` (or any model's `columns`) back into
+a model instance, with every converter the ORM would apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import Model
+
+from workers.models import CLAIM_ORDER, Bucket, Order, OrderEvent
+
+M = TypeVar("M", bound=Model)
+
+
+def columns(model: type[Model], alias: str = "") -> str:
+    """The model's concrete columns, in field order (the order `load` expects), qualified by `alias` if given."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f"{prefix}{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+
+
+def load(model: type[M], row: Sequence[Any]) -> M:
+    """An instance from the model's columns in field order (extra columns after them are ignored)."""
+    # Optimization: the connection itself, not the `connection` proxy, whose every attribute access is a lookup.
+    db = connections[DEFAULT_DB_ALIAS]
+    names, converters = _loading(model, db.vendor)
+    values = list(row[: len(names)])
+    for n, convert, col in converters:
+        values[n] = convert(values[n], col, db)
+    return model.from_db(db.alias, names, values)
+
+
+@cache
+def _loading(model: type[Model], vendor: str) -> tuple[list[str], list[tuple[int, Callable[..., Any], Any]]]:
+    fields = model._meta.concrete_fields
+    converters = []
+    for n, field in enumerate(fields):
+        col = field.get_col(model._meta.db_table)
+        for convert in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+            converters.append((n, convert, col))
+    return [f.attname for f in fields], converters
+
+
+def _statement(text: str, **parts: str) -> str:
+    return text.format(
+        orders=Order._meta.db_table,
+        events=OrderEvent._meta.db_table,
+        buckets=Bucket._meta.db_table,
+        order_columns=columns(Order),
+        order_values=", ".join(["%s"] * len(Order._meta.concrete_fields)),
+        event_columns="order_id, kind, created_at, worker_id, stage, message, data",
+        claim_order=", ".join(Order._meta.get_field(name).column for name in CLAIM_ORDER),
+        **parts,
+    )
+
+
+# PostgreSQL channel a worker LISTENs on to wake up as soon as work appears.
+ORDERS_CHANNEL = "pizzaqueue_orders"
+# Channel each web process's live-update relay LISTENs on for new events.
+EVENTS_CHANNEL = "pizzaqueue_events"
+
+# NOTIFY is transactional: the listeners wake when the caller's transaction commits. No ORM word for it.
+NOTIFY_ORDERS = f"SELECT pg_notify('{ORDERS_CHANNEL}', '')"
+NOTIFY_EVENTS = f"SELECT pg_notify('{EVENTS_CHANNEL}', '')"
+NOTIFY_EVENTS_AND_ORDERS = f"SELECT pg_notify('{EVENTS_CHANNEL}', ''), pg_notify('{ORDERS_CHANNEL}', '')"
+
+# Serialises membership changes until the transaction ends (PostgreSQL advisory lock; no ORM word for it).
+LOCK_RING = "SELECT pg_advisory_xact_lock(%s)"
+
+# What a worker may take at `now`, best first; both engines run this text. Ownership
+# is read inside the statement, so a worker acting on a stale view of the ring claims
+# nothing it lost; a pinned (takeaway) order is its worker's alone, whoever owns its
+# bucket. Walks `order_claim_idx`. Hand-written to be the inner SELECT of `CLAIM`.
+_CLAIMABLE = """
+    SELECT id FROM {orders}
+    WHERE status = %(queued)s AND eligible_at <= %(now)s
+      AND (pinned_worker_id = %(worker)s
+           OR (pinned_worker_id IS NULL
+               AND (bucket IN (SELECT number FROM {buckets} WHERE owner_id = %(worker)s){steal})))
+    ORDER BY {claim_order}
+    LIMIT %(limit)s
+"""
+CLAIMABLE = _statement(_CLAIMABLE, steal="")
+# With work stealing on, an unpinned order waiting past PIZZAQUEUE_STEAL_AFTER is anyone's.
+CLAIMABLE_OR_STOLEN = _statement(_CLAIMABLE, steal=" OR eligible_at < %(steal_before)s")
+
+# The claim on PostgreSQL: pick (FOR UPDATE SKIP LOCKED), lease, and write the `claimed`
+# events from the UPDATE's own RETURNING rows, in one statement: one round trip where the
+# ORM takes five, and the events commit with the lease or not at all.
+_CLAIM = """
+    WITH picked AS ({pick} FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE {orders} SET status = %(preparing)s, worker_id = %(worker)s,
+            lease_token = %(token)s, lease_expires_at = %(expires)s, attempts = attempts + 1,
+            claimed_at = %(now)s, stage = ''
+        WHERE id IN (SELECT id FROM picked)
+        RETURNING {order_columns}
+    ),
+    recorded AS (
+        INSERT INTO {events} ({event_columns})
+        SELECT id, %(claimed)s, %(now)s, %(worker)s, '', '', jsonb_build_object('attempt', attempts)
+        FROM claimed ORDER BY {claim_order}
+    )
+    SELECT {order_columns}, pg_notify(%(channel)s, '') FROM claimed
+"""
+CLAIM = _statement(_CLAIM, pick=CLAIMABLE)
+CLAIM_OR_STEAL = _statement(_CLAIM, pick=CLAIMABLE_OR_STOLEN)
+
+# Completion on PostgreSQL: each order fenced by its own token, and the `done` events
+# written from the UPDATE's RETURNING rows, in one statement (the ORM: a transaction of
+# five). Under READ COMMITTED a row re-queued meanwhile is re-checked against its new
+# version, so a lost lease is never completed.
+COMPLETE = _statement(
+    """
+    WITH held (id, token) AS (SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])),
+    done AS (
+        UPDATE {orders} o SET status = %(done)s, stage = '', lease_token = NULL,
+            lease_expires_at = NULL, finished_at = %(now)s
+        FROM held WHERE o.id = held.id AND o.lease_token = held.token AND o.status = %(preparing)s
+        RETURNING o.id
+    ),
+    recorded AS (
+        INSERT INTO {events} ({event_columns})
+        SELECT id, %(done)s, %(now)s, %(worker)s, '', %(message)s, '{{}}'::jsonb FROM done
+    )
+    SELECT id, pg_notify(%(channel)s, '') FROM done
+    """
+)
+
+# A delivery order with its `placed` event and both wake-ups, in one statement (the ORM:
+# a transaction of five). A taken idempotency key makes the INSERT do nothing (ON
+# CONFLICT on the key's partial index), so a client's retry leaves no error in the log.
+_PLACE = """
+    WITH placed AS (
+        INSERT INTO {orders} ({order_columns}) VALUES ({order_values})
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
+    ),
+    recorded AS (
+        INSERT INTO {events} ({event_columns})
+        SELECT id, %s, %s, NULL, '', %s, '{{}}'::jsonb FROM placed
+    )
+    SELECT pg_notify(%s, ''), pg_notify(%s, ''){async_commit} FROM placed
+    {then_wait_for_the_disk}
+"""
+# Inside a caller's transaction: the caller's commit is the durable one.
+PLACE = _statement(_PLACE, async_commit="", then_wait_for_the_disk="")
+# Outside one. Optimization: the order's own commit does not wait for its flush
+# (synchronous_commit off for that transaction), so the kitchens see it at once; the
+# flush is waited for in the same round trip, so `place` still returns only once the
+# order is on disk. After the statement, in one simple query: COMMIT, then a
+# transaction that returns once the log is on disk. A commit waits for the log up to
+# its own record, and the log is flushed in order, so it flushes every earlier commit
+# too. To wait at all it must write to the log: a transactional logical message is the
+# smallest such write, and changes no table (logical decoding consumers see a
+# `pizzaqueue` message).
+PLACE_THEN_FLUSH = _statement(
+    _PLACE,
+    async_commit=", set_config('synchronous_commit', 'off', true)",
+    then_wait_for_the_disk="; COMMIT; SELECT pg_logical_emit_message(true, 'pizzaqueue', 'flush')",
+)
+
+# The oldest transaction still running, and the first not yet started, in this
+# statement's snapshot (PostgreSQL; no ORM word for them): the relay's test of whether a
+# missing event id can still appear.
+SNAPSHOT_XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+SNAPSHOT_XMAX = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
