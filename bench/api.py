@@ -374,7 +374,7 @@ def run_load(
 
 def check_committed(ids: list[str]) -> bool:
     """Every order confirmed with a 201 is in the database, with its placed event."""
-    from orders.models import Order, OrderEvent
+    from workers.models import Order, OrderEvent
 
     found = Order.objects.filter(pk__in=ids).count()
     placed = OrderEvent.objects.filter(order_id__in=ids, kind=OrderEvent.Kind.PLACED).count()
@@ -437,7 +437,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from django.test import Client
     from rest_framework.authtoken.models import Token
 
-    from orders.models import Order
+    from workers.models import Order
 
     token = Token.objects.create(user=User.objects.create_user("bench-integrator")).key
     operator = User.objects.create_superuser("bench-operator", email="")

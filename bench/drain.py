@@ -35,8 +35,8 @@ def drain(
     from django.db import connection, transaction
     from django.db.models import Count, Max, Min
 
-    from orders import queue
-    from orders.models import Order
+    from workers import queue
+    from workers.models import Order
 
     db.fresh()
     requests = harness.order_requests(orders)
@@ -84,7 +84,7 @@ def batch_sizes() -> dict[str, Any]:
     """
     from django.db.models import Count
 
-    from orders.models import OrderEvent
+    from workers.models import OrderEvent
 
     sizes: dict[str, Any] = {}
     for kind in (OrderEvent.Kind.CLAIMED, OrderEvent.Kind.DONE):

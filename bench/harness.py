@@ -190,7 +190,7 @@ def order_requests(count: int) -> list[Any]:
 
 
 def unfinished() -> bool:
-    from orders.models import Order
+    from workers.models import Order
 
     return Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING]).exists()
 
@@ -199,7 +199,7 @@ def check_exactly_once(expected: int) -> dict[str, Any]:
     """Every order done, with exactly one `done` event each and no lost lease."""
     from django.db.models import Count
 
-    from orders.models import Order, OrderEvent
+    from workers.models import Order, OrderEvent
 
     events = dict(OrderEvent.objects.values_list("kind").annotate(n=Count("id")).values_list("kind", "n"))
     done_orders = Order.objects.filter(status=Order.Status.DONE).count()

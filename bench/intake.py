@@ -18,7 +18,7 @@ import harness
 
 
 def one_by_one(db: harness.BenchDatabase, orders: int) -> dict[str, Any]:
-    from orders import queue
+    from workers import queue
 
     db.fresh()
     requests = harness.order_requests(orders)
@@ -42,7 +42,7 @@ def one_by_one(db: harness.BenchDatabase, orders: int) -> dict[str, Any]:
 
 
 def bulk(db: harness.BenchDatabase, orders: int, batch: int) -> dict[str, Any]:
-    from orders import queue
+    from workers import queue
 
     db.fresh()
     requests = harness.order_requests(orders)
@@ -66,7 +66,7 @@ def bulk(db: harness.BenchDatabase, orders: int, batch: int) -> dict[str, Any]:
 
 
 def _stored() -> int:
-    from orders.models import Order, OrderEvent
+    from workers.models import Order, OrderEvent
 
     orders = Order.objects.filter(status=Order.Status.QUEUED).count()
     events = OrderEvent.objects.filter(kind=OrderEvent.Kind.PLACED).count()

@@ -134,7 +134,7 @@ def place_orders(count: int, rate: float) -> None:
     """Place orders at a steady rate, each in its own transaction, as the API would."""
     from django.db import connections
 
-    from orders import queue
+    from workers import queue
 
     requests = harness.order_requests(count)
     started = time.monotonic()

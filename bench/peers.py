@@ -322,7 +322,7 @@ class Pizzaqueue(System):
     def enqueue_batch(self, count: int) -> float:
         from django.db import connection, transaction
 
-        from orders import queue
+        from workers import queue
 
         requests = harness.order_requests(count)
         with transaction.atomic():
@@ -333,7 +333,7 @@ class Pizzaqueue(System):
         return time.time()
 
     def enqueue_one(self) -> None:
-        from orders import queue
+        from workers import queue
 
         queue.place(self.requests[0])
 
@@ -346,29 +346,29 @@ class Pizzaqueue(System):
     def first_started(self) -> float:
         from django.db.models import Min
 
-        from orders.models import Order
+        from workers.models import Order
 
         return Order.objects.aggregate(first=Min("claimed_at"))["first"].timestamp()
 
     def finished(self) -> int:
-        from orders.models import Order
+        from workers.models import Order
 
         return Order.objects.filter(status=Order.Status.DONE).count()
 
     def pickup_latencies_ms(self) -> list[float]:
-        from orders.models import Order
+        from workers.models import Order
 
         stamps = Order.objects.filter(claimed_at__isnull=False).values_list("created_at", "claimed_at")
         return [(claimed - created).total_seconds() * 1000 for created, claimed in stamps]
 
     def enqueue_hang(self) -> str:
-        from orders import queue
+        from workers import queue
 
         order, _ = queue.place(self.requests[0])
         return str(order.id)
 
     def completions(self, key: str) -> int | None:
-        from orders.models import OrderEvent
+        from workers.models import OrderEvent
 
         return OrderEvent.objects.filter(order_id=key, kind=OrderEvent.Kind.DONE).count()
 

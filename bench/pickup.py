@@ -19,8 +19,8 @@ import harness
 
 
 def pickup(db: harness.BenchDatabase, workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    from orders import queue
-    from orders.models import Order
+    from workers import queue
+    from workers.models import Order
 
     db.fresh()
     requests = harness.order_requests(args.orders)

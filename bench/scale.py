@@ -172,7 +172,7 @@ def drain(db: harness.BenchDatabase, orders: int, timeout: float) -> dict[str, A
     """One worker drains `orders` noop orders placed in one transaction."""
     from django.db import transaction
 
-    from orders import queue
+    from workers import queue
 
     requests = harness.order_requests(orders)
     with harness.WorkerProcesses(db, 1, concurrency=harness.CONCURRENCY, prefetch=harness.PREFETCH):
@@ -189,8 +189,8 @@ def placing(db: harness.BenchDatabase, gap_ms: float, until: Any, limit: int, on
     `on_ready()` runs once the worker is listening, just before the first order."""
     from django.utils import timezone
 
-    from orders import queue
-    from orders.models import Order
+    from workers import queue
+    from workers.models import Order
 
     request = harness.order_requests(1)[0]
     since = timezone.now()
@@ -258,7 +258,7 @@ def purge(db: harness.BenchDatabase, args: argparse.Namespace) -> dict[str, Any]
     """`manage.py purge` on the finished orders, with orders arriving and claimed meanwhile."""
     from django.utils import timezone
 
-    from orders.models import Order
+    from workers.models import Order
 
     cutoff = (timezone.now() - timedelta(days=PURGE_CUTOFF_DAYS)).isoformat()
     before = Order.objects.filter(finished_at__lt=cutoff).count()

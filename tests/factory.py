@@ -9,11 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order
-from workers import ring
-from workers.models import Bucket, Worker
+from workers import membership, queue, ring
+from workers.models import Bucket, Order, Worker
 
 
 def order_data(**kw: Any) -> dict[str, Any]:
@@ -28,7 +26,7 @@ def make_order(idempotency_key: str | None = None, **kw: Any) -> Order:
 
 def make_worker(name: str = "shop-1", **kw: Any) -> Worker:
     """A registered worker (it joins the ring and owns buckets)."""
-    return queue.register_worker(
+    return membership.register(
         name,
         kw.pop("host", "test-host"),
         kw.pop("pid", os.getpid()),

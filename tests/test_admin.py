@@ -17,15 +17,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from orders import admin as order_admin
-from workers import queue
 from orders.models import Pizza
-from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker
-from workers.models import Bucket, Worker
+from workers import admin as engine_admin
+from workers import membership, queue
+from workers.models import Bucket, Order, OrderEvent, Worker
 
 pytestmark = pytest.mark.django_db
 
-ORDERS = reverse("admin:orders_order_changelist")
+ORDERS = reverse("admin:workers_order_changelist")
 WORKERS = reverse("admin:workers_worker_changelist")
 
 
@@ -98,10 +98,10 @@ def test_rush_raises_queued_orders_to_top_priority(operator: Client) -> None:
     claimed(preparing)
     queued = make_order(priority=2)
 
-    shown = act(operator, ORDERS, "rush_orders", [queued, preparing])
+    shown = act(operator, ORDERS, "expedite_orders", [queued, preparing])
 
     assert Order.objects.get(pk=queued.pk).priority == Order.MAX_PRIORITY
-    assert OrderEvent.objects.filter(order=queued, kind="rushed").count() == 1
+    assert OrderEvent.objects.filter(order=queued, kind="expedited").count() == 1
     assert Order.objects.get(pk=preparing.pk).priority == 1
     assert ("success", "1 order rushed.") in shown
     assert ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be rushed.") in shown
@@ -146,7 +146,7 @@ def test_the_admin_is_for_staff_only(menu: None) -> None:
 
 def test_orders_are_read_only_in_admin(operator: Client) -> None:
     order = make_order()
-    change = reverse("admin:orders_order_change", args=[order.pk])
+    change = reverse("admin:workers_order_change", args=[order.pk])
 
     page = operator.get(change)
     posted = operator.post(change, {"status": "done", "priority": 9})
@@ -155,21 +155,23 @@ def test_orders_are_read_only_in_admin(operator: Client) -> None:
     assert b"placed" in page.content  # the timeline inline
     assert b'name="_save"' not in page.content
     assert posted.status_code == 403
-    assert operator.get(reverse("admin:orders_order_add")).status_code == 403
-    assert operator.post(reverse("admin:orders_order_delete", args=[order.pk]), {"post": "yes"}).status_code == 403
+    assert operator.get(reverse("admin:workers_order_add")).status_code == 403
+    assert operator.post(reverse("admin:workers_order_delete", args=[order.pk]), {"post": "yes"}).status_code == 403
     assert status_of(order) == "queued"
     assert b"delete_selected" not in operator.get(ORDERS).content
 
 
 def test_order_events_are_read_only_in_admin(operator: Client) -> None:
     event = make_order().events.get()
-    change = reverse("admin:orders_orderevent_change", args=[event.pk])
+    change = reverse("admin:workers_orderevent_change", args=[event.pk])
 
-    assert operator.get(reverse("admin:orders_orderevent_changelist")).status_code == 200
+    assert operator.get(reverse("admin:workers_orderevent_changelist")).status_code == 200
     assert operator.get(change).status_code == 200
     assert operator.post(change, {"kind": "done", "message": "forged"}).status_code == 403
-    assert operator.get(reverse("admin:orders_orderevent_add")).status_code == 403
-    assert operator.post(reverse("admin:orders_orderevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    assert operator.get(reverse("admin:workers_orderevent_add")).status_code == 403
+    assert (
+        operator.post(reverse("admin:workers_orderevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    )
     event.refresh_from_db()
     assert (event.kind, event.message) == ("placed", "Order confirmed.")
 
@@ -206,7 +208,7 @@ def test_the_menu_is_editable(operator: Client) -> None:
 def test_drain_asks_alive_workers_to_stop_and_reports_the_others(operator: Client) -> None:
     alive = make_worker("shop-1")
     gone = make_worker("shop-2")
-    queue.stop_worker(gone.pk)
+    membership.stop(gone.pk)
 
     shown = act(operator, WORKERS, "drain_workers", [alive, gone])
 
@@ -343,7 +345,7 @@ def test_the_order_changelist_takes_a_bounded_number_of_queries_and_no_full_coun
 
 
 def test_the_capped_paginator_counts_at_most_its_cap(operator: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(order_admin.CappedCountPaginator, "cap", 5)
+    monkeypatch.setattr(engine_admin.CappedCountPaginator, "cap", 5)
     for _ in range(8):
         make_order()
 

@@ -24,12 +24,11 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders import api
-from workers import queue
 from orders.authentication import TokenAuthentication
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker, order_data
-from workers.models import Bucket
+from workers import membership, queue
+from workers.models import Bucket, Order, OrderEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -333,7 +332,7 @@ def test_a_takeaway_retry_after_its_shop_closed_replays_the_first_order(client: 
     shop = make_worker("shop-1")
     takeaway = order_data(kind="takeaway", shop="shop-1")
     first = post_json(client, takeaway, **{"Idempotency-Key": "order-43"})
-    queue.stop_worker(shop.pk)
+    membership.stop(shop.pk)
 
     with nothing_written():
         again = post_json(client, takeaway, **{"Idempotency-Key": "order-43"})
@@ -786,7 +785,7 @@ def test_workers_are_listed_with_their_load(client: APIClient) -> None:
     order = make_order()
     owner = Bucket.objects.get(number=order.bucket).owner_id
     queue.claim(owner, limit=1)
-    queue.drain_worker(second.pk)
+    membership.drain(second.pk)
 
     body = client.get("/api/workers/").json()
 

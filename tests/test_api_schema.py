@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from workers.models import Order
 from tests.factory import make_order, make_worker
+from workers.models import Order
 
 FIXTURE_ORDERS = 3
 CHECKS = [

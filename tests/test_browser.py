@@ -17,12 +17,11 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.conftest import ROOT, Daphne, WorkerProcesses, wait_until
 from tests.factory import order_data
-from workers.models import Worker
+from workers import queue
+from workers.models import Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 

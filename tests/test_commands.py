@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from tests.factory import make_order, make_worker
 from workers import queue
 from workers.models import Order, OrderEvent
-from tests.factory import make_order, make_worker
 
 pytestmark = pytest.mark.django_db
 

@@ -16,19 +16,19 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import override_settings
 
+from orders.timeline import event_message
+from pizzaqueue.asgi import application
+from tests.factory import make_order
 from workers import queue
 from workers.models import OrderEvent
-from orders.relay import (
+from workers.relay import (
     BOARD_GROUP,
     Read,
     Relay,
     Snapshot,
-    event_message,
     order_group,
     stop_relay,
 )
-from pizzaqueue.asgi import application
-from tests.factory import make_order
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_menu")]
 
@@ -65,7 +65,7 @@ def place(**kw: Any) -> Any:
 
 @database_sync_to_async
 def rush(order_id: Any, priority: int) -> None:
-    queue.rush(order_id, priority)
+    queue.expedite(order_id, priority)
 
 
 @database_sync_to_async
@@ -82,7 +82,7 @@ async def test_a_new_client_gets_the_whole_timeline_then_live_events_through_the
 
     await rush(order.id, 7)  # committed by this process; the relay finds it in the table
     rushed = await communicator.receive_json_from(timeout=5)
-    assert rushed["kind"] == "rushed"
+    assert rushed["kind"] == "expedited"
     assert rushed["text"] == "Rushed: your order moves up the queue."
     assert [placed["id"], rushed["id"]] == await event_ids(order.id)
     assert await communicator.receive_nothing(timeout=0.3) is True
@@ -102,7 +102,7 @@ async def test_a_reconnecting_client_gets_only_what_it_missed() -> None:
     await rush(order.id, 9)
     live = await communicator.receive_json_from(timeout=5)
     assert live["id"] > third
-    assert live["kind"] == "rushed"
+    assert live["kind"] == "expedited"
     assert await communicator.receive_nothing(timeout=0.3) is True
     await communicator.disconnect()
 
@@ -116,7 +116,7 @@ async def test_an_event_both_replayed_and_published_live_is_sent_once() -> None:
     await get_channel_layer().group_send(order_group(order.id), {"type": "order.events", "events": [replayed]})
     await rush(order.id, 3)
     following = await communicator.receive_json_from(timeout=5)
-    assert following["kind"] == "rushed"
+    assert following["kind"] == "expedited"
     assert await communicator.receive_nothing(timeout=0.3) is True
     await communicator.disconnect()
 
@@ -177,7 +177,7 @@ def event(id_: int) -> OrderEvent:
 
 @override_settings(PIZZAQUEUE_RELAY_GAP_TIMEOUT=10.0)
 async def test_the_relay_holds_events_behind_a_missing_id_until_its_transaction_ends() -> None:
-    relay = Relay(asyncio.get_running_loop())
+    relay = Relay(asyncio.get_running_loop(), event_message)
     relay.watermark = 10
     try:
         # Id 11's transaction is still open (xid 100 is running); 12 committed first.
@@ -202,7 +202,7 @@ async def test_the_relay_holds_events_behind_a_missing_id_until_its_transaction_
 
 @override_settings(PIZZAQUEUE_RELAY_GAP_TIMEOUT=1.0)
 async def test_the_relay_gives_up_on_a_missing_id_after_the_gap_timeout() -> None:
-    relay = Relay(asyncio.get_running_loop())
+    relay = Relay(asyncio.get_running_loop(), event_message)
     relay.watermark = 10
     try:
         assert relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=0.0) == []

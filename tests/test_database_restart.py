@@ -20,11 +20,11 @@ from django.conf import settings
 from django.db import connection, connections
 from django.db.models import Count
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.conftest import Daphne, WorkerProcesses, signals_postgres, wait_until
 from tests.factory import order_data
+from workers import queue
+from workers.models import Order, OrderEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -1,6 +1,6 @@
 """Confirmed means durable (SPEC §4.1), on PostgreSQL, where an order's
 commit does not wait for the disk and its confirmation does
-(`orders.queue._place_in_one_statement`).
+(`workers.queue._place_in_one_statement`).
 
 The proof pauses PostgreSQL's WAL writer (SIGSTOP), the process that would
 otherwise flush an unwaited commit within a fraction of a second: while it
@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order
 from tests.conftest import signals_postgres
 from tests.factory import order_data
+from workers import queue
+from workers.models import Order
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -10,13 +10,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.queue import OrderRequest
 from orders.models import Pizza
-from workers.models import Order, OrderEvent
 from tests.factory import make_order, make_worker, order_data
-from workers import ring
+from workers import membership, monitor, queue, ring
+from workers.models import Order, OrderEvent
+from workers.queue import OrderRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -437,9 +436,9 @@ def test_takeaway_from_a_shop_that_does_not_exist_writes_nothing(menu: None) -> 
 def test_takeaway_from_a_shop_that_is_no_longer_live_writes_nothing(menu: None, verdict: str) -> None:
     shop = make_worker("shop-1")
     if verdict == "stop":
-        queue.stop_worker(shop.pk)
+        membership.stop(shop.pk)
     else:
-        queue.declare_dead(shop.pk)
+        monitor.declare_dead(shop.pk)
 
     with pytest.raises(ValidationError) as excinfo:
         place_raw(order_data(kind="takeaway", shop="shop-1"))

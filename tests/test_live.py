@@ -25,12 +25,11 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.conftest import ROOT, Daphne, WorkerProcesses, database_url, wait_until
 from tests.factory import make_order, order_data
-from workers.models import Worker
+from workers import queue
+from workers.models import Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 

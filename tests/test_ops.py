@@ -9,9 +9,9 @@ from django.db import OperationalError
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers import queue
 from orders.metrics import QueueCollector
 from tests.factory import make_order, make_worker
+from workers import queue
 
 pytestmark = pytest.mark.django_db
 

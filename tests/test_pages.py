@@ -12,11 +12,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
-from orders.views import FormIntakeThrottle, done_since
+from orders.views import FormIntakeThrottle
 from tests.factory import make_order, make_worker, order_data
+from workers import monitor, queue
+from workers.models import Order, OrderEvent
 
 pytestmark = pytest.mark.usefixtures("menu")
 
@@ -151,7 +151,7 @@ def test_the_tracking_page_tells_a_customer_their_shop_went_offline_and_where_th
     order = make_order()
     queue.claim(first.pk, 1)
     make_worker("shop-2")
-    queue.declare_dead(first.pk)
+    monitor.declare_dead(first.pk)
 
     page = client.get(f"/orders/{order.id}/").content.decode()
     assert "Your shop went offline; your order moved to shop-2." in page
@@ -161,7 +161,7 @@ def test_the_tracking_page_tells_a_customer_their_shop_went_offline_and_where_th
 def test_the_tracking_page_tells_a_takeaway_customer_their_shop_is_unavailable(client: Client) -> None:
     shop = make_worker("shop-1")
     order = make_order(kind="takeaway", shop="shop-1")
-    queue.declare_dead(shop.pk)
+    monitor.declare_dead(shop.pk)
 
     page = client.get(f"/orders/{order.id}/").content.decode()
     assert "Your shop is unavailable, so your takeaway order was cancelled. Please order again." in page
@@ -234,7 +234,7 @@ def test_the_kitchen_display_shows_the_shops_tickets_and_rush_raises_priority(st
     assert "<html" not in response.content.decode()  # the tickets partial
     waiting.refresh_from_db()
     assert waiting.priority == Order.MAX_PRIORITY
-    assert waiting.events.last().kind == OrderEvent.Kind.RUSHED
+    assert waiting.events.last().kind == OrderEvent.Kind.EXPEDITED
 
     response = staff_client.post(f"/kitchen/shop-1/rush/{baking.id}/", follow=True)
     assert "Order is preparing; only a queued order can be rushed." in response.content.decode()
@@ -252,7 +252,7 @@ def test_the_board_shows_kitchens_buckets_queue_depth_and_throughput(staff_clien
     second = make_worker("shop-2")
     for priority in (0, 0, 5):
         make_order(priority=priority)
-    queue.declare_dead(second.pk)
+    monitor.declare_dead(second.pk)
 
     response = staff_client.get("/board/")
     page = response.content.decode()
@@ -278,9 +278,9 @@ def test_throughput_counts_only_the_last_minutes_completions() -> None:
         order, _created = queue.place(clean_order_request(order_data()), now=at)
         (claim,) = queue.claim(worker.pk, 1, now=at)
         queue.complete(order.id, claim.token, worker.pk, now=at)
-    assert done_since(now - timedelta(minutes=1)) == 2
-    assert done_since(now - timedelta(minutes=15)) == 4
-    assert done_since(now + timedelta(seconds=1)) == 0
+    assert OrderEvent.objects.done_since(now - timedelta(minutes=1)) == 2
+    assert OrderEvent.objects.done_since(now - timedelta(minutes=15)) == 4
+    assert OrderEvent.objects.done_since(now + timedelta(seconds=1)) == 0
 
 
 def test_the_order_form_is_throttled_per_client_and_a_refused_order_writes_nothing(

@@ -13,12 +13,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.conftest import wait_until
 from tests.factory import area_owned_by, make_order, make_worker, order_data
-from workers.models import Worker
+from workers import monitor, queue
+from workers.models import Order, OrderEvent, Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -369,7 +368,7 @@ def test_a_worker_taken_out_of_the_ring_claims_nothing(menu: None) -> None:
     shop_a = make_worker("shop-a", now=T0)
     shop_b = make_worker("shop-b", now=T0)
     order = place_at(T0, area=area_owned_by(shop_a))
-    queue.declare_dead(shop_a.pk, now=T0)
+    monitor.declare_dead(shop_a.pk, now=T0)
 
     assert queue.claim(shop_a.pk, 10, now=T0) == []
     assert [c.order.pk for c in queue.claim(shop_b.pk, 10, now=T0)] == [order.pk]
@@ -590,7 +589,7 @@ def test_a_worker_presumed_dead_cannot_complete_an_order_that_was_given_to_anoth
     shop_b = make_worker("shop-b", now=T0)
     order = place_at(T0, area=area_owned_by(shop_a))
     [first] = queue.claim(shop_a.pk, 1, now=T0)
-    queue.declare_dead(shop_a.pk, now=T0 + timedelta(seconds=20))
+    monitor.declare_dead(shop_a.pk, now=T0 + timedelta(seconds=20))
     [second] = queue.claim(shop_b.pk, 1, now=T0 + timedelta(seconds=21))
 
     # Shop A was only paused; it wakes up and carries on with the order it had.
@@ -805,13 +804,13 @@ def test_a_rushed_order_is_raised_and_claimed_first(menu: None) -> None:
     other = place_at(T0, priority=3)
     slow = place_at(T0 + timedelta(seconds=1), priority=0)
 
-    rushed = queue.rush(slow.pk, now=T0 + timedelta(seconds=2))
+    rushed = queue.expedite(slow.pk, now=T0 + timedelta(seconds=2))
 
     assert rushed.priority == 9
     # The rank is rebuilt from when the order became eligible, not from the rush.
     assert rushed.rank == queue.rank_for(T0 + timedelta(seconds=1), 9)
     event = OrderEvent.objects.filter(order=slow).last()
-    assert (event.kind, event.message, event.data) == ("rushed", "Priority raised to 9.", {"priority": 9})
+    assert (event.kind, event.message, event.data) == ("expedited", "Priority raised to 9.", {"priority": 9})
     claims = queue.claim(worker.pk, 2, now=T0 + timedelta(seconds=2))
     assert [c.order.pk for c in claims] == [slow.pk, other.pk]
 
@@ -819,7 +818,7 @@ def test_a_rushed_order_is_raised_and_claimed_first(menu: None) -> None:
 def test_a_rush_to_an_explicit_priority(menu: None) -> None:
     order = place_at(T0, priority=1)
 
-    rushed = queue.rush(order.pk, priority=6, now=T0)
+    rushed = queue.expedite(order.pk, priority=6, now=T0)
 
     assert rushed.priority == 6
     assert rushed.rank == queue.rank_for(T0, 6)
@@ -833,7 +832,7 @@ def test_an_order_in_the_kitchen_cannot_be_rushed(held: tuple[Worker, Order, uui
     with pytest.raises(
         queue.InvalidTransitionError, match=r"^Order is preparing; only a queued order can be rushed\.$"
     ):
-        queue.rush(order.pk, now=T0)
+        queue.expedite(order.pk, now=T0)
 
     assert row(order) == before
     assert kinds(order) == ["placed", "claimed"]
@@ -844,7 +843,7 @@ def test_a_rush_out_of_the_priority_range_is_refused(menu: None, priority: int) 
     order = place_at(T0)
 
     with pytest.raises(ValidationError) as excinfo:
-        queue.rush(order.pk, priority=priority, now=T0)
+        queue.expedite(order.pk, priority=priority, now=T0)
 
     assert excinfo.value.message_dict == {"priority": ["Must be between 0 and 9."]}
     assert row(order)["priority"] == 0
@@ -854,7 +853,7 @@ def test_a_rush_out_of_the_priority_range_is_refused(menu: None, priority: int) 
 def test_a_takeaway_order_of_a_closed_shop_cannot_be_requeued(menu: None) -> None:
     shop = make_worker("corner-shop")
     order = make_order(kind="takeaway", shop="corner-shop")
-    queue.declare_dead(shop.pk, "gone", now=T0)
+    monitor.declare_dead(shop.pk, "gone", now=T0)
     order.refresh_from_db()
     assert order.status == "cancelled"
 
@@ -867,5 +866,5 @@ def test_a_rush_never_lowers_priority(menu: None) -> None:
     order = make_order(priority=5)
 
     with pytest.raises(queue.InvalidTransitionError, match="already has priority 5; a rush only raises it"):
-        queue.rush(order.pk, priority=1)
+        queue.expedite(order.pk, priority=1)
     assert Order.objects.get(pk=order.pk).priority == 5

@@ -9,13 +9,11 @@ from collections import Counter
 import pytest
 from django.conf import settings
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.conftest import WorkerProcesses, wait_until
 from tests.factory import make_order, order_data
-from workers import ring
-from workers.models import Bucket, BucketMove, Worker
+from workers import queue, ring
+from workers.models import Bucket, BucketMove, Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -7,10 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from workers import queue
-from workers.models import Order
 from tests.factory import make_order, make_worker
-from workers.models import Bucket
+from workers import queue
+from workers.models import Bucket, Order
 
 pytestmark = pytest.mark.django_db
 

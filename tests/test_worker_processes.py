@@ -17,12 +17,11 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from workers import queue
 from orders.intake import clean_order_request
-from workers.models import Order, OrderEvent
 from tests.conftest import FAST_WORKER_ENV, WorkerProcesses, wait_until
 from tests.factory import make_order, order_data
-from workers.models import Bucket, MonitorLease, Worker
+from workers import queue
+from workers.models import Bucket, MonitorLease, Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
