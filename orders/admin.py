@@ -84,7 +84,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     # an index range scan at any table size. Sorting by other columns would be
     # a sort of the whole table, so the column headers do not sort.
     ordering = ("-status", "-created_at")
-    sortable_by: tuple[str, ...] = ()
+    sortable_by = ()
     search_fields = ("=id",)
     search_help_text = "An order's exact id (UUID)."
     actions = ["requeue_orders", "cancel_orders", "expedite_orders"]

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -63,7 +63,7 @@ from orders.serializers import (
     WorkerSerializer,
 )
 from workers import queue
-from workers.models import Bucket, Order, OrderEvent, Worker
+from workers.models import Bucket, Order, OrderEvent, Worker, WorkerQuerySet
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +123,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoPermissionDenied):
         exc = PermissionDenied(*exc.args)
     response = drf_exception_handler(exc, context)
-    if response is None:
-        return None  # a bug: let Django log it and answer 500
+    if response is None or not isinstance(exc, APIException):
+        return response  # None: a bug; let Django log it and answer 500
     if isinstance(exc, ValidationError):
         response.data = {"detail": "Invalid input.", "code": "invalid", "errors": _flatten(exc.detail)}
     else:
         detail = exc.detail
         body: dict[str, Any] = {"detail": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
-        if isinstance(exc, Throttled) and exc.wait is not None:
-            body["wait"] = exc.wait
+        wait = getattr(exc, "wait", None) if isinstance(exc, Throttled) else None
+        if wait is not None:
+            body["wait"] = wait
         response.data = body
     return response
 
@@ -180,7 +181,7 @@ class BoundedJSONParser(JSONParser):
         try:
             data = json.loads(body.decode(encoding), parse_constant=_reject_constant)
             json.dumps(data, ensure_ascii=False).encode("utf-8")
-        except UnicodeError as exc:
+        except (UnicodeDecodeError, UnicodeEncodeError) as exc:
             raise ValidationError({"body": [f"JSON parse error - not valid Unicode: {exc.reason}."]}) from None
         except RecursionError:
             raise ValidationError({"body": ["JSON parse error - nested too deeply."]}) from None
@@ -198,8 +199,9 @@ class OrderCreateThrottle(ScopedRateThrottle):
     """
 
     def get_rate(self) -> str | None:
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-        if rate is not None and not THROTTLE_RATE_RE.fullmatch(rate):
+        rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
+        rate = rates.get(self.scope or "")
+        if rate is not None and not (isinstance(rate, str) and THROTTLE_RATE_RE.fullmatch(rate)):
             raise ImproperlyConfigured(f"Throttle rate for {self.scope!r} must look like 600/minute, got {rate!r}")
         return rate
 
@@ -387,7 +389,7 @@ class WorkerViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         filters = WorkerFilterForm(request.query_params)
         if not filters.is_valid():
             raise _form_errors(filters)
-        workers = self.get_queryset().with_load()
+        workers = cast(WorkerQuerySet, self.get_queryset()).with_load()
         if filters.cleaned_data["status"]:
             workers = workers.filter(status=filters.cleaned_data["status"])
         page = self.paginate_queryset(workers)

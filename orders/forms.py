@@ -45,7 +45,9 @@ class OrderForm(forms.Form):
     def __init__(self, *args: Any, pizzas: list[Pizza], shops: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pizzas = pizzas
-        self.fields["shop"].choices = [("", "—")] + [(name, name) for name in shops]
+        shop = self.fields["shop"]
+        if isinstance(shop, forms.ChoiceField):
+            shop.choices = [("", "—"), *((name, name) for name in shops)]
         self.fields["note"].widget.attrs["maxlength"] = settings.PIZZAQUEUE_MAX_NOTE
         for pizza in pizzas:
             # Plain text on the server side: bounds and numbers are checked by the intake.
@@ -76,7 +78,7 @@ class OrderForm(forms.Form):
         return [self[name] for name in ("kind", "area", "shop", "customer_name", "note")]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         items, fields_of_item = [], []
         for pizza in self.pizzas:
             quantity = (data.get(f"qty_{pizza.slug}") or "").strip()

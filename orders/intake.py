@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from orders.models import SIZE_FACTOR, Pizza, Size
+from workers import sql
 from workers.models import Order
 from workers.queue import OrderRequest
 
@@ -76,7 +77,7 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
     if len(raw) > max_items:
         errors["items"] = [f"At most {max_items} items per order."]
         return [], 0
-    slugs = {entry.get("pizza") for entry in raw if isinstance(entry, Mapping) and isinstance(entry.get("pizza"), str)}
+    slugs = {slug for entry in raw if isinstance(entry, Mapping) and isinstance(slug := entry.get("pizza"), str)}
     menu = _on_the_menu(slugs)
     items: list[dict[str, Any]] = []
     seconds = 0.0
@@ -121,7 +122,7 @@ def _menu_lookup(vendor: str, count: int) -> str:
     """The SQL for `count` slugs, written once per size (at most PIZZAQUEUE_MAX_ITEMS)."""
     quote = connection.ops.quote_name
     slug, seconds, available = (
-        quote(Pizza._meta.get_field(name).column) for name in ("slug", "bake_seconds", "available")
+        quote(sql.column(Pizza._meta.get_field(name))) for name in ("slug", "bake_seconds", "available")
     )
     return (
         f"SELECT {slug}, {seconds} FROM {quote(Pizza._meta.db_table)} "  # noqa: S608 - names from the model
@@ -129,7 +130,7 @@ def _menu_lookup(vendor: str, count: int) -> str:
     )
 
 
-def clean_order_request(data: Mapping[str, Any]) -> OrderRequest:
+def clean_order_request(data: Any) -> OrderRequest:
     """Validate a raw request (parsed JSON, form data or keyword arguments).
 
     Raises ValidationError whose message_dict names every bad field.

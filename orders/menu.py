@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # (slug, name, description, price in cents for a medium, kitchen seconds for a medium)
 HOUSE_MENU: tuple[tuple[str, str, str, int, int], ...] = (
     ("margherita", "Margherita", "Tomato, mozzarella, basil.", 900, 40),
@@ -13,7 +15,7 @@ HOUSE_MENU: tuple[tuple[str, str, str, int, int], ...] = (
 )
 
 
-def seed_menu(pizza_model: type) -> int:
+def seed_menu(pizza_model: Any) -> int:
     """Create the house pizzas that are missing; returns how many were added.
 
     Takes the model as an argument so the data migration can pass its

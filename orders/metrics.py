@@ -23,6 +23,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from workers.models import Bucket, Order, OrderEvent, Worker
@@ -82,7 +83,7 @@ class QueueCollector(Collector):
                 self._order.observe(max(waited, 0.0))
             self._last_event_id = event_id
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
             self._read_new_events()
             events = CounterMetricFamily(
@@ -122,8 +123,8 @@ class QueueCollector(Collector):
             .values_list("status")
             .annotate(n=Count("id"))
         )
-        for status in Worker.Status.values:
-            workers.add_metric([status], recent.get(status, 0))
+        for worker_status in Worker.Status.values:
+            workers.add_metric([worker_status], recent.get(worker_status, 0))
         yield workers
         yield GaugeMetricFamily(
             "pizzaqueue_buckets_orphaned", "Buckets without a live owner.", value=Bucket.objects.orphaned().count()

@@ -48,7 +48,7 @@ class KeysetPagination(BasePagination):
     def fields(self) -> list[str]:
         return [f.removeprefix("-") for f in self.ordering]
 
-    def paginate_queryset(self, queryset: models.QuerySet, request: Request, view: Any = None) -> list[Any]:
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
         self.base_url = request.build_absolute_uri()
         page_size = self.get_page_size(request)
         queryset = queryset.order_by(*self.ordering)
@@ -110,7 +110,7 @@ class KeysetPagination(BasePagination):
             raise ValidationError({self.cursor_query_param: [self.invalid_cursor_message]}) from None
 
     @staticmethod
-    def _to_python(field: models.Field, value: Any) -> Any:
+    def _to_python(field: Any, value: Any) -> Any:
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ValueError("cursor values are strings or integers")
         value = field.to_python(value)

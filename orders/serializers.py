@@ -60,7 +60,7 @@ class OrderCreateSerializer(serializers.Serializer):
     max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False, allow_null=True)
 
     def get_fields(self) -> dict[str, serializers.Field]:
-        limits = {
+        limits: dict[str, serializers.Field] = {
             "items": serializers.ListField(
                 child=OrderItemSerializer(),
                 min_length=1,
@@ -155,7 +155,8 @@ class OrderEventSerializer(serializers.Serializer):
     stage = serializers.CharField(read_only=True)
     message = serializers.CharField(read_only=True)
     worker = serializers.CharField(source="worker.name", read_only=True, allow_null=True)
-    data = serializers.JSONField(read_only=True)
+    # The API's field is called `data`; DRF's Serializer.data is a property of the serializer, not of its fields.
+    data = serializers.JSONField(read_only=True)  # type: ignore[assignment]
 
 
 class OrderDetailSerializer(OrderSerializer):
@@ -236,7 +237,8 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(
+    # Likewise `errors`: a field of the error body, not Serializer.errors.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text='Messages by field, e.g. {"items[0].quantity": ["Must be between 1 and 20."]}.',

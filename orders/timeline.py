@@ -19,7 +19,7 @@ STAGE_LABELS = {
     "oven": "In the oven",
     "boxing": "Boxing it up",
 }
-STATUS_LABELS = {
+STATUS_LABELS: dict[str, str] = {
     Order.Status.QUEUED: "In the queue",
     Order.Status.PREPARING: "In the kitchen",
     Order.Status.DONE: "Ready",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
 from django.utils import timezone
@@ -80,7 +80,8 @@ class FormIntakeThrottle(SimpleRateThrottle):
 def place_order(request: HtmxHttpRequest) -> HttpResponse:
     """Place the order from the form; a resubmitted form (same token) finds its first order."""
     throttle = FormIntakeThrottle()
-    if not throttle.allow_request(request, None):
+    # DRF's rate machinery reads only the client address and the cache here, so it serves a plain Django view too.
+    if not throttle.allow_request(request, None):  # type: ignore[arg-type]
         wait = throttle.wait() or 60
         form = OrderForm.for_menu(request.POST)
         form.is_valid()
@@ -105,8 +106,9 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
         else:
             return redirect("track-order", order_id=order.id)
     # A fresh token, so correcting the errors does not collide with anything sent before.
-    form.data = form.data.copy()
-    form.data["token"] = str(uuid.uuid4())
+    data = cast(QueryDict, form.data).copy()
+    data["token"] = str(uuid.uuid4())
+    form.data = data
     return render(request, "orders/menu.html", {"form": form}, status=status)
 
 
@@ -186,6 +188,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
         waiting = list(Order.objects.claimable(now).owned_by(worker.pk).in_claim_order()[:TICKETS_SHOWN])
     names = pizza_names()
+    order: Any  # each ticket carries what the display shows
     for order in preparing + waiting:
         order.promise_seconds = promised_seconds(order)
         order.item_lines = item_lines(order, names)
@@ -228,7 +231,8 @@ def _board_panels(now: datetime) -> dict[str, Any]:
     workers.sort(key=lambda w: (not w.is_live, w.name, -w.incarnation))
     buckets_by_owner: dict[int | None, int] = defaultdict(int)
     queued_by_owner: dict[int | None, int] = defaultdict(int)
-    for owner, queued in Bucket.objects.with_depth().values_list("owner", "queued"):
+    depths: Any = Bucket.objects.with_depth()  # `queued` is an annotation the type checker cannot see
+    for owner, queued in depths.values_list("owner", "queued"):
         buckets_by_owner[owner] += 1
         queued_by_owner[owner] += queued
     preparing_by_worker = dict(

@@ -64,9 +64,11 @@ class OneHopASGIHandler(ASGIHandler):
         request, response = self.create_request(scope, body_file)
         if request is not None:
             response = self.get_response(request)
-            response._handler_class = self.__class__
+            response._handler_class = self.__class__  # type: ignore[attr-defined]  # as Django's own handler does
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size  # the server chunks the bytes itself
+        if response is None:
+            raise RuntimeError("the request was neither answered nor refused")
         if not response.streaming:
             response.close()  # its content is in memory; close now, in the request's own thread
         return response

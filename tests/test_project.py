@@ -35,3 +35,11 @@ def test_code_is_ruff_clean() -> None:
 def test_code_is_ruff_formatted() -> None:
     result = _ruff("format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_apps_type_check() -> None:
+    """mypy with django-stubs over pizzaqueue/, orders/ and workers/ (configured in pyproject.toml)."""
+    mypy = shutil.which("mypy", path=str(ROOT / ".venv" / "bin")) or shutil.which("mypy")
+    command = [mypy] if mypy else [sys.executable, "-m", "mypy"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,7 @@ with the shop's admin of orders): no full-table COUNT, no facet counts.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
@@ -22,7 +22,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from workers import membership, monitor
-from workers.models import Bucket, BucketMove, MonitorLease, Worker
+from workers.models import Bucket, BucketMove, BucketQuerySet, MonitorLease, Worker, WorkerQuerySet
 
 
 def format_duration(seconds: float) -> str:
@@ -71,7 +71,7 @@ class CappedCountPaginator(Paginator):
         return min(len(self.object_list), self.cap)
 
 
-class FastChangeList:
+class FastChangeList(admin.ModelAdmin):
     """What every big table's admin shares: bounded counts, no facets."""
 
     show_full_result_count = False
@@ -105,7 +105,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Counts as correlated subqueries in the page query: no query per row.
-        return super().get_queryset(request).with_load()
+        return cast(WorkerQuerySet, super().get_queryset(request)).with_load()
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("workers.change_worker")
@@ -121,11 +121,11 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
         )
 
     @admin.display(description="owned buckets", ordering="owned_buckets")
-    def owned_buckets(self, worker: Worker) -> int:
+    def owned_buckets(self, worker: Any) -> int:  # annotated by `with_load`
         return worker.owned_buckets
 
     @admin.display(description="in flight", ordering="in_flight")
-    def in_flight(self, worker: Worker) -> int:
+    def in_flight(self, worker: Any) -> int:
         return worker.in_flight
 
     @admin.action(description="Drain: finish in-flight orders, claim no more, stop", permissions=["operate"])
@@ -162,10 +162,10 @@ class BucketAdmin(FastChangeList, ReadOnlyAdmin):
     search_fields = ("=number",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).with_depth()
+        return cast(BucketQuerySet, super().get_queryset(request)).with_depth()
 
     @admin.display(description="queued", ordering="queued")
-    def queued(self, bucket: Bucket) -> int:
+    def queued(self, bucket: Any) -> int:  # annotated by `with_depth`
         return bucket.queued
 
 

@@ -307,11 +307,11 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
 # --- Claiming and the worker's fenced writes ----------------------------------
 
 
-def _claim_params(worker_id: int, now: datetime, limit: int) -> tuple[bool, dict[str, object]]:
+def _claim_params(worker_id: int, now: datetime, limit: int) -> tuple[bool, dict[str, Any]]:
     """(stealing?, the parameters of `sql.CLAIMABLE` / `sql.CLAIM`)."""
     steal_after = settings.PIZZAQUEUE_STEAL_AFTER
     adapt = connection.ops.adapt_datetimefield_value
-    params: dict[str, object] = {"queued": Status.QUEUED, "now": adapt(now), "worker": worker_id, "limit": limit}
+    params: dict[str, Any] = {"queued": Status.QUEUED, "now": adapt(now), "worker": worker_id, "limit": limit}
     if steal_after > 0:
         params["steal_before"] = adapt(now - timedelta(seconds=steal_after))
     return steal_after > 0, params

@@ -107,7 +107,8 @@ def read_events(after: int, limit: int) -> Read:
     events = list(rows[:limit])
     snapshot = None
     if events and connection.vendor == "postgresql":
-        snapshot = Snapshot(events[0].snapshot_xmin, events[0].snapshot_xmax)
+        first: Any = events[0]  # annotated with the snapshot
+        snapshot = Snapshot(first.snapshot_xmin, first.snapshot_xmax)
     return Read(events, snapshot)
 
 

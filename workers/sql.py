@@ -17,17 +17,24 @@ from functools import cache
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Model
+from django.db.models import Field, Model
 
 from workers.models import CLAIM_ORDER, Bucket, Order, OrderEvent
 
 M = TypeVar("M", bound=Model)
 
 
+def column(field: Any) -> str:
+    """A concrete field's column name (the ORM's types allow for fields without one)."""
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{field!r} has no column")
+    return field.column
+
+
 def columns(model: type[Model], alias: str = "") -> str:
     """The model's concrete columns, in field order (the order `load` expects), qualified by `alias` if given."""
     prefix = f"{alias}." if alias else ""
-    return ", ".join(f"{prefix}{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+    return ", ".join(f"{prefix}{connection.ops.quote_name(column(f))}" for f in model._meta.concrete_fields)
 
 
 def load(model: type[M], row: Sequence[Any]) -> M:
@@ -60,7 +67,7 @@ def _statement(text: str, **parts: str) -> str:
         order_columns=columns(Order),
         order_values=", ".join(["%s"] * len(Order._meta.concrete_fields)),
         event_columns="order_id, kind, created_at, worker_id, stage, message, data",
-        claim_order=", ".join(Order._meta.get_field(name).column for name in CLAIM_ORDER),
+        claim_order=", ".join(column(Order._meta.get_field(name)) for name in CLAIM_ORDER),
         **parts,
     )
 
