@@ -143,11 +143,16 @@ def _event(
     )
 
 
-def notify_work() -> None:
-    """Wake the workers once this transaction commits: an order became claimable (PostgreSQL only)."""
+def _notify(statement: str) -> None:
+    """Wake listeners once this transaction commits (PostgreSQL only; NOTIFY is transactional)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql.NOTIFY_ORDERS)
+            cursor.execute(statement)
+
+
+def notify_work() -> None:
+    """Wake the workers once this transaction commits: an order became claimable."""
+    _notify(sql.NOTIFY_ORDERS)
 
 
 def _record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
@@ -157,9 +162,7 @@ def _record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
     if not events:
         return
     OrderEvent.objects.bulk_create(events)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql.NOTIFY_EVENTS_AND_ORDERS if work else sql.NOTIFY_EVENTS)
+    _notify(sql.NOTIFY_EVENTS_AND_ORDERS if work else sql.NOTIFY_EVENTS)
 
 
 def _get(order_id: uuid.UUID | str) -> Order:
