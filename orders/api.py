@@ -51,6 +51,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from orders import sql
 from orders.intake import clean_order_request
 from orders.pagination import BIGINT_MAX, OrderPagination, WorkerPagination
 from orders.serializers import (
@@ -432,10 +433,10 @@ class DocsView(JSONErrorsMixin, SpectacularSwaggerView):
 # --- Stats ------------------------------------------------------------------------
 
 
-def _planner_rows(sql: str, params: list[Any]) -> int:
-    """PostgreSQL's row estimate for a query: statistics only, nothing is scanned."""
+def _planner_rows(statement: str, params: list[Any]) -> int:
+    """The row estimate of an `EXPLAIN (FORMAT JSON)` statement."""
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        cursor.execute(statement, params)
         plan = cursor.fetchone()[0]
     plan = json.loads(plan) if isinstance(plan, str) else plan
     return int(plan[0]["Plan"]["Plan Rows"])
@@ -450,8 +451,7 @@ def order_counts() -> dict[str, dict[str, Any]]:
     from `pg_class.reltuples` and the column statistics.
     """
     counts = {s: {"count": 0, "exact": True} for s in Order.Status.values}
-    table = connection.ops.quote_name(Order._meta.db_table)
-    estimate = connection.vendor == "postgresql" and _planner_rows(f"SELECT 1 FROM {table}", []) >= EXACT_COUNT_BELOW  # noqa: S608
+    estimate = connection.vendor == "postgresql" and _planner_rows(sql.ESTIMATE_ORDERS, []) >= EXACT_COUNT_BELOW
     exact = (
         Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
         if estimate
@@ -461,7 +461,7 @@ def order_counts() -> dict[str, dict[str, Any]]:
         counts[status_value]["count"] = n
     if estimate:
         for status_value in Order.FINAL_STATUSES:
-            rows = _planner_rows(f"SELECT 1 FROM {table} WHERE status = %s", [status_value])  # noqa: S608
+            rows = _planner_rows(sql.ESTIMATE_ORDERS_WITH_STATUS, [status_value])
             counts[status_value] = {"count": rows, "exact": False}
     return counts
 

@@ -9,7 +9,6 @@ with the same answers (401 "Invalid token." / "User inactive or deleted.").
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -18,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
+from orders.sql import TOKEN_AND_USER
 from workers import sql
 
 _User = get_user_model()
@@ -34,7 +34,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
             # No token looks like this, and PostgreSQL refuses a NUL in text: not a 500.
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         with connection.cursor() as cursor:
-            cursor.execute(_lookup(connection.vendor), [key])
+            cursor.execute(TOKEN_AND_USER, [key])
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
@@ -43,16 +43,3 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return user, token
-
-
-@cache
-def _lookup(vendor: str) -> str:
-    """The token and its user, by key (the SQL DRF's lookup compiles to, written once)."""
-    quote = connection.ops.quote_name
-    token, user = Token._meta, _User._meta
-    user_id, key = sql.column(user.pk), sql.column(token.pk)
-    return (
-        f"SELECT {sql.columns(Token, 't')}, {sql.columns(_User, 'u')} "  # noqa: S608 - names from the models
-        f"FROM {quote(token.db_table)} t JOIN {quote(user.db_table)} u "
-        f"ON u.{quote(user_id)} = t.{quote(sql.column(token.get_field('user')))} WHERE t.{quote(key)} = %s"
-    )

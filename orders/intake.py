@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -19,8 +18,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orders.models import SIZE_FACTOR, Pizza, Size
-from workers import sql
+from orders import sql
+from orders.models import SIZE_FACTOR, Size
 from workers.models import Order
 from workers.queue import OrderRequest
 
@@ -105,29 +104,12 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
 
 # Optimization: fixed SQL, 3x faster than the ORM query on PostgreSQL (0.33 vs 1.0 ms per order, bench/fastpaths.py).
 def _on_the_menu(slugs: set[str]) -> dict[str, int]:
-    """Bake seconds of those pizzas that are on the menu now, by slug.
-
-    Fixed SQL rather than an ORM query: every order asks this, and compiling
-    the same query each time cost more than running it.
-    """
+    """Bake seconds of those pizzas that are on the menu now, by slug (`orders.sql.menu`)."""
     if not slugs:
         return {}
     with connection.cursor() as cursor:
-        cursor.execute(_menu_lookup(connection.vendor, len(slugs)), [True, *slugs])
+        cursor.execute(sql.menu(len(slugs)), [True, *slugs])
         return dict(cursor.fetchall())
-
-
-@cache
-def _menu_lookup(vendor: str, count: int) -> str:
-    """The SQL for `count` slugs, written once per size (at most PIZZAQUEUE_MAX_ITEMS)."""
-    quote = connection.ops.quote_name
-    slug, seconds, available = (
-        quote(sql.column(Pizza._meta.get_field(name))) for name in ("slug", "bake_seconds", "available")
-    )
-    return (
-        f"SELECT {slug}, {seconds} FROM {quote(Pizza._meta.db_table)} "  # noqa: S608 - names from the model
-        f"WHERE {available} = %s AND {slug} IN ({', '.join(['%s'] * count)})"
-    )
 
 
 def clean_order_request(data: Any) -> OrderRequest:

@@ -60,3 +60,30 @@ def test_only_the_queue_operations_write_an_orders_status() -> None:
     writes = [w for app in (ENGINE, SHOP) for path in modules(app) for w in status_writes(path)]
     assert writes, "the scan found no status write at all: it is not looking"
     assert {w.split(":")[0] for w in writes} == {"workers/queue.py"}
+
+
+def written_sql(path: Path) -> list[int]:
+    """Lines of `execute(...)` calls whose statement is spelled out there (a string, an f-string, a `+` or `%`)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "execute"):
+            continue
+        if node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
+            found.append(node.lineno)
+    return found
+
+
+def test_every_statement_is_called_by_name_from_its_apps_sql_module() -> None:
+    spelled_out = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for app in (ENGINE, SHOP)
+        for path in modules(app)
+        for line in written_sql(path)
+    ]
+    assert spelled_out == []
+
+
+def test_the_sql_scan_sees_a_statement_written_at_the_call(tmp_path: Path) -> None:
+    module = tmp_path / "inline.py"
+    module.write_text("def f(cursor, name):\n    cursor.execute(f'LISTEN {name}')\n    cursor.execute(STATEMENT)\n")
+    assert written_sql(module) == [2]

@@ -333,7 +333,7 @@ class WorkerLoop:
         while not self._closing.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {sql.ORDERS_CHANNEL}")
+                    conn.execute(sql.LISTEN_ORDERS)
                     self.wake.set()  # catch up on anything placed while not listening
                     while not self._closing.is_set():
                         for _ in conn.notifies(timeout=1.0):

@@ -287,7 +287,7 @@ class Relay:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {sql.EVENTS_CHANNEL}")
+                    await conn.execute(sql.LISTEN_EVENTS)
                     self.listening = True
                     self._wake.set()  # catch up on what was committed while not listening
                     async for _notify in conn.notifies():

@@ -77,6 +77,10 @@ ORDERS_CHANNEL = "pizzaqueue_orders"
 # Channel each web process's live-update relay LISTENs on for new events.
 EVENTS_CHANNEL = "pizzaqueue_events"
 
+# A worker's and a relay's LISTEN connection subscribe once per connection.
+LISTEN_ORDERS = f"LISTEN {ORDERS_CHANNEL}"
+LISTEN_EVENTS = f"LISTEN {EVENTS_CHANNEL}"
+
 # NOTIFY is transactional: the listeners wake when the caller's transaction commits. No ORM word for it.
 NOTIFY_ORDERS = f"SELECT pg_notify('{ORDERS_CHANNEL}', '')"
 NOTIFY_EVENTS = f"SELECT pg_notify('{EVENTS_CHANNEL}', '')"
