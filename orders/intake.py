@@ -159,7 +159,7 @@ def clean_order_request(data: Any) -> OrderRequest:
         items=items,
         kind=kind,
         area=_text(data.get("area"), "area", 64, errors),
-        shop=shop,
+        pinned_to=shop,
         priority=priority if priority is not None else 0,
         note=_text(data.get("note"), "note", settings.PIZZAQUEUE_MAX_NOTE, errors),
         customer_name=_text(data.get("customer_name"), "customer_name", 100, errors),

@@ -13,7 +13,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/", views.track_order, name="track-order"),
     path("orders/<uuid:order_id>/cancel/", views.cancel_order, name="cancel-order"),
     path("kitchen/<str:name>/", views.kitchen, name="kitchen"),
-    path("kitchen/<str:name>/rush/<uuid:order_id>/", views.expedite_order, name="expedite-order"),
+    path("kitchen/<str:name>/expedite/<uuid:order_id>/", views.expedite_order, name="expedite-order"),
     path("board/", views.board, name="board"),
     path("accounts/login/", auth_views.LoginView.as_view(next_page="board"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),

@@ -104,7 +104,7 @@ def test_rush_raises_queued_orders_to_top_priority(operator: Client) -> None:
     assert OrderEvent.objects.filter(order=queued, kind="expedited").count() == 1
     assert Order.objects.get(pk=preparing.pk).priority == 1
     assert ("success", "1 order rushed.") in shown
-    assert ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be rushed.") in shown
+    assert ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be expedited.") in shown
 
 
 def test_an_action_over_too_many_orders_is_refused_whole(operator: Client, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -799,38 +799,38 @@ def test_only_failed_cancelled_or_preparing_orders_can_be_requeued(menu: None, s
     assert row(order) == before
 
 
-def test_a_rushed_order_is_raised_and_claimed_first(menu: None) -> None:
+def test_an_expedited_order_is_raised_and_claimed_first(menu: None) -> None:
     worker = make_worker("shop-1", now=T0)
     other = place_at(T0, priority=3)
     slow = place_at(T0 + timedelta(seconds=1), priority=0)
 
-    rushed = queue.expedite(slow.pk, now=T0 + timedelta(seconds=2))
+    expedited = queue.expedite(slow.pk, now=T0 + timedelta(seconds=2))
 
-    assert rushed.priority == 9
-    # The rank is rebuilt from when the order became eligible, not from the rush.
-    assert rushed.rank == queue.rank_for(T0 + timedelta(seconds=1), 9)
+    assert expedited.priority == 9
+    # The rank is rebuilt from when the order became eligible, not from the expedite.
+    assert expedited.rank == queue.rank_for(T0 + timedelta(seconds=1), 9)
     event = OrderEvent.objects.filter(order=slow).last()
     assert (event.kind, event.message, event.data) == ("expedited", "Priority raised to 9.", {"priority": 9})
     claims = queue.claim(worker.pk, 2, now=T0 + timedelta(seconds=2))
     assert [c.order.pk for c in claims] == [slow.pk, other.pk]
 
 
-def test_a_rush_to_an_explicit_priority(menu: None) -> None:
+def test_expediting_to_an_explicit_priority(menu: None) -> None:
     order = place_at(T0, priority=1)
 
-    rushed = queue.expedite(order.pk, priority=6, now=T0)
+    expedited = queue.expedite(order.pk, priority=6, now=T0)
 
-    assert rushed.priority == 6
-    assert rushed.rank == queue.rank_for(T0, 6)
+    assert expedited.priority == 6
+    assert expedited.rank == queue.rank_for(T0, 6)
     assert OrderEvent.objects.filter(order=order).last().message == "Priority raised to 6."
 
 
-def test_an_order_in_the_kitchen_cannot_be_rushed(held: tuple[Worker, Order, uuid.UUID]) -> None:
+def test_an_order_in_the_kitchen_cannot_be_expedited(held: tuple[Worker, Order, uuid.UUID]) -> None:
     _worker, order, _token = held
     before = row(order)
 
     with pytest.raises(
-        queue.InvalidTransitionError, match=r"^Order is preparing; only a queued order can be rushed\.$"
+        queue.InvalidTransitionError, match=r"^Order is preparing; only a queued order can be expedited\.$"
     ):
         queue.expedite(order.pk, now=T0)
 
@@ -839,7 +839,7 @@ def test_an_order_in_the_kitchen_cannot_be_rushed(held: tuple[Worker, Order, uui
 
 
 @pytest.mark.parametrize("priority", [-1, 10])
-def test_a_rush_out_of_the_priority_range_is_refused(menu: None, priority: int) -> None:
+def test_expediting_out_of_the_priority_range_is_refused(menu: None, priority: int) -> None:
     order = place_at(T0)
 
     with pytest.raises(ValidationError) as excinfo:
@@ -862,9 +862,9 @@ def test_a_takeaway_order_of_a_closed_shop_cannot_be_requeued(menu: None) -> Non
     assert Order.objects.get(pk=order.pk).status == "cancelled"
 
 
-def test_a_rush_never_lowers_priority(menu: None) -> None:
+def test_expediting_never_lowers_priority(menu: None) -> None:
     order = make_order(priority=5)
 
-    with pytest.raises(queue.InvalidTransitionError, match="already has priority 5; a rush only raises it"):
+    with pytest.raises(queue.InvalidTransitionError, match="already has priority 5; expediting only raises it"):
         queue.expedite(order.pk, priority=1)
     assert Order.objects.get(pk=order.pk).priority == 5

@@ -69,8 +69,8 @@ class OrderRequest:
     items: list[dict[str, Any]]
     kind: str = Order.Kind.DELIVERY
     area: str = ""
-    # A takeaway order names the worker (shop) it is pinned to.
-    shop: str = ""
+    # A takeaway order names the worker it is pinned to.
+    pinned_to: str = ""
     priority: int = 0
     note: str = ""
     customer_name: str = ""
@@ -84,7 +84,7 @@ class OrderRequest:
             "items": self.items,
             "kind": self.kind,
             "area": self.area,
-            "shop": self.shop,
+            "shop": self.pinned_to,  # the key fingerprints already stored were hashed with
             "priority": self.priority,
             "note": self.note,
             "customer_name": self.customer_name,
@@ -210,6 +210,7 @@ def _live_worker_named(name: str) -> Worker:
     # case the worker is no longer live here and the order is refused.
     worker = Worker.objects.live().filter(name=name).select_for_update(no_key=True).first()
     if worker is None:
+        # Keyed by the request's field, as the intake's own errors are.
         raise ValidationError({"shop": [f"No open shop named {name!r}."]})
     return worker
 
@@ -223,7 +224,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     now = now or timezone.now()
     fingerprint = request.fingerprint() if idempotency_key else ""  # only a retry is compared
     if idempotency_key and request.kind == Order.Kind.TAKEAWAY:
-        # Looked up first: the shop may have closed since, and a retry must replay, not fail.
+        # Looked up first: the worker may have stopped since, and a retry must replay, not fail.
         existing = _holder_of(idempotency_key)
         if existing is not None:
             return _same_request(existing, fingerprint), False
@@ -241,7 +242,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     else:
         try:
             with transaction.atomic():
-                pinned_to = _live_worker_named(request.shop).pk if request.kind == Order.Kind.TAKEAWAY else None
+                pinned_to = _live_worker_named(request.pinned_to).pk if request.kind == Order.Kind.TAKEAWAY else None
                 order = _new_order(request, now, pinned_to, idempotency_key, fingerprint)
                 order.save(force_insert=True)
                 _record([_event(order.id, Event.PLACED, now, message=PLACED_MESSAGE)], work=True)
@@ -299,9 +300,12 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
     now = now or timezone.now()
     with transaction.atomic():
         pinned = {
-            name: _live_worker_named(name).pk for name in {r.shop for r in requests if r.kind == Order.Kind.TAKEAWAY}
+            name: _live_worker_named(name).pk
+            for name in {r.pinned_to for r in requests if r.kind == Order.Kind.TAKEAWAY}
         }
-        orders = [_new_order(r, now, pinned.get(r.shop) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests]
+        orders = [
+            _new_order(r, now, pinned.get(r.pinned_to) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests
+        ]
         Order.objects.bulk_create(orders)
         _record((_event(o.id, Event.PLACED, now, message=PLACED_MESSAGE) for o in orders), work=True)
     return orders
@@ -607,16 +611,16 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
 
 
 def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: datetime | None = None) -> Order:
-    """Raise a queued order's priority (the kitchen display's "rush")."""
+    """Raise a queued order's priority (the kitchen display's "rush" button)."""
     now = now or timezone.now()
     if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():
         order = _get(order_id)
         if order.status != Status.QUEUED:
-            raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be rushed.")
+            raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be expedited.")
         if priority <= order.priority:
-            raise InvalidTransitionError(f"Order already has priority {order.priority}; a rush only raises it.")
+            raise InvalidTransitionError(f"Order already has priority {order.priority}; expediting only raises it.")
         # Keep the order's place in time: the rank is rebuilt from when it became eligible.
         updated = Order.objects.filter(id=order.id, status=Status.QUEUED, priority=order.priority).update(
             priority=priority, rank=rank_for(order.eligible_at, priority)
