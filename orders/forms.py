@@ -67,7 +67,7 @@ class OrderForm(forms.Form):
     @classmethod
     def for_menu(cls, data: Any = None, **kwargs: Any) -> OrderForm:
         pizzas = list(Pizza.objects.filter(available=True))
-        shops = list(Worker.objects.live().order_by("name").values_list("name", flat=True))
+        shops = list(Worker.objects.in_ring().order_by("name").values_list("name", flat=True))
         return cls(data, pizzas=pizzas, shops=shops, **kwargs)
 
     def menu_rows(self) -> list[tuple[Pizza, str, forms.BoundField, forms.BoundField]]:

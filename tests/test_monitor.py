@@ -143,7 +143,7 @@ def test_the_monitor_declares_a_stale_worker_dead_and_recovers_its_orders(menu: 
     elsewhere = place_at(T0, area=area_owned_by(survivor))
     [survivors_claim] = queue.claim(survivor.pk, 1, now=T0)
     membership.heartbeat(boss.pk, now=at(10))
-    membership.heartbeat(survivor.pk, now=at(10))
+    membership.heartbeat(survivor.pk, [survivors_claim.token], now=at(10))
 
     report = monitor.tick(boss.pk, now=at(20))
 
@@ -286,7 +286,7 @@ def test_a_heartbeat_keeps_leases_from_expiring(menu: None) -> None:
     order = place_at(T0)
     [claim] = queue.claim(worker.pk, 1, now=T0)
 
-    assert membership.heartbeat(worker.pk, now=at(10)) == "alive"
+    assert membership.heartbeat(worker.pk, [claim.token], now=at(10)) == "alive"
 
     stored = Order.objects.get(pk=order.pk)
     assert stored.lease_expires_at == at(10 + TIMEOUT)
@@ -416,13 +416,44 @@ def test_a_heartbeat_extends_only_the_leases_of_its_own_orders(menu: None) -> No
     second = make_worker("shop-2", now=T0)
     mine = place_at(T0, area=area_owned_by(first))
     theirs = place_at(T0, area=area_owned_by(second))
-    queue.claim(first.pk, 1, now=T0)
-    queue.claim(second.pk, 1, now=T0)
+    [claim] = queue.claim(first.pk, 1, now=T0)
+    [their_claim] = queue.claim(second.pk, 1, now=T0)
 
-    membership.heartbeat(first.pk, now=at(7))
+    membership.heartbeat(first.pk, [claim.token, their_claim.token], now=at(7))
 
     assert Order.objects.get(pk=mine.pk).lease_expires_at == at(7 + TIMEOUT)
     assert Order.objects.get(pk=theirs.pk).lease_expires_at == at(TIMEOUT)
+
+
+def test_a_heartbeat_renews_only_the_leases_the_worker_knows_it_holds(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    known, lost = place_at(T0), place_at(T0)
+    [claim] = queue.claim(worker.pk, 1, now=T0)
+    queue.claim(worker.pk, 1, now=T0)  # committed, but its answer never reached the worker
+
+    membership.heartbeat(worker.pk, [claim.token], now=at(7))
+
+    assert Order.objects.get(pk=claim.order.pk).lease_expires_at == at(7 + TIMEOUT)
+    unanswered = Order.objects.exclude(pk=claim.order.pk).get(pk__in=[known.pk, lost.pk])
+    assert unanswered.lease_expires_at == at(TIMEOUT)
+    # Unrenewed, it comes back when its lease runs out, instead of never.
+    assert monitor.recover_expired_leases(now=at(TIMEOUT + 1)).requeued == [unanswered.pk]
+
+
+def test_a_worker_hands_back_what_it_holds_under_a_token_it_does_not_know(menu: None) -> None:
+    worker = make_worker("shop-1", now=T0)
+    place_at(T0), place_at(T0), place_at(T0)
+    [claim] = queue.claim(worker.pk, 1, now=T0)
+    unanswered = {c.order.pk for c in queue.claim(worker.pk, 2, now=T0)}
+
+    assert set(queue.hand_back_unanswered(worker.pk, [claim.token], now=at(1))) == unanswered
+
+    for order in Order.objects.filter(pk__in=unanswered):
+        assert (order.status, order.attempts, order.lease_token, order.worker_id) == ("queued", 0, None, None)
+    assert Order.objects.get(pk=claim.order.pk).status == "preparing"
+    released = OrderEvent.objects.filter(kind=OrderEvent.Kind.RELEASED)
+    assert set(released.values_list("order_id", flat=True)) == unanswered
+    assert queue.hand_back_unanswered(worker.pk, [claim.token], now=at(2)) == []
 
 
 def test_the_monitor_gives_new_buckets_an_owner(menu: None, settings: Any) -> None:

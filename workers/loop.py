@@ -20,6 +20,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,11 +48,21 @@ class LeaseLostError(Exception):
     """Raised inside a handler when its order was taken away: stop baking it."""
 
 
+class DatabaseUnavailableError(Exception):
+    """Raised inside a handler when its stage report could not reach the database:
+    the kitchen's trouble, not the order's, so the attempt is not charged."""
+
+
+# How soon a heartbeat that failed is tried again (the interval is for beats that worked).
+HEARTBEAT_RETRY = 0.25
+
+
 @dataclass(frozen=True)
 class Finished:
     claim: queue.Claim
     error: str | None  # None: done; otherwise the failure message
     lease_lost: bool = False
+    charged: bool = True  # False: interrupted by the database, handed back as unstarted
 
 
 class WorkerLoop:
@@ -94,6 +105,9 @@ class WorkerLoop:
         self._next_heartbeat = 0.0
         self._next_monitor = 0.0
         self._stop_deadline: float | None = None
+        # After a database error, a claim may have committed without its answer
+        # reaching us: the next turn hands back whatever we hold but do not know.
+        self._unsure_of_claims = False
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -164,11 +178,14 @@ class WorkerLoop:
             self.heartbeat_if_due()
             self.monitor_if_due()
             self.flush()
+            self.hand_back_unanswered_claims()
             claimed = self.fill()
         except DatabaseError:
             # A lost connection (database restart, network): drop it and retry on
-            # the next turn. Nothing is lost: unwritten results stay in `unflushed`.
+            # the next turn. Nothing is lost: unwritten results stay in `unflushed`,
+            # and a claim that committed unanswered is handed back next turn.
             logger.exception("database error; reconnecting")
+            self._unsure_of_claims = True
             connections.close_all()
             self.wake.wait(min(1.0, settings.PIZZAQUEUE_POLL_INTERVAL * 4))
             return True
@@ -181,10 +198,10 @@ class WorkerLoop:
 
     def _done(self) -> bool:
         idle = not self.running and not self.pending and not self.unflushed
-        if self.stopping:
+        if self.stopping or self.draining:
             overdue = self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
             return idle or overdue
-        if self.draining or (self.max_orders is not None and self.claimed_total >= self.max_orders):
+        if self.max_orders is not None and self.claimed_total >= self.max_orders:
             return idle
         return False
 
@@ -196,15 +213,37 @@ class WorkerLoop:
     def heartbeat_if_due(self) -> None:
         if time.monotonic() < self._next_heartbeat or self.record is None:
             return
-        self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
+        # Until this beat succeeds, the next one is due soon: a beat lost to a
+        # database error must not cost a whole interval of the timeout.
+        self._next_heartbeat = time.monotonic() + min(HEARTBEAT_RETRY, settings.PIZZAQUEUE_HEARTBEAT_INTERVAL)
         try:
-            status = membership.heartbeat(self.record.pk)
+            status = membership.heartbeat(self.record.pk, self.held_tokens())
         except membership.WorkerLostError:
             self._reincarnate()
             return
+        self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         if status == Worker.Status.DRAINING and not self.draining:
             logger.warning("draining on operator request name=%s", self.record)
             self.draining = True
+            # A drain is a stop that waits for the work in hand, within the same grace.
+            self._stop_deadline = time.monotonic() + settings.PIZZAQUEUE_SHUTDOWN_GRACE
+
+    def held_tokens(self) -> set[uuid.UUID]:
+        """The lease tokens of every order this worker has in hand: claimed and
+        not started, baking, or finished and not yet written."""
+        # Running before finished: a baking thread puts its result in `finished`
+        # before leaving `running`, so read in this order no order slips between.
+        with self._lock:
+            claims = [*self.pending, *self.running.copy().values()]
+        self._collect_finished()
+        claims += [f.claim for f in self.unflushed]
+        return {c.token for c in claims}
+
+    def hand_back_unanswered_claims(self) -> None:
+        if not self._unsure_of_claims or self.record is None:
+            return
+        queue.hand_back_unanswered(self.record.pk, self.held_tokens())
+        self._unsure_of_claims = False
 
     def _reincarnate(self) -> None:
         """Declared dead while alive (paused, partitioned): everything held was
@@ -224,13 +263,16 @@ class WorkerLoop:
         self._next_monitor = time.monotonic() + settings.PIZZAQUEUE_MONITOR_INTERVAL
         monitor.tick(self.record.pk)
 
-    def flush(self) -> bool:
-        """Write every finished order: completions in one batch, failures one by one."""
+    def _collect_finished(self) -> None:
         while True:
             try:
                 self.unflushed.append(self.finished.get_nowait())
             except stdlib_queue.Empty:
-                break
+                return
+
+    def flush(self) -> bool:
+        """Write every finished order: completions in one batch, failures one by one."""
+        self._collect_finished()
         if not self.unflushed or self.record is None:
             return False
         worker_id = self.record.pk
@@ -242,8 +284,11 @@ class WorkerLoop:
             self.unflushed = [f for f in self.unflushed if f.error is not None]
         while self.unflushed:
             failed = self.unflushed[0]
-            if not failed.lease_lost:  # a lost lease was recorded when it was noticed
-                queue.fail(failed.claim.order.id, failed.claim.token, failed.error or "", worker_id)
+            held = failed.claim.order.id, failed.claim.token
+            if not failed.charged:
+                queue.release([held], worker_id, message=queue.INTERRUPTED_MESSAGE)
+            elif not failed.lease_lost:  # a lost lease was recorded when it was noticed
+                queue.fail(*held, failed.error or "", worker_id)
             self.unflushed.pop(0)
         return True
 
@@ -305,6 +350,10 @@ class WorkerLoop:
             self.handler(claim.order, self._progress(claim, worker_id))
         except LeaseLostError:
             result = Finished(claim, "lease lost", lease_lost=True)
+        except DatabaseUnavailableError as exc:
+            logger.warning("database error while baking order=%s; handing it back: %s", claim.order.id, exc)
+            result = Finished(claim, f"{type(exc).__name__}: {exc}", charged=False)
+            connection.close()  # this thread's connection; reopened on next use
         except Exception as exc:
             logger.exception("handler failed order=%s", claim.order.id)
             result = Finished(claim, f"{type(exc).__name__}: {exc}")
@@ -318,7 +367,11 @@ class WorkerLoop:
 
     def _progress(self, claim: queue.Claim, worker_id: int | None) -> Callable[[str], None]:
         def progress(stage: str) -> None:
-            if not queue.report_stage(claim.order.id, claim.token, stage, worker_id):
+            try:
+                reported = queue.report_stage(claim.order.id, claim.token, stage, worker_id)
+            except DatabaseError as exc:
+                raise DatabaseUnavailableError(f"stage {stage!r} not recorded: {exc}") from exc
+            if not reported:
                 raise LeaseLostError(str(claim.order.id))
 
         return progress

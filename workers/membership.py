@@ -9,6 +9,8 @@ leaver still owning some.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -56,23 +58,40 @@ def register(name: str, host: str, pid: int, concurrency: int, now: datetime | N
     return worker
 
 
-def heartbeat(worker_id: int, now: datetime | None = None) -> str:
-    """Say "still alive" and extend the leases of everything this worker holds.
+def heartbeat(worker_id: int, tokens: Iterable[uuid.UUID] = (), now: datetime | None = None) -> str:
+    """Say "still alive" and extend the leases the worker knows it holds (`tokens`).
 
+    Only those: an order claimed by a request whose answer never arrived is
+    the worker's in the table but not in its hands, and renewing it would keep
+    it from everyone for ever (`queue.hand_back_unanswered` returns it).
     Returns the worker's status (alive or draining); raises WorkerLostError when it
     was declared dead or stopped meanwhile.
     """
     now = now or timezone.now()
+    tokens = list(tokens)
     with transaction.atomic():
         if not Worker.objects.live().filter(pk=worker_id).update(last_heartbeat=now):
             raise WorkerLostError(f"worker {worker_id} is no longer live")
-        Order.objects.held_by(worker_id).update(lease_expires_at=now + queue.lease_duration())
+        if tokens:
+            Order.objects.held_under(worker_id, tokens).update(lease_expires_at=now + queue.lease_duration())
         return Worker.objects.filter(pk=worker_id).values_list("status", flat=True).get()
 
 
-def drain(worker_id: int) -> bool:
-    """Ask a worker to finish what it holds and stop (it notices on its next heartbeat)."""
-    return bool(Worker.objects.filter(pk=worker_id, status=Worker.Status.ALIVE).update(status=Worker.Status.DRAINING))
+def drain(worker_id: int, now: datetime | None = None) -> bool:
+    """Ask a worker to finish what it holds and stop (it notices on its next heartbeat).
+
+    It leaves the ring at once, in this transaction: its buckets go to the
+    other workers, so their queued orders do not wait for its last one, and it
+    takes no new takeaway orders. Its stop is bounded by the shutdown grace.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        monitor.lock_ring()
+        if not Worker.objects.in_ring().filter(pk=worker_id).update(status=Worker.Status.DRAINING):
+            return False
+        monitor.rebalance(now, BucketMove.Reason.DRAIN)
+        queue.notify_work()
+    return True
 
 
 def stop(worker_id: int, reason: str = "stopped", now: datetime | None = None) -> monitor.Recovery | None:

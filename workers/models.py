@@ -11,6 +11,7 @@ moment) are written once here, as queryset methods and constants.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,8 +27,16 @@ CLAIM_ORDER = ("rank", "created_at")
 
 class WorkerQuerySet(models.QuerySet["Worker"]):
     def live(self) -> WorkerQuerySet:
-        """Workers that count as members of the ring (alive or draining)."""
+        """Workers still running (alive or draining): they heartbeat and hold leases."""
         return self.filter(status__in=Worker.LIVE_STATUSES)
+
+    def in_ring(self) -> WorkerQuerySet:
+        """Workers that own buckets and take new orders: alive, not draining.
+
+        A draining worker only finishes what it holds, so its buckets go to the
+        others at once, not when its last order is done.
+        """
+        return self.filter(status=Worker.Status.ALIVE)
 
     def stale(self, now: datetime, timeout: float) -> WorkerQuerySet:
         """Live workers whose last heartbeat is older than the timeout."""
@@ -118,8 +127,8 @@ class Worker(models.Model):
 
 class BucketQuerySet(models.QuerySet["Bucket"]):
     def orphaned(self) -> BucketQuerySet:
-        """Buckets with no owner, or owned by a worker that is no longer live."""
-        return self.filter(Q(owner__isnull=True) | ~Q(owner__status__in=Worker.LIVE_STATUSES))
+        """Buckets with no owner, or owned by a worker that is out of the ring."""
+        return self.filter(Q(owner__isnull=True) | ~Q(owner__status=Worker.Status.ALIVE))
 
     def with_depth(self) -> BucketQuerySet:
         """Annotate `queued`: the orders waiting in each bucket, one count per
@@ -157,6 +166,7 @@ class BucketMove(models.Model):
 
     class Reason(models.TextChoices):
         JOIN = "join"
+        DRAIN = "drain"
         STOP = "stop"
         DEATH = "death"
         REBALANCE = "rebalance"
@@ -213,6 +223,10 @@ class OrderQuerySet(models.QuerySet["Order"]):
     def held_by(self, worker_id: int | OuterRef) -> OrderQuerySet:
         """Orders a worker is preparing right now."""
         return self.filter(status=Order.Status.PREPARING, worker_id=worker_id)
+
+    def held_under(self, worker_id: int, tokens: Iterable[uuid.UUID]) -> OrderQuerySet:
+        """Orders the worker holds under these lease tokens: the ones it knows it has."""
+        return self.held_by(worker_id).filter(lease_token__in=list(tokens))
 
     def leased(self, order_ids: uuid.UUID | list[uuid.UUID], token: uuid.UUID) -> OrderQuerySet:
         """The fence: these orders only while the lease `token` still holds them.

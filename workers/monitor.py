@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -69,15 +69,26 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
     if not acquire(worker_id, now):
         return None
     report = Recovery()
-    for stale in Worker.objects.stale(now, settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT).values_list("pk", flat=True):
-        recovery = declare_dead(stale, "missed heartbeats", now)
+    stale = Worker.objects.stale(now, settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT).order_by("last_heartbeat")
+    for pk in stale.values_list("pk", flat=True):
+        try:
+            # The verdict is checked again inside its transaction (still stale, still
+            # our election): this list may be old by then if this process was paused.
+            recovery = declare_dead(pk, "missed heartbeats", now, monitor_id=worker_id)
+        except OperationalError as exc:
+            # A lock held by a paused process (`lock_timeout`): the others must not wait on it.
+            logger.warning("monitor skipped worker=%s this round: %s", pk, exc)
+            continue
         if recovery is not None:
             report.add(recovery)
     report.add(recover_expired_leases(now))
     if Bucket.objects.orphaned().exists() or Bucket.objects.count() < settings.PIZZAQUEUE_BUCKETS:
-        with transaction.atomic():
-            lock_ring()
-            report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
+        try:
+            with transaction.atomic():
+                lock_ring(wait=monitor_lock_wait())
+                report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
+        except OperationalError as exc:
+            logger.warning("monitor skipped rebalancing this round: %s", exc)
     if report:
         logger.warning(
             "monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d",
@@ -103,17 +114,23 @@ def acquire(worker_id: int, now: datetime | None = None) -> bool:
         # Most rounds end here, with a read: no write transaction (and, on
         # SQLite, no write lock) for the workers that are not the monitor.
         return False
-    with transaction.atomic():
-        lease, created = MonitorLease.objects.get_or_create(
-            name=LEASE_NAME, defaults={"holder_id": worker_id, "expires_at": expires}
-        )
-        if created:
-            return True
-        return bool(
-            MonitorLease.objects.filter(name=LEASE_NAME)
-            .filter(Q(holder_id=worker_id) | Q(holder__isnull=True) | Q(expires_at__lt=now))
-            .update(holder_id=worker_id, expires_at=expires)
-        )
+    try:
+        with transaction.atomic():
+            # A monitor paused mid-verdict holds this row: wait a tick for it, not the pause.
+            give_up_on_locks_after(monitor_lock_wait())
+            lease, created = MonitorLease.objects.get_or_create(
+                name=LEASE_NAME, defaults={"holder_id": worker_id, "expires_at": expires}
+            )
+            if created:
+                return True
+            return bool(
+                MonitorLease.objects.filter(name=LEASE_NAME)
+                .filter(Q(holder_id=worker_id) | Q(holder__isnull=True) | Q(expires_at__lt=now))
+                .update(holder_id=worker_id, expires_at=expires)
+            )
+    except OperationalError as exc:
+        logger.warning("monitor election not decided this round: %s", exc)
+        return False
 
 
 def resign(worker_id: int) -> None:
@@ -121,11 +138,34 @@ def resign(worker_id: int) -> None:
     MonitorLease.objects.filter(name=LEASE_NAME, holder_id=worker_id).update(holder=None)
 
 
+def holds_election(worker_id: int, now: datetime) -> bool:
+    """Inside a transaction: this worker still holds the monitor lease at `now`,
+    and keeps it until commit (the row is locked, so no one takes it meanwhile)."""
+    return (
+        MonitorLease.objects.select_for_update()
+        .filter(name=LEASE_NAME, holder_id=worker_id, expires_at__gte=now)
+        .exists()
+    )
+
+
+def monitor_lock_wait() -> float:
+    """How long a monitor's statement waits for a lock before it gives up for this
+    round: one tick, at most a second, so a row locked by a paused process delays
+    the others' verdicts by that much, not for as long as the pause lasts."""
+    return min(1.0, settings.PIZZAQUEUE_MONITOR_INTERVAL)
+
+
 # --- A worker leaves the ring ----------------------------------------------------------
 
 
-def declare_dead(worker_id: int, reason: str = "missed heartbeats", now: datetime | None = None) -> Recovery | None:
+def declare_dead(
+    worker_id: int, reason: str = "missed heartbeats", now: datetime | None = None, monitor_id: int | None = None
+) -> Recovery | None:
     """The monitor's (or an operator's) verdict on a silent worker; None if it was not live.
+
+    From the monitor (`monitor_id`), the verdict stands only if, inside its
+    transaction, the worker is still stale and the monitor still holds the
+    election; its statements give up on a lock after `monitor_lock_wait()`.
 
     1. Mark it dead, unless something else already took it out of the ring.
     2. Rebalance: its buckets go to live workers.
@@ -134,19 +174,27 @@ def declare_dead(worker_id: int, reason: str = "missed heartbeats", now: datetim
        the worker whose bucket they now sit in; dead-letter those out of attempts.
     All in one transaction, so nobody sees a dead worker still owning buckets.
     """
-    recovery = leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or timezone.now())
+    recovery = leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or timezone.now(), monitor_id)
     if recovery is not None:
         recovery.dead.append(worker_id)
     return recovery
 
 
-def leave(worker_id: int, status: str, reason: str, move_reason: str, now: datetime) -> Recovery | None:
+def leave(
+    worker_id: int, status: str, reason: str, move_reason: str, now: datetime, monitor_id: int | None = None
+) -> Recovery | None:
     """Take a live worker out of the ring (dead or stopped), with `declare_dead`'s four steps."""
     with transaction.atomic():
-        lock_ring()
-        left = (
-            Worker.objects.live().filter(pk=worker_id).update(status=status, stopped_at=now, stop_reason=reason[:200])
-        )
+        leaving = Worker.objects.live().filter(pk=worker_id)
+        if monitor_id is not None:
+            lock_ring(wait=monitor_lock_wait())
+            if not holds_election(monitor_id, now):
+                return None
+            stale_before = now - timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
+            leaving = leaving.filter(last_heartbeat__lt=stale_before)
+        else:
+            lock_ring()
+        left = leaving.update(status=status, stopped_at=now, stop_reason=reason[:200])
         if not left:
             return None
         recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
@@ -192,14 +240,28 @@ def recover_expired_leases(now: datetime | None = None) -> Recovery:
 # --- Rebalancing: the hash ring applied to the Bucket table ------------------------------
 
 
-def lock_ring() -> None:
+def lock_ring(wait: float | None = None) -> None:
     """Serialise membership changes for the rest of the current transaction.
 
-    SQLite needs nothing: its IMMEDIATE transactions already hold the one write lock.
+    With `wait` (seconds), this and every later statement of the transaction
+    gives up on a lock after that long (PostgreSQL's `lock_timeout`), raising
+    OperationalError. SQLite needs nothing: its IMMEDIATE transactions already
+    hold the one write lock.
     """
     if connection.vendor == "postgresql":
+        if wait is not None:
+            give_up_on_locks_after(wait)
         with connection.cursor() as cursor:
             cursor.execute(sql.LOCK_RING, [RING_LOCK_KEY])
+
+
+def give_up_on_locks_after(seconds: float) -> None:
+    """For the rest of this transaction, a statement that waits longer than this
+    for a lock raises OperationalError (PostgreSQL's `lock_timeout`; SQLite's
+    busy timeout is set per connection)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.LOCK_TIMEOUT, [f"{round(seconds * 1000)}ms"])
 
 
 def ensure_buckets(count: int) -> None:
@@ -217,7 +279,7 @@ def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
     """
     count = settings.PIZZAQUEUE_BUCKETS
     ensure_buckets(count)
-    live = [str(pk) for pk in Worker.objects.live().values_list("pk", flat=True)]
+    live = [str(pk) for pk in Worker.objects.in_ring().values_list("pk", flat=True)]
     current = {
         number: (str(owner) if owner is not None else None)
         for number, owner in Bucket.objects.filter(number__lt=count).values_list("number", "owner_id")

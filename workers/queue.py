@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 SHOP_UNAVAILABLE = "shop unavailable"
 PLACED_MESSAGE = "Order confirmed."
 DONE_MESSAGE = "Ready!"
+RELEASED_MESSAGE = "Handed back unstarted by a closing kitchen."
+INTERRUPTED_MESSAGE = "The kitchen lost its database connection; back in the queue, no attempt charged."
+UNANSWERED_MESSAGE = "Claimed by a request whose answer was lost; back in the queue, no attempt charged."
 
 Status = Order.Status
 Event = OrderEvent.Kind
@@ -204,11 +207,12 @@ def _new_order(
     )
 
 
-def _live_worker_named(name: str) -> Worker:
+def _open_worker_named(name: str) -> Worker:
     # Holding the worker's row until commit means a concurrent declare_dead
-    # either sees this order (and cancels it) or runs before it, in which
-    # case the worker is no longer live here and the order is refused.
-    worker = Worker.objects.live().filter(name=name).select_for_update(no_key=True).first()
+    # (or drain) either sees this order (and cancels it) or runs before it, in
+    # which case the worker is out of the ring here and the order is refused.
+    # A draining worker takes nothing new: it would only cancel the order at its stop.
+    worker = Worker.objects.in_ring().filter(name=name).select_for_update(no_key=True).first()
     if worker is None:
         # Keyed by the request's field, as the intake's own errors are.
         raise ValidationError({"shop": [f"No open shop named {name!r}."]})
@@ -242,7 +246,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     else:
         try:
             with transaction.atomic():
-                pinned_to = _live_worker_named(request.pinned_to).pk if request.kind == Order.Kind.TAKEAWAY else None
+                pinned_to = _open_worker_named(request.pinned_to).pk if request.kind == Order.Kind.TAKEAWAY else None
                 order = _new_order(request, now, pinned_to, idempotency_key, fingerprint)
                 order.save(force_insert=True)
                 _record([_event(order.id, Event.PLACED, now, message=PLACED_MESSAGE)], work=True)
@@ -290,8 +294,18 @@ def _holder_of(idempotency_key: str) -> Order | None:
 
 
 def _same_request(existing: Order, fingerprint: str) -> Order:
+    """A retry's answer: the first order, once it is on disk.
+
+    On PostgreSQL the first request's commit is visible before its flush
+    (`sql.PLACE_THEN_FLUSH`), so a retry that arrives meanwhile waits for the
+    log to reach past it, as the first request itself does; the confirmation
+    means the same whichever request gets it.
+    """
     if existing.request_hash != fingerprint:
         raise IdempotencyConflictError("This Idempotency-Key was already used for a different order.")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.WAIT_FOR_FLUSH)
     return existing
 
 
@@ -300,7 +314,7 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
     now = now or timezone.now()
     with transaction.atomic():
         pinned = {
-            name: _live_worker_named(name).pk
+            name: _open_worker_named(name).pk
             for name in {r.pinned_to for r in requests if r.kind == Order.Kind.TAKEAWAY}
         }
         orders = [
@@ -526,11 +540,14 @@ def _to_failed(ids: Sequence[uuid.UUID], error: str, now: datetime) -> None:
 
 
 def release(
-    held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None = None, now: datetime | None = None
+    held: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    worker_id: int | None = None,
+    now: datetime | None = None,
+    message: str = RELEASED_MESSAGE,
 ) -> int:
-    """Give back claimed orders that were never started (a graceful stop).
-
-    The attempt is refunded: nothing was tried. Fenced like every worker write.
+    """Give back claimed orders without charging an attempt: never started (a
+    graceful stop), or interrupted by the database rather than by the handler
+    (`message` says which). Fenced like every worker write.
     """
     now = now or timezone.now()
     events, lost = [], []
@@ -546,7 +563,7 @@ def release(
                         Event.RELEASED,
                         now,
                         worker_id=worker_id,
-                        message="Handed back unstarted by a closing kitchen.",
+                        message=message,
                     )
                 )
             else:
@@ -555,6 +572,34 @@ def release(
         if lost:
             _record_lease_lost(lost, worker_id, now, "release")
     return len(events)
+
+
+def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: datetime | None = None) -> list[uuid.UUID]:
+    """Give back what the worker holds under a lease token it does not know.
+
+    A claim can commit and its answer be lost (the connection drops on the way
+    back): the orders are then the worker's, but it will never bake them, and
+    its heartbeats renew only the tokens it knows, so without this they would
+    wait for their leases to run out. Called by the worker's own loop, the only
+    claimer of its id, after a database error; the attempt is refunded.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        unknown = list(
+            Order.objects.select_for_update()
+            .held_by(worker_id)
+            .exclude(lease_token__in=list(known))
+            .values_list("id", flat=True)
+        )
+        if unknown:
+            Order.objects.filter(id__in=unknown).update(**BACK_IN_QUEUE, attempts=F("attempts") - 1, eligible_at=now)
+            _record(
+                (_event(oid, Event.RELEASED, now, worker_id=worker_id, message=UNANSWERED_MESSAGE) for oid in unknown),
+                work=True,
+            )
+    if unknown:
+        logger.warning("handed back unanswered claims orders=%s worker=%s", unknown, worker_id)
+    return unknown
 
 
 # --- Customers and operators --------------------------------------------------
@@ -583,7 +628,10 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
     now = now or timezone.now()
     with transaction.atomic():
         order = _get(order_id)
-        if order.pinned_worker_id is not None and not Worker.objects.live().filter(pk=order.pinned_worker_id).exists():
+        if (
+            order.pinned_worker_id is not None
+            and not Worker.objects.in_ring().filter(pk=order.pinned_worker_id).exists()
+        ):
             # Nobody else may bake a takeaway order: back in the queue it would wait for ever.
             raise InvalidTransitionError("Its shop is closed; a takeaway order can only be baked by its own shop.")
         if order.status in (Status.FAILED, Status.CANCELLED):

@@ -88,6 +88,10 @@ NOTIFY_EVENTS_AND_ORDERS = f"SELECT pg_notify('{EVENTS_CHANNEL}', ''), pg_notify
 
 # Serialises membership changes until the transaction ends (PostgreSQL advisory lock; no ORM word for it).
 LOCK_RING = "SELECT pg_advisory_xact_lock(%s)"
+# A session left idle inside a transaction longer than this is ended by the server (PostgreSQL).
+IDLE_IN_TRANSACTION_TIMEOUT = "SELECT set_config('idle_in_transaction_session_timeout', %s, false)"
+# The longest this transaction's statements wait for a lock (PostgreSQL; SET LOCAL takes no parameter).
+LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 
 # What a worker may take at `now`, best first; both engines run this text. Ownership
 # is read inside the statement, so a worker acting on a stale view of the ring claims
@@ -149,6 +153,10 @@ COMPLETE = _statement(
     """
 )
 
+# Returns once the log is on disk up to here, so every commit already visible is
+# durable (a transactional logical message: the smallest write a commit waits for).
+WAIT_FOR_FLUSH = "SELECT pg_logical_emit_message(true, 'pizzaqueue', 'flush')"
+
 # A delivery order with its `placed` event and both wake-ups, in one statement (the ORM:
 # a transaction of five). A taken idempotency key makes the INSERT do nothing (ON
 # CONFLICT on the key's partial index), so a client's retry leaves no error in the log.
@@ -179,7 +187,7 @@ PLACE = _statement(_PLACE, async_commit="", then_wait_for_the_disk="")
 PLACE_THEN_FLUSH = _statement(
     _PLACE,
     async_commit=", set_config('synchronous_commit', 'off', true)",
-    then_wait_for_the_disk="; COMMIT; SELECT pg_logical_emit_message(true, 'pizzaqueue', 'flush')",
+    then_wait_for_the_disk=f"; COMMIT; {WAIT_FOR_FLUSH}",
 )
 
 # The oldest transaction still running, and the first not yet started, in this

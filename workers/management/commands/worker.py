@@ -10,8 +10,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.utils.module_loading import import_string
 
+from workers import sql
 from workers.arguments import non_negative_int, positive_int
 from workers.loop import WorkerLoop
 
@@ -23,6 +26,17 @@ def worker_name(value: str) -> str:
     if not value or len(value) > 100:
         raise argparse.ArgumentTypeError("must be 1 to 100 characters")
     return value
+
+
+def end_idle_transactions(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """A kitchen paused inside a transaction (SIGSTOP, a frozen VM, a long GC
+    pause) holds row locks the monitor needs to declare it dead, so PostgreSQL
+    ends such a session after half the heartbeat timeout: before the kitchen
+    can even be judged stale, its locks are gone."""
+    if connection.vendor == "postgresql":
+        timeout = f"{round(settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT * 500)}ms"
+        with connection.cursor() as cursor:
+            cursor.execute(sql.IDLE_IN_TRANSACTION_TIMEOUT, [timeout])
 
 
 class Command(BaseCommand):
@@ -70,6 +84,8 @@ class Command(BaseCommand):
         if default.vendor == "postgresql":
             # Lets an operator tell kitchens apart in pg_stat_activity.
             default.settings_dict["OPTIONS"]["application_name"] = f"pizzaqueue-worker-{worker.name}"[:63]
+            connection_created.connect(end_idle_transactions, weak=False)
+            default.close()  # reopened with both
         code = worker.run()
         if worker.running:
             # Handlers overran the grace period; their orders were handed back. Their
