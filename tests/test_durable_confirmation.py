@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from orders.intake import clean_order_request
 from tests.conftest import signals_postgres
@@ -101,3 +101,22 @@ def test_a_placed_order_is_on_disk_when_place_returns(live_menu: None, unwaited_
         assert seen, "place ran no statement"
         assert on_disk(seen[0]), "place returned before its order was flushed to disk"
     assert Order.objects.filter(pk=order.pk).exists()
+
+
+def test_a_retried_key_is_answered_only_once_the_first_order_is_on_disk(live_menu: None) -> None:
+    request = clean_order_request(order_data())
+    with wal_writer_paused():
+        # The first request's commit is visible before its flush (as between the two
+        # halves of `sql.PLACE_THEN_FLUSH`): here it commits and nothing flushes it.
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            first, created = queue.place(request, idempotency_key="twice")
+        committed = one("SELECT pg_current_wal_insert_lsn()::text")
+        assert created
+        assert not on_disk(committed), "the first order reached the disk anyway: the test could not tell"
+
+        again, created = queue.place(request, idempotency_key="twice")
+
+        assert (again.pk, created) == (first.pk, False)
+        assert on_disk(committed), "the retry was confirmed before the first order was on disk"

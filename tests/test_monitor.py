@@ -484,3 +484,93 @@ def test_a_lost_lease_token_is_never_reused(menu: None) -> None:
     assert second.token != first.token
     assert queue.report_stage(order.pk, first.token, "oven", worker_id=worker.pk, now=at(TIMEOUT + 2)) is False
     assert queue.report_stage(order.pk, second.token, "oven", worker_id=worker.pk, now=at(TIMEOUT + 2)) is True
+
+
+# --- A verdict checked where it is written (the monitor may have been paused) -----
+
+
+def test_a_monitor_does_not_declare_dead_a_worker_that_heartbeat_after_the_monitor_looked(
+    menu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boss = make_worker("shop-boss", now=T0)
+    recovered = make_worker("shop-recovered", now=T0)
+    takeaway = place_at(T0, kind="takeaway", shop="shop-recovered")
+    membership.heartbeat(boss.pk, now=at(20))
+    verdict = monitor.declare_dead
+
+    def after_a_pause(worker_id: int, *args: Any, **kw: Any) -> monitor.Recovery | None:
+        # The monitor read the stale list, then stood still while the worker came back.
+        membership.heartbeat(recovered.pk, now=at(20))
+        return verdict(worker_id, *args, **kw)
+
+    monkeypatch.setattr(monitor, "declare_dead", after_a_pause)
+    report = monitor.tick(boss.pk, now=at(20))
+
+    assert report == monitor.Recovery()
+    assert fresh(recovered).status == "alive"
+    assert fresh(takeaway).status == "queued"  # not cancelled as "shop unavailable"
+    assert owned(recovered)
+
+
+def test_a_monitor_that_lost_the_election_after_it_looked_declares_nobody_dead(
+    menu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_boss = make_worker("shop-old-boss", now=T0)
+    silent = make_worker("shop-silent", now=T0)
+    new_boss = make_worker("shop-new-boss", now=T0)
+    takeaway = place_at(T0, kind="takeaway", shop="shop-silent")
+    assert monitor.acquire(old_boss.pk, now=T0)
+    verdict = monitor.declare_dead
+
+    def after_a_pause(worker_id: int, *args: Any, **kw: Any) -> monitor.Recovery | None:
+        # Paused past its lease (renewed at 16 s, until 31 s): the election passed on meanwhile.
+        assert monitor.acquire(new_boss.pk, now=at(40))
+        return verdict(worker_id, *args, **kw)
+
+    membership.heartbeat(old_boss.pk, now=at(16))
+    membership.heartbeat(new_boss.pk, now=at(16))
+    monkeypatch.setattr(monitor, "declare_dead", after_a_pause)
+    report = monitor.tick(old_boss.pk, now=at(16))
+
+    assert report is not None and report.dead == []
+    assert fresh(silent).status == "alive"
+    assert fresh(takeaway).status == "queued"
+    # The monitor that holds the election now makes the call.
+    monkeypatch.setattr(monitor, "declare_dead", verdict)
+    membership.heartbeat(old_boss.pk, now=at(40))
+    membership.heartbeat(new_boss.pk, now=at(40))
+    assert monitor.tick(new_boss.pk, now=at(40)).dead == [silent.pk]
+
+
+# --- Draining ------------------------------------------------------------------------
+
+
+def test_a_draining_worker_hands_its_buckets_over_at_once_and_a_joiner_gives_it_none(menu: None) -> None:
+    draining = make_worker("shop-draining", now=T0)
+    staying = make_worker("shop-staying", now=T0)
+    area = area_owned_by(draining)
+    place_at(T0, area=area), place_at(T0, area=area)
+    [claim] = queue.claim(draining.pk, 1, now=T0)
+    held, waiting = claim.order, Order.objects.get(status="queued")
+
+    assert membership.drain(draining.pk, now=at(1)) is True
+
+    assert owned(draining) == set()
+    assert len(owned(staying)) == 256
+    assert set(BucketMove.objects.filter(reason="drain").values_list("from_worker_id", flat=True)) == {draining.pk}
+    # The waiting order is the staying worker's now; the one in hand stays with its baker.
+    assert [c.order.pk for c in queue.claim(staying.pk, 10, now=at(2))] == [waiting.pk]
+    assert queue.complete(held.pk, claim.token, worker_id=draining.pk, now=at(3)) is True
+    make_worker("shop-joining", now=at(4))
+    assert owned(draining) == set()
+
+
+def test_no_takeaway_order_is_taken_for_a_draining_kitchen(menu: None) -> None:
+    draining = make_worker("shop-draining", now=T0)
+    membership.drain(draining.pk, now=at(1))
+
+    with pytest.raises(ValidationError) as refused:
+        place_at(at(2), kind="takeaway", shop="shop-draining")
+
+    assert refused.value.message_dict == {"shop": ["No open shop named 'shop-draining'."]}
+    assert not Order.objects.exists()

@@ -19,8 +19,8 @@ from django.db.models import Count
 
 from orders.intake import clean_order_request
 from tests.conftest import FAST_WORKER_ENV, WorkerProcesses, wait_until
-from tests.factory import make_order, order_data
-from workers import queue
+from tests.factory import area_owned_by, make_order, order_data
+from workers import membership, queue
 from workers.models import Bucket, MonitorLease, Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
@@ -119,25 +119,36 @@ def pause(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_paused_worker_cannot_complete_an_order_it_lost(worker_processes: WorkerProcesses) -> None:
-    paused = worker_processes.start("--name", "paused", "--handler", "tests.handlers.slow")
-    wait_until(lambda: live_workers(1), what="paused worker")
-    order = make_order(note="3")
+    paused = worker_processes.start("--name", "paused", "--handler", "tests.handlers.slow_first_attempt")
+    worker_processes.start("--name", "other", "--handler", "tests.handlers.slow_first_attempt")
+    wait_until(lambda: live_workers(2), what="two workers")
+    order = make_order(note="2", area=area_owned_by(Worker.objects.get(name="paused")))
     wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
-    worker_processes.start("--name", "other", "--handler", "orders.handlers.noop")
-    wait_until(lambda: live_workers(2), what="second worker")
+    in_oven = time.monotonic()
 
     pause(paused)
+    wait_until(
+        lambda: Order.objects.filter(pk=order.pk, worker__name="other", stage="oven").exists(),
+        timeout=20,
+        what="order in the other worker's oven",
+    )
+    # Past its own bake time, so the paused handler returns the moment it resumes,
+    # while the other worker (6 s on a second attempt) is still baking the order.
+    time.sleep(max(0.0, in_oven + 2.5 - time.monotonic()))
+    os.kill(paused.pid, signal.SIGCONT)
+
+    # The late completion meets an order that is `preparing` again, under another
+    # lease: only the token tells the two kitchens apart, and it refuses.
+    wait_until(lambda: events(order, OrderEvent.Kind.LEASE_LOST), timeout=20, what="lease-lost event")
+    (lost,) = events(order, OrderEvent.Kind.LEASE_LOST)
+    assert lost.data["action"] == "complete"
+    assert lost.worker.name == "paused"
+    assert Order.objects.filter(pk=order.pk, status=Order.Status.PREPARING, worker__name="other").exists()
     wait_until(
         lambda: Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists(),
         timeout=20,
         what="order done by the other worker",
     )
-    os.kill(paused.pid, signal.SIGCONT)
-
-    # Its handler finishes after the pause; the late completion is fenced off.
-    wait_until(lambda: events(order, OrderEvent.Kind.LEASE_LOST), timeout=20, what="lease-lost event")
-    (lost,) = events(order, OrderEvent.Kind.LEASE_LOST)
-    assert lost.data["action"] == "complete"
     (done,) = events(order, OrderEvent.Kind.DONE)
     assert done.worker.name == "other"
     # It noticed it had been declared dead and came back as a new incarnation.
@@ -265,3 +276,116 @@ def test_a_worker_takes_orders_by_priority_then_age_and_waits_for_not_before(
     assert claimed == [urgent_a.pk, urgent_b.pk, normal.pk, low_old.pk]
     later.refresh_from_db()
     assert later.status == Order.Status.QUEUED
+
+
+def test_a_stage_report_lost_to_the_database_charges_no_attempt(worker_processes: WorkerProcesses) -> None:
+    worker_processes.start("--name", "flaky", "--handler", "tests.handlers.loses_its_connection_once")
+    wait_until(lambda: live_workers(1), what="worker")
+    order = make_order(max_attempts=1)  # a charged attempt would dead-letter it
+
+    wait_until(
+        lambda: Order.objects.filter(pk=order.pk, status__in=Order.FINAL_STATUSES).exists(),
+        timeout=20,
+        what="the order finished",
+    )
+
+    order.refresh_from_db()
+    assert (order.status, order.attempts) == (Order.Status.DONE, 1)
+    (released,) = events(order, OrderEvent.Kind.RELEASED)
+    assert released.message == queue.INTERRUPTED_MESSAGE
+    assert [e.kind for e in OrderEvent.objects.filter(order=order).order_by("id")] == [
+        "placed",
+        "claimed",
+        "released",
+        "claimed",
+        "stage",
+        "done",
+    ]
+
+
+def test_a_drain_hands_the_buckets_over_at_once_and_ends_within_the_grace(
+    worker_processes: WorkerProcesses,
+) -> None:
+    proc = worker_processes.start(
+        "--name", "draining", "--handler", "tests.handlers.slow", PIZZAQUEUE_SHUTDOWN_GRACE="1"
+    )
+    wait_until(lambda: live_workers(1), what="worker")
+    stuck = make_order(note="60")
+    wait_until(lambda: Order.objects.filter(pk=stuck.pk, stage="oven").exists(), what="order in the oven")
+    worker_processes.start("--name", "staying", "--handler", "orders.handlers.noop")
+    wait_until(lambda: live_workers(2), what="second worker")
+    draining = Worker.objects.get(name="draining", status=Worker.Status.ALIVE)
+    its_area = area_owned_by(draining)
+
+    assert membership.drain(draining.pk)
+    drained = time.monotonic()
+    # Its buckets are the staying worker's at once: an order in its area is baked
+    # now, not after the 60 s one.
+    assert not Bucket.objects.filter(owner=draining).exists()
+    later = make_order(area=its_area)
+    wait_until(lambda: Order.objects.filter(pk=later.pk, status=Order.Status.DONE).exists(), what="later order")
+    assert events(later, OrderEvent.Kind.DONE)[0].worker.name == "staying"
+
+    assert proc.wait(timeout=15) == 0
+    assert time.monotonic() - drained < 1 + TIMEOUT  # the grace, not the 60 s bake
+    assert Worker.objects.get(pk=draining.pk).status == Worker.Status.STOPPED
+    # What it could not finish went to the staying worker.
+    wait_until(lambda: Order.objects.filter(pk=stuck.pk, status=Order.Status.DONE).exists(), what="stuck order")
+    (moved,) = events(stuck, OrderEvent.Kind.REASSIGNED)
+    assert moved.message == "Your shop closed; your order moved to staying."
+
+
+def in_a_transaction(name: str) -> bool:
+    """Whether a worker's session is idle inside a transaction that has written."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND state = 'idle in transaction' AND backend_xid IS NOT NULL",
+            [f"pizzaqueue-worker-{name}"],
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def pause_inside_a_transaction(proc: subprocess.Popen[bytes], name: str) -> None:
+    for _ in range(200):
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(0.01)
+        if in_a_transaction(name):
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError("could not pause the worker inside a transaction")
+
+
+def test_a_kitchen_paused_inside_a_transaction_does_not_stall_another_kitchens_recovery(
+    worker_processes: WorkerProcesses,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's one write lock: pause() keeps its kitchens out of a write (SQLite's design)")
+    worker_processes.start("--name", "monitor", "--handler", "orders.handlers.noop")
+    wait_until(lambda: MonitorLease.objects.filter(holder__name="monitor").exists(), what="the monitor elected")
+    frozen = worker_processes.start("--name", "frozen", "--handler", "tests.handlers.chatty")
+    doomed = worker_processes.start("--name", "doomed", "--handler", "tests.handlers.slow")
+    wait_until(lambda: live_workers(3), what="three workers")
+    reporting = make_order(note="120", area=area_owned_by(Worker.objects.get(name="frozen", incarnation=1)))
+    baking = make_order(note="120", area=area_owned_by(Worker.objects.get(name="doomed", incarnation=1)))
+    wait_until(
+        lambda: Order.objects.filter(pk__in=[reporting.pk, baking.pk], stage="oven").count() == 2, what="both baking"
+    )
+
+    # Frozen holding a row lock the monitor needs to declare it dead; it becomes stale first.
+    pause_inside_a_transaction(frozen, "frozen")
+    time.sleep(0.5)
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    doomed.wait(timeout=10)
+
+    wait_until(
+        lambda: events(baking, OrderEvent.Kind.REASSIGNED),
+        timeout=TIMEOUT + 10,
+        what="the killed kitchen's order recovered",
+    )
+    (reassigned,) = events(baking, OrderEvent.Kind.REASSIGNED)
+    recovery = reassigned.created_at.timestamp() - killed_at
+    assert recovery <= TIMEOUT + TICK + 1.0, f"recovered after {recovery:.2f}s"
+    wait_until(lambda: Worker.objects.filter(name="frozen", incarnation=1, status="dead").exists(), what="frozen dead")
