@@ -17,11 +17,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from orders.models import Pizza
-from workers import queue
+from workers import clock, queue
 from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
 from workers.models import Order, OrderEvent
 
@@ -78,6 +77,10 @@ class OrderEventInline(admin.TabularInline):
 class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     list_display = ("id", "status", "stage", "worker", "lease_left", "attempts_used", "order_age", "priority", "kind")
     list_filter = ("status", "kind", PriorityFilter, "worker")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return clock.with_db_now(super().get_queryset(request))
+
     list_select_related = ("worker",)
     # Waiting orders first (queued, preparing, failed, done, cancelled), newest
     # first within each: the order of `order_status_created_idx`, so a page is
@@ -125,7 +128,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     def lease_left(self, order: Order) -> str:
         if order.status != Order.Status.PREPARING or order.lease_expires_at is None:
             return "—"
-        left = (order.lease_expires_at - timezone.now()).total_seconds()
+        left = (order.lease_expires_at - order.db_now).total_seconds()  # type: ignore[attr-defined]
         return format_duration(left) if left >= 0 else f"expired {format_duration(-left)} ago"
 
     @admin.display(description="attempts")
@@ -134,7 +137,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.display(description="age")
     def order_age(self, order: Order) -> str:
-        return age(order.created_at)
+        return age(order.created_at, order.db_now)  # type: ignore[attr-defined]
 
     def _apply(
         self, request: HttpRequest, queryset: QuerySet, operation: Callable[[uuid.UUID], object], done: str

@@ -28,7 +28,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, JsonResponse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -63,7 +62,7 @@ from orders.serializers import (
     StatsSerializer,
     WorkerSerializer,
 )
-from workers import queue
+from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, Worker, WorkerQuerySet
 
 logger = logging.getLogger(__name__)
@@ -390,7 +389,7 @@ class WorkerViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         filters = WorkerFilterForm(request.query_params)
         if not filters.is_valid():
             raise _form_errors(filters)
-        workers = cast(WorkerQuerySet, self.get_queryset()).with_load()
+        workers = clock.with_db_now(cast(WorkerQuerySet, self.get_queryset()).with_load())
         if filters.cleaned_data["status"]:
             workers = workers.filter(status=filters.cleaned_data["status"])
         page = self.paginate_queryset(workers)
@@ -470,7 +469,7 @@ class StatsView(APIView):
     @extend_schema(responses={200: StatsSerializer, **_errors(401, 403)})
     def get(self, request: Request) -> Response:
         """Queue depth by status, throughput over the last minute, live kitchens."""
-        now = timezone.now()
+        now = clock.now()
         done = OrderEvent.objects.done_since(now - timedelta(minutes=1))
         data = {
             "orders": order_counts(),

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.db.models import Count, Max
-from django.utils import timezone
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker
 
 # Seconds; pickup is milliseconds on PostgreSQL, orders take minutes in a real kitchen.
@@ -106,7 +106,7 @@ class QueueCollector(Collector):
             depth.add_metric([status], counts.get(status, 0))
         yield depth
 
-        now = timezone.now()
+        now = clock.now()
         ages = GaugeMetricFamily(
             "pizzaqueue_worker_heartbeat_age_seconds",
             "Seconds since each live worker's last heartbeat.",

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orders.models import Size
+from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker
 
 
@@ -198,7 +198,9 @@ class WorkerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.FloatField())
     def get_heartbeat_age_seconds(self, worker: Worker) -> float:
-        return round((timezone.now() - worker.last_heartbeat).total_seconds(), 3)
+        # The database's time of the page's query (`clock.with_db_now`), else read now.
+        now = getattr(worker, "db_now", None) or clock.now()
+        return round((now - worker.last_heartbeat).total_seconds(), 3)
 
     def to_representation(self, worker: Worker) -> dict[str, Any]:
         data = super().to_representation(worker)

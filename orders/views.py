@@ -21,7 +21,6 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
@@ -29,7 +28,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from orders.forms import OrderForm
 from orders.models import Pizza
 from orders.timeline import event_message, progress, stage_label
-from workers import queue
+from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, Worker
 
 # Tickets shown on a kitchen display, per column.
@@ -181,7 +180,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     worker = Worker.objects.filter(name=name).order_by("-incarnation").first()
     if worker is None:
         raise Http404("No such shop.")
-    now = timezone.now()
+    now = clock.now()
     preparing: list[Order] = []
     waiting: list[Order] = []
     if worker.is_live:
@@ -210,7 +209,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
 @require_GET
 @staff_required
 def board(request: HtmxHttpRequest) -> HttpResponse:
-    context = _board_panels(timezone.now())
+    context = _board_panels(clock.now())
     if request.htmx:
         return render(request, "orders/_board_panels.html", context)
     recent = list(OrderEvent.objects.select_related("worker").order_by("-id")[:RECENT_EVENTS])

@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
 from orders.intake import clean_order_request
 from workers import membership, queue, ring
@@ -31,7 +30,7 @@ def make_worker(name: str = "shop-1", **kw: Any) -> Worker:
         kw.pop("host", "test-host"),
         kw.pop("pid", os.getpid()),
         kw.pop("concurrency", 1),
-        now=kw.pop("now", timezone.now()),
+        now=kw.pop("now", None),
     )
 
 

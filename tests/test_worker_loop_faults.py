@@ -18,8 +18,8 @@ from django.db import OperationalError, connection
 
 from tests.factory import make_order
 from workers import membership, queue
-from workers.loop import Progress, WorkerLoop
-from workers.models import Order, OrderEvent
+from workers.loop import LeaseLostError, Progress, WorkerLoop
+from workers.models import Order, OrderEvent, Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,3 +102,60 @@ def test_a_failed_heartbeat_is_tried_again_within_a_fraction_of_the_interval(
     assert calls[1] - calls[0] < 1.5
     loop.record.refresh_from_db()
     assert loop.record.last_heartbeat > registered_beat
+
+
+def test_a_worker_out_of_touch_past_its_leases_stops_baking_before_they_expire_and_rejoins(
+    live_menu: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.PIZZAQUEUE_HEARTBEAT_INTERVAL = 0.2
+    settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = 2.0
+    settings.PIZZAQUEUE_POLL_INTERVAL = 0.02
+    stopped: list[float] = []
+
+    def reports_until_stopped(order: Order, progress: Progress) -> None:
+        try:
+            while order.attempts == 1:  # the second attempt just bakes
+                progress("oven")
+                time.sleep(0.01)
+        except LeaseLostError:
+            stopped.append(time.monotonic())
+            raise
+        finally:
+            connection.close()  # this baking thread's connection
+
+    worker = WorkerLoop(reports_until_stopped, name="shop-cut-off", concurrency=1)
+    worker.register()
+    worker._executor = ThreadPoolExecutor(1)
+    try:
+        order = make_order()
+        assert turn_until(worker, lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), seconds=5)
+        beat = membership.heartbeat
+        renewed: list[float] = []
+
+        def heartbeats_do_not_arrive(*args: Any, **kwargs: Any) -> str:
+            if renewed:
+                raise OperationalError("could not send data to server")
+            sent = time.monotonic()
+            status = beat(*args, **kwargs)
+            renewed.append(sent)  # the last one that worked
+            return status
+
+        monkeypatch.setattr(membership, "heartbeat", heartbeats_do_not_arrive)
+        worker._next_heartbeat = 0.0
+        assert turn_until(worker, lambda: bool(stopped), seconds=5), "the handler baked on past its lease"
+
+        out_of_touch = stopped[0] - renewed[0]
+        assert 1.0 < out_of_touch < 2.0, f"stopped {out_of_touch:.2f}s after the last heartbeat (timeout 2 s)"
+        first = worker.record
+        monkeypatch.setattr(membership, "heartbeat", beat)  # the database answers again
+
+        def done() -> bool:
+            return Order.objects.filter(pk=order.pk, status=Order.Status.DONE).exists()
+
+        assert turn_until(worker, done, seconds=10)
+        assert first is not None and worker.record is not None
+        assert Worker.objects.get(pk=first.pk).status == Worker.Status.DEAD
+        assert (worker.record.name, worker.record.incarnation) == ("shop-cut-off", 2)
+        assert Order.objects.get(pk=order.pk).attempts == 2
+    finally:
+        worker._executor.shutdown(wait=True)

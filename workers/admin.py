@@ -17,11 +17,10 @@ from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from workers import membership, monitor
+from workers import clock, membership, monitor
 from workers.models import Bucket, BucketMove, BucketQuerySet, MonitorLease, Worker, WorkerQuerySet
 
 
@@ -36,8 +35,9 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
 
 
-def age(moment: datetime | None) -> str:
-    return "—" if moment is None else format_duration((timezone.now() - moment).total_seconds())
+def age(moment: datetime | None, now: datetime) -> str:
+    """How long ago, by the database's clock (`now`: the row's `db_now`, see `clock.with_db_now`)."""
+    return "—" if moment is None else format_duration((now - moment).total_seconds())
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -105,19 +105,20 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Counts as correlated subqueries in the page query: no query per row.
-        return cast(WorkerQuerySet, super().get_queryset(request)).with_load()
+        return clock.with_db_now(cast(WorkerQuerySet, super().get_queryset(request)).with_load())
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("workers.change_worker")
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat")
     def heartbeat(self, worker: Worker) -> str:
-        state = worker.freshness(timezone.now())
+        now = worker.db_now  # type: ignore[attr-defined]  # annotated by `clock.with_db_now`
+        state = worker.freshness(now)
         return format_html(
             '<span style="color: {}; font-weight: bold" title="{}">{}</span>',
             FRESHNESS_COLOURS.get(state, GONE_COLOUR),
             state,
-            age(worker.last_heartbeat),
+            age(worker.last_heartbeat, now),
         )
 
     @admin.display(description="owned buckets", ordering="owned_buckets")

@@ -55,6 +55,8 @@ class DatabaseUnavailableError(Exception):
 
 # How soon a heartbeat that failed is tried again (the interval is for beats that worked).
 HEARTBEAT_RETRY = 0.25
+# A worker gives its leases up this far (a share of the timeout) before they could expire.
+LEASE_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,11 @@ class WorkerLoop:
         # After a database error, a claim may have committed without its answer
         # reaching us: the next turn hands back whatever we hold but do not know.
         self._unsure_of_claims = False
+        # When the last heartbeat that worked was sent (monotonic): every lease this
+        # worker holds lasts at least the timeout from then, by the database's clock.
+        self._renewed_at = 0.0
+        # Out of touch past its leases: baking nothing more until it rejoins.
+        self.cut_off = False
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -130,7 +137,10 @@ class WorkerLoop:
         return self.exit_code
 
     def register(self) -> None:
+        sent = time.monotonic()
         self.record = membership.register(self.name, socket.gethostname(), os.getpid(), self.concurrency)
+        self._renewed_at = sent
+        self.cut_off = False
         now = time.monotonic()
         self._next_heartbeat = now + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         self._next_monitor = now
@@ -174,6 +184,8 @@ class WorkerLoop:
     def step(self) -> bool:
         """One turn: heartbeat and monitor when due, flush, claim, start. False when done."""
         self.wake.clear()
+        if not self.cut_off and self.leases_lapsed():
+            self._give_up_leases()
         try:
             self.heartbeat_if_due()
             self.monitor_if_due()
@@ -216,11 +228,16 @@ class WorkerLoop:
         # Until this beat succeeds, the next one is due soon: a beat lost to a
         # database error must not cost a whole interval of the timeout.
         self._next_heartbeat = time.monotonic() + min(HEARTBEAT_RETRY, settings.PIZZAQUEUE_HEARTBEAT_INTERVAL)
+        if self.cut_off:
+            self._rejoin()
+            return
+        sent = time.monotonic()
         try:
             status = membership.heartbeat(self.record.pk, self.held_tokens())
         except membership.WorkerLostError:
             self._reincarnate()
             return
+        self._renewed_at = sent
         self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         if status == Worker.Status.DRAINING and not self.draining:
             logger.warning("draining on operator request name=%s", self.record)
@@ -245,6 +262,39 @@ class WorkerLoop:
         queue.hand_back_unanswered(self.record.pk, self.held_tokens())
         self._unsure_of_claims = False
 
+    # --- leases that expire on their own -------------------------------------------------
+
+    def leases_lapsed(self) -> bool:
+        """Whether the leases this worker holds may have run out, by its own monotonic
+        clock: no heartbeat has worked for the timeout less a margin. Past that the
+        monitor may give its orders to another worker at any moment."""
+        timeout = settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT
+        return time.monotonic() >= self._renewed_at + timeout * (1 - LEASE_MARGIN)
+
+    def _give_up_leases(self) -> None:
+        """Cut off from the database past its leases (a network cut, a stalled server):
+        stop baking before anyone else may start the same orders. Handlers stop at
+        their next stage report; nothing new starts; the worker rejoins as a new
+        incarnation once the database answers (`_rejoin`)."""
+        logger.warning(
+            "no heartbeat for %.1fs: giving up every lease name=%s", time.monotonic() - self._renewed_at, self.record
+        )
+        self.cut_off = True
+        with self._lock:
+            self.pending.clear()  # never started; their leases run out in the database
+
+    def _rejoin(self) -> None:
+        """Back in touch after giving its leases up: leave as the old incarnation
+        (what it held goes back to the queue, if the monitor has not done so yet)
+        and join as a new one."""
+        assert self.record is not None  # noqa: S101 - only called with a record
+        monitor.declare_dead(self.record.pk, "out of touch with the database past its leases")
+        logger.warning("rejoining after giving up its leases name=%s", self.record)
+        if self.stopping:
+            self.record = None
+            return
+        self.register()
+
     def _reincarnate(self) -> None:
         """Declared dead while alive (paused, partitioned): everything held was
         re-queued by the monitor, so results of in-flight work will be fenced
@@ -258,7 +308,7 @@ class WorkerLoop:
         self.register()
 
     def monitor_if_due(self) -> None:
-        if time.monotonic() < self._next_monitor or self.record is None:
+        if time.monotonic() < self._next_monitor or self.record is None or self.cut_off:
             return
         self._next_monitor = time.monotonic() + settings.PIZZAQUEUE_MONITOR_INTERVAL
         monitor.tick(self.record.pk)
@@ -304,7 +354,7 @@ class WorkerLoop:
         if self.stopping:
             # Unstarted orders go back at once, for live kitchens to take, not after the grace period.
             self._release_pending()
-        elif not self.draining and self.record is not None:
+        elif not self.draining and not self.cut_off and self.record is not None:
             want = self.concurrency + self.prefetch - len(self.running) - len(self.pending)
             if self.max_orders is not None:
                 want = min(want, self.max_orders - self.claimed_total)
@@ -367,6 +417,9 @@ class WorkerLoop:
 
     def _progress(self, claim: queue.Claim, worker_id: int | None) -> Callable[[str], None]:
         def progress(stage: str) -> None:
+            if self.cut_off or self.leases_lapsed() or self.record is None or self.record.pk != worker_id:
+                # Its lease may be another worker's by now: stop before writing or baking more.
+                raise LeaseLostError(str(claim.order.id))
             try:
                 reported = queue.report_stage(claim.order.id, claim.token, stage, worker_id)
             except DatabaseError as exc:

@@ -16,9 +16,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
-from workers import monitor, queue
+from workers import clock, monitor, queue
 from workers.models import BucketMove, Order, Worker
 
 logger = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def register(name: str, host: str, pid: int, concurrency: int, now: datetime | N
     A live worker of the same name whose heartbeat is stale is declared dead
     first (a restart after a crash); a fresh one means the name is taken.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         monitor.lock_ring()
         previous = Worker.objects.filter(name=name).order_by("-incarnation").first()
@@ -67,7 +66,7 @@ def heartbeat(worker_id: int, tokens: Iterable[uuid.UUID] = (), now: datetime | 
     Returns the worker's status (alive or draining); raises WorkerLostError when it
     was declared dead or stopped meanwhile.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     tokens = list(tokens)
     with transaction.atomic():
         if not Worker.objects.live().filter(pk=worker_id).update(last_heartbeat=now):
@@ -84,7 +83,7 @@ def drain(worker_id: int, now: datetime | None = None) -> bool:
     other workers, so their queued orders do not wait for its last one, and it
     takes no new takeaway orders. Its stop is bounded by the shutdown grace.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         monitor.lock_ring()
         if not Worker.objects.in_ring().filter(pk=worker_id).update(status=Worker.Status.DRAINING):
@@ -101,4 +100,4 @@ def stop(worker_id: int, reason: str = "stopped", now: datetime | None = None) -
     as a retry; its queued takeaway orders are cancelled, as no other worker may
     bake them. None if the worker was not live.
     """
-    return monitor.leave(worker_id, Worker.Status.STOPPED, reason, BucketMove.Reason.STOP, now or timezone.now())
+    return monitor.leave(worker_id, Worker.Status.STOPPED, reason, BucketMove.Reason.STOP, now or clock.now())

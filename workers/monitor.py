@@ -23,9 +23,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
-from workers import queue, ring, sql
+from workers import clock, queue, ring, sql
 from workers.models import Bucket, BucketMove, MonitorLease, Order, Worker
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
     3. Give any ownerless bucket an owner (e.g. after the last worker left and
        a new one joined, or a bucket count change).
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     if not acquire(worker_id, now):
         return None
     report = Recovery()
@@ -81,12 +80,13 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
             continue
         if recovery is not None:
             report.add(recovery)
-    report.add(recover_expired_leases(now))
+    report.add(recover_expired_leases(now, monitor_id=worker_id))
     if Bucket.objects.orphaned().exists() or Bucket.objects.count() < settings.PIZZAQUEUE_BUCKETS:
         try:
             with transaction.atomic():
                 lock_ring(wait=monitor_lock_wait())
-                report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
+                if holds_election(worker_id, now):
+                    report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
         except OperationalError as exc:
             logger.warning("monitor skipped rebalancing this round: %s", exc)
     if report:
@@ -107,7 +107,7 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
 
 def acquire(worker_id: int, now: datetime | None = None) -> bool:
     """Take or renew the monitor lease; True when this worker holds it."""
-    now = now or timezone.now()
+    now = now or clock.now()
     expires = now + timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
     held_elsewhere = MonitorLease.objects.filter(name=LEASE_NAME, expires_at__gte=now).exclude(holder_id=worker_id)
     if held_elsewhere.exclude(holder__isnull=True).exists():
@@ -174,7 +174,7 @@ def declare_dead(
        the worker whose bucket they now sit in; dead-letter those out of attempts.
     All in one transaction, so nobody sees a dead worker still owning buckets.
     """
-    recovery = leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or timezone.now(), monitor_id)
+    recovery = leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or clock.now(), monitor_id)
     if recovery is not None:
         recovery.dead.append(worker_id)
     return recovery
@@ -220,12 +220,16 @@ def leave(
 # --- Expired leases --------------------------------------------------------------------
 
 
-def recover_expired_leases(now: datetime | None = None) -> Recovery:
+def recover_expired_leases(now: datetime | None = None, monitor_id: int | None = None) -> Recovery:
     """Re-queue orders whose lease ran out while their worker still looks alive
-    (a worker too slow to heartbeat); its late writes will be fenced off."""
-    now = now or timezone.now()
+    (a worker too slow to heartbeat); its late writes will be fenced off.
+
+    From the monitor (`monitor_id`), only while it still holds the election."""
+    now = now or clock.now()
     recovery = Recovery()
     with transaction.atomic():
+        if monitor_id is not None and not holds_election(monitor_id, now):
+            return recovery
         expired = list(
             Order.objects.select_for_update(skip_locked=True)
             .expired_leases(now)

@@ -32,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.db.models import F
 from django.utils import timezone
 
-from workers import ring, sql
+from workers import clock, ring, sql
 from workers.models import Bucket, Order, OrderEvent, Worker
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,15 @@ def rank_for(base: datetime, priority: int) -> int:
     priority, then age, with aging: an order that waited long enough
     overtakes newer urgent ones, and none is starved.
     """
-    micros = int(base.timestamp() * 1_000_000)
+    return int(base.timestamp() * 1_000_000) - rank_offset(priority)
+
+
+def rank_offset(priority: int) -> int:
+    """How far ahead of its age a priority puts an order, in microseconds (`sql.PLACE` subtracts it too)."""
     aging = settings.PIZZAQUEUE_PRIORITY_AGING
     if aging <= 0:
-        return micros - priority * 10**15  # strict priority, FIFO within it
-    return micros - round(priority * 60_000_000 / aging)
+        return priority * 10**15  # strict priority, FIFO within it
+    return round(priority * 60_000_000 / aging)
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -225,7 +229,6 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     With an idempotency key, a retry of the same request returns the first
     order (created=False) and a different request raises IdempotencyConflictError.
     """
-    now = now or timezone.now()
     fingerprint = request.fingerprint() if idempotency_key else ""  # only a retry is compared
     if idempotency_key and request.kind == Order.Kind.TAKEAWAY:
         # Looked up first: the worker may have stopped since, and a retry must replay, not fail.
@@ -233,10 +236,11 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
         if existing is not None:
             return _same_request(existing, fingerprint), False
     if request.kind == Order.Kind.DELIVERY and connection.vendor == "postgresql":
-        order = _new_order(request, now, None, idempotency_key, fingerprint)
+        # Its times are the server's, read by the statement itself (placeholders until then).
+        order = _new_order(request, now or timezone.now(), None, idempotency_key, fingerprint)
         # Inside a caller's transaction, a savepoint keeps a failed statement from spoiling it.
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
-            inserted = _place_in_one_statement(order)
+            inserted = _place_in_one_statement(order, request.not_before, now)
         if not inserted:
             # The key is taken (a retry, or a submission that won the race): answer with its order.
             existing = _holder_of(idempotency_key or "")
@@ -246,6 +250,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     else:
         try:
             with transaction.atomic():
+                now = now or clock.now()
                 pinned_to = _open_worker_named(request.pinned_to).pk if request.kind == Order.Kind.TAKEAWAY else None
                 order = _new_order(request, now, pinned_to, idempotency_key, fingerprint)
                 order.save(force_insert=True)
@@ -260,7 +265,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
     return order, True
 
 
-def _place_in_one_statement(order: Order) -> bool:
+def _place_in_one_statement(order: Order, not_before: datetime | None, now: datetime | None) -> bool:
     """Insert an order (no worker to lock) with its `placed` event and wake-ups, in one
     statement (`sql.PLACE`): one round trip, and outside a transaction its own transaction.
 
@@ -278,13 +283,13 @@ def _place_in_one_statement(order: Order) -> bool:
     # Optimization: the connection itself; through the `connection` proxy each field's lookups cost twice.
     db = connections[DEFAULT_DB_ALIAS]
     values = [f.get_db_prep_save(getattr(order, f.attname), db) for f in Order._meta.concrete_fields]
+    tail = Event.PLACED, PLACED_MESSAGE, sql.EVENTS_CHANNEL, sql.ORDERS_CHANNEL
     with connection.cursor() as cursor:
-        cursor.execute(
-            statement,
-            [*values, Event.PLACED, order.created_at, PLACED_MESSAGE, sql.EVENTS_CHANNEL, sql.ORDERS_CHANNEL],
-        )
-        if not cursor.fetchall():  # the first statement's rows
-            return False
+        cursor.execute(statement, sql.place_parameters(values, now, not_before, rank_offset(order.priority), *tail))
+        rows = cursor.fetchall()  # the first statement's rows
+    if not rows:
+        return False
+    order.created_at, order.eligible_at, order.rank = rows[0][:3]
     order._state.adding, order._state.db = False, connection.alias  # as save() leaves it
     return True
 
@@ -311,7 +316,7 @@ def _same_request(existing: Order, fingerprint: str) -> Order:
 
 def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) -> list[Order]:
     """Bulk intake: many orders and their events in one transaction."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         pinned = {
             name: _open_worker_named(name).pk
@@ -329,7 +334,7 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
 
 
 def _claim_params(worker_id: int, now: datetime, limit: int) -> tuple[bool, dict[str, Any]]:
-    """(stealing?, the parameters of `sql.CLAIMABLE` / `sql.CLAIM`)."""
+    """(stealing?, the parameters of `sql.CLAIMABLE`), on SQLite."""
     steal_after = settings.PIZZAQUEUE_STEAL_AFTER
     adapt = connection.ops.adapt_datetimefield_value
     params: dict[str, Any] = {"queued": Status.QUEUED, "now": adapt(now), "worker": worker_id, "limit": limit}
@@ -348,9 +353,9 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
     """
     token = uuid.uuid4()
     if connection.vendor == "postgresql":
-        return _claim_in_one_statement(worker_id, limit, token, now or timezone.now())
+        return _claim_in_one_statement(worker_id, limit, token, now)
     # A read outside any transaction (WAL readers take no lock) first, on SQLite:
-    if not _claimable_ids(worker_id, now or timezone.now(), 1):
+    if not _claimable_ids(worker_id, now or clock.now(), 1):
         # An idle poll must not take SQLite's one write lock: a worker paused
         # while holding it (SIGSTOP, a long GC pause) would stall every writer.
         return []
@@ -358,7 +363,7 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
         # Read the clock once the transaction holds the lock: on SQLite BEGIN
         # IMMEDIATE may wait up to the busy timeout, and a clock read before it
         # would stamp claimed_at too early and shorten the lease by the wait.
-        now = now or timezone.now()
+        now = now or clock.now()
         ids = _claimable_ids(worker_id, now, limit)
         if not ids:
             return []
@@ -388,19 +393,24 @@ def _claimable_ids(worker_id: int, now: datetime, limit: int) -> list[uuid.UUID]
         return [uuid.UUID(str(row[0])) for row in cursor.fetchall()]
 
 
-def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: datetime) -> list[Claim]:
-    """The claim on PostgreSQL (`sql.CLAIM`): pick, lease and record in one statement,
-    and outside a transaction its own transaction."""
-    stealing, params = _claim_params(worker_id, now, limit)
-    params |= {
+def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: datetime | None) -> list[Claim]:
+    """The claim on PostgreSQL (`sql.CLAIM`): pick, lease and record in one statement, and
+    outside a transaction its own transaction; at the server's time unless `now` is given."""
+    steal_after = settings.PIZZAQUEUE_STEAL_AFTER
+    params: dict[str, Any] = {
+        "queued": Status.QUEUED,
+        "now": now,
+        "worker": worker_id,
+        "limit": limit,
+        "steal_after": timedelta(seconds=steal_after),
         "preparing": Status.PREPARING,
         "token": token,
-        "expires": now + lease_duration(),
+        "lease": lease_duration(),
         "claimed": Event.CLAIMED,
         "channel": sql.EVENTS_CHANNEL,
     }
     with connection.cursor() as cursor:
-        cursor.execute(sql.CLAIM_OR_STEAL if stealing else sql.CLAIM, params)
+        cursor.execute(sql.CLAIM_OR_STEAL if steal_after > 0 else sql.CLAIM, params)
         claimed = [sql.load(Order, row) for row in cursor.fetchall()]
     claimed.sort(key=lambda o: o.claim_key)
     logger.debug("claimed count=%d worker=%s lease=%s", len(claimed), worker_id, token)
@@ -428,7 +438,7 @@ def report_stage(
     order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: int | None = None, now: datetime | None = None
 ) -> bool:
     """Record the kitchen stage; False when the lease is no longer this worker's."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         if Order.objects.leased(order_id, token).update(stage=stage) != 1:
             _record_lease_lost([order_id], worker_id, now, f"report stage {stage} of")
@@ -446,9 +456,9 @@ def complete_many(
     dropped, so an order reaches `done` exactly once. One transaction for the
     whole batch: batching is what lets a worker go past one commit per order.
     """
-    now = now or timezone.now()
     if connection.vendor == "postgresql":
         return _complete_in_one_statement(held, worker_id, now)
+    now = now or clock.now()
     by_token: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for order_id, token in held:
         by_token[token].append(order_id)
@@ -468,9 +478,10 @@ def complete_many(
 
 
 def _complete_in_one_statement(
-    held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None, now: datetime
+    held: Sequence[tuple[uuid.UUID, uuid.UUID]], worker_id: int | None, now: datetime | None
 ) -> set[uuid.UUID]:
-    """complete_many on PostgreSQL (`sql.COMPLETE`): the fenced UPDATE and the `done` events in one statement."""
+    """complete_many on PostgreSQL (`sql.COMPLETE`): the fenced UPDATE and the `done` events in one
+    statement, at the server's time unless `now` is given."""
     if not held:
         return set()
     with connection.cursor() as cursor:
@@ -491,7 +502,7 @@ def _complete_in_one_statement(
     lost = [order_id for order_id, _ in held if order_id not in done]
     if lost:
         with transaction.atomic():
-            _record_lease_lost(lost, worker_id, now, "complete")
+            _record_lease_lost(lost, worker_id, now or clock.now(), "complete")
     return done
 
 
@@ -506,7 +517,7 @@ def fail(
 
     Returns the event kind written: `retried`, `failed` or `lease-lost`.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     error = error[:2000]
     with transaction.atomic():
         order = Order.objects.select_for_update().leased(order_id, token).only("id", "attempts", "max_attempts").first()
@@ -549,7 +560,7 @@ def release(
     graceful stop), or interrupted by the database rather than by the handler
     (`message` says which). Fenced like every worker write.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     events, lost = [], []
     with transaction.atomic():
         for order_id, token in held:
@@ -583,7 +594,7 @@ def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: dateti
     wait for their leases to run out. Called by the worker's own loop, the only
     claimer of its id, after a database error; the attempt is refunded.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         unknown = list(
             Order.objects.select_for_update()
@@ -607,7 +618,7 @@ def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: dateti
 
 def cancel(order_id: uuid.UUID | str, reason: str = "cancelled by customer", now: datetime | None = None) -> Order:
     """Cancel a queued order. A pizza already in the kitchen cannot be cancelled."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         order = _get(order_id)
         updated = Order.objects.filter(id=order.id, status=Status.QUEUED).update(
@@ -625,7 +636,7 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
     """Operator's second chance: a failed or cancelled order goes back in the queue
     with fresh attempts; a preparing one is taken from its worker (its lease
     token is revoked, so that worker can no longer complete it)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         order = _get(order_id)
         if (
@@ -660,7 +671,7 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
 
 def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: datetime | None = None) -> Order:
     """Raise a queued order's priority (the kitchen display's "rush" button)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():

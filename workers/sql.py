@@ -13,6 +13,7 @@ a model instance, with every converter the ORM would apply.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
@@ -65,12 +66,17 @@ def _statement(text: str, **parts: str) -> str:
         events=OrderEvent._meta.db_table,
         buckets=Bucket._meta.db_table,
         order_columns=columns(Order),
-        order_values=", ".join(["%s"] * len(Order._meta.concrete_fields)),
         event_columns="order_id, kind, created_at, worker_id, stage, message, data",
         claim_order=", ".join(column(Order._meta.get_field(name)) for name in CLAIM_ORDER),
         **parts,
     )
 
+
+# The time of a PostgreSQL statement with named parameters: the caller's `now` where
+# one is given (tests pin the clock), else the server's own clock (`workers.clock`).
+NOW = "COALESCE(%(now)s::timestamptz, statement_timestamp())"
+# The database's clock, read on its own (`workers.clock.now`).
+CLOCK = "SELECT statement_timestamp()"
 
 # PostgreSQL channel a worker LISTENs on to wake up as soon as work appears.
 ORDERS_CHANNEL = "pizzaqueue_orders"
@@ -99,16 +105,16 @@ LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 # bucket. Walks `order_claim_idx`. Hand-written to be the inner SELECT of `CLAIM`.
 _CLAIMABLE = """
     SELECT id FROM {orders}
-    WHERE status = %(queued)s AND eligible_at <= %(now)s
+    WHERE status = %(queued)s AND eligible_at <= {now}
       AND (pinned_worker_id = %(worker)s
            OR (pinned_worker_id IS NULL
                AND (bucket IN (SELECT number FROM {buckets} WHERE owner_id = %(worker)s){steal})))
     ORDER BY {claim_order}
     LIMIT %(limit)s
 """
-CLAIMABLE = _statement(_CLAIMABLE, steal="")
+CLAIMABLE = _statement(_CLAIMABLE, steal="", now="%(now)s")
 # With work stealing on, an unpinned order waiting past PIZZAQUEUE_STEAL_AFTER is anyone's.
-CLAIMABLE_OR_STOLEN = _statement(_CLAIMABLE, steal=" OR eligible_at < %(steal_before)s")
+CLAIMABLE_OR_STOLEN = _statement(_CLAIMABLE, steal=" OR eligible_at < %(steal_before)s", now="%(now)s")
 
 # The claim on PostgreSQL: pick (FOR UPDATE SKIP LOCKED), lease, and write the `claimed`
 # events from the UPDATE's own RETURNING rows, in one statement: one round trip where the
@@ -117,20 +123,22 @@ _CLAIM = """
     WITH picked AS ({pick} FOR UPDATE SKIP LOCKED),
     claimed AS (
         UPDATE {orders} SET status = %(preparing)s, worker_id = %(worker)s,
-            lease_token = %(token)s, lease_expires_at = %(expires)s, attempts = attempts + 1,
-            claimed_at = %(now)s, stage = ''
+            lease_token = %(token)s, lease_expires_at = {now} + %(lease)s, attempts = attempts + 1,
+            claimed_at = {now}, stage = ''
         WHERE id IN (SELECT id FROM picked)
         RETURNING {order_columns}
     ),
     recorded AS (
         INSERT INTO {events} ({event_columns})
-        SELECT id, %(claimed)s, %(now)s, %(worker)s, '', '', jsonb_build_object('attempt', attempts)
+        SELECT id, %(claimed)s, claimed_at, %(worker)s, '', '', jsonb_build_object('attempt', attempts)
         FROM claimed ORDER BY {claim_order}
     )
     SELECT {order_columns}, pg_notify(%(channel)s, '') FROM claimed
 """
-CLAIM = _statement(_CLAIM, pick=CLAIMABLE)
-CLAIM_OR_STEAL = _statement(_CLAIM, pick=CLAIMABLE_OR_STOLEN)
+CLAIM = _statement(_CLAIM, pick=_statement(_CLAIMABLE, steal="", now=NOW), now=NOW)
+CLAIM_OR_STEAL = _statement(
+    _CLAIM, pick=_statement(_CLAIMABLE, steal=f" OR eligible_at < {NOW} - %(steal_after)s", now=NOW), now=NOW
+)
 
 # Completion on PostgreSQL: each order fenced by its own token, and the `done` events
 # written from the UPDATE's RETURNING rows, in one statement (the ORM: a transaction of
@@ -141,16 +149,17 @@ COMPLETE = _statement(
     WITH held (id, token) AS (SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])),
     done AS (
         UPDATE {orders} o SET status = %(done)s, stage = '', lease_token = NULL,
-            lease_expires_at = NULL, finished_at = %(now)s
+            lease_expires_at = NULL, finished_at = {now}
         FROM held WHERE o.id = held.id AND o.lease_token = held.token AND o.status = %(preparing)s
-        RETURNING o.id
+        RETURNING o.id, o.finished_at
     ),
     recorded AS (
         INSERT INTO {events} ({event_columns})
-        SELECT id, %(done)s, %(now)s, %(worker)s, '', %(message)s, '{{}}'::jsonb FROM done
+        SELECT id, %(done)s, finished_at, %(worker)s, '', %(message)s, '{{}}'::jsonb FROM done
     )
     SELECT id, pg_notify(%(channel)s, '') FROM done
-    """
+    """,
+    now=NOW,
 )
 
 # Returns once the log is on disk up to here, so every commit already visible is
@@ -160,21 +169,53 @@ WAIT_FOR_FLUSH = "SELECT pg_logical_emit_message(true, 'pizzaqueue', 'flush')"
 # A delivery order with its `placed` event and both wake-ups, in one statement (the ORM:
 # a transaction of five). A taken idempotency key makes the INSERT do nothing (ON
 # CONFLICT on the key's partial index), so a client's retry leaves no error in the log.
+# Its clock is the server's, read once in the statement (`clock.now`): the order's
+# `created_at`, and `eligible_at` and `rank` from it (`place_parameters` says which
+# parameter goes where).
 _PLACE = """
-    WITH placed AS (
-        INSERT INTO {orders} ({order_columns}) VALUES ({order_values})
+    WITH clock AS (SELECT COALESCE(%s::timestamptz, statement_timestamp()) AS now),
+    placed AS (
+        INSERT INTO {orders} ({order_columns}) SELECT {place_values} FROM clock
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING id
+        RETURNING id, created_at, eligible_at, rank
     ),
     recorded AS (
         INSERT INTO {events} ({event_columns})
-        SELECT id, %s, %s, NULL, '', %s, '{{}}'::jsonb FROM placed
+        SELECT id, %s, created_at, NULL, '', %s, '{{}}'::jsonb FROM placed
     )
-    SELECT pg_notify(%s, ''), pg_notify(%s, ''){async_commit} FROM placed
+    SELECT created_at, eligible_at, rank, pg_notify(%s, ''), pg_notify(%s, ''){async_commit} FROM placed
     {then_wait_for_the_disk}
 """
+# When an order may be claimed: its `not_before`, but never before it was placed.
+_ELIGIBLE = "GREATEST(COALESCE(%s::timestamptz, clock.now), clock.now)"
+# Values from the clock, by field; every other field is one parameter, in field order.
+_FROM_THE_CLOCK = {
+    "created_at": "clock.now",
+    "eligible_at": _ELIGIBLE,
+    # queue.rank_for in SQL: the eligible time in microseconds, less the priority's offset.
+    "rank": f"(EXTRACT(EPOCH FROM {_ELIGIBLE}) * 1000000)::bigint - %s",
+}
+_PLACE_VALUES = ", ".join(_FROM_THE_CLOCK.get(f.attname, "%s") for f in Order._meta.concrete_fields)
+
+
+def place_parameters(
+    values: Sequence[Any], now: datetime | None, not_before: datetime | None, rank_offset: int, *tail: Any
+) -> list[Any]:
+    """`PLACE`'s parameters: `values` are the order's, in field order (those that come
+    from the clock are skipped), and `tail` the event kind, its message and the two channels."""
+    parameters: list[Any] = [now]
+    for f, value in zip(Order._meta.concrete_fields, values, strict=True):
+        if f.attname == "eligible_at":
+            parameters.append(not_before)
+        elif f.attname == "rank":
+            parameters += [not_before, rank_offset]
+        elif f.attname not in _FROM_THE_CLOCK:
+            parameters.append(value)
+    return [*parameters, *tail]
+
+
 # Inside a caller's transaction: the caller's commit is the durable one.
-PLACE = _statement(_PLACE, async_commit="", then_wait_for_the_disk="")
+PLACE = _statement(_PLACE, place_values=_PLACE_VALUES, async_commit="", then_wait_for_the_disk="")
 # Outside one. Optimization: the order's own commit does not wait for its flush
 # (synchronous_commit off for that transaction), so the kitchens see it at once; the
 # flush is waited for in the same round trip, so `place` still returns only once the
@@ -186,6 +227,7 @@ PLACE = _statement(_PLACE, async_commit="", then_wait_for_the_disk="")
 # `pizzaqueue` message).
 PLACE_THEN_FLUSH = _statement(
     _PLACE,
+    place_values=_PLACE_VALUES,
     async_commit=", set_config('synchronous_commit', 'off', true)",
     then_wait_for_the_disk=f"; COMMIT; {WAIT_FOR_FLUSH}",
 )

@@ -39,6 +39,21 @@ def end_idle_transactions(sender: object, connection: BaseDatabaseWrapper, **kwa
             cursor.execute(sql.IDLE_IN_TRANSACTION_TIMEOUT, [timeout])
 
 
+def link_timeouts(heartbeat_timeout: float) -> dict[str, int]:
+    """libpq's connection options that bound how long a dead link can hold a call:
+    connecting, and unacknowledged data or silence on an open connection, each
+    give up within about half the heartbeat timeout."""
+    half = max(1, round(heartbeat_timeout / 2))
+    return {
+        "connect_timeout": max(2, half),
+        "keepalives": 1,
+        "keepalives_idle": half,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": half * 1000,
+    }
+
+
 class Command(BaseCommand):
     help = "Run a kitchen: claim orders, bake them, heartbeat, and take the monitor duty when elected."
 
@@ -84,6 +99,9 @@ class Command(BaseCommand):
         if default.vendor == "postgresql":
             # Lets an operator tell kitchens apart in pg_stat_activity.
             default.settings_dict["OPTIONS"]["application_name"] = f"pizzaqueue-worker-{worker.name}"[:63]
+            # A cut link must fail a call within the lease, not after TCP's minutes of
+            # retries, so the worker notices, gives its leases up and rejoins when it heals.
+            default.settings_dict["OPTIONS"].update(link_timeouts(settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT))
             connection_created.connect(end_idle_transactions, weak=False)
             default.close()  # reopened with both
         code = worker.run()
