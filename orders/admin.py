@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from orders.handlers import operator_may_cancel
 from orders.models import Pizza
 from workers import clock, queue
 from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
@@ -172,7 +173,12 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     @admin.action(description="Cancel selected queued orders", permissions=["operate"])
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"cancelled by operator {request.user.get_username()}"
-        self._apply(request, queryset, lambda order_id: queue.cancel(order_id, reason=reason), "cancelled")
+        self._apply(
+            request,
+            queryset,
+            lambda order_id: queue.cancel(order_id, reason=reason, in_kitchen=operator_may_cancel),
+            "cancelled",
+        )
 
     @admin.action(description="Rush selected queued orders (top priority)", permissions=["operate"])
     def expedite_orders(self, request: HttpRequest, queryset: QuerySet) -> None:

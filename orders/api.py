@@ -51,6 +51,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from orders import sql
+from orders.handlers import customer_may_cancel, operator_may_cancel
 from orders.intake import clean_order_request
 from orders.pagination import BIGINT_MAX, OrderPagination, WorkerPagination
 from orders.serializers import (
@@ -360,8 +361,10 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        """Cancel a queued order. One already in the kitchen, or finished, gets 409."""
-        queue.cancel(pk, reason=f"cancelled through the API by {request.user.get_username()}")
+        """Cancel an order that is not finished: a queued one, or one in the kitchen (staff:
+        at any stage; others: until PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL). Otherwise 409."""
+        rule = operator_may_cancel if request.user.is_staff else customer_may_cancel
+        queue.cancel(pk, reason=f"cancelled through the API by {request.user.get_username()}", in_kitchen=rule)
         return Response(self.get_serializer(self.get_object()).data)
 
 

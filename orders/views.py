@@ -26,6 +26,7 @@ from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
 from orders.forms import OrderForm
+from orders.handlers import customer_may_cancel
 from orders.models import Pizza
 from orders.timeline import event_message, progress, stage_label
 from workers import clock, queue
@@ -132,11 +133,11 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
 @require_POST
 def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     try:
-        queue.cancel(order_id, reason="cancelled by customer")
+        queue.cancel(order_id, reason="cancelled by customer", in_kitchen=customer_may_cancel)
     except queue.OrderNotFoundError:
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError:
-        messages.warning(request, "Too late to cancel: the kitchen has your order.")
+        messages.warning(request, "Too late to cancel: the kitchen is making your order.")
     return redirect("track-order", order_id=order_id)
 
 

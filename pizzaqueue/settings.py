@@ -221,6 +221,8 @@ PIZZAQUEUE_PREFETCH = env_int("PIZZAQUEUE_PREFETCH", 0, minimum=0)
 PIZZAQUEUE_HANDLER = env_str("PIZZAQUEUE_HANDLER", "orders.handlers.kitchen")
 # Seconds of simulated kitchen time per second of recipe (0 = instant).
 PIZZAQUEUE_KITCHEN_SPEED = env_float("PIZZAQUEUE_KITCHEN_SPEED", 1.0, minimum=0.0)
+# A customer may cancel an order in the kitchen until it reaches this stage (empty: never).
+PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL = os.environ.get("PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL", "oven").strip()
 
 # --- Live updates ---------------------------------------------------------------
 # The in-memory layer fans out only within one web process; events cross

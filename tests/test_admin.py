@@ -77,19 +77,22 @@ def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(oper
     assert retried.message == "requeued by operator admin"
 
 
-def test_cancel_cancels_queued_orders_and_reports_those_in_the_kitchen(operator: Client) -> None:
+def test_cancel_cancels_queued_orders_and_stops_those_in_the_kitchen(operator: Client) -> None:
     preparing = make_order()
     claimed(preparing)
     queued = make_order()
+    done = make_order()
+    queue.cancel(done.pk)
 
-    shown = act(operator, ORDERS, "cancel_orders", [queued, preparing])
+    shown = act(operator, ORDERS, "cancel_orders", [queued, preparing, done])
 
     assert status_of(queued) == "cancelled"
     assert Order.objects.get(pk=queued.pk).cancel_reason == "cancelled by operator admin"
-    assert status_of(preparing) == "preparing"
+    stopped = Order.objects.get(pk=preparing.pk)
+    assert (stopped.status, stopped.lease_token) == ("cancelled", None)
     assert shown == [
-        ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be cancelled."),
-        ("success", "1 order cancelled."),
+        ("warning", f"Order {done.pk}: Order is cancelled; only a queued order can be cancelled."),
+        ("success", "2 orders cancelled."),
     ]
 
 

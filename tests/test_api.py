@@ -743,15 +743,46 @@ def test_a_queued_order_is_cancelled(client: APIClient) -> None:
     assert [e["kind"] for e in body["events"]] == ["placed", "cancelled"]
 
 
-def test_an_order_in_the_kitchen_cannot_be_cancelled(client: APIClient) -> None:
+def test_an_order_in_the_oven_cannot_be_cancelled_by_an_integrator(client: APIClient) -> None:
     order = make_order()
-    hold(order)
+    token = hold(order)
+    assert queue.report_stage(order.pk, token, "oven")
 
     with nothing_written():
         response = client.post(cancel_url(order.pk))
 
-    assert_error(response, 409, "invalid_transition", "Order is preparing; only a queued order can be cancelled.")
+    assert_error(response, 409, "invalid_transition", "Too late to cancel: the order is at the oven.")
     assert Order.objects.get(pk=order.pk).status == Order.Status.PREPARING
+
+
+def test_an_order_in_the_kitchen_before_the_oven_is_cancelled_and_its_lease_revoked(client: APIClient) -> None:
+    order = make_order()
+    token = hold(order)
+    assert queue.report_stage(order.pk, token, "dough")
+
+    response = client.post(cancel_url(order.pk))
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.lease_token, stored.lease_expires_at) == ("cancelled", None, None)
+    # The kitchen's next step is refused, and so is its completion.
+    assert queue.report_stage(order.pk, token, "sauce") is False
+    assert queue.complete(order.pk, token) is False
+    assert not OrderEvent.objects.filter(order=order, kind="done").exists()
+
+
+def test_staff_cancel_an_order_at_any_stage(menu: None) -> None:
+    staff = api_client("operator")
+    User.objects.filter(username="operator").update(is_staff=True)
+    order = make_order()
+    token = hold(order)
+    assert queue.report_stage(order.pk, token, "boxing")
+
+    response = staff.post(cancel_url(order.pk))
+
+    assert response.status_code == 200
+    assert Order.objects.get(pk=order.pk).status == Order.Status.CANCELLED
 
 
 @pytest.mark.parametrize("final", ["done", "cancelled"])

@@ -183,11 +183,18 @@ def test_a_customer_can_cancel_a_queued_order_but_not_one_in_the_kitchen(client:
 
     worker = make_worker("shop-1")
     baking = make_order()
-    queue.claim(worker.pk, 1)
+    [claim] = queue.claim(worker.pk, 1)
+    queue.report_stage(baking.pk, claim.token, "oven")
     response = client.post(f"/orders/{baking.id}/cancel/", follow=True)
-    assert "Too late to cancel: the kitchen has your order." in response.content.decode()
+    assert "Too late to cancel: the kitchen is making your order." in response.content.decode()
     baking.refresh_from_db()
     assert baking.status == Order.Status.PREPARING
+
+    early = make_order()
+    [claim] = queue.claim(worker.pk, 1)
+    queue.report_stage(early.pk, claim.token, "dough")
+    response = client.post(f"/orders/{early.id}/cancel/", follow=True)
+    assert '<p class="status" id="status">Cancelled</p>' in response.content.decode()
 
 
 # --- Staff pages ---------------------------------------------------------------------

@@ -389,3 +389,42 @@ def test_a_kitchen_paused_inside_a_transaction_does_not_stall_another_kitchens_r
     recovery = reassigned.created_at.timestamp() - killed_at
     assert recovery <= TIMEOUT + TICK + 1.0, f"recovered after {recovery:.2f}s"
     wait_until(lambda: Worker.objects.filter(name="frozen", incarnation=1, status="dead").exists(), what="frozen dead")
+
+
+def test_an_order_cancelled_in_the_kitchen_stops_at_its_next_step(worker_processes: WorkerProcesses) -> None:
+    worker_processes.start("--name", "busy", "--handler", "tests.handlers.chatty")
+    wait_until(lambda: live_workers(1), what="worker")
+    order = make_order(note="30")
+    wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
+
+    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+    cancelled_at = time.monotonic()
+
+    # The kitchen's next stage report is refused: it stops there, and says so.
+    wait_until(lambda: events(order, OrderEvent.Kind.LEASE_LOST), timeout=10, what="the kitchen stopping")
+    assert time.monotonic() - cancelled_at < 1.0
+    order.refresh_from_db()
+    assert (order.status, order.lease_token) == (Order.Status.CANCELLED, None)
+    # Nothing more: no stage after the cancel, no completion, ever.
+    stages_before = OrderEvent.objects.filter(order=order, kind=OrderEvent.Kind.STAGE).count()
+    time.sleep(0.5)
+    assert OrderEvent.objects.filter(order=order, kind=OrderEvent.Kind.STAGE).count() == stages_before
+    assert not events(order, OrderEvent.Kind.DONE)
+
+
+def test_a_kitchen_that_finishes_an_order_cancelled_in_its_oven_cannot_complete_it(
+    worker_processes: WorkerProcesses,
+) -> None:
+    worker_processes.start("--name", "oblivious", "--handler", "tests.handlers.slow")
+    wait_until(lambda: live_workers(1), what="worker")
+    order = make_order(note="1.5")  # reports the oven, then bakes without a word
+    wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
+
+    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+
+    wait_until(lambda: events(order, OrderEvent.Kind.LEASE_LOST), timeout=10, what="the late completion refused")
+    (lost,) = events(order, OrderEvent.Kind.LEASE_LOST)
+    assert lost.data["action"] == "complete"
+    order.refresh_from_db()
+    assert order.status == Order.Status.CANCELLED
+    assert not events(order, OrderEvent.Kind.DONE)

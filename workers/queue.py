@@ -172,9 +172,9 @@ def _record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
     _notify(sql.NOTIFY_EVENTS_AND_ORDERS if work else sql.NOTIFY_EVENTS)
 
 
-def _get(order_id: uuid.UUID | str) -> Order:
+def _get(order_id: uuid.UUID | str, lock: bool = False) -> Order:
     try:
-        return Order.objects.get(pk=order_id)
+        return (Order.objects.select_for_update() if lock else Order.objects).get(pk=order_id)
     except (Order.DoesNotExist, ValidationError, ValueError):
         raise OrderNotFoundError(str(order_id)) from None
 
@@ -616,18 +616,39 @@ def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: dateti
 # --- Customers and operators --------------------------------------------------
 
 
-def cancel(order_id: uuid.UUID | str, reason: str = "cancelled by customer", now: datetime | None = None) -> Order:
-    """Cancel a queued order. A pizza already in the kitchen cannot be cancelled."""
-    now = now or clock.now()
+def cancel(
+    order_id: uuid.UUID | str,
+    reason: str = "cancelled by customer",
+    now: datetime | None = None,
+    *,
+    in_kitchen: Callable[[Order], bool] | None = None,
+) -> Order:
+    """Cancel an order that is not finished (SPEC §4.10).
+
+    A queued order, always. One already in a kitchen only where `in_kitchen`
+    allows it (the shop's rule: operators always, customers until a stage):
+    its lease is revoked in this transaction, so the kitchen's next stage
+    report is refused (it stops there) and its completion can never land.
+    """
     with transaction.atomic():
-        order = _get(order_id)
-        updated = Order.objects.filter(id=order.id, status=Status.QUEUED).update(
-            status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
-        )
-        if updated != 1:
-            order.refresh_from_db(fields=["status"])
+        order = _get(order_id, lock=True)
+        now = now or clock.now()
+        if order.status == Status.QUEUED:
+            Order.objects.filter(id=order.id, status=Status.QUEUED).update(
+                status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
+            )
+            _record([_event(order.id, Event.CANCELLED, now, message=reason)])
+        elif order.status == Status.PREPARING and order.lease_token is not None and in_kitchen is not None:
+            if not in_kitchen(order):
+                raise InvalidTransitionError(f"Too late to cancel: the order is at the {order.stage or 'start'}.")
+            Order.objects.leased(order.id, order.lease_token).update(
+                status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now, **LEASE_CLEARED
+            )
+            _record(
+                [_event(order.id, Event.CANCELLED, now, worker_id=order.worker_id, message=reason, stage=order.stage)]
+            )
+        else:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be cancelled.")
-        _record([_event(order.id, Event.CANCELLED, now, message=reason)])
     order.refresh_from_db()
     return order
 
