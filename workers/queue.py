@@ -628,6 +628,29 @@ def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now:
     return order
 
 
+def purge(before: datetime, limit: int) -> int:
+    """Delete up to `limit` orders finished before `before`, with their events; returns how many.
+
+    One short transaction per call, so purging millions of rows never holds a
+    long lock. An order is deleted only if it is still finished when the
+    DELETE reaches it: one requeued meanwhile by an operator is kept.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.PURGE, {"final": [s.value for s in Order.FINAL_STATUSES], "before": before, "limit": limit}
+            )
+            return int(cursor.fetchone()[0])
+    # SQLite: the IMMEDIATE transaction holds the one write lock from the read to the
+    # DELETE, so nobody can requeue in between; the ORM's delete() takes the events too.
+    old = Order.objects.finished().filter(finished_at__lt=before)
+    with transaction.atomic():
+        ids = list(old.values_list("id", flat=True)[:limit])
+        if ids:
+            old.filter(id__in=ids).delete()
+    return len(ids)
+
+
 # --- Taking orders from a worker that left (inside the monitor's transactions) ---
 
 
