@@ -22,7 +22,7 @@ from django.utils.dateparse import parse_datetime
 from orders.models import SIZE_FACTOR, Pizza, Size
 from workers import sql
 from workers.models import Order
-from workers.queue import OrderRequest
+from workers.queue import OrderRequest, not_before_error
 
 ALLOWED_FIELDS = {
     "items",
@@ -146,8 +146,8 @@ def _menu_lookup(vendor: str, count: int) -> str:
     )
 
 
-def clean_order_request(data: Any) -> OrderRequest:
-    """Validate a raw request (parsed JSON, form data or keyword arguments).
+def clean_order_request(data: Any, now: datetime | None = None) -> OrderRequest:
+    """Validate a raw request (parsed JSON, form data or keyword arguments) as of `now`.
 
     Raises ValidationError whose message_dict names every bad field.
     """
@@ -190,6 +190,9 @@ def clean_order_request(data: Any) -> OrderRequest:
         not_before = None
     if isinstance(not_before, datetime) and timezone.is_naive(not_before):
         not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
+    if isinstance(not_before, datetime) and (error := not_before_error(not_before, now or timezone.now())):
+        errors["not_before"] = [error]
+        not_before = None
 
     request = OrderRequest(
         items=items,

@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -175,6 +175,30 @@ def _get(order_id: uuid.UUID | str) -> Order:
 # --- Intake -------------------------------------------------------------------
 
 
+def not_before_error(not_before: datetime | None, now: datetime) -> str | None:
+    """Why an order may not be scheduled for `not_before`; None when it may.
+
+    At most PIZZAQUEUE_MAX_SCHEDULE_DAYS ahead, compared in UTC, as it is
+    stored. A time years ahead is never baked, and one past the year 9999 in
+    UTC (`9999-12-31T23:59:59-12:00`) is stored by PostgreSQL but cannot be
+    read back into Python, so every page listing the order would fail. A time
+    in the past means "now".
+    """
+    if not_before is None:
+        return None
+    if timezone.is_naive(not_before):
+        not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
+    days = settings.PIZZAQUEUE_MAX_SCHEDULE_DAYS
+    try:
+        in_utc = not_before.astimezone(UTC)
+    except OverflowError:
+        # Beyond the years 1 to 9999 once in UTC.
+        return f"Must be at most {days} days from now." if not_before.year > 1 else "Must be after the year 1 in UTC."
+    if in_utc > now + timedelta(days=days):
+        return f"Must be at most {days} days from now."
+    return None
+
+
 def _new_order(
     request: OrderRequest,
     now: datetime,
@@ -182,6 +206,10 @@ def _new_order(
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Order:
+    # Checked here too, so no caller of `place` can write an order no page could show.
+    error = not_before_error(request.not_before, now)
+    if error is not None:
+        raise ValidationError({"not_before": [error]})
     eligible = max(request.not_before or now, now)
     order_id = uuid.uuid4()
     return Order(
