@@ -679,6 +679,31 @@ def purge(before: datetime, limit: int) -> int:
     return len(ids)
 
 
+def reroute(count: int, stranded_only: bool = False) -> int:
+    """Give unfinished orders the bucket their routing key hashes to among `count`
+    buckets; returns how many moved. With `stranded_only`, just the queued orders in
+    a bucket numbered `count` or above (an index range of `order_queued_bucket_idx`):
+    those a process still configured with a larger count placed.
+
+    Runs inside the caller's transaction, under the ring's lock (`monitor.resize_buckets`).
+    Only the bucket changes: a claim or lease is untouched, and the order's place in
+    the queue (its rank) is kept.
+    """
+    if stranded_only:
+        orders = Order.objects.filter(status=Status.QUEUED, bucket__gte=count)
+    else:
+        orders = Order.objects.filter(status__in=[Status.QUEUED, Status.PREPARING])
+    to_bucket: dict[int, list[uuid.UUID]] = defaultdict(list)
+    for order_id, area, bucket in orders.values_list("id", "area", "bucket").iterator(chunk_size=2000):
+        target = ring.bucket_for(area or str(order_id), count)
+        if target != bucket:
+            to_bucket[target].append(order_id)
+    for target, ids in to_bucket.items():
+        for start in range(0, len(ids), 500):
+            Order.objects.filter(id__in=ids[start : start + 500]).update(bucket=target)
+    return sum(len(ids) for ids in to_bucket.values())
+
+
 # --- Taking orders from a worker that left (inside the monitor's transactions) ---
 
 
