@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 from orders import sql
 from orders.models import SIZE_FACTOR, Size
 from workers.models import Order
-from workers.queue import OrderRequest
+from workers.queue import OrderRequest, not_before_error
 
 ALLOWED_FIELDS = {
     "items",
@@ -53,6 +53,19 @@ def _int(value: Any, name: str, low: int, high: int, errors: dict[str, list[str]
     return value
 
 
+NUL_MESSAGE = "Must not contain NUL characters."
+
+
+def _has_nul(value: Any, name: str, errors: dict[str, list[str]]) -> bool:
+    """True, with the field named, for a string holding a NUL. PostgreSQL refuses a NUL
+    in any text value, a lookup's parameter included, so such a value must never
+    reach a query: it would be a DataError (a 500) instead of the caller's 400."""
+    if isinstance(value, str) and "\x00" in value:
+        errors.setdefault(name, []).append(NUL_MESSAGE)
+        return True
+    return False
+
+
 def _text(value: Any, name: str, limit: int, errors: dict[str, list[str]]) -> str:
     if value is None:
         return ""
@@ -62,8 +75,7 @@ def _text(value: Any, name: str, limit: int, errors: dict[str, list[str]]) -> st
     value = value.strip()
     if len(value) > limit:
         errors.setdefault(name, []).append(f"At most {limit} characters.")
-    if "\x00" in value:
-        errors.setdefault(name, []).append("Must not contain NUL characters.")
+    _has_nul(value, name, errors)
     return value
 
 
@@ -76,7 +88,11 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
     if len(raw) > max_items:
         errors["items"] = [f"At most {max_items} items per order."]
         return [], 0
-    slugs = {slug for entry in raw if isinstance(entry, Mapping) and isinstance(slug := entry.get("pizza"), str)}
+    slugs = {
+        slug
+        for entry in raw
+        if isinstance(entry, Mapping) and isinstance(slug := entry.get("pizza"), str) and "\x00" not in slug
+    }
     menu = _on_the_menu(slugs)
     items: list[dict[str, Any]] = []
     seconds = 0.0
@@ -90,10 +106,10 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
             errors.setdefault(where, []).append(f"Unknown fields: {', '.join(sorted(map(str, unknown)))}.")
         slug = entry.get("pizza")
         pizza = slug if isinstance(slug, str) and slug in menu else None
-        if pizza is None:
+        if pizza is None and not _has_nul(slug, f"{where}.pizza", errors):
             errors.setdefault(f"{where}.pizza", []).append(f"Not on the menu: {slug!r}.")
         size = entry.get("size", Size.MEDIUM)
-        if size not in Size.values:
+        if size not in Size.values and not _has_nul(size, f"{where}.size", errors):
             errors.setdefault(f"{where}.size", []).append(f"Must be one of {', '.join(Size.values)}.")
         quantity = _int(entry.get("quantity", 1), f"{where}.quantity", 1, settings.PIZZAQUEUE_MAX_QUANTITY, errors)
         if pizza is not None and size in Size.values and quantity is not None:
@@ -112,8 +128,8 @@ def _on_the_menu(slugs: set[str]) -> dict[str, int]:
         return dict(cursor.fetchall())
 
 
-def clean_order_request(data: Any) -> OrderRequest:
-    """Validate a raw request (parsed JSON, form data or keyword arguments).
+def clean_order_request(data: Any, now: datetime | None = None) -> OrderRequest:
+    """Validate a raw request (parsed JSON, form data or keyword arguments) as of `now`.
 
     Raises ValidationError whose message_dict names every bad field.
     """
@@ -126,7 +142,7 @@ def clean_order_request(data: Any) -> OrderRequest:
     items, seconds = _items(data.get("items"), errors)
 
     kind = data.get("kind") or Order.Kind.DELIVERY
-    if kind not in Order.Kind.values:
+    if kind not in Order.Kind.values and not _has_nul(kind, "kind", errors):
         errors["kind"] = [f"Must be one of {', '.join(Order.Kind.values)}."]
     shop = _text(data.get("shop"), "shop", 100, errors)
     if kind == Order.Kind.TAKEAWAY and not shop and "shop" not in errors:
@@ -141,6 +157,8 @@ def clean_order_request(data: Any) -> OrderRequest:
         max_attempts = _int(max_attempts, "max_attempts", 1, 20, errors)
 
     not_before = data.get("not_before")
+    if _has_nul(not_before, "not_before", errors):
+        not_before = None
     if isinstance(not_before, str):
         try:
             parsed = parse_datetime(not_before)
@@ -154,6 +172,9 @@ def clean_order_request(data: Any) -> OrderRequest:
         not_before = None
     if isinstance(not_before, datetime) and timezone.is_naive(not_before):
         not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
+    if isinstance(not_before, datetime) and (error := not_before_error(not_before, now or timezone.now())):
+        errors["not_before"] = [error]
+        not_before = None
 
     request = OrderRequest(
         items=items,

@@ -178,7 +178,8 @@ def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> 
 
 def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> HttpResponse:
     # The newest incarnation is the shop as it is now (served by the (name, incarnation) unique index).
-    worker = Worker.objects.filter(name=name).order_by("-incarnation").first()
+    # No name holds a NUL, and PostgreSQL refuses to even compare one.
+    worker = None if "\x00" in name else Worker.objects.filter(name=name).order_by("-incarnation").first()
     if worker is None:
         raise Http404("No such shop.")
     now = clock.now()

@@ -37,7 +37,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def _env_number(name: str, default: float, cast: type, noun: str, minimum: float | None) -> float:
+def _env_number(
+    name: str, default: float, cast: type, noun: str, minimum: float | None, maximum: float | None = None
+) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -47,11 +49,13 @@ def _env_number(name: str, default: float, cast: type, noun: str, minimum: float
         raise ImproperlyConfigured(f"{name} must be {noun}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
-def env_int(name: str, default: int, minimum: int | None = None) -> int:
-    return int(_env_number(name, default, int, "an integer", minimum))
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    return int(_env_number(name, default, int, "an integer", minimum, maximum))
 
 
 def env_float(name: str, default: float, minimum: float | None = None) -> float:
@@ -100,6 +104,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything that looks a URL's parts up in the database.
+    "pizzaqueue.middleware.refuse_nul",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -240,6 +246,8 @@ PIZZAQUEUE_RELAY_GAP_TIMEOUT = env_float("PIZZAQUEUE_RELAY_GAP_TIMEOUT", 10.0, m
 PIZZAQUEUE_MAX_ITEMS = env_int("PIZZAQUEUE_MAX_ITEMS", 20, minimum=1)
 PIZZAQUEUE_MAX_QUANTITY = env_int("PIZZAQUEUE_MAX_QUANTITY", 20, minimum=1)
 PIZZAQUEUE_MAX_NOTE = env_int("PIZZAQUEUE_MAX_NOTE", 500, minimum=0)
+# How far ahead an order may be scheduled (`not_before`), in days.
+PIZZAQUEUE_MAX_SCHEDULE_DAYS = env_int("PIZZAQUEUE_MAX_SCHEDULE_DAYS", 90, minimum=0, maximum=3650)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

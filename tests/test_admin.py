@@ -312,6 +312,28 @@ def test_orders_are_filtered_by_status_and_priority(operator: Client) -> None:
     assert list(response.context["cl"].result_list) == [urgent]
 
 
+@pytest.mark.parametrize(
+    ("changelist", "parameter"),
+    [
+        pytest.param(ORDERS, "status__exact", id="order-status"),
+        pytest.param(ORDERS, "kind__exact", id="order-kind"),
+        pytest.param(WORKERS, "status__exact", id="worker-status"),
+        pytest.param(WORKERS, "q", id="worker-search"),
+        pytest.param(reverse("admin:orders_pizza_changelist"), "q", id="menu-search"),
+        pytest.param(reverse("admin:workers_orderevent_changelist"), "kind__exact", id="event-kind"),
+        pytest.param(reverse("admin:workers_bucketmove_changelist"), "reason__exact", id="move-reason"),
+    ],
+)
+def test_a_nul_in_a_filter_or_search_is_a_400_naming_it(operator: Client, changelist: str, parameter: str) -> None:
+    make_order()
+    make_worker()
+
+    response = operator.get(changelist, {parameter: "queued\x00"})
+
+    assert response.status_code == 400
+    assert response.content.decode() == f"{parameter}: Must not contain NUL characters."
+
+
 # --- Staying fast with a million orders ------------------------------------------------------
 
 

@@ -251,6 +251,18 @@ def test_an_unknown_kitchen_is_not_found(staff_client: Client) -> None:
     assert staff_client.get("/kitchen/nowhere/").status_code == 404
 
 
+def test_a_kitchen_name_with_a_nul_is_not_found(staff_client: Client) -> None:
+    make_worker("shop-1")
+    assert staff_client.get("/kitchen/shop-1%00/").status_code == 404
+
+
+def test_a_nul_in_a_query_parameter_is_a_400_naming_it(staff_client: Client) -> None:
+    response = staff_client.get("/board/", {"since": "a\x00b"})
+
+    assert response.status_code == 400
+    assert response.content.decode() == "since: Must not contain NUL characters."
+
+
 def test_the_board_shows_kitchens_buckets_queue_depth_and_throughput(staff_client: Client) -> None:
     first = make_worker("shop-1")
     done = make_order()

@@ -38,7 +38,7 @@ def queue_settings(settings: Any) -> None:
 
 
 def place_at(now: datetime, **kw: Any) -> Order:
-    order, created = queue.place(clean_order_request(order_data(**kw)), now=now)
+    order, created = queue.place(clean_order_request(order_data(**kw), now=now), now=now)
     assert created is True
     return order
 

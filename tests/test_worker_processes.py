@@ -12,10 +12,12 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.db.models import Count
+from django.utils import timezone
 
 from orders.intake import clean_order_request
 from tests.conftest import FAST_WORKER_ENV, WorkerProcesses, wait_until
@@ -262,7 +264,7 @@ def test_a_worker_takes_orders_by_priority_then_age_and_waits_for_not_before(
     worker_processes: WorkerProcesses, settings
 ) -> None:
     settings.PIZZAQUEUE_PRIORITY_AGING = 1.0
-    later = make_order(not_before="2099-01-01T00:00:00Z")
+    later = make_order(not_before=timezone.now() + timedelta(days=30))
     low_old = make_order(priority=0)
     normal = make_order(priority=5)
     urgent_a = make_order(priority=9)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Max, Q
 
 from workers import clock, queue, ring, sql
 from workers.models import Bucket, BucketMove, MonitorLease, Order, Worker
@@ -62,7 +62,8 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
        (re-queueing its orders and moving its buckets, in one transaction each).
     2. Re-queue orders whose lease expired under a worker still deemed alive.
     3. Give any ownerless bucket an owner (e.g. after the last worker left and
-       a new one joined, or a bucket count change).
+       a new one joined), and follow a change of PIZZAQUEUE_BUCKETS
+       (`resize_buckets`). Once the table matches, this step only reads.
     """
     now = now or clock.now()
     if not acquire(worker_id, now):
@@ -81,7 +82,9 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
         if recovery is not None:
             report.add(recovery)
     report.add(recover_expired_leases(now, monitor_id=worker_id))
-    if Bucket.objects.orphaned().exists() or Bucket.objects.count() < settings.PIZZAQUEUE_BUCKETS:
+    count = settings.PIZZAQUEUE_BUCKETS
+    stranded = Order.objects.filter(status=Order.Status.QUEUED, bucket__gte=count)
+    if Bucket.objects.orphaned().exists() or not buckets_are(count) or stranded.exists():
         try:
             with transaction.atomic():
                 lock_ring(wait=monitor_lock_wait())
@@ -268,9 +271,29 @@ def give_up_on_locks_after(seconds: float) -> None:
             cursor.execute(sql.LOCK_TIMEOUT, [f"{round(seconds * 1000)}ms"])
 
 
-def ensure_buckets(count: int) -> None:
-    if Bucket.objects.count() < count:
-        Bucket.objects.bulk_create([Bucket(number=n) for n in range(count)], ignore_conflicts=True)
+def buckets_are(count: int) -> bool:
+    """Whether the table holds exactly buckets 0 to count - 1."""
+    table = Bucket.objects.aggregate(rows=Count("number"), top=Max("number"))
+    return bool(table["rows"] == count and table["top"] == count - 1)
+
+
+def resize_buckets(count: int) -> bool:
+    """Make the table exactly buckets 0 to count - 1, for a changed PIZZAQUEUE_BUCKETS;
+    True if it changed.
+
+    Every unfinished order is re-routed in the same transaction (`queue.reroute`),
+    so none is left in a bucket that no longer exists (where no kitchen could ever
+    claim it), and an area's waiting orders and its new ones share one bucket
+    again. Runs under the ring's lock, inside `rebalance`'s transaction: a
+    membership change and the resize commit together or not at all.
+    """
+    if buckets_are(count):
+        return False
+    Bucket.objects.filter(number__gte=count).delete()
+    Bucket.objects.bulk_create([Bucket(number=n) for n in range(count)], ignore_conflicts=True)
+    moved = queue.reroute(count)
+    logger.warning("buckets resized count=%d rerouted=%d", count, moved)
+    return True
 
 
 def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
@@ -282,7 +305,9 @@ def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
     together. Returns the moves as (bucket, from worker id, to worker id).
     """
     count = settings.PIZZAQUEUE_BUCKETS
-    ensure_buckets(count)
+    resize_buckets(count)
+    # Placed by a process still configured with more buckets: into one that exists.
+    queue.reroute(count, stranded_only=True)
     live = [str(pk) for pk in Worker.objects.in_ring().values_list("pk", flat=True)]
     current = {
         number: (str(owner) if owner is not None else None)

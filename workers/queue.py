@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -182,6 +182,30 @@ def _get(order_id: uuid.UUID | str, lock: bool = False) -> Order:
 # --- Intake -------------------------------------------------------------------
 
 
+def not_before_error(not_before: datetime | None, now: datetime) -> str | None:
+    """Why an order may not be scheduled for `not_before`; None when it may.
+
+    At most PIZZAQUEUE_MAX_SCHEDULE_DAYS ahead, compared in UTC, as it is
+    stored. A time years ahead is never baked, and one past the year 9999 in
+    UTC (`9999-12-31T23:59:59-12:00`) is stored by PostgreSQL but cannot be
+    read back into Python, so every page listing the order would fail. A time
+    in the past means "now".
+    """
+    if not_before is None:
+        return None
+    if timezone.is_naive(not_before):
+        not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
+    days = settings.PIZZAQUEUE_MAX_SCHEDULE_DAYS
+    try:
+        in_utc = not_before.astimezone(UTC)
+    except OverflowError:
+        # Beyond the years 1 to 9999 once in UTC.
+        return f"Must be at most {days} days from now." if not_before.year > 1 else "Must be after the year 1 in UTC."
+    if in_utc > now + timedelta(days=days):
+        return f"Must be at most {days} days from now."
+    return None
+
+
 def _new_order(
     request: OrderRequest,
     now: datetime,
@@ -189,6 +213,10 @@ def _new_order(
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Order:
+    # Checked here too, so no caller of `place` can write an order no page could show.
+    error = not_before_error(request.not_before, now)
+    if error is not None:
+        raise ValidationError({"not_before": [error]})
     eligible = max(request.not_before or now, now)
     order_id = uuid.uuid4()
     return Order(
@@ -710,6 +738,54 @@ def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now:
         _record([_event(order.id, Event.EXPEDITED, now, message=f"Priority raised to {priority}.", priority=priority)])
     order.refresh_from_db()
     return order
+
+
+def purge(before: datetime, limit: int) -> int:
+    """Delete up to `limit` orders finished before `before`, with their events; returns how many.
+
+    One short transaction per call, so purging millions of rows never holds a
+    long lock. An order is deleted only if it is still finished when the
+    DELETE reaches it: one requeued meanwhile by an operator is kept.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.PURGE, {"final": [s.value for s in Order.FINAL_STATUSES], "before": before, "limit": limit}
+            )
+            return int(cursor.fetchone()[0])
+    # SQLite: the IMMEDIATE transaction holds the one write lock from the read to the
+    # DELETE, so nobody can requeue in between; the ORM's delete() takes the events too.
+    old = Order.objects.finished().filter(finished_at__lt=before)
+    with transaction.atomic():
+        ids = list(old.values_list("id", flat=True)[:limit])
+        if ids:
+            old.filter(id__in=ids).delete()
+    return len(ids)
+
+
+def reroute(count: int, stranded_only: bool = False) -> int:
+    """Give unfinished orders the bucket their routing key hashes to among `count`
+    buckets; returns how many moved. With `stranded_only`, just the queued orders in
+    a bucket numbered `count` or above (an index range of `order_queued_bucket_idx`):
+    those a process still configured with a larger count placed.
+
+    Runs inside the caller's transaction, under the ring's lock (`monitor.resize_buckets`).
+    Only the bucket changes: a claim or lease is untouched, and the order's place in
+    the queue (its rank) is kept.
+    """
+    if stranded_only:
+        orders = Order.objects.filter(status=Status.QUEUED, bucket__gte=count)
+    else:
+        orders = Order.objects.filter(status__in=[Status.QUEUED, Status.PREPARING])
+    to_bucket: dict[int, list[uuid.UUID]] = defaultdict(list)
+    for order_id, area, bucket in orders.values_list("id", "area", "bucket").iterator(chunk_size=2000):
+        target = ring.bucket_for(area or str(order_id), count)
+        if target != bucket:
+            to_bucket[target].append(order_id)
+    for target, ids in to_bucket.items():
+        for start in range(0, len(ids), 500):
+            Order.objects.filter(id__in=ids[start : start + 500]).update(bucket=target)
+    return sum(len(ids) for ids in to_bucket.values())
 
 
 # --- Taking orders from a worker that left (inside the monitor's transactions) ---

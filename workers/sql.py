@@ -232,6 +232,28 @@ PLACE_THEN_FLUSH = _statement(
     then_wait_for_the_disk=f"; COMMIT; {WAIT_FOR_FLUSH}",
 )
 
+# One batch of purged orders with their events, in one statement. The DELETE itself
+# re-checks "finished before the cutoff": under READ COMMITTED a row an operator
+# requeued after the batch was picked is re-checked against its new version and kept,
+# with its timeline (the ORM's delete() deletes by the ids it collected, and no word of
+# it returns the rows a DELETE took). The events' foreign key is checked at commit.
+PURGE = _statement(
+    """
+    WITH gone AS (
+        DELETE FROM {orders}
+        WHERE id IN (
+            SELECT id FROM {orders}
+            WHERE status = ANY(%(final)s) AND finished_at < %(before)s
+            LIMIT %(limit)s
+        )
+        AND status = ANY(%(final)s) AND finished_at < %(before)s
+        RETURNING id
+    ),
+    timeline AS (DELETE FROM {events} WHERE order_id IN (SELECT id FROM gone))
+    SELECT count(*) FROM gone
+    """
+)
+
 # The oldest transaction still running, and the first not yet started, in this
 # statement's snapshot (PostgreSQL; no ORM word for them): the relay's test of whether a
 # missing event id can still appear.

@@ -1,7 +1,8 @@
 """`python manage.py purge`: delete finished orders older than a date, in small batches.
 
-Each batch is its own short transaction, so purging millions of rows never
-holds a long lock or blocks claims; the events go with their orders.
+Each batch is its own short transaction (`queue.purge`), so purging millions of
+rows never holds a long lock or blocks claims; the events go with their orders,
+and an order requeued while its batch is deleted is kept.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from workers import queue
 from workers.arguments import positive_int
 from workers.models import Order
 
@@ -47,11 +48,6 @@ class Command(BaseCommand):
             self.stdout.write(f"would delete {old.count()} orders finished before {options['before']:%Y-%m-%d %H:%M}")
             return
         deleted = 0
-        while True:
-            with transaction.atomic():
-                ids = list(old.values_list("id", flat=True)[: options["batch"]])
-                if not ids:
-                    break
-                Order.objects.filter(id__in=ids).delete()
-            deleted += len(ids)
+        while batch := queue.purge(options["before"], options["batch"]):
+            deleted += batch
         self.stdout.write(f"deleted {deleted} orders finished before {options['before']:%Y-%m-%d %H:%M}")

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workers', '0002_order_orderevent_move_in'),
+        ('workers', '0003_cancel_orders_scheduled_out_of_range'),
     ]
 
     operations = [
