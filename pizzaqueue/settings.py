@@ -216,6 +216,13 @@ PIZZAQUEUE_STEAL_AFTER = env_float("PIZZAQUEUE_STEAL_AFTER", 0.0, minimum=0.0)
 PIZZAQUEUE_HEARTBEAT_INTERVAL = env_float("PIZZAQUEUE_HEARTBEAT_INTERVAL", 5.0, minimum=0.01)
 PIZZAQUEUE_HEARTBEAT_TIMEOUT = env_float("PIZZAQUEUE_HEARTBEAT_TIMEOUT", 15.0, minimum=0.05)
 PIZZAQUEUE_MONITOR_INTERVAL = env_float("PIZZAQUEUE_MONITOR_INTERVAL", 1.0, minimum=0.01)
+if PIZZAQUEUE_HEARTBEAT_TIMEOUT < 2 * PIZZAQUEUE_HEARTBEAT_INTERVAL:
+    # A kitchen gives its leases up after three quarters of the timeout without a
+    # heartbeat: one late beat must not make a healthy kitchen look (or feel) dead.
+    raise ImproperlyConfigured(
+        f"PIZZAQUEUE_HEARTBEAT_TIMEOUT ({PIZZAQUEUE_HEARTBEAT_TIMEOUT:g}) must be at least twice "
+        f"PIZZAQUEUE_HEARTBEAT_INTERVAL ({PIZZAQUEUE_HEARTBEAT_INTERVAL:g})."
+    )
 # A direct PostgreSQL URL for the LISTEN connections, when DATABASE_URL goes through
 # PgBouncer in transaction mode (which cannot carry LISTEN). Default: DATABASE_URL.
 PIZZAQUEUE_LISTEN_DATABASE_URL = env_str("PIZZAQUEUE_LISTEN_DATABASE_URL")

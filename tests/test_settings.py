@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from pizzaqueue.settings import env_bool, env_float, env_int
+from tests.conftest import ROOT
 
 
 def test_a_boolean_reads_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,3 +41,15 @@ def test_a_malformed_or_out_of_range_number_is_refused(monkeypatch: pytest.Monke
     monkeypatch.setenv("SECONDS", "0.01")
     with pytest.raises(ImproperlyConfigured, match="SECONDS must be at least 0.05, got 0.01"):
         env_float("SECONDS", 1.0, minimum=0.05)
+
+
+def test_a_heartbeat_timeout_shorter_than_two_beats_is_refused_at_start() -> None:
+    environment = {**os.environ, "PIZZAQUEUE_HEARTBEAT_INTERVAL": "5", "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "8"}
+    started = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+    assert started.returncode != 0
+    assert (
+        "PIZZAQUEUE_HEARTBEAT_TIMEOUT (8) must be at least twice PIZZAQUEUE_HEARTBEAT_INTERVAL (5)." in started.stderr
+    )
