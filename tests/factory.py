@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,13 @@ def order_data(**kw: Any) -> dict[str, Any]:
 
 def make_order(idempotency_key: str | None = None, **kw: Any) -> Order:
     order, _created = queue.place(clean_order_request(order_data(**kw)), idempotency_key=idempotency_key)
+    return order
+
+
+def place_at(now: datetime, **kw: Any) -> Order:
+    """An order placed at a pinned time (tests that play the clock)."""
+    order, created = queue.place(clean_order_request(order_data(**kw), now=now), now=now)
+    assert created is True
     return order
 
 

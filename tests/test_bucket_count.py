@@ -11,8 +11,7 @@ from unittest import mock
 
 import pytest
 
-from orders.intake import clean_order_request
-from tests.factory import make_worker, order_data
+from tests.factory import make_worker, place_at
 from workers import monitor, queue, ring
 from workers.models import Bucket, Order
 
@@ -30,11 +29,6 @@ def bucket_settings(settings: Any) -> None:
     settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = 15.0
     settings.PIZZAQUEUE_STEAL_AFTER = 0.0
     settings.PIZZAQUEUE_BUCKETS = 256
-
-
-def place_at(now: datetime, **kw: Any) -> Order:
-    order, _created = queue.place(clean_order_request(order_data(**kw)), now=now)
-    return order
 
 
 def areas_beyond(count: int, buckets: int, how_many: int) -> list[str]:

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from orders.intake import clean_order_request
-from tests.factory import area_owned_by, make_worker, order_data
+from tests.factory import area_owned_by, make_worker, place_at
 from workers import membership, monitor, queue
 from workers.models import Bucket, BucketMove, MonitorLease, Order, OrderEvent, Worker
 
@@ -31,11 +30,6 @@ def monitor_settings(settings: Any) -> None:
     settings.PIZZAQUEUE_MAX_ATTEMPTS = 3
     settings.PIZZAQUEUE_STEAL_AFTER = 0.0
     settings.PIZZAQUEUE_BUCKETS = 256
-
-
-def place_at(now: datetime, **kw: Any) -> Order:
-    order, _created = queue.place(clean_order_request(order_data(**kw)), now=now)
-    return order
 
 
 def owned(worker: Worker) -> set[int]:

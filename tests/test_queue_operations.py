@@ -15,7 +15,7 @@ from django.db import connection, transaction
 
 from orders.intake import clean_order_request
 from tests.conftest import wait_until
-from tests.factory import area_owned_by, make_order, make_worker, order_data
+from tests.factory import area_owned_by, make_order, make_worker, order_data, place_at
 from workers import monitor, queue
 from workers.models import Order, OrderEvent, Worker
 
@@ -35,12 +35,6 @@ def queue_settings(settings: Any) -> None:
     settings.PIZZAQUEUE_MAX_ATTEMPTS = 3
     settings.PIZZAQUEUE_STEAL_AFTER = 0.0
     settings.PIZZAQUEUE_BUCKETS = 256
-
-
-def place_at(now: datetime, **kw: Any) -> Order:
-    order, created = queue.place(clean_order_request(order_data(**kw), now=now), now=now)
-    assert created is True
-    return order
 
 
 def row(order: Order) -> dict[str, Any]:

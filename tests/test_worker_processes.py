@@ -185,15 +185,19 @@ def test_sigterm_finishes_in_flight_orders_and_stops_cleanly(worker_processes: W
     assert not MonitorLease.objects.filter(holder=worker).exists()
 
 
-def test_an_order_still_baking_after_the_grace_period_goes_back_to_the_queue(
-    worker_processes: WorkerProcesses,
-) -> None:
-    proc = worker_processes.start(
-        "--name", "slowcoach", "--handler", "tests.handlers.slow", PIZZAQUEUE_SHUTDOWN_GRACE="1"
-    )
+def baking_for_a_minute(worker_processes: WorkerProcesses, name: str) -> tuple[subprocess.Popen[bytes], Order]:
+    """A worker with a one-second shutdown grace, with an order in its oven for a minute."""
+    proc = worker_processes.start("--name", name, "--handler", "tests.handlers.slow", PIZZAQUEUE_SHUTDOWN_GRACE="1")
     wait_until(lambda: live_workers(1), what="worker")
     order = make_order(note="60")
     wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
+    return proc, order
+
+
+def test_an_order_still_baking_after_the_grace_period_goes_back_to_the_queue(
+    worker_processes: WorkerProcesses,
+) -> None:
+    proc, order = baking_for_a_minute(worker_processes, "slowcoach")
 
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
@@ -308,12 +312,7 @@ def test_a_stage_report_lost_to_the_database_charges_no_attempt(worker_processes
 def test_a_drain_hands_the_buckets_over_at_once_and_ends_within_the_grace(
     worker_processes: WorkerProcesses,
 ) -> None:
-    proc = worker_processes.start(
-        "--name", "draining", "--handler", "tests.handlers.slow", PIZZAQUEUE_SHUTDOWN_GRACE="1"
-    )
-    wait_until(lambda: live_workers(1), what="worker")
-    stuck = make_order(note="60")
-    wait_until(lambda: Order.objects.filter(pk=stuck.pk, stage="oven").exists(), what="order in the oven")
+    proc, stuck = baking_for_a_minute(worker_processes, "draining")
     worker_processes.start("--name", "staying", "--handler", "orders.handlers.noop")
     wait_until(lambda: live_workers(2), what="second worker")
     draining = Worker.objects.get(name="draining", status=Worker.Status.ALIVE)

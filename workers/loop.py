@@ -290,10 +290,7 @@ class WorkerLoop:
         assert self.record is not None  # noqa: S101 - only called with a record
         monitor.declare_dead(self.record.pk, "out of touch with the database past its leases")
         logger.warning("rejoining after giving up its leases name=%s", self.record)
-        if self.stopping:
-            self.record = None
-            return
-        self.register()
+        self._start_again()
 
     def _reincarnate(self) -> None:
         """Declared dead while alive (paused, partitioned): everything held was
@@ -302,6 +299,10 @@ class WorkerLoop:
         logger.warning("declared dead while running name=%s; re-registering", self.record)
         with self._lock:
             self.pending.clear()  # their leases are gone with the old incarnation
+        self._start_again()
+
+    def _start_again(self) -> None:
+        """The next incarnation, unless the worker is stopping anyway."""
         if self.stopping:
             self.record = None
             return
