@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings
@@ -20,6 +20,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from orders.menu import seed_menu
 from orders.models import Pizza
+
+if TYPE_CHECKING:
+    from tests.hosts import Hosts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,3 +210,21 @@ def daphne(live_menu: None, tmp_path: Path) -> Iterator[Daphne]:
     server = Daphne(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hosts(live_menu: None, tmp_path: Path) -> Iterator[Hosts]:
+    """Kitchens on separate hosts (tests/hosts.py); skipped where hosts cannot be made,
+    failed in CI. Depends on the transactional database, so every host's processes
+    are gone before the database is flushed."""
+    from tests import hosts as kit  # tests/hosts.py builds on this module
+
+    if connection.vendor != "postgresql":
+        pytest.skip("hosts reach the database over the network: PostgreSQL only")
+    kit.require_hosts()
+    kit.sweep_leftovers()
+    made = kit.Hosts(tmp_path)
+    try:
+        yield made
+    finally:
+        made.teardown()
