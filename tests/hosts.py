@@ -194,12 +194,11 @@ class Host:
         assert self.relay.stdout is not None
         self.relay_port = int(self.relay.stdout.readline())
 
-    def database_url(self, **options: str) -> str:
+    def database_url(self) -> str:
         """The test database as this host reaches it: through the relay, over the link."""
         url = urlsplit(database_url())
         auth = url.netloc.rpartition("@")[0]
-        query = "&".join(f"{key}={value}" for key, value in options.items())
-        return urlunsplit((url.scheme, f"{auth}@{self.gateway}:{self.relay_port}", url.path, query, ""))
+        return urlunsplit((url.scheme, f"{auth}@{self.gateway}:{self.relay_port}", url.path, "", ""))
 
     def command(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.namespace, *argv]
