@@ -10,16 +10,21 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from playwright.sync_api import Browser, sync_playwright
 from websockets.sync.client import ClientConnection, connect
 
 from orders.menu import seed_menu
 from orders.models import Pizza
+
+if TYPE_CHECKING:
+    from tests.hosts import Hosts
+    from tests.webtier import WebTier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,16 +141,19 @@ def worker_processes(live_menu: None, tmp_path: Path) -> Iterator[WorkerProcesse
 class Daphne:
     """`daphne pizzaqueue.asgi:application` on a free port, sharing the test database."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, name: str = "daphne") -> None:
         self.tmp_path = tmp_path
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def start(self, **env: str) -> None:
+        """Start it; started again (after a kill), it serves on the same port."""
         # Bind here and hand the listening socket over: no race for the port, and
         # connections made before daphne is up simply wait in the backlog.
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
         listener.listen(128)
         self.port = listener.getsockname()[1]
         environment = {
@@ -157,7 +165,7 @@ class Daphne:
         }
         # Set by the browser tests for their own process; the server must keep Django's guard.
         environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        log = open(self.tmp_path / "daphne.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.tmp_path / f"{self.name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"],
             cwd=ROOT,
@@ -188,7 +196,7 @@ class Daphne:
         return connect(f"ws://127.0.0.1:{self.port}{path}", origin=kw.pop("origin", self.origin), open_timeout=10, **kw)
 
     def logs(self) -> str:
-        path = self.tmp_path / "daphne.log"
+        path = self.tmp_path / f"{self.name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
@@ -207,3 +215,62 @@ def daphne(live_menu: None, tmp_path: Path) -> Iterator[Daphne]:
     server = Daphne(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hosts(live_menu: None, tmp_path: Path) -> Iterator[Hosts]:
+    """Kitchens on separate hosts (tests/hosts.py); skipped where hosts cannot be made,
+    failed in CI. Depends on the transactional database, so every host's processes
+    are gone before the database is flushed."""
+    from tests import hosts as kit  # tests/hosts.py builds on this module
+
+    if connection.vendor != "postgresql":
+        pytest.skip("hosts reach the database over the network: PostgreSQL only")
+    kit.require_hosts()
+    kit.sweep_leftovers()
+    made = kit.Hosts(tmp_path)
+    try:
+        yield made
+    finally:
+        made.teardown()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        message = "Chromium is missing: apt-get install chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # Playwright's sync API leaves its event loop marked as running in this thread
+    # (it switches greenlets), which Django takes for an async context. The test's
+    # own ORM calls are plain synchronous code, so allow them (daphne does not inherit this).
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def web_tier(live_menu: None, tmp_path: Path) -> Iterator[WebTier]:
+    """HAProxy (deploy/haproxy.cfg) in front of two daphne processes; skipped without
+    HAProxy, failed in CI. Stopped before the transactional database is flushed."""
+    from tests.webtier import WebTier
+
+    tier = WebTier(tmp_path)
+    try:
+        yield tier
+    finally:
+        tier.stop()

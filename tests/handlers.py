@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from django.db import connection
@@ -45,3 +46,39 @@ def loses_its_connection_once(order: Order, progress: Progress) -> None:
         connection.ensure_connection()
         connection.connection.close()
     progress("oven")
+
+
+def logged(order: Order, progress: Progress) -> None:
+    """Bakes for the seconds in the note, reporting a stage every quarter second
+    (the kitchen's chance to stop it), and writes when it starts and stops baking to
+    the file named by PIZZAQUEUE_TEST_BAKE_LOG: the handlers' own account of who
+    baked what when, on the machine-wide monotonic clock every process shares."""
+    log = os.open(os.environ["PIZZAQUEUE_TEST_BAKE_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(log, f"{time.monotonic():.6f} start {order.id} {os.getpid()}\n".encode())
+        try:
+            deadline = time.monotonic() + float(order.note or "60")
+            while time.monotonic() < deadline:
+                progress("oven")
+                time.sleep(0.25)
+        finally:
+            os.write(log, f"{time.monotonic():.6f} stop {order.id} {os.getpid()}\n".encode())
+    finally:
+        os.close(log)
+
+
+def bakes(path: str) -> dict[str, list[tuple[float, float, int]]]:
+    """Each order's bakes from a `logged` log: (start, stop, pid), stop = inf while still baking."""
+    started: dict[tuple[str, int], float] = {}
+    result: dict[str, list[tuple[float, float, int]]] = {}
+    with open(path) as lines:
+        for line in lines:
+            at, what, order_id, pid = line.split()
+            if what == "start":
+                started[order_id, int(pid)] = float(at)
+            else:
+                begun = started.pop((order_id, int(pid)))
+                result.setdefault(order_id, []).append((begun, float(at), int(pid)))
+    for (order_id, pid), begun in started.items():
+        result.setdefault(order_id, []).append((begun, float("inf"), pid))
+    return result

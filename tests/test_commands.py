@@ -1,4 +1,4 @@
-"""Operator commands: rush, requeue and purge."""
+"""Operator commands: rush, requeue, purge, and the demo's checks."""
 
 from __future__ import annotations
 
@@ -137,3 +137,30 @@ def deleting_waits_on_a_lock(observer: psycopg.Connection) -> bool:
         " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%%DELETE%%'"
     ).fetchone()
     return bool(row and row[0])
+
+
+def test_demo_with_several_web_processes_says_haproxy_is_needed_when_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nowhere to find haproxy
+
+    with pytest.raises(CommandError, match=r"--web needs HAProxy .* apt-get install haproxy"):
+        call_command("demo", "--web", "2")
+    assert not Order.objects.exists()
+
+
+def test_the_shipped_haproxy_config_is_rendered_for_the_given_address_and_servers() -> None:
+    from pizzaqueue.haproxy import render
+
+    config = render("127.0.0.1:9000", ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"])
+
+    assert "    bind 127.0.0.1:9000\n" in config
+    assert [line.split()[1:] for line in config.splitlines() if line.strip().startswith("server ")] == [
+        ["web1", "127.0.0.1:9001"],
+        ["web2", "127.0.0.1:9002"],
+        ["web3", "127.0.0.1:9003"],
+    ]
+    for directive in ("timeout tunnel", "option httpchk GET /healthz", "option redispatch", "retries"):
+        assert directive in config
+    # No sticky sessions: nothing pins a client to a server.
+    assert not [line for line in config.splitlines() if line.split()[:1] in (["cookie"], ["stick"], ["stick-table"])]

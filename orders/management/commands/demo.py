@@ -3,7 +3,9 @@
 1. Migrate the database (SQLite by default) and seed the menu.
 2. Create (or reset) a staff account and print its credentials.
 3. Start daphne and three kitchens as child processes, with a kitchen speed
-   that makes an order take 10-20 s, so every stage can be watched.
+   that makes an order take 10-20 s, so every stage can be watched. With
+   `--web N` (N > 1), N daphne processes on the next ports behind HAProxy
+   (deploy/haproxy.cfg) on the given port, as in production.
 4. Print the URLs, then wait. Ctrl-C or SIGTERM: forward one SIGTERM to every
    child (each stops gracefully), wait for them, exit.
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from orders.menu import seed_menu
 from orders.models import Pizza
+from pizzaqueue.haproxy import render
 from workers.arguments import non_negative_float, positive_int
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
@@ -52,8 +57,20 @@ class Command(BaseCommand):
             help="Seconds a stopping kitchen may spend finishing its orders.",
         )
         parser.add_argument("--username", default="operator", help="The staff account to create.")
+        parser.add_argument(
+            "--web",
+            type=positive_int,
+            default=1,
+            help="How many daphne processes; more than one runs them behind HAProxy (it must be installed).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        haproxy = shutil.which("haproxy")
+        if options["web"] > 1 and haproxy is None:
+            raise CommandError(
+                "--web needs HAProxy to balance the daphne processes, and it is not installed "
+                "(Debian: apt-get install haproxy). Run without --web for one daphne."
+            )
         call_command("migrate", interactive=False, verbosity=0)
         seed_menu(Pizza)
         password = self.operator(options["username"])
@@ -69,9 +86,7 @@ class Command(BaseCommand):
         }
         host, port = options["host"], options["port"]
         names = [f"shop-{n}" for n in range(1, options["kitchens"] + 1)]
-        commands = {
-            "daphne": [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "pizzaqueue.asgi:application"]
-        }
+        commands = self.web_tier(host, port, options["web"], haproxy)
         commands |= {name: [sys.executable, str(MANAGE_PY), "worker", "--name", name] for name in names}
 
         stop = threading.Event()
@@ -93,6 +108,21 @@ class Command(BaseCommand):
                 signal.signal(sig, handler)
         if crashed:
             raise SystemExit(1)
+
+    def web_tier(self, host: str, port: int, size: int, haproxy: str | None) -> dict[str, list[str]]:
+        """One daphne on the port; or `size` daphne on the next ports behind HAProxy on it."""
+        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p"]
+        if size == 1 or haproxy is None:
+            return {"daphne": [*daphne, str(port), "pizzaqueue.asgi:application"]}
+        ports = [port + n for n in range(1, size + 1)]
+        config = tempfile.NamedTemporaryFile("w", prefix="pizzaqueue-haproxy-", suffix=".cfg", delete=False)  # noqa: SIM115
+        with config:
+            config.write(render(f"{host}:{port}", [f"{host}:{p}" for p in ports]))
+        self.stdout.write(f"HAProxy on {host}:{port} in front of daphne on ports {', '.join(map(str, ports))}")
+        return {
+            "haproxy": [haproxy, "-db", "-f", config.name],
+            **{f"daphne-{n}": [*daphne, str(p), "pizzaqueue.asgi:application"] for n, p in enumerate(ports, start=1)},
+        }
 
     def operator(self, username: str) -> str:
         """Create the staff account, or give it a new password; returns the password."""
