@@ -32,10 +32,9 @@ ENGINES = ("postgres", "sqlite")
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/pizzaqueue_bench"
 SECRET_KEY = "pizzaqueue-bench-not-secret"  # noqa: S105 - throwaway key for a throwaway database
 NOOP_HANDLER = "orders.handlers.noop"
-# The worker configuration the benchmarks run with, chosen with `drain.py --explore`
-# (see docs/performance.md): baking threads take prefetched orders themselves,
-# so each claim tops up everything finished meanwhile and the prefetch, not
-# the number of threads, sets how many orders one transaction carries.
+# The best fixed worker configuration, chosen with `drain.py --explore` (see
+# docs/performance.md), which the drain and the peers run beside the defaults
+# (adaptive claiming, which drains faster still).
 CONCURRENCY = 4
 PREFETCH = 100
 
