@@ -127,7 +127,7 @@ class WorkerProcesses:
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
-        wait_until(lambda: ready.exists() or proc.poll() is not None, what="the cued worker to load")
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="the cued worker to load")
         assert proc.poll() is None, self.logs()
 
         def cue() -> None:
