@@ -6,8 +6,12 @@ settled) and, on PostgreSQL, listening. Then the orders are placed in bulk in
 one transaction and the clock stops when the database first shows none
 queued or preparing. Every order must be done exactly once.
 
-    .venv/bin/python bench/drain.py [--db postgres|sqlite|both] [--orders 5000]
+    .venv/bin/python bench/drain.py [--db postgres|sqlite|both] [--orders 5000] [--config default 4/100]
     .venv/bin/python bench/drain.py --explore     # sweep --concurrency/--prefetch
+
+A configuration is `default` (`manage.py worker` with no flags: adaptive
+claiming) or `C/P` (`--concurrency C --prefetch P`); the configurations'
+runs alternate, so the machine's drift weighs on each alike.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ def drain(
     db: harness.BenchDatabase,
     workers: int,
     orders: int,
-    concurrency: int,
-    prefetch: int,
+    concurrency: int | None,
+    prefetch: int | None,
     timeout: float,
     analyze: bool = False,
 ) -> dict[str, Any]:
@@ -59,6 +63,7 @@ def drain(
     )
     result = {
         "workers": workers,
+        "config": config_name(concurrency, prefetch),
         "concurrency": concurrency,
         "prefetch": prefetch,
         "orders": orders,
@@ -99,26 +104,45 @@ def batch_sizes() -> dict[str, Any]:
     return sizes
 
 
+def config_name(concurrency: int | None, prefetch: int | None) -> str:
+    if concurrency is None and prefetch is None:
+        return "default"
+    return f"{concurrency if concurrency is not None else '-'}/{prefetch if prefetch is not None else 'adaptive'}"
+
+
 def measure(args: argparse.Namespace) -> Any:
     def run(db: harness.BenchDatabase) -> dict[str, Any]:
         if args.explore:
-            grid = itertools.product(EXPLORE_CONCURRENCY, EXPLORE_PREFETCH, args.workers)
+            grid = [(c, p, w) for w, c, p in itertools.product(args.workers, EXPLORE_CONCURRENCY, EXPLORE_PREFETCH)]
         else:
-            grid = ((args.concurrency, args.prefetch, w) for w in args.workers)
+            grid = [(c, p, w) for w in args.workers for c, p in args.config]
+        tries: dict[tuple[Any, ...], list[dict[str, Any]]] = {key: [] for key in grid}
+        for _ in range(args.repeat):  # round-robin over the grid: drift hits every configuration alike
+            for c, p, w in grid:
+                tries[(c, p, w)].append(drain(db, w, args.orders, c, p, args.timeout, args.analyze))
         runs = []
-        for c, p, w in grid:
-            tries = [drain(db, w, args.orders, c, p, args.timeout, args.analyze) for _ in range(args.repeat)]
-            median = sorted(tries, key=lambda r: r["orders_per_s"])[len(tries) // 2]
+        for key in grid:
+            median = sorted(tries[key], key=lambda r: r["orders_per_s"])[len(tries[key]) // 2]
             runs.append(
                 {
                     **median,
-                    "repeats": [r["orders_per_s"] for r in tries],
-                    "exactly_once": all(r["exactly_once"] for r in tries),
+                    "repeats": [r["orders_per_s"] for r in tries[key]],
+                    "exactly_once": all(r["exactly_once"] for r in tries[key]),
                 }
             )
         return {"runs": runs}
 
     return run
+
+
+def worker_config(value: str) -> tuple[int | None, int | None]:
+    if value == "default":
+        return None, None
+    try:
+        concurrency, prefetch = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither 'default' nor CONCURRENCY/PREFETCH") from None
+    return concurrency, prefetch
 
 
 def worker_counts(value: str) -> list[int]:
@@ -136,9 +160,12 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=5000, help="Orders to drain per run (default: %(default)s).")
     p.add_argument("--workers", type=worker_counts, default=[1, 2], help="Worker process counts (default: 1,2).")
     p.add_argument(
-        "--concurrency", type=int, default=harness.CONCURRENCY, help="Worker --concurrency (default: %(default)s)."
+        "--config",
+        type=worker_config,
+        nargs="+",
+        default=[(None, None), (harness.CONCURRENCY, harness.PREFETCH)],
+        help="Worker configurations: 'default' (no flags) or CONCURRENCY/PREFETCH (default: default 4/100).",
     )
-    p.add_argument("--prefetch", type=int, default=harness.PREFETCH, help="Worker --prefetch (default: %(default)s).")
     p.add_argument("--explore", action="store_true", help="Sweep concurrency x prefetch instead of one configuration.")
     p.add_argument(
         "--repeat",
@@ -161,8 +188,7 @@ def main() -> None:
         (
             engine,
             r["workers"],
-            r["concurrency"],
-            r["prefetch"],
+            r["config"],
             r["orders"],
             r["seconds"],
             r["orders_per_s"],
@@ -184,8 +210,7 @@ def main() -> None:
     headers = (
         "db",
         "workers",
-        "concurrency",
-        "prefetch",
+        "worker flags",
         "orders",
         "seconds",
         "orders/s (median)",

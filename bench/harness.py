@@ -32,10 +32,9 @@ ENGINES = ("postgres", "sqlite")
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/pizzaqueue_bench"
 SECRET_KEY = "pizzaqueue-bench-not-secret"  # noqa: S105 - throwaway key for a throwaway database
 NOOP_HANDLER = "orders.handlers.noop"
-# The worker configuration the benchmarks run with, chosen with `drain.py --explore`
-# (see docs/performance.md): baking threads take prefetched orders themselves,
-# so each claim tops up everything finished meanwhile and the prefetch, not
-# the number of threads, sets how many orders one transaction carries.
+# The best fixed worker configuration, chosen with `drain.py --explore` (see
+# docs/performance.md), which the drain and the peers run beside the defaults
+# (adaptive claiming, which drains faster still).
 CONCURRENCY = 4
 PREFETCH = 100
 
@@ -223,6 +222,16 @@ def check_exactly_once(expected: int) -> dict[str, Any]:
 # --- Worker processes ---------------------------------------------------------------
 
 
+def worker_flags(concurrency: int | None, prefetch: int | None) -> list[str]:
+    """`manage.py worker` flags; None leaves the project's default (the out-of-the-box kitchen)."""
+    flags = []
+    if concurrency is not None:
+        flags += ["--concurrency", str(concurrency)]
+    if prefetch is not None:
+        flags += ["--prefetch", str(prefetch)]
+    return flags
+
+
 class WorkerProcesses:
     """Real `manage.py worker` processes, always stopped on exit (SIGTERM, then SIGKILL)."""
 
@@ -231,15 +240,15 @@ class WorkerProcesses:
         db: BenchDatabase,
         count: int,
         *,
-        concurrency: int,
-        prefetch: int,
+        concurrency: int | None,
+        prefetch: int | None,
         handler: str = NOOP_HANDLER,
         extra: Sequence[str] = (),
         **settings: object,
     ) -> None:
         self.db = db
         self.names = [f"bench-{n}" for n in range(count)]
-        self.argv = ["--handler", handler, "--concurrency", str(concurrency), "--prefetch", str(prefetch), *extra]
+        self.argv = ["--handler", handler, *worker_flags(concurrency, prefetch), *extra]
         self.env = child_env(db.url, kitchen_speed=0, **settings)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logdir = tempfile.mkdtemp(prefix="pizzaqueue-bench-logs-")

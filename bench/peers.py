@@ -17,6 +17,10 @@ the system's own command. For each system:
   has finished it, and whether it finished twice. A system that has not
   finished it within the wait is reported as "never".
 
+Then each system's drain again with its worker as its documentation starts
+it, every setting at its default (`OUT_OF_THE_BOX`; `--no-out-of-the-box`
+skips it), for a second table beside the best-settings one.
+
 Each system is measured in a child process of this script (Django reads one
 settings module per process); the parent prints one JSON object, a table with
 the ratios pizzaqueue / peer, and draws the chart.
@@ -52,27 +56,44 @@ ROOT = harness.ROOT
 VENV = ROOT / ".venv-bench"
 REQUIREMENTS = ROOT / "bench" / "requirements-peers.txt"
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+# Two runs at once on one machine must not share databases: PEERS_DB_PREFIX and
+# PEERS_REDIS_URL give a run its own (the children inherit them).
+DB_PREFIX = os.environ.get("PEERS_DB_PREFIX", "peers")
+REDIS_URL = os.environ.get("PEERS_REDIS_URL", "redis://127.0.0.1:6379/13")
 SYSTEMS = ("pizzaqueue", "procrastinate", "django-tasks-db", "celery")
 PEERS = SYSTEMS[1:]
 DATABASE_PEERS = ("procrastinate", "django-tasks-db")
 VERSIONED = ("Django", "psycopg", "procrastinate", "django-tasks", "django-tasks-db", "celery", "kombu", "redis")
 
-# pizzaqueue as bench/drain.py's sweep left it (bench/harness.py).
-PQ_CONCURRENCY = harness.CONCURRENCY
-PQ_PREFETCH = harness.PREFETCH
 # pizzaqueue's crash-test settings: the bound is HEARTBEAT_TIMEOUT + 1 s.
 PQ_CRASH_SETTINGS = {"heartbeat_timeout": 5, "heartbeat_interval": 1, "monitor_interval": 0.5}
 PQ_RECOVERY_BOUND = PQ_CRASH_SETTINGS["heartbeat_timeout"] + 1.0
 # The peers' worker settings: each the fastest in `--sweep` (see docs/peers.md).
 # A child process gets changes with `--set NAME=VALUE`.
 WORKER_SETTINGS: dict[str, Any] = {
+    # pizzaqueue as bench/drain.py's sweep left it (bench/harness.py).
+    "pq_flags": f"--concurrency {harness.CONCURRENCY} --prefetch {harness.PREFETCH}",
     "procrastinate_concurrency": 4,
     "djtasks_conn_max_age": 60,
     "celery_pool": "solo",
     "celery_concurrency": 1,
     "celery_prefetch": 4,
     "celery_acks_late": 1,
+}
+# Each system's worker as its documentation starts it, every setting at its default:
+# `manage.py worker`, `procrastinate worker` (concurrency 1), `manage.py db_worker`
+# (Django's CONN_MAX_AGE of 0), `celery worker` (prefork, one process per CPU, prefetch 4,
+# acknowledgement on receipt). Their drain rates make the out-of-the-box table.
+OUT_OF_THE_BOX: dict[str, dict[str, Any]] = {
+    "pizzaqueue": {"pq_flags": ""},
+    "procrastinate": {"procrastinate_concurrency": 1},
+    "django-tasks-db": {"djtasks_conn_max_age": 0},
+    "celery": {
+        "celery_pool": "prefork",
+        "celery_concurrency": os.cpu_count() or 1,
+        "celery_prefetch": 4,
+        "celery_acks_late": 0,
+    },
 }
 SWEEP: dict[str, list[dict[str, Any]]] = {
     "procrastinate": [{"procrastinate_concurrency": c} for c in (1, 4, 16)],
@@ -292,11 +313,11 @@ class System:
 class Pizzaqueue(System):
     def __init__(self) -> None:
         super().__init__("pizzaqueue")
-        self.db = harness.BenchDatabase("postgres", f"{PG_SERVER}/peers_pizzaqueue")
+        self.db = harness.BenchDatabase("postgres", f"{PG_SERVER}/{DB_PREFIX}_pizzaqueue")
         self.db.__enter__()  # Django in this process, on that database
         self.requests: list[Any] = []
         self.config = {
-            "command": f"manage.py worker --concurrency {PQ_CONCURRENCY} --prefetch {PQ_PREFETCH}",
+            "command": f"manage.py worker {WORKER_SETTINGS['pq_flags']}".strip(),
             "wake_up": "LISTEN/NOTIFY",
             "crash_settings": {f"PIZZAQUEUE_{k.upper()}": v for k, v in PQ_CRASH_SETTINGS.items()},
         }
@@ -313,7 +334,13 @@ class Pizzaqueue(System):
         elif mode == "crash":
             handler, settings = "bench.peers.pizzaqueue_tasks.hang_once", PQ_CRASH_SETTINGS
         procs = harness.WorkerProcesses(
-            self.db, count, concurrency=PQ_CONCURRENCY, prefetch=PQ_PREFETCH, handler=handler, **settings
+            self.db,
+            count,
+            concurrency=None,
+            prefetch=None,
+            handler=handler,
+            extra=WORKER_SETTINGS["pq_flags"].split(),
+            **settings,
         )
         procs.env["PYTHONPATH"] = project_env()["PYTHONPATH"]
         with procs:
@@ -381,7 +408,7 @@ class Procrastinate(System):
 
     def __init__(self) -> None:
         super().__init__("procrastinate")
-        self.pg = Pg("peers_procrastinate")
+        self.pg = Pg(f"{DB_PREFIX}_procrastinate")
         os.environ["PEERS_PROCRASTINATE_DSN"] = self.pg.url
         from bench.peers import procrastinate_tasks
 
@@ -500,7 +527,7 @@ class DjangoTasksDb(System):
 
     def __init__(self) -> None:
         super().__init__("django-tasks-db")
-        self.pg = Pg("peers_django_tasks_db")
+        self.pg = Pg(f"{DB_PREFIX}_django_tasks_db")
         os.environ.update(PEERS_DJTASKS_DB_URL=self.pg.url, DJANGO_SETTINGS_MODULE="bench.peers.djtasks.settings")
         import django
 
@@ -954,6 +981,42 @@ def run_children(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     return {name: run_child(name, args, plan) for name in args.systems}
 
 
+def run_out_of_the_box(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    """Each system's drain with its worker started as its documentation starts it."""
+    results = {}
+    slow = replace(plan, child_timeout=plan.child_timeout * 2)  # django-tasks-db reconnects for every task
+    for name in args.systems:
+        sets = tuple(f"--set={k}={v}" for k, v in OUT_OF_THE_BOX[name].items())
+        results[name] = run_child(name, args, slow, ("--only-drain", *sets))
+    return results
+
+
+def out_of_the_box_rows(results: dict[str, Any], best: dict[str, Any], systems: list[str]) -> list[list[object]]:
+    """One row per system: its out-of-the-box command and drain rates, and pizzaqueue's
+    out-of-the-box rates over them (and over its own best-settings rates)."""
+    pq = results.get("pizzaqueue", {})
+    rows: list[list[object]] = []
+    for name in systems:
+        r = results[name]
+        if "error" in r:
+            rows.append([name, "error", "-", "-", "-", "-"])
+            continue
+        rates = [r["drain"][i]["jobs_per_s"] for i in (0, 1)]
+        ratios = [_ratio(pq["drain"][i]["jobs_per_s"], rates[i]) if "drain" in pq else "-" for i in (0, 1)]
+        rows.append([name, r["config"]["command"], *rates, *ratios])
+    if "drain" in pq and "drain" in best.get("pizzaqueue", {}):
+        tuned = best["pizzaqueue"]
+        rows.append(
+            [
+                "pizzaqueue, best settings",
+                tuned["config"]["command"],
+                *(tuned["drain"][i]["jobs_per_s"] for i in (0, 1)),
+                *(_ratio(pq["drain"][i]["jobs_per_s"], tuned["drain"][i]["jobs_per_s"]) for i in (0, 1)),
+            ]
+        )
+    return rows
+
+
 def source() -> dict[str, Any]:
     """The commit measured, and whether the project's code differed from it."""
     git = shutil.which("git")
@@ -1041,31 +1104,53 @@ def _cell(result: dict[str, Any], label: str, value: float | None) -> object:
     return value if value is not None else "-"
 
 
-def goals(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets for pizzaqueue, against what was measured."""
-    pq = results.get("pizzaqueue")
-    if not pq or "error" in pq:
-        return {}
+def drain_goals(pq: dict[str, Any], peers: dict[str, Any], label: str) -> dict[str, Any]:
+    """pizzaqueue's drain (`pq`, one run's result) against the best database peer (x5) and Celery (x2)."""
     out: dict[str, Any] = {}
     for i, workers in enumerate((1, 2)):
         mine = pq["drain"][i]["jobs_per_s"]
         db_best = max(
-            (
-                results[p]["drain"][i]["jobs_per_s"]
-                for p in DATABASE_PEERS
-                if p in results and "error" not in results[p]
-            ),
+            (peers[p]["drain"][i]["jobs_per_s"] for p in DATABASE_PEERS if p in peers and "error" not in peers[p]),
             default=None,
         )
         if db_best:
-            out[f"drain_{workers}w_vs_best_db_peer"] = {
+            out[f"drain_{workers}w{label}_vs_best_db_peer"] = {
                 "target": 5.0,
                 "ratio": round(mine / db_best, 2),
                 "met": mine >= 5 * db_best,
             }
-        if "celery" in results and "error" not in results["celery"]:
-            cel = results["celery"]["drain"][i]["jobs_per_s"]
-            out[f"drain_{workers}w_vs_celery"] = {"target": 2.0, "ratio": round(mine / cel, 2), "met": mine >= 2 * cel}
+        if "celery" in peers and "error" not in peers["celery"]:
+            cel = peers["celery"]["drain"][i]["jobs_per_s"]
+            out[f"drain_{workers}w{label}_vs_celery"] = {
+                "target": 2.0,
+                "ratio": round(mine / cel, 2),
+                "met": mine >= 2 * cel,
+            }
+    return out
+
+
+def goals(results: dict[str, Any], boxed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The issue's targets for pizzaqueue, against what was measured.
+
+    With the out-of-the-box runs (`boxed`), pizzaqueue's defaults are held
+    against each peer both out of the box and at its best setting, and against
+    80 % of pizzaqueue's own best-settings rate.
+    """
+    pq = results.get("pizzaqueue")
+    if not pq or "error" in pq:
+        return {}
+    out = drain_goals(pq, results, "")
+    default = (boxed or {}).get("pizzaqueue")
+    if default and "error" not in default:
+        out |= drain_goals(default, boxed or {}, "_default_vs_default")
+        out |= drain_goals(default, results, "_default_vs_best")
+        for i, workers in enumerate((1, 2)):
+            mine, tuned = default["drain"][i]["jobs_per_s"], pq["drain"][i]["jobs_per_s"]
+            out[f"drain_{workers}w_default_vs_own_best"] = {
+                "target": 0.8,
+                "ratio": round(mine / tuned, 2),
+                "met": mine >= 0.8 * tuned,
+            }
     # Enqueue call to the job's code starting (as for every system), then pizzaqueue's own
     # claimed_at - created_at (bench/pickup.py's definition).
     for suffix, pickup in (("", pq["pickup"]), ("_at_claim", pq["pickup"]["own_timestamps"])):
@@ -1082,7 +1167,7 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def chart(results: dict[str, Any], systems: list[str], path: Path, subtitle: str) -> None:
+def chart(results: dict[str, Any], boxed: dict[str, Any], systems: list[str], path: Path, subtitle: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1093,13 +1178,29 @@ def chart(results: dict[str, Any], systems: list[str], path: Path, subtitle: str
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     ax = axes[0][0]
     width = 0.8 / len(ok)
+    # Best settings, then (hatched) out of the box, each at 1 and 2 workers.
+    groups = [(results, 0), (results, 1)]
+    labels = ["1 worker\nbest", "2 workers\nbest"]
+    if boxed:
+        groups += [(boxed, 0), (boxed, 1)]
+        labels += ["1 worker\nout of the box", "2 workers\nout of the box"]
     for i, name in enumerate(ok):
-        values = [results[name]["drain"][0]["jobs_per_s"], results[name]["drain"][1]["jobs_per_s"]]
-        bars = ax.bar([x + i * width for x in (0, 1)], values, width, label=name, color=colors[name])
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks([x + width * (len(ok) - 1) / 2 for x in (0, 1)], ["1 worker", "2 workers"])
-    ax.set_title("Drain rate, noop jobs (jobs/s, higher is better)")
-    ax.legend(fontsize=8)
+        xs, values, hatches = [], [], []
+        for g, (source, n) in enumerate(groups):
+            run = source.get(name, {})
+            if "drain" in run:
+                xs.append(g + i * width)
+                values.append(run["drain"][n]["jobs_per_s"])
+                hatches.append("//" if source is boxed else "")
+        bars = ax.bar(xs, values, width, label=name, color=colors[name])
+        for bar, hatch in zip(bars, hatches, strict=True):
+            bar.set_hatch(hatch)
+        ax.bar_label(bars, fmt="%.0f", fontsize=6, rotation=90, padding=2)
+    ax.set_xticks([g + width * (len(ok) - 1) / 2 for g in range(len(groups))], labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylim(top=ax.get_ylim()[1] * 8)  # room for the labels and the legend above the bars
+    ax.set_title("Drain rate, noop jobs (jobs/s, log scale; hatched: out of the box)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
 
     ax = axes[0][1]
     values = [results[n]["intake"]["jobs_per_s"] for n in ok]
@@ -1191,6 +1292,12 @@ def main() -> None:
         help="Leave the planner without statistics on the drained jobs (see ANALYZE).",
     )
     p.add_argument("--repeat", type=int, default=None, help="Drain runs per worker count (default: 3, 1 with --quick).")
+    p.add_argument(
+        "--no-out-of-the-box",
+        dest="out_of_the_box",
+        action="store_false",
+        help="Skip the drains with each worker as its documentation starts it.",
+    )
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # a child: NAME=VALUE
     p.add_argument("--json-only", action="store_true", help="Print the JSON only, no table.")
     args = p.parse_args()
@@ -1221,6 +1328,7 @@ def main() -> None:
     watcher.start()
     try:
         results = run_children(args, plan)
+        boxed = run_out_of_the_box(args, plan) if args.out_of_the_box else {}
     finally:
         watcher.stop()
     host["loadavg_1min_at_end"] = Path("/proc/loadavg").read_text().split()[0]
@@ -1235,13 +1343,29 @@ def main() -> None:
         "pizzaqueue_recovery_bound_s": PQ_RECOVERY_BOUND,
         "wall_s": round(time.monotonic() - started, 1),
     }
-    summary = goals(results)
+    summary = goals(results, boxed)
     systems = [s for s in SYSTEMS if s in args.systems]
-    print(json.dumps({"benchmark": "peers", "config": config, "results": results, "goals": summary}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "peers",
+                "config": config,
+                "results": results,
+                "out_of_the_box": boxed,
+                "goals": summary,
+            }
+        )
+    )
     if not args.json_only:
         peers = [s for s in systems if s != "pizzaqueue"] if "pizzaqueue" in systems else []
         print()
+        print("Best settings:")
         print(harness.table(["metric", *systems, *(f"pq/{s}" for s in peers)], table_rows(results, systems)))
+        if boxed:
+            print()
+            print("Out of the box (drain, jobs/s; pq = pizzaqueue's own out-of-the-box rate):")
+            headers = ["system", "worker command", "1 worker", "2 workers", "pq / it, 1 worker", "pq / it, 2 workers"]
+            print(harness.table(headers, out_of_the_box_rows(boxed, results, systems)))
         for name, goal in summary.items():
             print(f"goal {name}: {'met' if goal['met'] else 'MISSED'} {goal}")
         if host["other_processes_seen"]:
@@ -1251,9 +1375,10 @@ def main() -> None:
                 sep="\n  ",
             )
     if args.chart:
-        load = f"load {host['loadavg_1min_at_start']} at start"
+        load = f"load {host['loadavg_1min_at_start']} at start, {host['loadavg_1min_max_seen']} at most"
         chart(
             results,
+            boxed,
             systems,
             args.chart,
             f"{host['cpus']} CPUs, {load}, PostgreSQL fsync on" + (", quick" if args.quick else ""),

@@ -4,7 +4,11 @@ Idle worker processes are started first; then orders are placed one at a
 time, each in its own transaction and a fixed gap apart, so every order finds
 the kitchens idle. The latency of an order is its `claimed_at` (written by
 the claim) minus its `created_at` (written by `place`): NOTIFY wake-up on
-PostgreSQL, polling every PIZZAQUEUE_POLL_INTERVAL on SQLite.
+PostgreSQL, polling every PIZZAQUEUE_POLL_INTERVAL on SQLite. The handler
+(`bench.handlers.first_line`) writes down when its first line runs, which
+gives the latency from the enqueue call to the handler, and the part of it
+after the claim: the claim's own statement and commit, then the hand-over to
+a baking thread.
 
     .venv/bin/python bench/pickup.py [--db postgres|sqlite|both] [--orders 200] [--gap-ms 20]
 """
@@ -12,10 +16,14 @@ PostgreSQL, polling every PIZZAQUEUE_POLL_INTERVAL on SQLite.
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import harness
+from handlers import MARKS_ENV, read_starts
 
 
 def pickup(db: harness.BenchDatabase, workers: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -25,7 +33,17 @@ def pickup(db: harness.BenchDatabase, workers: int, args: argparse.Namespace) ->
     db.fresh()
     requests = harness.order_requests(args.orders)
     settings = {"poll_interval": args.poll_interval} if args.poll_interval is not None else {}
-    with harness.WorkerProcesses(db, workers, concurrency=args.concurrency, prefetch=args.prefetch, **settings):
+    marks = Path(tempfile.mkdtemp(prefix="pizzaqueue-bench-marks-"))
+    procs = harness.WorkerProcesses(
+        db,
+        workers,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        handler="bench.handlers.first_line",
+        **settings,
+    )
+    procs.env[MARKS_ENV] = str(marks)
+    with procs:
         committed = {}
         started = time.perf_counter()
         for n, request in enumerate(requests):
@@ -36,8 +54,12 @@ def pickup(db: harness.BenchDatabase, workers: int, args: argparse.Namespace) ->
             if delay > 0:
                 time.sleep(delay)
         harness.wait_until(lambda: not harness.unfinished(), 60, what="every order to be picked up")
+    starts = read_starts(marks)
+    shutil.rmtree(marks, ignore_errors=True)
     stamps = Order.objects.values_list("id", "created_at", "claimed_at")
     latencies = [(claimed - created).total_seconds() * 1000 for _, created, claimed in stamps]
+    to_handler = [(starts[str(pk)] - created.timestamp()) * 1000 for pk, created, _ in stamps]
+    after_claim = [(starts[str(pk)] - claimed.timestamp()) * 1000 for pk, _, claimed in stamps]
     # How long place() took (insert, event, NOTIFY, commit, return): the part of the
     # latency before the order exists for a worker; a worker often claims before place() returns.
     placing = [(committed[pk] - created.timestamp()) * 1000 for pk, created, _ in stamps]
@@ -49,6 +71,9 @@ def pickup(db: harness.BenchDatabase, workers: int, args: argparse.Namespace) ->
         **{f"p{p}_ms": round(harness.percentile(latencies, p), 2) for p in (50, 95, 99)},
         "max_ms": round(max(latencies), 2),
         "mean_ms": round(sum(latencies) / len(latencies), 2),
+        **{f"handler_p{p}_ms": round(harness.percentile(to_handler, p), 2) for p in (50, 95, 99)},
+        "claim_to_handler_p50_ms": round(harness.percentile(after_claim, 50), 2),
+        "claim_to_handler_p95_ms": round(harness.percentile(after_claim, 95), 2),
         "placing_p50_ms": round(harness.percentile(placing, 50), 2),
         "placing_p95_ms": round(harness.percentile(placing, 95), 2),
     }
@@ -69,10 +94,8 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=200, help="Orders per run (default: %(default)s).")
     p.add_argument("--gap-ms", type=float, default=20.0, help="Time between two orders (default: %(default)s).")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Idle worker counts (default: 1 2).")
-    p.add_argument(
-        "--concurrency", type=int, default=harness.CONCURRENCY, help="Worker --concurrency (default: %(default)s)."
-    )
-    p.add_argument("--prefetch", type=int, default=harness.PREFETCH, help="Worker --prefetch (default: %(default)s).")
+    p.add_argument("--concurrency", type=int, default=None, help="Worker --concurrency (default: the project's).")
+    p.add_argument("--prefetch", type=int, default=None, help="Worker --prefetch (default: the project's, adaptive).")
     p.add_argument(
         "--poll-interval",
         type=float,
@@ -96,6 +119,9 @@ def main() -> None:
             r["p95_ms"],
             r["p99_ms"],
             r["max_ms"],
+            r["handler_p50_ms"],
+            r["handler_p95_ms"],
+            r["claim_to_handler_p50_ms"],
             r["placing_p50_ms"],
             "yes" if r["exactly_once"] else "NO",
         )
@@ -111,6 +137,9 @@ def main() -> None:
         "p95 ms",
         "p99 ms",
         "max ms",
+        "to handler p50 ms",
+        "to handler p95 ms",
+        "claimed_at to handler p50 ms",
         "place() call p50 ms",
         "exactly once",
     )

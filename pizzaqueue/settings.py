@@ -229,8 +229,11 @@ PIZZAQUEUE_LISTEN_DATABASE_URL = env_str("PIZZAQUEUE_LISTEN_DATABASE_URL")
 PIZZAQUEUE_POLL_INTERVAL = env_float("PIZZAQUEUE_POLL_INTERVAL", 0.25, minimum=0.001)
 PIZZAQUEUE_SHUTDOWN_GRACE = env_float("PIZZAQUEUE_SHUTDOWN_GRACE", 30.0, minimum=0.0)
 PIZZAQUEUE_CONCURRENCY = env_int("PIZZAQUEUE_CONCURRENCY", 4, minimum=1)
-# Orders claimed beyond the free handler slots, to hide the claim round trip.
-PIZZAQUEUE_PREFETCH = env_int("PIZZAQUEUE_PREFETCH", 0, minimum=0)
+# A kitchen claims what it will start within this many seconds at its measured
+# rate, never fewer than its free slots (0 = only the free slots).
+PIZZAQUEUE_CLAIM_HORIZON = env_float("PIZZAQUEUE_CLAIM_HORIZON", 0.15, minimum=0.0)
+# A fixed number of orders claimed beyond the free slots instead (unset = by the horizon).
+PIZZAQUEUE_PREFETCH = env_int("PIZZAQUEUE_PREFETCH", 0, minimum=0) if env_str("PIZZAQUEUE_PREFETCH") else None
 PIZZAQUEUE_HANDLER = env_str("PIZZAQUEUE_HANDLER", "orders.handlers.kitchen")
 # Seconds of simulated kitchen time per second of recipe (0 = instant).
 PIZZAQUEUE_KITCHEN_SPEED = env_float("PIZZAQUEUE_KITCHEN_SPEED", 1.0, minimum=0.0)

@@ -117,6 +117,31 @@ class WorkerProcesses:
         self.procs.append(proc)
         return proc
 
+    def start_on_cue(self, *args: str, **env: str) -> Callable[[], None]:
+        """A worker process loaded now and started when the returned function is called
+        (`tests/kitchen_on_cue.py`): its start is the moment of the call, not of its interpreter's start-up."""
+        environment = {**os.environ, **FAST_WORKER_ENV, **env, "DATABASE_URL": database_url()}
+        ready = self.tmp_path / f"worker-{len(self.procs)}.ready"
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.kitchen_on_cue", str(ready), "-v", "2", *args],
+            cwd=ROOT,
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="the cued worker to load")
+        assert proc.poll() is None, self.logs()
+
+        def cue() -> None:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+
+        return cue
+
     def logs(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.tmp_path.glob("worker-*.log")))
 

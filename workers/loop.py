@@ -5,10 +5,11 @@ database write except stage reports: it claims, heartbeats, runs the monitor
 duty when elected and flushes finished orders. Handlers run in a thread pool
 of `concurrency` threads, so a slow oven never delays a heartbeat.
 
-Throughput comes from batching: a claim hands over up to the free slots plus
-`prefetch` orders in one transaction, and every finished order found at a
-wake-up is completed in one transaction, so the rate is not capped by one
-commit per order.
+Throughput comes from batching: a claim hands over, in one transaction, as
+many orders as the kitchen will start within a short horizon at its measured
+rate, never fewer than its free slots (`workers.claiming`), and every finished
+order found at a wake-up is completed in one transaction, so the rate is not
+capped by one commit per order.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from types import FrameType
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
-from workers import membership, monitor, queue, sql
+from workers import claiming, membership, monitor, queue, sql
 from workers.listening import listen_params
 from workers.models import Order, Worker
 
@@ -76,7 +77,8 @@ class WorkerLoop:
         *,
         name: str | None = None,
         concurrency: int = 1,
-        prefetch: int = 0,
+        prefetch: int | None = None,
+        horizon: float = 0.15,
         burst: bool = False,
         max_orders: int | None = None,
     ) -> None:
@@ -84,6 +86,7 @@ class WorkerLoop:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency
         self.prefetch = prefetch
+        self.claim_policy = claiming.ClaimPolicy(concurrency, horizon, prefetch)
         self.burst = burst
         self.max_orders = max_orders
         self.record: Worker | None = None
@@ -344,19 +347,18 @@ class WorkerLoop:
         return True
 
     def fill(self) -> bool:
-        """Claim up to the free slots (plus prefetch) and start what fits; True if the batch came back full.
+        """Claim what the policy asks for and start what fits; True if the batch came back full.
 
-        Baking threads take prefetched orders themselves, so under load the
+        Baking threads take claimed orders themselves, so under load the
         slots keep baking during this thread's round trips and each claim
-        tops up everything finished meanwhile: the batch grows with the load,
-        not with the number of threads.
+        tops up everything started meanwhile.
         """
         full = False
         if self.stopping:
             # Unstarted orders go back at once, for live kitchens to take, not after the grace period.
             self._release_pending()
         elif not self.draining and not self.cut_off and self.record is not None:
-            want = self.concurrency + self.prefetch - len(self.running) - len(self.pending)
+            want = self._claim_size()
             if self.max_orders is not None:
                 want = min(want, self.max_orders - self.claimed_total)
             if want > 0:
@@ -374,6 +376,11 @@ class WorkerLoop:
             self._executor.submit(self._bake_pending)
         return full
 
+    def _claim_size(self) -> int:
+        """Orders to claim now (`workers.claiming`): what will start within the horizon, at least the free slots."""
+        with self._lock:
+            return self.claim_policy.want(len(self.running), len(self.pending), time.monotonic())
+
     def _release_pending(self) -> None:
         with self._lock:
             unstarted = list(self.pending)
@@ -384,15 +391,24 @@ class WorkerLoop:
     # --- in a baking thread ----------------------------------------------------------
 
     def _bake_pending(self) -> None:
-        """Bake pending orders one after another until none is left (or the worker stops)."""
+        """Bake pending orders one after another until none is left (or the worker stops).
+
+        Each handler call is timed for the claim policy, whose rate is the
+        slots over the handlers' mean duration.
+        """
+        baked: float | None = None
         while True:
             with self._lock:
+                if baked is not None:
+                    self.claim_policy.finished(baked)
                 if self.stopping or not self.pending:
                     self._bakers -= 1
                     return
                 claim = self.pending.popleft()
                 self.running[claim.order.id] = claim
+            started = time.monotonic()
             self._bake(claim)
+            baked = time.monotonic() - started
 
     def _bake(self, claim: queue.Claim) -> None:
         worker_id = self.record.pk if self.record is not None else None

@@ -69,7 +69,10 @@ class Command(BaseCommand):
             "--prefetch",
             type=non_negative_int,
             default=None,
-            help="Orders claimed beyond the free slots (default: PIZZAQUEUE_PREFETCH).",
+            help=(
+                "Orders claimed beyond the free slots, fixed (default: PIZZAQUEUE_PREFETCH, or if unset"
+                " what will start within PIZZAQUEUE_CLAIM_HORIZON at the measured rate)."
+            ),
         )
         parser.add_argument("--handler", default=None, help="Dotted path of handler(order, progress).")
         parser.add_argument("--burst", action="store_true", help="Drain what is claimable, then exit.")
@@ -89,6 +92,7 @@ class Command(BaseCommand):
             name=options["name"],
             concurrency=options["concurrency"] or settings.PIZZAQUEUE_CONCURRENCY,
             prefetch=options["prefetch"] if options["prefetch"] is not None else settings.PIZZAQUEUE_PREFETCH,
+            horizon=settings.PIZZAQUEUE_CLAIM_HORIZON,
             burst=options["burst"],
             max_orders=options["max_orders"],
         )
