@@ -264,7 +264,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Orders: place (idempotently), list, read with the timeline, cancel."""
 
-    queryset = Order.objects.select_related("worker", "pinned_worker")
+    queryset = Order.objects.all()  # the model, for the schema; requests read `get_queryset`
     serializer_class = OrderSerializer
     pagination_class = OrderPagination
     parser_classes = [BoundedJSONParser]
@@ -280,7 +280,8 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return OrderDetailSerializer if self.action in ("retrieve", "cancel") else OrderSerializer
 
     def get_queryset(self) -> Any:
-        orders = super().get_queryset()
+        # An integrator's own orders only; anyone else's is a 404, exactly like an unknown id.
+        orders = Order.objects.visible_to(self.request.user).select_related("worker", "pinned_worker")
         if self.action in ("retrieve", "cancel"):
             timeline = OrderEvent.objects.select_related("worker").order_by("id")
             orders = orders.prefetch_related(Prefetch("events", queryset=timeline))
@@ -336,7 +337,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             # it fails to convert (e.g. the digit "²" as a number) must still be a 400.
             logger.warning("intake raised on malformed input", exc_info=True)
             raise ValidationError({"non_field_errors": ["Malformed value in the request."]}) from None
-        order, created = queue.place(order_request, idempotency_key=key)
+        order, created = queue.place(order_request, idempotency_key=key, owner=queue.Owner(user_id=request.user.pk))
         headers = {"Location": request.build_absolute_uri(f"{order.pk}/")}
         if not created:
             headers["Idempotent-Replayed"] = "true"
@@ -361,7 +362,11 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         """Cancel a queued order. One already in the kitchen, or finished, gets 409."""
-        queue.cancel(pk, reason=f"cancelled through the API by {request.user.get_username()}")
+        queue.cancel(
+            pk,
+            reason=f"cancelled through the API by {request.user.get_username()}",
+            among=Order.objects.changeable_by(request.user),
+        )
         return Response(self.get_serializer(self.get_object()).data)
 
 

@@ -20,7 +20,9 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from rest_framework.exceptions import AuthenticationFailed
 
+from orders.authentication import TokenAuthentication
 from orders.timeline import event_message
 from workers.models import Order, OrderEvent
 from workers.relay import BOARD_GROUP, ensure_relay, order_group
@@ -38,9 +40,27 @@ def after_id(scope: dict[str, Any]) -> int | None:
     return int(value) if value.isdigit() and len(value) < 19 else -1
 
 
+def presented_token(scope: dict[str, Any]) -> str | None:
+    """The API token of an `Authorization: Token <key>` header (an integrator's program); None without one."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "token" else ""
+    return None
+
+
 @database_sync_to_async
-def order_exists(order_id: uuid.UUID) -> bool:
-    return Order.objects.filter(pk=order_id).exists()
+def order_exists(order_id: uuid.UUID, token: str | None) -> bool:
+    """Whether the stream may open: anyone holding the order's id may follow it, but a
+    connection that presents an API token sees only that integrator's own orders."""
+    orders = Order.objects.all()
+    if token is not None:
+        try:
+            user, _token = TokenAuthentication().authenticate_credentials(token)
+        except AuthenticationFailed:
+            return False
+        orders = Order.objects.visible_to(user)
+    return orders.filter(pk=order_id).exists()
 
 
 @database_sync_to_async
@@ -61,14 +81,15 @@ def events_between(after: int, upto: int, limit: int) -> list[dict[str, Any]] | 
 
 
 class OrderConsumer(AsyncJsonWebsocketConsumer):
-    """`/ws/orders/<id>/`: anyone holding the order's id (a UUID) may follow it."""
+    """`/ws/orders/<id>/`: anyone holding the order's id (a UUID, the customer's
+    capability) may follow it; an integrator's token, if presented, only its own."""
 
     group: str | None = None
 
     async def connect(self) -> None:
         order_id = self.scope["url_route"]["kwargs"]["order_id"]
         after = after_id(self.scope)
-        if after == -1 or not await order_exists(order_id):
+        if after == -1 or not await order_exists(order_id, presented_token(self.scope)):
             await self.close()
             return
         relay = await ensure_relay(event_message)

@@ -16,7 +16,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,11 +26,12 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
+from orders import customers
 from orders.forms import OrderForm
 from orders.models import Pizza
 from orders.timeline import event_message, progress, stage_label
 from workers import queue
-from workers.models import Bucket, Order, OrderEvent, Worker
+from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 # Tickets shown on a kitchen display, per column.
 TICKETS_SHOWN = 30
@@ -95,7 +96,9 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
     if form.is_valid():
         assert form.order_request is not None  # noqa: S101 - set by a valid form
         try:
-            order, _created = queue.place(form.order_request, idempotency_key=f"form:{form.cleaned_data['token']}")
+            order, _created = queue.place(
+                form.order_request, idempotency_key=f"form:{form.cleaned_data['token']}", owner=customers.owner(request)
+            )
         except queue.IdempotencyConflictError:
             form.add_error(
                 None, "This form was already sent with a different order. Check your order and send it again."
@@ -126,15 +129,28 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "promised_at": promised_at(order),
         "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
         "items": item_lines(order, pizza_names()),
+        "can_cancel": order.status == Order.Status.QUEUED and changeable(request).filter(pk=order.pk).exists(),
     }
     return render(request, "orders/track.html", context)
 
 
+def changeable(request: HttpRequest) -> OrderQuerySet:
+    """The orders this request may change: its browser's, its user's, or any for an operator."""
+    return Order.objects.changeable_by(request.user, customers.placing_key(request))
+
+
 @require_POST
 def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    """Cancel from the tracking page: only the browser that placed the order, or an operator.
+
+    Anyone with the link may follow the order, so a refusal here says so
+    (403) rather than pretending the order does not exist.
+    """
     try:
-        queue.cancel(order_id, reason="cancelled by customer")
+        queue.cancel(order_id, reason="cancelled by customer", among=changeable(request))
     except queue.OrderNotFoundError:
+        if Order.objects.filter(pk=order_id).exists():
+            raise PermissionDenied("Only the browser that placed this order can cancel it.") from None
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError:
         messages.warning(request, "Too late to cancel: the kitchen has your order.")

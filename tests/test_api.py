@@ -48,6 +48,7 @@ def api_client(username: str = "integrator") -> APIClient:
     user = User.objects.create_user(username)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user  # type: ignore[attr-defined]  # whose orders the tests make
     return client
 
 
@@ -550,7 +551,7 @@ def test_a_logged_in_session_without_csrf_cannot_place_orders(menu: None) -> Non
 
 
 def test_an_order_is_read_with_its_timeline(client: APIClient) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
     token = hold(order)
     queue.report_stage(order.pk, token, "oven", worker_id=Order.objects.get(pk=order.pk).worker_id)
 
@@ -575,7 +576,7 @@ def test_an_unknown_order_is_a_json_404(client: APIClient, order_id: object) -> 
 def test_reading_an_order_takes_a_fixed_number_of_queries(
     client: APIClient, django_assert_max_num_queries: Any
 ) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
     token = hold(order)
     for stage in ("dough", "oven", "boxing"):
         queue.report_stage(order.pk, token, stage)
@@ -586,7 +587,7 @@ def test_reading_an_order_takes_a_fixed_number_of_queries(
 
 
 def test_orders_are_listed_newest_first(client: APIClient) -> None:
-    older, newer = make_order(), make_order()
+    older, newer = make_order(placed_by=client.user), make_order(placed_by=client.user)
 
     body = client.get(ORDERS).json()
 
@@ -596,10 +597,10 @@ def test_orders_are_listed_newest_first(client: APIClient) -> None:
 
 
 def test_orders_are_filtered_by_status_priority_and_worker(client: APIClient) -> None:
-    held = make_order(priority=5)
+    held = make_order(placed_by=client.user, priority=5)
     hold(held)
-    queued_urgent = make_order(priority=5)
-    make_order(priority=1)
+    queued_urgent = make_order(placed_by=client.user, priority=5)
+    make_order(placed_by=client.user, priority=1)
     worker_id = Order.objects.get(pk=held.pk).worker_id
 
     def ids(query: str) -> set[str]:
@@ -659,7 +660,7 @@ def test_a_forged_cursor_is_a_400_not_a_500(client: APIClient, position: Any) ->
 
 
 def test_pages_interleave_statuses_newest_first(client: APIClient) -> None:
-    orders = [make_order() for _ in range(6)]
+    orders = [make_order(placed_by=client.user) for _ in range(6)]
     queue.cancel(orders[1].pk)
     queue.cancel(orders[4].pk)
     seen: list[str] = []
@@ -675,8 +676,10 @@ def test_pages_interleave_statuses_newest_first(client: APIClient) -> None:
 def test_pages_follow_next_links_through_orders_with_equal_timestamps(client: APIClient) -> None:
     # A bulk placement stamps every order with the same time: the cursor must still
     # compare (created_at, id) so that no order is skipped or repeated.
-    bulk = queue.place_many([clean_order_request(order_data()) for _ in range(7)])
-    single = make_order()
+    bulk = queue.place_many(
+        [clean_order_request(order_data()) for _ in range(7)], owner=queue.Owner(user_id=client.user.pk)
+    )
+    single = make_order(placed_by=client.user)
     seen: list[str] = []
     url: str | None = f"{ORDERS}?page_size=3"
     pages = 0
@@ -693,10 +696,10 @@ def test_pages_follow_next_links_through_orders_with_equal_timestamps(client: AP
 
 
 def test_listing_orders_takes_a_fixed_number_of_queries(client: APIClient, django_assert_max_num_queries: Any) -> None:
-    orders = [make_order(kind="delivery") for _ in range(4)]
+    orders = [make_order(placed_by=client.user, kind="delivery") for _ in range(4)]
     hold(orders[0])
     make_worker("soho")
-    make_order(kind="takeaway", shop="soho")
+    make_order(placed_by=client.user, kind="takeaway", shop="soho")
 
     # Token, the newest keys of each status (one index range each), the page's rows with their kitchens.
     with django_assert_max_num_queries(1 + len(Order.Status.values) + 1):
@@ -713,9 +716,9 @@ def test_the_fast_order_representation_equals_drfs_field_by_field_output(client:
 
     make_worker("soho")
     orders = [
-        make_order(),
-        make_order(kind="takeaway", shop="soho"),
-        make_order(not_before="2031-05-06T07:08:09.123456+02:00"),
+        make_order(placed_by=client.user),
+        make_order(placed_by=client.user, kind="takeaway", shop="soho"),
+        make_order(placed_by=client.user, not_before="2031-05-06T07:08:09.123456+02:00"),
     ]
     owner = Bucket.objects.get(number=orders[0].bucket).owner_id
     claim = next(c for c in queue.claim(owner, limit=10) if c.order.pk == orders[0].pk)
@@ -732,7 +735,7 @@ def test_the_fast_order_representation_equals_drfs_field_by_field_output(client:
 
 
 def test_a_queued_order_is_cancelled(client: APIClient) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
 
     response = client.post(cancel_url(order.pk))
 
@@ -744,7 +747,7 @@ def test_a_queued_order_is_cancelled(client: APIClient) -> None:
 
 
 def test_an_order_in_the_kitchen_cannot_be_cancelled(client: APIClient) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
     hold(order)
 
     with nothing_written():
@@ -756,7 +759,7 @@ def test_an_order_in_the_kitchen_cannot_be_cancelled(client: APIClient) -> None:
 
 @pytest.mark.parametrize("final", ["done", "cancelled"])
 def test_a_finished_order_cannot_be_cancelled(client: APIClient, final: str) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
     if final == "done":
         queue.complete(order.pk, hold(order))
     else:
@@ -782,7 +785,7 @@ def test_cancelling_an_unknown_order_is_a_404(client: APIClient, order_id: objec
 def test_workers_are_listed_with_their_load(client: APIClient) -> None:
     first = make_worker("shop-1")
     second = make_worker("shop-2")
-    order = make_order()
+    order = make_order(placed_by=client.user)
     owner = Bucket.objects.get(number=order.bucket).owner_id
     queue.claim(owner, limit=1)
     membership.drain(second.pk)
@@ -829,7 +832,11 @@ def test_workers_list_takes_a_fixed_number_of_queries(client: APIClient, django_
 
 def test_buckets_show_owner_epoch_and_queued_depth(client: APIClient, django_assert_max_num_queries: Any) -> None:
     worker = make_worker("shop-1")
-    orders = [make_order(area="north"), make_order(area="north"), make_order(area="south")]
+    orders = [
+        make_order(placed_by=client.user, area="north"),
+        make_order(placed_by=client.user, area="north"),
+        make_order(placed_by=client.user, area="south"),
+    ]
 
     with django_assert_max_num_queries(3):
         body = client.get("/api/buckets/").json()
@@ -845,12 +852,12 @@ def test_buckets_show_owner_epoch_and_queued_depth(client: APIClient, django_ass
 
 
 def test_stats_count_orders_by_status_with_throughput_and_live_workers(client: APIClient) -> None:
-    done, _preparing = make_order(), make_order()
+    done, _preparing = make_order(placed_by=client.user), make_order(placed_by=client.user)
     worker = make_worker("shop-1")
     claims = {c.order.pk: c.token for c in queue.claim(worker.pk, limit=10)}
     queue.complete(done.pk, claims[done.pk])
-    make_order()
-    queue.cancel(make_order().pk)
+    make_order(placed_by=client.user)
+    queue.cancel(make_order(placed_by=client.user).pk)
 
     body = client.get("/api/stats/").json()
 
@@ -867,7 +874,7 @@ def test_stats_count_orders_by_status_with_throughput_and_live_workers(client: A
 
 
 def test_stats_ignore_done_events_older_than_a_minute(client: APIClient) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
     queue.complete(order.pk, hold(order), now=timezone.now() - timedelta(minutes=2))
 
     assert client.get("/api/stats/").json()["done_last_minute"] == 0
@@ -878,8 +885,8 @@ def test_on_a_big_table_stats_estimate_finished_orders_and_count_active_ones(
     client: APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for _ in range(3):
-        make_order()
-    queue.cancel(make_order().pk)
+        make_order(placed_by=client.user)
+    queue.cancel(make_order(placed_by=client.user).pk)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE orders_order")
     monkeypatch.setattr(api, "EXACT_COUNT_BELOW", 0)
@@ -900,7 +907,7 @@ def test_an_unknown_api_route_is_a_json_404(client: APIClient) -> None:
 
 
 def test_an_unsupported_method_is_a_json_405(client: APIClient) -> None:
-    order = make_order()
+    order = make_order(placed_by=client.user)
 
     with nothing_written():
         response = client.delete(order_url(order.pk))

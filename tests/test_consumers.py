@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.db import connections
 from django.test import Client
 from django.test.utils import override_settings
+from rest_framework.authtoken.models import Token
 
 from orders.timeline import event_message
 from pizzaqueue.asgi import application
@@ -210,3 +211,26 @@ async def test_the_relay_gives_up_on_a_missing_id_after_the_gap_timeout() -> Non
         assert [e.id for e in relay.advance(Read([event(12)], Snapshot(xmin=100, xmax=105)), now=1.0)] == [12]
     finally:
         await relay.stop()
+
+
+@database_sync_to_async
+def token_of(username: str) -> tuple[Any, bytes]:
+    user = User.objects.create_user(username)
+    return user, (b"authorization", f"Token {Token.objects.create(user=user).key}".encode())
+
+
+async def test_a_stream_with_an_integrators_token_follows_only_that_integrators_orders() -> None:
+    alice, alices_token = await token_of("alice")
+    bob, _bobs_token = await token_of("bob")
+    alices, bobs, nobodys = await place(placed_by=alice), await place(placed_by=bob), await place()
+
+    for order, expected in ((alices, True), (bobs, False), (nobodys, False)):
+        communicator, connected = await connect(f"/ws/orders/{order.id}/", ORIGIN, alices_token)
+        assert connected is expected, order
+        await communicator.disconnect()
+    communicator, connected = await connect(f"/ws/orders/{bobs.id}/", ORIGIN, (b"authorization", b"Token nope"))
+    assert connected is False
+    # Without a token the link itself is the capability, as on the tracking page.
+    communicator, connected = await connect(f"/ws/orders/{bobs.id}/")
+    assert connected is True
+    await communicator.disconnect()

@@ -174,15 +174,21 @@ def test_an_unknown_order_is_not_found(client: Client) -> None:
     assert client.get("/orders/not-a-uuid/").status_code == 404
 
 
+def place_through_form(client: Client, **kw: Any) -> Order:
+    response = client.post("/orders/", form_data(**kw))
+    assert response.status_code == 302, response.content
+    return Order.objects.get(pk=response["Location"].split("/")[2])
+
+
 def test_a_customer_can_cancel_a_queued_order_but_not_one_in_the_kitchen(client: Client) -> None:
-    queued = make_order()
+    queued = place_through_form(client)
     response = client.post(f"/orders/{queued.id}/cancel/", follow=True)
     assert '<p class="status" id="status">Cancelled</p>' in response.content.decode()
     queued.refresh_from_db()
     assert queued.status == Order.Status.CANCELLED
 
     worker = make_worker("shop-1")
-    baking = make_order()
+    baking = place_through_form(client)
     queue.claim(worker.pk, 1)
     response = client.post(f"/orders/{baking.id}/cancel/", follow=True)
     assert "Too late to cancel: the kitchen has your order." in response.content.decode()

@@ -33,7 +33,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from workers import ring, sql
-from workers.models import Bucket, Order, OrderEvent, Worker
+from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,14 @@ class OrderRequest:
             "max_attempts": self.max_attempts,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who places an order: an API user (`user_id`), and/or a browser (its placing key)."""
+
+    user_id: int | None = None
+    session: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,9 +173,9 @@ def _record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
     _notify(sql.NOTIFY_EVENTS_AND_ORDERS if work else sql.NOTIFY_EVENTS)
 
 
-def _get(order_id: uuid.UUID | str) -> Order:
+def _get(order_id: uuid.UUID | str, among: OrderQuerySet | None = None) -> Order:
     try:
-        return Order.objects.get(pk=order_id)
+        return (Order.objects.all() if among is None else among).get(pk=order_id)
     except (Order.DoesNotExist, ValidationError, ValueError):
         raise OrderNotFoundError(str(order_id)) from None
 
@@ -181,6 +189,7 @@ def _new_order(
     pinned_to: int | None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    owner: Owner | None = None,
 ) -> Order:
     eligible = max(request.not_before or now, now)
     order_id = uuid.uuid4()
@@ -201,6 +210,8 @@ def _new_order(
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint if idempotency_key else "",
         created_at=now,
+        placed_by_id=owner.user_id if owner else None,
+        placed_by_session=owner.session if owner else "",
     )
 
 
@@ -214,11 +225,17 @@ def _live_worker_named(name: str) -> Worker:
     return worker
 
 
-def place(request: OrderRequest, idempotency_key: str | None = None, now: datetime | None = None) -> tuple[Order, bool]:
+def place(
+    request: OrderRequest,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    owner: Owner | None = None,
+) -> tuple[Order, bool]:
     """Persist a confirmed order and its `placed` event; returns (order, created).
 
     With an idempotency key, a retry of the same request returns the first
     order (created=False) and a different request raises IdempotencyConflictError.
+    The `owner` is recorded on the order: who may later read and change it.
     """
     now = now or timezone.now()
     fingerprint = request.fingerprint() if idempotency_key else ""  # only a retry is compared
@@ -228,7 +245,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
         if existing is not None:
             return _same_request(existing, fingerprint), False
     if request.kind == Order.Kind.DELIVERY and connection.vendor == "postgresql":
-        order = _new_order(request, now, None, idempotency_key, fingerprint)
+        order = _new_order(request, now, None, idempotency_key, fingerprint, owner)
         # Inside a caller's transaction, a savepoint keeps a failed statement from spoiling it.
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             inserted = _place_in_one_statement(order)
@@ -242,7 +259,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
         try:
             with transaction.atomic():
                 pinned_to = _live_worker_named(request.shop).pk if request.kind == Order.Kind.TAKEAWAY else None
-                order = _new_order(request, now, pinned_to, idempotency_key, fingerprint)
+                order = _new_order(request, now, pinned_to, idempotency_key, fingerprint, owner)
                 order.save(force_insert=True)
                 _record([_event(order.id, Event.PLACED, now, message=PLACED_MESSAGE)], work=True)
         except IntegrityError:
@@ -294,14 +311,19 @@ def _same_request(existing: Order, fingerprint: str) -> Order:
     return existing
 
 
-def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) -> list[Order]:
-    """Bulk intake: many orders and their events in one transaction."""
+def place_many(
+    requests: Sequence[OrderRequest], now: datetime | None = None, owner: Owner | None = None
+) -> list[Order]:
+    """Bulk intake: many orders (all of one `owner`) and their events in one transaction."""
     now = now or timezone.now()
     with transaction.atomic():
         pinned = {
             name: _live_worker_named(name).pk for name in {r.shop for r in requests if r.kind == Order.Kind.TAKEAWAY}
         }
-        orders = [_new_order(r, now, pinned.get(r.shop) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests]
+        orders = [
+            _new_order(r, now, pinned.get(r.shop) if r.kind == Order.Kind.TAKEAWAY else None, owner=owner)
+            for r in requests
+        ]
         Order.objects.bulk_create(orders)
         _record((_event(o.id, Event.PLACED, now, message=PLACED_MESSAGE) for o in orders), work=True)
     return orders
@@ -556,11 +578,20 @@ def release(
 # --- Customers and operators --------------------------------------------------
 
 
-def cancel(order_id: uuid.UUID | str, reason: str = "cancelled by customer", now: datetime | None = None) -> Order:
-    """Cancel a queued order. A pizza already in the kitchen cannot be cancelled."""
+def cancel(
+    order_id: uuid.UUID | str,
+    reason: str = "cancelled by customer",
+    now: datetime | None = None,
+    among: OrderQuerySet | None = None,
+) -> Order:
+    """Cancel a queued order. A pizza already in the kitchen cannot be cancelled.
+
+    `among` scopes the lookup (e.g. `Order.objects.changeable_by(user)`): an
+    order outside it is OrderNotFoundError, as an unknown id is.
+    """
     now = now or timezone.now()
     with transaction.atomic():
-        order = _get(order_id)
+        order = _get(order_id, among)
         updated = Order.objects.filter(id=order.id, status=Status.QUEUED).update(
             status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
         )
