@@ -433,13 +433,15 @@ def time_gets(base: str, paths: dict[str, str], headers: dict[str, str], repeat:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     fresh_database(args.pg_url)
     setup_django(args.pg_url)
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import Group, User
     from django.test import Client
     from rest_framework.authtoken.models import Token
 
     from workers.models import Order
 
-    token = Token.objects.create(user=User.objects.create_user("bench-integrator")).key
+    integrator = User.objects.create_user("bench-integrator")
+    integrator.groups.add(Group.objects.get(name="integrators"))  # the role that may place orders
+    token = Token.objects.create(user=integrator).key
     operator = User.objects.create_superuser("bench-operator", email="")
     client = Client()
     client.force_login(operator)

@@ -43,6 +43,7 @@ from rest_framework.exceptions import (
     ValidationError,
 )
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -51,6 +52,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from orders import roles
 from orders.intake import clean_order_request
 from orders.pagination import BIGINT_MAX, OrderPagination, WorkerPagination
 from orders.serializers import (
@@ -261,6 +263,15 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 )
 
 
+class MayPlaceOrders(BasePermission):
+    """Placing orders is the integrators' role; reading and cancelling one's own needs only a token."""
+
+    message = "Placing orders needs the integrators role."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return getattr(view, "action", None) != "create" or request.user.has_perm(roles.PLACE_ORDERS)
+
+
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Orders: place (idempotently), list, read with the timeline, cancel."""
 
@@ -268,6 +279,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     serializer_class = OrderSerializer
     pagination_class = OrderPagination
     parser_classes = [BoundedJSONParser]
+    permission_classes = [IsAuthenticated, MayPlaceOrders]
     throttle_scope = "order-create"
     # Any segment reaches the view, so a malformed id is a JSON 404 like an unknown one.
     lookup_value_regex = "[^/]+"
@@ -283,7 +295,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         # An integrator's own orders only; anyone else's is a 404, exactly like an unknown id.
         orders = Order.objects.visible_to(self.request.user).select_related("worker", "pinned_worker")
         if self.action in ("retrieve", "cancel"):
-            timeline = OrderEvent.objects.select_related("worker").order_by("id")
+            timeline = OrderEvent.objects.select_related("worker", "actor").order_by("id")
             orders = orders.prefetch_related(Prefetch("events", queryset=timeline))
         return orders
 
@@ -362,10 +374,12 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         """Cancel a queued order. One already in the kitchen, or finished, gets 409."""
+        user = request.user
         queue.cancel(
             pk,
-            reason=f"cancelled through the API by {request.user.get_username()}",
-            among=Order.objects.changeable_by(request.user),
+            reason="cancelled by an operator" if user.has_perm(roles.CHANGE_ORDERS) else "cancelled through the API",
+            among=Order.objects.changeable_by(user),
+            actor_id=user.pk,
         )
         return Response(self.get_serializer(self.get_object()).data)
 

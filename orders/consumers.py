@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import AuthenticationFailed
 
+from orders import roles
 from orders.authentication import TokenAuthentication
 from orders.timeline import event_message
 from workers.models import Order, OrderEvent
@@ -61,6 +62,11 @@ def order_exists(order_id: uuid.UUID, token: str | None) -> bool:
             return False
         orders = Order.objects.visible_to(user)
     return orders.filter(pk=order_id).exists()
+
+
+@database_sync_to_async
+def may_work_kitchen(user: Any, shop: str) -> bool:
+    return roles.works_kitchen(user, shop)
 
 
 @database_sync_to_async
@@ -166,3 +172,34 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(event)
                 self.last_id = event["id"]
         self.upto = message["upto"]
+
+
+class KitchenConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/kitchen/<shop>/`: a nudge whenever something changed, for a kitchen display.
+
+    The display reloads its tickets through its own page, which shows the
+    shop's orders only; the nudge carries no event's content, so the stream
+    tells kitchen staff nothing about other shops' orders.
+    """
+
+    joined = False
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not await may_work_kitchen(user, self.scope["url_route"]["kwargs"]["name"]):
+            await self.close()
+            return
+        await ensure_relay(event_message)
+        await self.channel_layer.group_add(BOARD_GROUP, self.channel_name)
+        self.joined = True
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.joined:
+            await self.channel_layer.group_discard(BOARD_GROUP, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Clients only listen."""
+
+    async def board_events(self, message: dict[str, Any]) -> None:
+        await self.send_json({"type": "changed", "id": message["upto"]})

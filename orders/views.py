@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import wraps
 from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
@@ -26,7 +29,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
-from orders import customers
+from orders import customers, roles
 from orders.forms import OrderForm
 from orders.models import Pizza
 from orders.timeline import event_message, progress, stage_label
@@ -146,8 +149,14 @@ def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     Anyone with the link may follow the order, so a refusal here says so
     (403) rather than pretending the order does not exist.
     """
+    by_operator = request.user.has_perm(roles.CHANGE_ORDERS)
     try:
-        queue.cancel(order_id, reason="cancelled by customer", among=changeable(request))
+        queue.cancel(
+            order_id,
+            reason="cancelled by an operator" if by_operator else "cancelled by customer",
+            among=changeable(request),
+            actor_id=request.user.pk,
+        )
     except queue.OrderNotFoundError:
         if Order.objects.filter(pk=order_id).exists():
             raise PermissionDenied("Only the browser that placed this order can cancel it.") from None
@@ -168,19 +177,34 @@ def item_lines(order: Order, names: dict[str, str]) -> list[str]:
 # --- The kitchen display ---------------------------------------------------------
 
 
+def kitchen_staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The shop's own kitchen staff, or an operator; anyone else is sent to log in (or refused once logged in)."""
+
+    @wraps(view)
+    def checked(request: HtmxHttpRequest, name: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not roles.works_kitchen(request.user, name):
+            raise PermissionDenied("You do not staff this kitchen.")
+        return view(request, name, *args, **kwargs)
+
+    return checked
+
+
 @require_GET
-@staff_required
+@kitchen_staff_required
 def kitchen(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return _render_kitchen(request, name)
 
 
 @require_POST
-@staff_required
+@kitchen_staff_required
 def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
-    """The display's "rush" button: top priority for a waiting order."""
+    """The display's "rush" button: top priority for a waiting order of this shop."""
     notice = ""
     try:
-        queue.expedite(order_id)
+        # Only a ticket this display shows: another shop's order is not this staff's to rush.
+        queue.expedite(order_id, actor_id=request.user.pk, among=shop_orders(name))
     except queue.OrderNotFoundError:
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError as exc:
@@ -192,9 +216,21 @@ def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> 
     return redirect("kitchen", name=name)
 
 
+def shop(name: str) -> Worker | None:
+    """The shop as it is now: its newest incarnation (served by the (name, incarnation) unique index)."""
+    return Worker.objects.filter(name=name).order_by("-incarnation").first()
+
+
+def shop_orders(name: str) -> OrderQuerySet:
+    """What the shop's display may act on: the orders it would claim, or pinned to it."""
+    worker = shop(name)
+    if worker is None or not worker.is_live:
+        return Order.objects.none()
+    return Order.objects.owned_by(worker.pk)
+
+
 def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> HttpResponse:
-    # The newest incarnation is the shop as it is now (served by the (name, incarnation) unique index).
-    worker = Worker.objects.filter(name=name).order_by("-incarnation").first()
+    worker = shop(name)
     if worker is None:
         raise Http404("No such shop.")
     now = timezone.now()
@@ -211,6 +247,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         order.stage_label = stage_label(order.status, order.stage)
     context = {
         "worker": worker,
+        "is_staff": request.user.is_staff,
         "preparing": preparing,
         "waiting": waiting,
         "notice": notice,

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.db import connection
 from websockets.sync.client import ClientConnection, connect
 
 from orders.menu import seed_menu
 from orders.models import Pizza
+from orders.roles import create_roles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,14 +61,26 @@ def _fresh_throttles() -> None:
     cache.clear()
 
 
+def seed() -> None:
+    """What the data migrations made, again: a transactional test's flush empties every table."""
+    seed_menu(Pizza)
+    create_roles(Group, Permission)
+
+
 @pytest.fixture
 def menu(db: None) -> None:
-    seed_menu(Pizza)
+    seed()
 
 
 @pytest.fixture
 def live_menu(transactional_db: None) -> None:
-    seed_menu(Pizza)
+    seed()
+
+
+def in_role(user: Any, role: str) -> Any:
+    """The user, in the role's group (`orders.roles`)."""
+    user.groups.add(Group.objects.get(name=role))
+    return user
 
 
 def database_url() -> str:

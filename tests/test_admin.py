@@ -74,7 +74,8 @@ def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(oper
         f"Order {queued.pk}: Order is queued; only failed, cancelled or preparing orders can be requeued.",
     ) in shown
     retried = OrderEvent.objects.get(order=failed, kind="retried", data__by="operator")
-    assert retried.message == "requeued by operator admin"
+    assert retried.message == "requeued by an operator"
+    assert retried.actor is not None and retried.actor.username == "admin"
 
 
 def test_cancel_cancels_queued_orders_and_reports_those_in_the_kitchen(operator: Client) -> None:
@@ -85,7 +86,8 @@ def test_cancel_cancels_queued_orders_and_reports_those_in_the_kitchen(operator:
     shown = act(operator, ORDERS, "cancel_orders", [queued, preparing])
 
     assert status_of(queued) == "cancelled"
-    assert Order.objects.get(pk=queued.pk).cancel_reason == "cancelled by operator admin"
+    assert Order.objects.get(pk=queued.pk).cancel_reason == "cancelled by an operator"
+    assert OrderEvent.objects.get(order=queued, kind="cancelled").actor.username == "admin"
     assert status_of(preparing) == "preparing"
     assert shown == [
         ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be cancelled."),

@@ -31,6 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from orders import roles
+from tests.conftest import in_role
 from tests.factory import make_order, make_worker
 from workers.models import Order
 
@@ -46,7 +48,7 @@ CHECKS = [
 
 @pytest.fixture
 def token(menu: None) -> str:
-    return Token.objects.create(user=User.objects.create_user("fuzzer")).key
+    return Token.objects.create(user=in_role(User.objects.create_user("fuzzer"), roles.INTEGRATORS)).key
 
 
 @pytest.fixture

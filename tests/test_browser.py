@@ -17,8 +17,9 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from orders import roles
 from orders.intake import clean_order_request
-from tests.conftest import ROOT, Daphne, WorkerProcesses, wait_until
+from tests.conftest import ROOT, Daphne, WorkerProcesses, in_role, wait_until
 from tests.factory import order_data
 from workers import queue
 from workers.models import Order, OrderEvent, Worker
@@ -121,7 +122,8 @@ def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
         ),
         what="shop-a to bake",
     )
-    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    operator = User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(operator, roles.OPERATORS)  # the kitchen displays too
 
     page.set_viewport_size({"width": 1100, "height": 900})
     page.goto(daphne.url("/board/"))

@@ -22,7 +22,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.conftest import ROOT, Daphne
+from orders import roles
+from tests.conftest import ROOT, Daphne, in_role
 from tests.factory import make_order, order_data
 from workers.models import Order
 
@@ -30,7 +31,7 @@ ORDERS = "/api/orders/"
 
 
 def integrator(name: str) -> APIClient:
-    user = User.objects.create_user(name)
+    user = in_role(User.objects.create_user(name), roles.INTEGRATORS)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     client.user = user  # type: ignore[attr-defined]
@@ -248,7 +249,10 @@ RACER = textwrap.dedent(
 @pytest.mark.django_db(transaction=True)
 def test_two_integrators_racing_over_each_others_ids_get_only_404s(daphne: Daphne, tmp_path: Any) -> None:
     daphne.start(PIZZAQUEUE_API_CREATE_RATE="")
-    tokens = {name: Token.objects.create(user=User.objects.create_user(name)).key for name in ("alice", "bob")}
+    tokens = {
+        name: Token.objects.create(user=in_role(User.objects.create_user(name), roles.INTEGRATORS)).key
+        for name in ("alice", "bob")
+    }
     # Each racer publishes its ids to a file the other reads while both place and probe.
     ids = {name: str(tmp_path / f"{name}.json") for name in tokens}
     other = {"alice": "bob", "bob": "alice"}

@@ -12,8 +12,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from orders import roles
 from orders.intake import clean_order_request
 from orders.views import FormIntakeThrottle
+from tests.conftest import in_role
 from tests.factory import make_order, make_worker, order_data
 from workers import monitor, queue
 from workers.models import Order, OrderEvent
@@ -31,7 +33,7 @@ def form_data(**kw: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def staff_client(client: Client) -> Client:
-    client.force_login(User.objects.create_user("operator", is_staff=True))
+    client.force_login(in_role(User.objects.create_user("operator", is_staff=True), roles.OPERATORS))
     return client
 
 
@@ -200,12 +202,21 @@ def test_a_customer_can_cancel_a_queued_order_but_not_one_in_the_kitchen(client:
 
 
 @pytest.mark.parametrize("path", ["/board/", "/kitchen/shop-1/"])
-def test_staff_pages_send_anonymous_and_non_staff_users_to_the_login_page(client: Client, path: str) -> None:
+def test_staff_pages_send_anonymous_users_to_the_login_page(client: Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 302
     assert response["Location"] == f"/accounts/login/?next={path}"
+
+
+def test_the_board_sends_non_staff_users_to_the_login_page(client: Client) -> None:
     client.force_login(User.objects.create_user("customer"))
-    assert client.get(path)["Location"] == f"/accounts/login/?next={path}"
+    assert client.get("/board/")["Location"] == "/accounts/login/?next=/board/"
+
+
+def test_a_kitchen_display_refuses_a_user_who_does_not_staff_it(client: Client) -> None:
+    make_worker("shop-1")
+    client.force_login(User.objects.create_user("customer"))
+    assert client.get("/kitchen/shop-1/").status_code == 403
 
 
 def test_rushing_needs_staff(client: Client) -> None:

@@ -142,7 +142,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     def declare_workers_dead(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"declared dead by operator {request.user.get_username()}"
         for worker in queryset.order_by("pk"):
-            recovery = monitor.declare_dead(worker.pk, reason=reason)
+            recovery = monitor.declare_dead(worker.pk, reason=reason, actor_id=request.user.pk)
             if recovery is None:
                 self.message_user(request, f"{worker} is {worker.status}; it is not in the ring.", messages.WARNING)
                 continue

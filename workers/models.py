@@ -445,6 +445,10 @@ class OrderEvent(models.Model):
     stage = models.CharField(max_length=20, blank=True)
     message = models.CharField(max_length=500, blank=True)
     data = models.JSONField(default=dict, blank=True)
+    # The person who made the change (an operator, or the customer's own account), if one did.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
 
     objects = OrderEventQuerySet.as_manager()
 
@@ -454,6 +458,9 @@ class OrderEvent(models.Model):
         indexes = [
             # Serves an order's timeline and a reconnecting client's replay.
             models.Index(fields=["order", "id"], name="event_order_timeline_idx"),
+            # Serves an audit of one person's actions, and clearing a deleted user; tiny,
+            # as only people's actions are in it (not the kitchens' and the monitor's).
+            models.Index(fields=["actor"], condition=Q(actor__isnull=False), name="event_actor_idx"),
         ]
 
     def __str__(self) -> str:

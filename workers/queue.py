@@ -144,10 +144,18 @@ def _event(
     worker_id: int | None = None,
     stage: str = "",
     message: str = "",
+    actor_id: int | None = None,
     **data: object,
 ) -> OrderEvent:
     return OrderEvent(
-        order_id=order_id, kind=kind, created_at=now, worker_id=worker_id, stage=stage, message=message[:500], data=data
+        order_id=order_id,
+        kind=kind,
+        created_at=now,
+        worker_id=worker_id,
+        stage=stage,
+        message=message[:500],
+        actor_id=actor_id,
+        data=data,
     )
 
 
@@ -583,11 +591,13 @@ def cancel(
     reason: str = "cancelled by customer",
     now: datetime | None = None,
     among: OrderQuerySet | None = None,
+    actor_id: int | None = None,
 ) -> Order:
     """Cancel a queued order. A pizza already in the kitchen cannot be cancelled.
 
     `among` scopes the lookup (e.g. `Order.objects.changeable_by(user)`): an
-    order outside it is OrderNotFoundError, as an unknown id is.
+    order outside it is OrderNotFoundError, as an unknown id is. `actor_id` is
+    the user who cancelled it, recorded on its timeline.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -598,15 +608,21 @@ def cancel(
         if updated != 1:
             order.refresh_from_db(fields=["status"])
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be cancelled.")
-        _record([_event(order.id, Event.CANCELLED, now, message=reason)])
+        _record([_event(order.id, Event.CANCELLED, now, message=reason, actor_id=actor_id)])
     order.refresh_from_db()
     return order
 
 
-def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", now: datetime | None = None) -> Order:
+def requeue(
+    order_id: uuid.UUID | str,
+    reason: str = "requeued by an operator",
+    now: datetime | None = None,
+    actor_id: int | None = None,
+) -> Order:
     """Operator's second chance: a failed or cancelled order goes back in the queue
     with fresh attempts; a preparing one is taken from its worker (its lease
-    token is revoked, so that worker can no longer complete it)."""
+    token is revoked, so that worker can no longer complete it). `actor_id`
+    is the operator, recorded on the timeline."""
     now = now or timezone.now()
     with transaction.atomic():
         order = _get(order_id)
@@ -632,18 +648,25 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
             )
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
-        _record([_event(order.id, Event.RETRIED, now, message=reason, by="operator")], work=True)
+        _record([_event(order.id, Event.RETRIED, now, message=reason, actor_id=actor_id, by="operator")], work=True)
     order.refresh_from_db()
     return order
 
 
-def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: datetime | None = None) -> Order:
-    """Raise a queued order's priority (the kitchen display's "rush")."""
+def expedite(
+    order_id: uuid.UUID | str,
+    priority: int = Order.MAX_PRIORITY,
+    now: datetime | None = None,
+    actor_id: int | None = None,
+    among: OrderQuerySet | None = None,
+) -> Order:
+    """Raise a queued order's priority (the kitchen display's "rush"), by `actor_id` if a person did;
+    `among` scopes the lookup, as in `cancel`."""
     now = now or timezone.now()
     if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():
-        order = _get(order_id)
+        order = _get(order_id, among)
         if order.status != Status.QUEUED:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be rushed.")
         if priority <= order.priority:
@@ -654,7 +677,18 @@ def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now:
         )
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
-        _record([_event(order.id, Event.EXPEDITED, now, message=f"Priority raised to {priority}.", priority=priority)])
+        _record(
+            [
+                _event(
+                    order.id,
+                    Event.EXPEDITED,
+                    now,
+                    message=f"Priority raised to {priority}.",
+                    actor_id=actor_id,
+                    priority=priority,
+                )
+            ]
+        )
     order.refresh_from_db()
     return order
 
@@ -662,10 +696,11 @@ def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now:
 # --- Taking orders from a worker that left (inside the monitor's transactions) ---
 
 
-def cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
+def cancel_pinned(worker_id: int, now: datetime, actor_id: int | None = None) -> list[uuid.UUID]:
     """Cancel the takeaway orders pinned to a worker that left: nobody else may bake them.
 
-    Runs inside the caller's transaction (the worker's leaving).
+    Runs inside the caller's transaction (the worker's leaving); `actor_id` is
+    the operator who declared the worker dead, if one did.
     """
     ids = list(
         Order.objects.select_for_update()
@@ -682,6 +717,7 @@ def cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
                 Event.CANCELLED,
                 now,
                 worker_id=worker_id,
+                actor_id=actor_id,
                 reason=SHOP_UNAVAILABLE,
                 message="Your shop is unavailable, so your takeaway order was cancelled. Please order again.",
             )
@@ -696,6 +732,7 @@ def take_back(
     now: datetime,
     failure: str,
     requeued: Callable[[list[uuid.UUID]], list[OrderEvent]],
+    actor_id: int | None = None,
 ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Take (id, attempts, max_attempts) orders from a worker that can no longer
     finish them: back in the queue, or dead-lettered when that was the last
@@ -707,14 +744,18 @@ def take_back(
     retry = [oid for oid, attempts, most in held if attempts < most]
     if exhausted:
         _to_failed(exhausted, failure, now)
-        _record(_event(oid, Event.FAILED, now, worker_id=worker_id, message=failure) for oid in exhausted)
+        _record(
+            _event(oid, Event.FAILED, now, worker_id=worker_id, message=failure, actor_id=actor_id) for oid in exhausted
+        )
     if retry:
         Order.objects.filter(id__in=retry).update(**BACK_IN_QUEUE, eligible_at=now)
         _record(requeued(retry), work=True)
     return retry, exhausted
 
 
-def reassigned_events(worker_id: int, now: datetime, why: str) -> Callable[[list[uuid.UUID]], list[OrderEvent]]:
+def reassigned_events(
+    worker_id: int, now: datetime, why: str, actor_id: int | None = None
+) -> Callable[[list[uuid.UUID]], list[OrderEvent]]:
     """`take_back`'s events for a worker's orders after it left: each names the
     worker now owning the order's bucket (read after the rebalance)."""
 
@@ -727,6 +768,7 @@ def reassigned_events(worker_id: int, now: datetime, why: str) -> Callable[[list
                 Event.REASSIGNED,
                 now,
                 worker_id=worker_id,
+                actor_id=actor_id,
                 to_shop=owners.get(buckets[oid]) or "",
                 message=f"Your {why}; your order moved to {owners.get(buckets[oid]) or 'the next free shop'}.",
             )
