@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -180,6 +181,25 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 REDIS_URL = env_str("REDIS_URL")
 
+# --- Cache ----------------------------------------------------------------------
+# One cache every web process shares, so the throttles count across all of them
+# (SPEC §9): a table in the database by default (made by migration orders/0006,
+# or `manage.py createcachetable`), Redis when REDIS_URL is set.
+CACHE_TABLE = "pizzaqueue_cache"
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": CACHE_TABLE,
+            # A throttle entry lives a rate's period; past this many, a third are culled,
+            # which would forget clients' counts: keep it above the clients of a minute.
+            "OPTIONS": {"MAX_ENTRIES": env_int("PIZZAQUEUE_CACHE_MAX_ENTRIES", 10_000, minimum=100)},
+        }
+    }
+
 # Bodies above this are refused before any parsing (SPEC §9).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PIZZAQUEUE_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
@@ -251,7 +271,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "orders.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         # Orders one API user may place (DRF rate: N/second|minute|hour|day); empty = unlimited.
-        # Counted per process in the default (local-memory) cache.
+        # Counted across every web process, in the shared cache.
         "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "600/minute") or None,
         # Orders one client address may place through the web form; empty = unlimited.
         "order-form": env_str("PIZZAQUEUE_WEB_ORDER_RATE", "30/minute") or None,

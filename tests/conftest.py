@@ -55,10 +55,27 @@ signals_postgres = pytest.mark.skipif(
 )
 
 
+def _transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    by_marker = marker is not None and bool(marker.kwargs.get("transaction", marker.args[0] if marker.args else False))
+    return by_marker or "transactional_db" in request.fixturenames
+
+
 @pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Throttle counters live in the cache; each test starts with none spent."""
+def _fresh_throttles(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
+    """Throttle counters live in the shared cache, a table of the test database.
+
+    A test in a rolled-back transaction leaves nothing there; one that commits
+    (and its servers) starts with none spent and leaves none behind.
+    """
+    if not _transactional(request):
+        yield
+        return
+    request.getfixturevalue("transactional_db")
     cache.clear()
+    yield
+    with django_db_blocker.unblock():  # the database fixture has already closed access
+        cache.clear()
 
 
 def seed() -> None:

@@ -15,7 +15,6 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.db import connection
 from django.test import AsyncClient
@@ -56,13 +55,6 @@ def api_client(username: str = "integrator") -> APIClient:
 @pytest.fixture
 def client(menu: None) -> APIClient:
     return api_client()
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def post_json(client: APIClient, body: Any, **headers: str) -> Any:

@@ -70,7 +70,7 @@ def api_schema(token: str, wsgi_app: Any, settings: Any) -> Any:
     # Something to list, read and cancel: a kitchen, orders in several states.
     make_worker("shop-1")
     for priority in range(FIXTURE_ORDERS):
-        make_order(priority=priority, area=f"area-{priority}")
+        make_order(priority=priority, area=f"area-{priority}", placed_by=Token.objects.get(key=token).user)
     return schemathesis.openapi.from_wsgi(
         "/api/schema/?format=json", wsgi_app, headers={"Authorization": f"Token {token}"}
     )
