@@ -925,3 +925,9 @@ def test_the_schema_and_docs_are_served_to_authenticated_callers(client: APIClie
     }
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+    page = docs.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "<script>" not in page  # the start-up script comes from ?script, for the CSP
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")

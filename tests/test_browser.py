@@ -12,6 +12,7 @@ import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import User
@@ -148,3 +149,26 @@ def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
     page.goto(daphne.url("/kitchen/shop-b/"))
     expect(page.locator("[data-ticket]").first).to_be_visible()
     page.screenshot(path=ARTIFACTS / "kitchen.png", full_page=True)
+
+
+def test_the_api_docs_load_nothing_from_another_host(daphne: Daphne, page: Page) -> None:
+    daphne.start()
+    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(daphne.url("/accounts/login/?next=/api/docs/"))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pizza-oven-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/api/docs/$"))
+    # Swagger UI ran: it fetched the schema and drew every operation.
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("pizzaqueue API")
+    expect(page.locator(".opblock")).to_have_count(7)
+    page.screenshot(path=ARTIFACTS / "api-docs.png", full_page=True)
+
+    elsewhere = [url for url in requested if urlsplit(url).scheme in ("http", "https", "ws", "wss")]
+    elsewhere = [url for url in elsewhere if urlsplit(url).netloc != f"127.0.0.1:{daphne.port}"]
+    assert elsewhere == []
+    assert any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in url for url in requested)
+    assert any(urlsplit(url).path == "/api/schema/" for url in requested)
