@@ -183,6 +183,7 @@ def child_env(url: str) -> dict[str, str]:
         DATABASE_URL=pooled,
         DATABASE_CONN_MAX_AGE="0",
         DEBUG="false",
+        SECURE_SSL_REDIRECT="false",  # plain HTTP on 127.0.0.1
         SECRET_KEY=SECRET_KEY,
         DJANGO_SETTINGS_MODULE="pizzaqueue.settings",
         PIZZAQUEUE_API_CREATE_RATE="",

@@ -255,9 +255,10 @@ def test_workers_show_heartbeat_age_in_colour_with_their_load(operator: Client, 
 
     content = operator.get(WORKERS).content.decode()
 
-    assert re.search(r'color: #1a7f37; font-weight: bold" title="fresh">\ds<', content)
-    assert re.search(r'color: #b58105; font-weight: bold" title="late">1\ds<', content)
-    assert re.search(r'color: #cf222e; font-weight: bold" title="stale">4\ds<', content)
+    assert re.search(r'<span class="freshness freshness-fresh" title="fresh">\ds<', content)
+    assert "workers/admin.css" in content
+    assert re.search(r'<span class="freshness freshness-late" title="late">1\ds<', content)
+    assert re.search(r'<span class="freshness freshness-stale" title="stale">4\ds<', content)
     rows = {w.name: w for w in operator.get(WORKERS).context["cl"].result_list}
     assert rows["shop-1"].in_flight == 1
     assert rows["shop-2"].in_flight == rows["shop-3"].in_flight == 0

@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from orders import roles
 from orders.intake import clean_order_request
 from tests.conftest import ROOT, Daphne, WorkerProcesses, in_role, wait_until
-from tests.factory import order_data
+from tests.factory import make_worker, order_data
 from workers import queue
 from workers.models import Order, OrderEvent, Worker
 
@@ -172,3 +172,42 @@ def test_the_api_docs_load_nothing_from_another_host(daphne: Daphne, page: Page)
     assert elsewhere == []
     assert any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in url for url in requested)
     assert any(urlsplit(url).path == "/api/schema/" for url in requested)
+
+
+def test_every_page_runs_under_the_content_security_policy_without_a_violation(daphne: Daphne, page: Page) -> None:
+    daphne.start()
+    shop = make_worker("shop-1")
+    operator = User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(operator, roles.OPERATORS)
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+
+    page.goto(daphne.url("/"))
+    page.fill("#id_qty_margherita", "1")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/orders/[0-9a-f-]+/$"))
+    expect(page.locator("#live-state")).to_have_text("● live")  # its WebSocket is allowed
+    order_id = page.url.rstrip("/").rsplit("/", 1)[1]
+
+    page.goto(daphne.url("/accounts/login/?next=/board/"))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pizza-oven-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/board/$"))
+    expect(page.locator("#live-state")).to_have_text("● live")
+    for path in (
+        f"/kitchen/{shop.name}/",
+        "/admin/",
+        "/admin/workers/order/",
+        f"/admin/workers/order/{order_id}/change/",
+        "/admin/workers/worker/",
+        "/api/docs/",
+    ):
+        response = page.goto(daphne.url(path))
+        assert response is not None and response.status == 200, path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        page.wait_for_load_state("networkidle")
+
+    assert refused == []

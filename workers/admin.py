@@ -79,11 +79,6 @@ class FastChangeList(admin.ModelAdmin):
     paginator = CappedCountPaginator
 
 
-# By `Worker.freshness`: green, amber, red; grey for a worker that left the ring.
-FRESHNESS_COLOURS = {"fresh": "#1a7f37", "late": "#b58105", "stale": "#cf222e"}
-GONE_COLOUR = "#6e7781"
-
-
 @admin.register(Worker)
 class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     list_display = (
@@ -103,6 +98,9 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     ordering = ("-id",)
     actions = ["drain_workers", "declare_workers_dead"]
 
+    class Media:
+        css = {"all": ["workers/admin.css"]}
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Counts as correlated subqueries in the page query: no query per row.
         return cast(WorkerQuerySet, super().get_queryset(request)).with_load()
@@ -112,12 +110,10 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat")
     def heartbeat(self, worker: Worker) -> str:
+        # Coloured by `Worker.freshness` in workers/admin.css: green, amber, red; grey once it left the ring.
         state = worker.freshness(timezone.now())
         return format_html(
-            '<span style="color: {}; font-weight: bold" title="{}">{}</span>',
-            FRESHNESS_COLOURS.get(state, GONE_COLOUR),
-            state,
-            age(worker.last_heartbeat),
+            '<span class="freshness freshness-{}" title="{}">{}</span>', state, state, age(worker.last_heartbeat)
         )
 
     @admin.display(description="owned buckets", ordering="owned_buckets")
