@@ -8,6 +8,7 @@ laptop: SQLite in the project folder, DEBUG on, a generated secret key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -57,6 +58,17 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
 
 def env_float(name: str, default: float, minimum: float | None = None) -> float:
     return float(_env_number(name, default, float, "a number", minimum))
+
+
+def env_networks(name: str, default: str = "") -> list[str]:
+    """Comma-separated IP addresses or networks (CIDR), each checked."""
+    entries = [entry.strip() for entry in os.environ.get(name, default).split(",") if entry.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list IP addresses or networks, got {entry!r}") from None
+    return entries
 
 
 def _dev_secret_key() -> str:
@@ -288,6 +300,24 @@ PIZZAQUEUE_RELAY_POLL_INTERVAL = env_float("PIZZAQUEUE_RELAY_POLL_INTERVAL", 0.1
 PIZZAQUEUE_RELAY_BATCH = env_int("PIZZAQUEUE_RELAY_BATCH", 500, minimum=1)
 # Longest wait for a missing event id (PostgreSQL commits out of id order) before skipping it.
 PIZZAQUEUE_RELAY_GAP_TIMEOUT = env_float("PIZZAQUEUE_RELAY_GAP_TIMEOUT", 10.0, minimum=0.0)
+
+# --- Clients and proxies (SPEC §9) -----------------------------------------------
+# The load balancers and proxies in front of daphne whose X-Forwarded-For is believed
+# (addresses or networks); from anyone else the header is ignored (orders/clients.py).
+PIZZAQUEUE_TRUSTED_PROXIES = env_networks("PIZZAQUEUE_TRUSTED_PROXIES")
+
+# --- WebSocket limits (per web process) -----------------------------------------
+# Streams one client address may hold open, and streams of one order.
+PIZZAQUEUE_WS_PER_CLIENT = env_int("PIZZAQUEUE_WS_PER_CLIENT", 20, minimum=1)
+PIZZAQUEUE_WS_PER_ORDER = env_int("PIZZAQUEUE_WS_PER_ORDER", 20, minimum=1)
+# Clients only listen: a stream is closed after this many messages from its client,
+# or one longer than PIZZAQUEUE_WS_MAX_MESSAGE_BYTES.
+PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES = env_int("PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES", 10, minimum=0)
+PIZZAQUEUE_WS_MAX_MESSAGE_BYTES = env_int("PIZZAQUEUE_WS_MAX_MESSAGE_BYTES", 1024, minimum=1)
+# Events replayed to a (re)connecting client; further behind, it is told to reload.
+PIZZAQUEUE_WS_REPLAY_LIMIT = env_int("PIZZAQUEUE_WS_REPLAY_LIMIT", 200, minimum=1)
+# Seconds a stream may carry nothing either way before it is closed (the page reconnects if still open).
+PIZZAQUEUE_WS_IDLE_TIMEOUT = env_float("PIZZAQUEUE_WS_IDLE_TIMEOUT", 600.0, minimum=0.1)
 
 # --- Intake limits (SPEC §9) --------------------------------------------------
 PIZZAQUEUE_MAX_ITEMS = env_int("PIZZAQUEUE_MAX_ITEMS", 20, minimum=1)
