@@ -64,6 +64,7 @@ from orders.serializers import (
     StatsSerializer,
     WorkerSerializer,
 )
+from orders.timeline import PRIVATE_KINDS
 from workers import queue
 from workers.models import Bucket, Order, OrderEvent, Worker, WorkerQuerySet
 
@@ -296,6 +297,8 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         orders = Order.objects.visible_to(self.request.user).select_related("worker", "pinned_worker")
         if self.action in ("retrieve", "cancel"):
             timeline = OrderEvent.objects.select_related("worker", "actor").order_by("id")
+            if not self.request.user.is_staff:
+                timeline = timeline.exclude(kind__in=PRIVATE_KINDS)  # a kitchen's lost lease is the kitchens' business
             orders = orders.prefetch_related(Prefetch("events", queryset=timeline))
         return orders
 

@@ -41,7 +41,7 @@ def client_address(peer: str, forwarded_for: str | None) -> str:
     if not trusted or not forwarded_for or not within(peer, trusted):
         return peer
     nearest = peer
-    for hop in reversed([hop.strip() for hop in forwarded_for.split(",")]):
+    for hop in reversed([hop.strip() for hop in forwarded_for.split(",") if hop.strip()]):
         try:
             address = str(ipaddress.ip_address(hop))
         except ValueError:

@@ -34,7 +34,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from orders import roles
 from orders.authentication import TokenAuthentication
 from orders.clients import scope_client
-from orders.timeline import event_message
+from orders.timeline import PRIVATE_KINDS, customer_message, event_message
 from workers.models import Order, OrderEvent
 from workers.relay import BOARD_GROUP, ensure_relay, order_group
 
@@ -89,15 +89,16 @@ def may_work_kitchen(user: Any, shop: str) -> bool:
 
 @database_sync_to_async
 def order_events(order_id: uuid.UUID, after: int, upto: int, limit: int) -> list[dict[str, Any]] | None:
-    """The order's events in (after, upto], or None when there are more than `limit`."""
+    """The customer's messages of the order's events in (after, upto], or None when there are more than `limit`."""
     events = list(
         OrderEvent.objects.filter(order_id=order_id, id__gt=after, id__lte=upto)
+        .exclude(kind__in=PRIVATE_KINDS)
         .select_related("worker")
         .order_by("id")[: limit + 1]
     )
     if len(events) > limit:
         return None
-    return [event_message(e) for e in events]
+    return [message for message in map(customer_message, events) if message is not None]
 
 
 @database_sync_to_async
@@ -207,7 +208,7 @@ class OrderConsumer(Stream):
         if after == -1 or not await order_exists(order_id, presented_token(self.scope)):
             await self.close()
             return
-        relay = await ensure_relay(event_message)
+        relay = await ensure_relay(event_message, customer_message)
         self.group = order_group(order_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         if not await self.admit(order_id):
@@ -245,7 +246,7 @@ class BoardConsumer(Stream):
         if user is None or not (user.is_active and user.is_staff) or after == -1:
             await self.close()
             return
-        relay = await ensure_relay(event_message)
+        relay = await ensure_relay(event_message, customer_message)
         await self.channel_layer.group_add(BOARD_GROUP, self.channel_name)
         self.joined = True
         if not await self.admit():
@@ -300,7 +301,7 @@ class KitchenConsumer(Stream):
         if user is None or not await may_work_kitchen(user, self.scope["url_route"]["kwargs"]["name"]):
             await self.close()
             return
-        await ensure_relay(event_message)
+        await ensure_relay(event_message, customer_message)
         await self.channel_layer.group_add(BOARD_GROUP, self.channel_name)
         self.joined = True
         await self.admit()

@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
-from orders import customers, roles
+from orders import clients, customers, roles
 from orders.forms import OrderForm
 from orders.models import Pizza
 from orders.timeline import event_message, progress, stage_label
@@ -72,12 +72,18 @@ def menu(request: HtmxHttpRequest) -> HttpResponse:
 
 class FormIntakeThrottle(SimpleRateThrottle):
     """Orders one client address may place through the form (SPEC §9), with
-    DRF's rate machinery: `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["order-form"]`."""
+    DRF's rate machinery: `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["order-form"]`.
+
+    The address believes X-Forwarded-For only from the configured proxies
+    (`orders.clients`): DRF's own reading takes the whole header as the
+    client when NUM_PROXIES is unset, so a new header per request would be a
+    new client each time.
+    """
 
     scope = "order-form"
 
     def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {"scope": self.scope, "ident": clients.request_client(request)}
 
 
 @require_POST

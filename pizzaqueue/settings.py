@@ -305,6 +305,10 @@ PIZZAQUEUE_RELAY_GAP_TIMEOUT = env_float("PIZZAQUEUE_RELAY_GAP_TIMEOUT", 10.0, m
 # The load balancers and proxies in front of daphne whose X-Forwarded-For is believed
 # (addresses or networks); from anyone else the header is ignored (orders/clients.py).
 PIZZAQUEUE_TRUSTED_PROXIES = env_networks("PIZZAQUEUE_TRUSTED_PROXIES")
+# Who may scrape /metrics (worker names are in its labels): a request with
+# `Authorization: Bearer <PIZZAQUEUE_METRICS_TOKEN>`, or from one of these addresses.
+PIZZAQUEUE_METRICS_TOKEN = env_str("PIZZAQUEUE_METRICS_TOKEN")
+PIZZAQUEUE_METRICS_ALLOW = env_networks("PIZZAQUEUE_METRICS_ALLOW", "127.0.0.1,::1")
 
 # --- WebSocket limits (per web process) -----------------------------------------
 # Streams one client address may hold open, and streams of one order.

@@ -22,7 +22,7 @@ from orders.models import KitchenStaff
 from orders.timeline import event_message
 from pizzaqueue.asgi import application
 from tests.conftest import in_role
-from tests.factory import make_order
+from tests.factory import make_order, make_worker
 from workers import queue
 from workers.models import OrderEvent
 from workers.relay import (
@@ -365,3 +365,32 @@ async def test_an_idle_stream_is_closed_and_traffic_keeps_one_open() -> None:
         await rush(order.id, priority)
         await communicator.receive_json_from(timeout=5)
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4000}
+
+
+@database_sync_to_async
+def a_lost_lease(order_id: Any) -> None:
+    """A kitchen claims the order, an operator takes it back, the kitchen's late stage report is refused."""
+    worker = make_worker("shop-1")
+    claim = next(c for c in queue.claim(worker.pk, 10) if c.order.pk == order_id)
+    queue.requeue(order_id)
+    assert queue.report_stage(order_id, claim.token, "oven", worker_id=worker.pk) is False
+
+
+async def test_a_customer_is_not_sent_a_kitchens_lost_lease_live_or_replayed() -> None:
+    order = await place()
+    staff = await session_cookie(staff=True)
+    customer, _ = await connect(f"/ws/orders/{order.id}/")
+    board, _ = await connect("/ws/board/?after=0", ORIGIN, staff)
+    await a_lost_lease(order.id)
+    kinds = ["placed", "claimed", "retried", "lease-lost"]
+
+    assert [(await board.receive_json_from(timeout=5))["kind"] for _ in kinds] == kinds
+    live = [await customer.receive_json_from(timeout=5) for _ in kinds[:-1]]
+    assert [m["kind"] for m in live] == kinds[:-1]
+    assert await customer.receive_nothing(timeout=0.5) is True
+    assert all("message" not in m for m in live)  # the customer's words only, never a kitchen's
+    replayed, _ = await connect(f"/ws/orders/{order.id}/")
+    assert [(await replayed.receive_json_from(timeout=5))["kind"] for _ in kinds[:-1]] == kinds[:-1]
+    assert await replayed.receive_nothing(timeout=0.3) is True
+    for communicator in (customer, board, replayed):
+        await communicator.disconnect()

@@ -10,6 +10,8 @@ it (or an operator) may cancel it.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +26,9 @@ from rest_framework.test import APIClient
 
 from orders import roles
 from tests.conftest import ROOT, Daphne, in_role
-from tests.factory import make_order, order_data
+from tests.factory import make_order, make_worker, order_data
+from workers import queue
+from workers.loop import WorkerLoop
 from workers.models import Order
 
 ORDERS = "/api/orders/"
@@ -278,3 +282,33 @@ def test_two_integrators_racing_over_each_others_ids_get_only_404s(daphne: Daphn
         orders = Order.objects.filter(pk__in=result["mine"])
         assert {o.placed_by.username for o in orders} == {name}
         assert set(orders.values_list("status", flat=True)) == {Order.Status.QUEUED}
+
+
+# --- What customers see of the kitchens ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_integrator_reads_no_kitchens_lost_lease_on_its_timeline_and_staff_do(menu: None) -> None:
+    alice = integrator("alice")
+    order_id = place(alice)
+    worker = make_worker("shop-1")
+    claim = next(c for c in queue.claim(worker.pk, 10) if str(c.order.pk) == order_id)
+    queue.requeue(order_id)
+    queue.report_stage(claim.order.pk, claim.token, "oven", worker_id=worker.pk)
+    staff = APIClient()
+    staff.force_authenticate(User.objects.create_user("operator", is_staff=True))
+
+    def kinds(client: APIClient) -> list[str]:
+        return [e["kind"] for e in client.get(f"{ORDERS}{order_id}/").json()["events"]]
+
+    assert kinds(staff) == ["placed", "claimed", "retried", "lease-lost"]
+    assert kinds(alice) == ["placed", "claimed", "retried"]
+
+
+def test_a_kitchen_started_without_a_name_does_not_name_its_machine() -> None:
+    names = {WorkerLoop(handler=lambda order, progress: None).name for _ in range(5)}
+    assert len(names) == 5
+    for name in names:
+        assert name.startswith("kitchen-")
+        assert socket.gethostname() not in name
+        assert str(os.getpid()) not in name

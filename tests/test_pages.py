@@ -314,3 +314,29 @@ def test_the_order_form_is_throttled_per_client_and_a_refused_order_writes_nothi
     assert b"Too many orders from here" in refused.content
     assert Order.objects.count() == 2
     assert OrderEvent.objects.count() == 2
+
+
+def test_a_new_forwarded_for_header_per_order_does_not_escape_the_form_throttle(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FormIntakeThrottle, "THROTTLE_RATES", {"order-form": "2/minute"})
+    statuses = [
+        client.post("/orders/", form_data(), headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        for n in range(3)
+    ]
+    assert statuses == [302, 302, 429]
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(
+    client: Client, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.PIZZAQUEUE_TRUSTED_PROXIES = ["127.0.0.1"]  # the test client's address: the load balancer
+    monkeypatch.setattr(FormIntakeThrottle, "THROTTLE_RATES", {"order-form": "1/minute"})
+
+    def place(forwarded_for: str) -> int:
+        return client.post("/orders/", form_data(), headers={"X-Forwarded-For": forwarded_for}).status_code
+
+    assert place("203.0.113.1") == 302
+    assert place("203.0.113.2") == 302
+    # What the client wrote to the left of the proxy's own entry is not believed.
+    assert place("198.51.100.9, 203.0.113.1") == 429

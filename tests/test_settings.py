@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from pizzaqueue.settings import env_bool, env_float, env_int
+from pizzaqueue.settings import env_bool, env_float, env_int, env_networks
 
 
 def test_a_boolean_reads_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,3 +36,11 @@ def test_a_malformed_or_out_of_range_number_is_refused(monkeypatch: pytest.Monke
     monkeypatch.setenv("SECONDS", "0.01")
     with pytest.raises(ImproperlyConfigured, match="SECONDS must be at least 0.05, got 0.01"):
         env_float("SECONDS", 1.0, minimum=0.05)
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXIES", "10.0.0.0/8, ::1")
+    assert env_networks("PROXIES") == ["10.0.0.0/8", "::1"]
+    monkeypatch.setenv("PROXIES", "10.0.0.0/8,lb.internal")
+    with pytest.raises(ImproperlyConfigured, match="PROXIES must list IP addresses or networks, got 'lb.internal'"):
+        env_networks("PROXIES")
