@@ -211,3 +211,40 @@ def test_every_page_runs_under_the_content_security_policy_without_a_violation(d
         page.wait_for_load_state("networkidle")
 
     assert refused == []
+
+
+def test_a_customers_second_browser_follows_the_order_but_cannot_cancel_it(daphne: Daphne, browser: Browser) -> None:
+    daphne.start()
+    first, second = browser.new_context(viewport=PHONE), browser.new_context(viewport=PHONE)
+    try:
+        placing = first.new_page()
+        placing.goto(daphne.url("/"))
+        placing.fill("#id_qty_margherita", "1")
+        placing.click("button[type=submit]")
+        placing.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
+        order_id = placing.url.rstrip("/").rsplit("/", 1)[1]
+
+        # The link works in another browser (a phone, a friend): it follows the order live...
+        following = second.new_page()
+        following.goto(placing.url)
+        expect(following.locator("#status")).to_have_text("In the queue")
+        expect(following.locator("#live-state")).to_have_text("● live")
+        expect(following.locator("#cancel-form")).to_have_count(0)
+        # ...but its own cancel, sent with its own session and CSRF token, is refused.
+        token = next(c["value"] for c in second.cookies() if c["name"] == "csrftoken")
+        refused = following.request.post(
+            daphne.url(f"/orders/{order_id}/cancel/"),
+            headers={"X-CSRFToken": token, "Referer": placing.url},
+            max_redirects=0,
+        )
+        assert refused.status == 403
+        assert Order.objects.get(pk=order_id).status == Order.Status.QUEUED
+
+        # The browser that placed it cancels it, and the other one sees that live.
+        placing.click("#cancel-form button")
+        expect(placing.locator("#status")).to_have_text("Cancelled")
+        expect(following.locator("#status")).to_have_text("Cancelled", timeout=10_000)
+        assert Order.objects.get(pk=order_id).status == Order.Status.CANCELLED
+    finally:
+        first.close()
+        second.close()
