@@ -149,7 +149,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     reasons = {
         400: "Bad input; `errors` names each field at fault.",
         401: "No or invalid token.",
-        403: "Authenticated by session without a CSRF token.",
+        403: "Authenticated by session without a CSRF token, or placing without the integrators role.",
         404: "No such order.",
         409: "The order's state (or an Idempotency-Key) does not allow this.",
         413: "Body larger than the limit.",

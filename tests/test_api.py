@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
-from django.contrib.auth.models import User
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.db import connection
 from django.test import AsyncClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -931,3 +933,20 @@ def test_the_schema_and_docs_are_served_to_authenticated_callers(client: APIClie
     script = client.get("/api/docs/?script=")
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
+
+
+@pytest.mark.parametrize("granted", ["none", "own", "group", "both"])
+def test_a_tokens_user_comes_with_the_permissions_djangos_backend_would_find(menu: None, granted: str) -> None:
+    user = User.objects.create_user("perms")
+    if granted in ("own", "both"):
+        user.user_permissions.add(Permission.objects.get(codename="view_bucket"))
+    if granted in ("group", "both"):
+        in_role(user, roles.OPERATORS)
+    key = Token.objects.create(user=user).key
+
+    fast_user, _token = TokenAuthentication().authenticate_credentials(key)
+
+    assert fast_user._perm_cache == ModelBackend().get_all_permissions(User.objects.get(pk=user.pk))
+    with CaptureQueriesContext(connection) as queries:
+        assert fast_user.has_perm("workers.change_order") is (granted in ("group", "both"))
+    assert len(queries) == 0
