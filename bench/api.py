@@ -183,6 +183,7 @@ def child_env(url: str) -> dict[str, str]:
         DATABASE_URL=pooled,
         DATABASE_CONN_MAX_AGE="0",
         DEBUG="false",
+        SECURE_SSL_REDIRECT="false",  # plain HTTP on 127.0.0.1
         SECRET_KEY=SECRET_KEY,
         DJANGO_SETTINGS_MODULE="pizzaqueue.settings",
         PIZZAQUEUE_API_CREATE_RATE="",
@@ -381,8 +382,9 @@ def check_committed(ids: list[str]) -> bool:
     return found == placed == len(set(ids))
 
 
-def bulk_insert(rows: int) -> float:
-    """`rows` orders in one INSERT ... SELECT: 90% done, 5% cancelled, 1% failed, 4% queued, over the last weeks."""
+def bulk_insert(rows: int, placed_by: int) -> float:
+    """`rows` orders in one INSERT ... SELECT: 90% done, 5% cancelled, 1% failed, 4% queued, over the last weeks,
+    all placed by `placed_by`, so the integrator's own list is read through its scope at a million rows."""
     from django.db import connection
 
     started = time.perf_counter()
@@ -392,7 +394,7 @@ def bulk_insert(rows: int) -> float:
             INSERT INTO orders_order (
                 id, status, kind, items, note, customer_name, area, bucket, priority, rank, eligible_at,
                 attempts, max_attempts, stage, estimated_seconds, last_error, cancel_reason, request_hash,
-                created_at, finished_at)
+                created_at, finished_at, placed_by_id, placed_by_session)
             SELECT gen_random_uuid(),
                    CASE WHEN g %% 100 < 90 THEN 'done' WHEN g %% 100 < 95 THEN 'cancelled'
                         WHEN g %% 100 < 96 THEN 'failed' ELSE 'queued' END,
@@ -400,11 +402,11 @@ def bulk_insert(rows: int) -> float:
                    'area-' || (g %% 500), g %% 256, g %% 10,
                    (extract(epoch FROM t.at) * 1000000)::bigint - (g %% 10) * 60000000, t.at,
                    CASE WHEN g %% 100 < 96 THEN 1 ELSE 0 END, 3, '', 40, '', '', '',
-                   t.at, CASE WHEN g %% 100 < 96 THEN t.at + interval '2 minutes' END
+                   t.at, CASE WHEN g %% 100 < 96 THEN t.at + interval '2 minutes' END, %s, ''
             FROM generate_series(1, %s) AS g,
                  LATERAL (SELECT now() - interval '1 hour' - (%s - g) * interval '1 second' AS at) AS t
             """,
-            [rows, rows],
+            [placed_by, rows, rows],
         )
         cursor.execute("ANALYZE orders_order")
     return time.perf_counter() - started
@@ -433,13 +435,15 @@ def time_gets(base: str, paths: dict[str, str], headers: dict[str, str], repeat:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     fresh_database(args.pg_url)
     setup_django(args.pg_url)
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import Group, User
     from django.test import Client
     from rest_framework.authtoken.models import Token
 
     from workers.models import Order
 
-    token = Token.objects.create(user=User.objects.create_user("bench-integrator")).key
+    integrator = User.objects.create_user("bench-integrator")
+    integrator.groups.add(Group.objects.get(name="integrators"))  # the role that may place orders
+    token = Token.objects.create(user=integrator).key
     operator = User.objects.create_superuser("bench-operator", email="")
     client = Client()
     client.force_login(operator)
@@ -468,19 +472,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         server_errors = server.errors()
         placed = Order.objects.count()
 
-        insert_seconds = bulk_insert(args.rows)
+        insert_seconds = bulk_insert(args.rows, integrator.pk)
         total = Order.objects.count()
         some_id = Order.objects.filter(status="queued").values_list("pk", flat=True).first()
         admin = time_gets(
             server.base,
             {
-                "admin orders": "/admin/orders/order/",
-                "admin orders page 50": "/admin/orders/order/?p=50",
-                "admin orders status=queued": "/admin/orders/order/?status__exact=queued",
-                "admin orders status=failed": "/admin/orders/order/?status__exact=failed",
-                "admin orders priority=5": "/admin/orders/order/?priority=5",
-                "admin orders search id": f"/admin/orders/order/?q={some_id}",
-                "admin events": "/admin/orders/orderevent/",
+                "admin orders": "/admin/workers/order/",
+                "admin orders page 50": "/admin/workers/order/?p=50",
+                "admin orders status=queued": "/admin/workers/order/?status__exact=queued",
+                "admin orders status=failed": "/admin/workers/order/?status__exact=failed",
+                "admin orders priority=5": "/admin/workers/order/?priority=5",
+                "admin orders search id": f"/admin/workers/order/?q={some_id}",
+                "admin events": "/admin/workers/orderevent/",
                 "admin buckets": "/admin/workers/bucket/",
             },
             {"Cookie": f"sessionid={session}"},

@@ -160,6 +160,7 @@ def child_env(url: str, **settings: object) -> dict[str, str]:
     """Environment for a project process: the database, production-like flags, and PIZZAQUEUE_* overrides."""
     env = dict(os.environ)
     env.update(DATABASE_URL=url, DEBUG="false", SECRET_KEY=SECRET_KEY, DJANGO_SETTINGS_MODULE="pizzaqueue.settings")
+    env.setdefault("SECURE_SSL_REDIRECT", "false")  # plain HTTP on 127.0.0.1
     env.setdefault("LOG_LEVEL", "WARNING")
     env.update({f"PIZZAQUEUE_{k.upper()}": str(v) for k, v in settings.items()})
     return env

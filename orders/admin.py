@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from orders.handlers import operator_may_cancel
-from orders.models import Pizza
+from orders.models import KitchenStaff, Pizza
 from workers import clock, queue
 from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
 from workers.models import Order, OrderEvent
@@ -57,7 +57,7 @@ class PriorityFilter(admin.SimpleListFilter):
 
 class OrderEventInline(admin.TabularInline):
     model = OrderEvent
-    fields = ("id", "created_at", "kind", "stage", "worker", "message", "data")
+    fields = ("id", "created_at", "kind", "stage", "worker", "actor", "message", "data")
     readonly_fields = fields
     ordering = ("id",)
     extra = 0
@@ -65,7 +65,7 @@ class OrderEventInline(admin.TabularInline):
     show_change_link = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("worker")
+        return super().get_queryset(request).select_related("worker", "actor")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -167,31 +167,40 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.action(description="Requeue selected orders (failed, cancelled or preparing)", permissions=["operate"])
     def requeue_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
-        reason = f"requeued by operator {request.user.get_username()}"
-        self._apply(request, queryset, lambda order_id: queue.requeue(order_id, reason=reason), "requeued")
-
-    @admin.action(description="Cancel selected queued orders", permissions=["operate"])
-    def cancel_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
-        reason = f"cancelled by operator {request.user.get_username()}"
+        # The operator is the event's actor; the reason is what the customer reads.
+        actor = request.user.pk
         self._apply(
             request,
             queryset,
-            lambda order_id: queue.cancel(order_id, reason=reason, in_kitchen=operator_may_cancel),
+            lambda order_id: queue.requeue(order_id, "requeued by an operator", actor_id=actor),
+            "requeued",
+        )
+
+    @admin.action(description="Cancel selected queued orders", permissions=["operate"])
+    def cancel_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
+        actor = request.user.pk
+        self._apply(
+            request,
+            queryset,
+            lambda order_id: queue.cancel(
+                order_id, "cancelled by an operator", in_kitchen=operator_may_cancel, actor_id=actor
+            ),
             "cancelled",
         )
 
     @admin.action(description="Rush selected queued orders (top priority)", permissions=["operate"])
     def expedite_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._apply(request, queryset, queue.expedite, "rushed")
+        actor = request.user.pk
+        self._apply(request, queryset, lambda order_id: queue.expedite(order_id, actor_id=actor), "rushed")
 
 
 @admin.register(OrderEvent)
 class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
     """The timeline and outbox: written only by the queue, so read-only here."""
 
-    list_display = ("id", "order_link", "kind", "created_at", "worker", "stage", "message")
+    list_display = ("id", "order_link", "kind", "created_at", "worker", "actor", "stage", "message")
     list_filter = ("kind",)
-    list_select_related = ("worker",)
+    list_select_related = ("worker", "actor")
     search_fields = ("=order__id",)
     search_help_text = "An order's exact id (UUID)."
     ordering = ("-id",)
@@ -215,3 +224,13 @@ class PizzaAdmin(admin.ModelAdmin):
     list_filter = ("available",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(KitchenStaff)
+class KitchenStaffAdmin(admin.ModelAdmin):
+    """Who staffs which kitchen: a member of the `kitchen staff` group works these shops' displays only."""
+
+    list_display = ("user", "shop")
+    list_select_related = ("user",)
+    search_fields = ("=user__username", "=shop")
+    raw_id_fields = ("user",)

@@ -30,7 +30,7 @@ from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import (
@@ -42,6 +42,7 @@ from rest_framework.exceptions import (
     ValidationError,
 )
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -50,7 +51,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orders import sql
+from orders import roles, sql
 from orders.handlers import customer_may_cancel, operator_may_cancel
 from orders.intake import clean_order_request
 from orders.pagination import BIGINT_MAX, OrderPagination, WorkerPagination
@@ -63,6 +64,7 @@ from orders.serializers import (
     StatsSerializer,
     WorkerSerializer,
 )
+from orders.timeline import PRIVATE_KINDS
 from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, Worker, WorkerQuerySet
 
@@ -147,7 +149,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     reasons = {
         400: "Bad input; `errors` names each field at fault.",
         401: "No or invalid token.",
-        403: "Authenticated by session without a CSRF token.",
+        403: "Authenticated by session without a CSRF token, or placing without the integrators role.",
         404: "No such order.",
         409: "The order's state (or an Idempotency-Key) does not allow this.",
         413: "Body larger than the limit.",
@@ -262,13 +264,23 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 )
 
 
+class MayPlaceOrders(BasePermission):
+    """Placing orders is the integrators' role; reading and cancelling one's own needs only a token."""
+
+    message = "Placing orders needs the integrators role."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return getattr(view, "action", None) != "create" or request.user.has_perm(roles.PLACE_ORDERS)
+
+
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Orders: place (idempotently), list, read with the timeline, cancel."""
 
-    queryset = Order.objects.select_related("worker", "pinned_worker")
+    queryset = Order.objects.all()  # the model, for the schema; requests read `get_queryset`
     serializer_class = OrderSerializer
     pagination_class = OrderPagination
     parser_classes = [BoundedJSONParser]
+    permission_classes = [IsAuthenticated, MayPlaceOrders]
     throttle_scope = "order-create"
     # Any segment reaches the view, so a malformed id is a JSON 404 like an unknown one.
     lookup_value_regex = "[^/]+"
@@ -281,9 +293,12 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return OrderDetailSerializer if self.action in ("retrieve", "cancel") else OrderSerializer
 
     def get_queryset(self) -> Any:
-        orders = super().get_queryset()
+        # An integrator's own orders only; anyone else's is a 404, exactly like an unknown id.
+        orders = Order.objects.visible_to(self.request.user).select_related("worker", "pinned_worker")
         if self.action in ("retrieve", "cancel"):
-            timeline = OrderEvent.objects.select_related("worker").order_by("id")
+            timeline = OrderEvent.objects.select_related("worker", "actor").order_by("id")
+            if not self.request.user.is_staff:
+                timeline = timeline.exclude(kind__in=PRIVATE_KINDS)  # a kitchen's lost lease is the kitchens' business
             orders = orders.prefetch_related(Prefetch("events", queryset=timeline))
         return orders
 
@@ -337,7 +352,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             # it fails to convert (e.g. the digit "²" as a number) must still be a 400.
             logger.warning("intake raised on malformed input", exc_info=True)
             raise ValidationError({"non_field_errors": ["Malformed value in the request."]}) from None
-        order, created = queue.place(order_request, idempotency_key=key)
+        order, created = queue.place(order_request, idempotency_key=key, owner=queue.Owner(user_id=request.user.pk))
         headers = {"Location": request.build_absolute_uri(f"{order.pk}/")}
         if not created:
             headers["Idempotent-Replayed"] = "true"
@@ -361,10 +376,17 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        """Cancel an order that is not finished: a queued one, or one in the kitchen (staff:
+        """Cancel an order that is not finished: a queued one, or one in the kitchen (operators:
         at any stage; others: until PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL). Otherwise 409."""
-        rule = operator_may_cancel if request.user.is_staff else customer_may_cancel
-        queue.cancel(pk, reason=f"cancelled through the API by {request.user.get_username()}", in_kitchen=rule)
+        user = request.user
+        operator = user.has_perm(roles.CHANGE_ORDERS)
+        queue.cancel(
+            pk,
+            reason="cancelled by an operator" if operator else "cancelled through the API",
+            in_kitchen=operator_may_cancel if operator else customer_may_cancel,
+            among=Order.objects.changeable_by(user),
+            actor_id=user.pk,
+        )
         return Response(self.get_serializer(self.get_object()).data)
 
 
@@ -428,8 +450,11 @@ class SchemaView(JSONErrorsMixin, SpectacularAPIView):
     pass
 
 
-class DocsView(JSONErrorsMixin, SpectacularSwaggerView):
-    pass
+class DocsView(JSONErrorsMixin, SpectacularSwaggerSplitView):
+    """Swagger UI from the project's own static files, its start-up script served
+    from this view (`?script`) rather than inline, as the Content-Security-Policy wants."""
+
+    template_name = "api/docs.html"
 
 
 # --- Stats ------------------------------------------------------------------------

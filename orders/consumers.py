@@ -10,23 +10,44 @@ Both follow one pattern, which leaves no gap and sends nothing twice:
    replay already covered (published between the join and the read of W).
 
 Clients give their last id as `?after=<id>` when they reconnect.
+
+Every stream is bounded (`Stream`): streams per client address and per order
+in this process, messages a client may send (clients only listen), events
+replayed on a reconnect, and time without traffic before it is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
+from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from rest_framework.exceptions import AuthenticationFailed
 
-from orders.timeline import event_message
+from orders import roles
+from orders.authentication import TokenAuthentication
+from orders.clients import scope_client
+from orders.timeline import PRIVATE_KINDS, customer_message, event_message
 from workers.models import Order, OrderEvent
 from workers.relay import BOARD_GROUP, ensure_relay, order_group
 
-# A board client further behind than this reloads the page instead of replaying.
-BOARD_REPLAY_LIMIT = 200
+logger = logging.getLogger(__name__)
+
+# Close codes (RFC 6455): the client broke the rules; the stream was idle.
+POLICY_VIOLATION = 1008
+TOO_BIG = 1009
+IDLE = 4000
+
+# Streams open in this process, by client address and by order.
+OPEN_BY_CLIENT: Counter[str] = Counter()
+OPEN_BY_ORDER: Counter[str] = Counter()
 
 
 def after_id(scope: dict[str, Any]) -> int | None:
@@ -38,15 +59,46 @@ def after_id(scope: dict[str, Any]) -> int | None:
     return int(value) if value.isdigit() and len(value) < 19 else -1
 
 
-@database_sync_to_async
-def order_exists(order_id: uuid.UUID) -> bool:
-    return Order.objects.filter(pk=order_id).exists()
+def presented_token(scope: dict[str, Any]) -> str | None:
+    """The API token of an `Authorization: Token <key>` header (an integrator's program); None without one."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "token" else ""
+    return None
 
 
 @database_sync_to_async
-def order_events(order_id: uuid.UUID, after: int, upto: int) -> list[dict[str, Any]]:
-    events = OrderEvent.objects.filter(order_id=order_id, id__gt=after, id__lte=upto).select_related("worker")
-    return [event_message(e) for e in events.order_by("id")]
+def order_exists(order_id: uuid.UUID, token: str | None) -> bool:
+    """Whether the stream may open: anyone holding the order's id may follow it, but a
+    connection that presents an API token sees only that integrator's own orders."""
+    orders = Order.objects.all()
+    if token is not None:
+        try:
+            user, _token = TokenAuthentication().authenticate_credentials(token)
+        except AuthenticationFailed:
+            return False
+        orders = Order.objects.visible_to(user)
+    return orders.filter(pk=order_id).exists()
+
+
+@database_sync_to_async
+def may_work_kitchen(user: Any, shop: str) -> bool:
+    return roles.works_kitchen(user, shop)
+
+
+@database_sync_to_async
+def order_events(order_id: uuid.UUID, after: int, upto: int, limit: int) -> list[dict[str, Any]] | None:
+    """The customer's messages of the order's events in (after, upto], or None when there are more than `limit`."""
+    events = list(
+        OrderEvent.objects.filter(order_id=order_id, id__gt=after, id__lte=upto)
+        .exclude(kind__in=PRIVATE_KINDS)
+        .select_related("worker")
+        .order_by("id")[: limit + 1]
+    )
+    if len(events) > limit:
+        return None
+    return [message for message in map(customer_message, events) if message is not None]
 
 
 @database_sync_to_async
@@ -60,33 +112,121 @@ def events_between(after: int, upto: int, limit: int) -> list[dict[str, Any]] | 
     return [event_message(e) for e in events]
 
 
-class OrderConsumer(AsyncJsonWebsocketConsumer):
-    """`/ws/orders/<id>/`: anyone holding the order's id (a UUID) may follow it."""
+class Stream(AsyncJsonWebsocketConsumer):
+    """What every stream shares: its bounds.
+
+    `admit` counts the stream against its client's and its order's limits, or
+    refuses it; the client may send a few small messages (it only listens); a
+    stream that carried nothing either way for PIZZAQUEUE_WS_IDLE_TIMEOUT is
+    closed, and the page reconnects from its last event id if it is still open.
+    """
+
+    client: str | None = None  # counted in OPEN_BY_CLIENT while set
+    order_key = ""
+    received = 0
+    last_activity = 0.0
+    idle_timer: asyncio.TimerHandle | None = None
+
+    async def admit(self, order: object = None) -> bool:
+        """Count this stream in, and accept it; False (and closed) when a limit is reached."""
+        client, order_key = scope_client(self.scope), "" if order is None else str(order)
+        if OPEN_BY_CLIENT[client] >= settings.PIZZAQUEUE_WS_PER_CLIENT or (
+            order_key and OPEN_BY_ORDER[order_key] >= settings.PIZZAQUEUE_WS_PER_ORDER
+        ):
+            logger.warning("stream refused client=%s order=%s: too many open", client, order_key or "-")
+            await self.close()
+            return False
+        self.client, self.order_key = client, order_key
+        OPEN_BY_CLIENT[client] += 1
+        if order_key:
+            OPEN_BY_ORDER[order_key] += 1
+        await self.accept()
+        self.touch()
+        return True
+
+    async def disconnect(self, code: int) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        if self.client is not None:
+            _release(OPEN_BY_CLIENT, self.client)
+            self.client = None
+        if self.order_key:
+            _release(OPEN_BY_ORDER, self.order_key)
+            self.order_key = ""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        """Clients only listen: a few small messages are ignored, more (or a big one) close the stream."""
+        self.received += 1
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.PIZZAQUEUE_WS_MAX_MESSAGE_BYTES:
+            await self.close(code=TOO_BIG)
+        elif self.received > settings.PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES:
+            await self.close(code=POLICY_VIOLATION)
+        else:
+            self.touch()
+
+    async def send_json(self, content: Any, close: bool = False) -> None:
+        self.touch()
+        await super().send_json(content, close)
+
+    def touch(self) -> None:
+        """Traffic: the idle clock starts again (checked by a timer in this stream's own loop)."""
+        self.last_activity = time.monotonic()
+        if self.idle_timer is None:
+            self.idle_timer = asyncio.get_running_loop().call_later(
+                settings.PIZZAQUEUE_WS_IDLE_TIMEOUT, self._check_idle
+            )
+
+    def _check_idle(self) -> None:
+        self.idle_timer = None
+        left = self.last_activity + settings.PIZZAQUEUE_WS_IDLE_TIMEOUT - time.monotonic()
+        if left > 0:
+            self.idle_timer = asyncio.get_running_loop().call_later(left, self._check_idle)
+        else:
+            # Through the consumer's own queue, so the close runs where its other handlers do.
+            asyncio.ensure_future(self.channel_layer.send(self.channel_name, {"type": "stream.idle"}))
+
+    async def stream_idle(self, message: dict[str, Any]) -> None:
+        await self.close(code=IDLE)
+
+
+def _release(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+class OrderConsumer(Stream):
+    """`/ws/orders/<id>/`: anyone holding the order's id (a UUID, the customer's
+    capability) may follow it; an integrator's token, if presented, only its own."""
 
     group: str | None = None
 
     async def connect(self) -> None:
         order_id = self.scope["url_route"]["kwargs"]["order_id"]
         after = after_id(self.scope)
-        if after == -1 or not await order_exists(order_id):
+        if after == -1 or not await order_exists(order_id, presented_token(self.scope)):
             await self.close()
             return
-        relay = await ensure_relay(event_message)
+        relay = await ensure_relay(event_message, customer_message)
         self.group = order_group(order_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        if not await self.admit(order_id):
+            return
         upto = relay.watermark
         after = after or 0
-        for message in await order_events(order_id, after, upto):
-            await self.send_json(message)
+        messages = await order_events(order_id, after, upto, settings.PIZZAQUEUE_WS_REPLAY_LIMIT)
+        if messages is None:
+            await self.send_json({"type": "reset", "id": upto})  # too far behind: the page reloads
+        else:
+            for message in messages:
+                await self.send_json(message)
         self.last_id = max(after, upto)
 
     async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """Clients only listen."""
 
     async def order_events(self, message: dict[str, Any]) -> None:
         for event in message["events"]:
@@ -95,8 +235,8 @@ class OrderConsumer(AsyncJsonWebsocketConsumer):
                 self.last_id = event["id"]
 
 
-class BoardConsumer(AsyncJsonWebsocketConsumer):
-    """`/ws/board/`: every event, for staff (the board and the kitchen displays)."""
+class BoardConsumer(Stream):
+    """`/ws/board/`: every event, for staff (the operations board)."""
 
     joined = False
 
@@ -106,27 +246,26 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not (user.is_active and user.is_staff) or after == -1:
             await self.close()
             return
-        relay = await ensure_relay(event_message)
+        relay = await ensure_relay(event_message, customer_message)
         await self.channel_layer.group_add(BOARD_GROUP, self.channel_name)
         self.joined = True
-        await self.accept()
+        if not await self.admit():
+            return
         # `upto` follows the relay's messages; `last_id` is what this client has.
         self.upto = relay.watermark
         self.last_id = self.upto if after is None else after
         await self.catch_up(self.upto)
 
     async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
         if self.joined:
             await self.channel_layer.group_discard(BOARD_GROUP, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """Clients only listen."""
 
     async def catch_up(self, upto: int) -> None:
         """Send what the client is missing up to `upto` from the table, or tell it to reload."""
         if upto <= self.last_id:
             return
-        messages = await events_between(self.last_id, upto, BOARD_REPLAY_LIMIT)
+        messages = await events_between(self.last_id, upto, settings.PIZZAQUEUE_WS_REPLAY_LIMIT)
         if messages is None:
             await self.send_json({"type": "reset", "id": upto})
         else:
@@ -145,3 +284,32 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(event)
                 self.last_id = event["id"]
         self.upto = message["upto"]
+
+
+class KitchenConsumer(Stream):
+    """`/ws/kitchen/<shop>/`: a nudge whenever something changed, for a kitchen display.
+
+    The display reloads its tickets through its own page, which shows the
+    shop's orders only; the nudge carries no event's content, so the stream
+    tells kitchen staff nothing about other shops' orders.
+    """
+
+    joined = False
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not await may_work_kitchen(user, self.scope["url_route"]["kwargs"]["name"]):
+            await self.close()
+            return
+        await ensure_relay(event_message, customer_message)
+        await self.channel_layer.group_add(BOARD_GROUP, self.channel_name)
+        self.joined = True
+        await self.admit()
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        if self.joined:
+            await self.channel_layer.group_discard(BOARD_GROUP, self.channel_name)
+
+    async def board_events(self, message: dict[str, Any]) -> None:
+        await self.send_json({"type": "changed", "id": message["upto"]})

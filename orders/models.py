@@ -1,7 +1,8 @@
-"""The shop's own table: the menu orders are checked against."""
+"""The shop's own tables: the menu orders are checked against, and who staffs which kitchen."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -31,3 +32,19 @@ class Pizza(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class KitchenStaff(models.Model):
+    """A person who works a shop's kitchen display (the `kitchen staff` role, `orders.roles`)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="kitchens")
+    # A shop is a kitchen's (worker's) name, which outlives each incarnation of the process.
+    shop = models.CharField(max_length=100)
+
+    class Meta:
+        verbose_name_plural = "kitchen staff"
+        permissions = [("work_kitchen_display", "Can work the kitchen display of the shops they staff")]
+        constraints = [models.UniqueConstraint(fields=["user", "shop"], name="kitchen_staff_unique_shop")]
+
+    def __str__(self) -> str:
+        return f"{self.user} at {self.shop}"

@@ -9,4 +9,5 @@ from orders import consumers
 websocket_urlpatterns = [
     path("ws/orders/<uuid:order_id>/", consumers.OrderConsumer.as_asgi()),
     path("ws/board/", consumers.BoardConsumer.as_asgi()),
+    path("ws/kitchen/<str:name>/", consumers.KitchenConsumer.as_asgi()),
 ]

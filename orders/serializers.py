@@ -155,8 +155,21 @@ class OrderEventSerializer(serializers.Serializer):
     stage = serializers.CharField(read_only=True)
     message = serializers.CharField(read_only=True)
     worker = serializers.CharField(source="worker.name", read_only=True, allow_null=True)
+    actor = serializers.CharField(
+        source="actor.username",
+        read_only=True,
+        allow_null=True,
+        help_text="The person who made the change (an operator, say); shown to staff only.",
+    )
     # The API's field is called `data`; DRF's Serializer.data is a property of the serializer, not of its fields.
     data = serializers.JSONField(read_only=True)  # type: ignore[assignment]
+
+    def to_representation(self, event: OrderEvent) -> dict[str, Any]:
+        data = super().to_representation(event)
+        request = self.context.get("request")
+        if request is None or not request.user.is_staff:
+            data["actor"] = None  # which operator did it is the operators' business
+        return data
 
 
 class OrderDetailSerializer(OrderSerializer):

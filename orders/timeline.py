@@ -99,8 +99,19 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     return event.message or kind
 
 
+def customer_message(event: OrderEvent) -> dict[str, Any] | None:
+    """What an order's customer is sent about an event: nothing about a kitchen's
+    lost lease, and the customer's words (`text`) without the raw `message`,
+    which may hold a kitchen's error or an operator's note."""
+    if event.kind in PRIVATE_KINDS:
+        return None
+    message = event_message(event)
+    del message["message"]
+    return message
+
+
 def event_message(event: OrderEvent) -> dict[str, Any]:
-    """The JSON message for one event. Read events with `select_related("worker")`."""
+    """The JSON message for one event, as staff see it. Read events with `select_related("worker")`."""
     worker = event.worker.name if event.worker_id and event.worker else None
     status = STATUS_AFTER.get(event.kind)
     return {

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import wraps
 from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
-from django.core.exceptions import ValidationError
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,12 +28,13 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
+from orders import clients, customers, roles
 from orders.forms import OrderForm
-from orders.handlers import customer_may_cancel
+from orders.handlers import customer_may_cancel, operator_may_cancel
 from orders.models import Pizza
 from orders.timeline import event_message, progress, stage_label
 from workers import clock, queue
-from workers.models import Bucket, Order, OrderEvent, Worker
+from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 # Tickets shown on a kitchen display, per column.
 TICKETS_SHOWN = 30
@@ -68,12 +72,18 @@ def menu(request: HtmxHttpRequest) -> HttpResponse:
 
 class FormIntakeThrottle(SimpleRateThrottle):
     """Orders one client address may place through the form (SPEC §9), with
-    DRF's rate machinery: `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["order-form"]`."""
+    DRF's rate machinery: `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["order-form"]`.
+
+    The address believes X-Forwarded-For only from the configured proxies
+    (`orders.clients`): DRF's own reading takes the whole header as the
+    client when NUM_PROXIES is unset, so a new header per request would be a
+    new client each time.
+    """
 
     scope = "order-form"
 
     def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {"scope": self.scope, "ident": clients.request_client(request)}
 
 
 @require_POST
@@ -95,7 +105,9 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
     if form.is_valid():
         assert form.order_request is not None  # noqa: S101 - set by a valid form
         try:
-            order, _created = queue.place(form.order_request, idempotency_key=f"form:{form.cleaned_data['token']}")
+            order, _created = queue.place(
+                form.order_request, idempotency_key=f"form:{form.cleaned_data['token']}", owner=customers.owner(request)
+            )
         except queue.IdempotencyConflictError:
             form.add_error(
                 None, "This form was already sent with a different order. Check your order and send it again."
@@ -126,15 +138,35 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "promised_at": promised_at(order),
         "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
         "items": item_lines(order, pizza_names()),
+        "can_cancel": order.status == Order.Status.QUEUED and changeable(request).filter(pk=order.pk).exists(),
     }
     return render(request, "orders/track.html", context)
 
 
+def changeable(request: HttpRequest) -> OrderQuerySet:
+    """The orders this request may change: its browser's, its user's, or any for an operator."""
+    return Order.objects.changeable_by(request.user, customers.placing_key(request))
+
+
 @require_POST
 def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    """Cancel from the tracking page: only the browser that placed the order, or an operator.
+
+    Anyone with the link may follow the order, so a refusal here says so
+    (403) rather than pretending the order does not exist.
+    """
+    by_operator = request.user.has_perm(roles.CHANGE_ORDERS)
     try:
-        queue.cancel(order_id, reason="cancelled by customer", in_kitchen=customer_may_cancel)
+        queue.cancel(
+            order_id,
+            reason="cancelled by an operator" if by_operator else "cancelled by customer",
+            in_kitchen=operator_may_cancel if by_operator else customer_may_cancel,
+            among=changeable(request),
+            actor_id=request.user.pk,
+        )
     except queue.OrderNotFoundError:
+        if Order.objects.filter(pk=order_id).exists():
+            raise PermissionDenied("Only the browser that placed this order can cancel it.") from None
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError:
         messages.warning(request, "Too late to cancel: the kitchen is making your order.")
@@ -152,19 +184,34 @@ def item_lines(order: Order, names: dict[str, str]) -> list[str]:
 # --- The kitchen display ---------------------------------------------------------
 
 
+def kitchen_staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The shop's own kitchen staff, or an operator; anyone else is sent to log in (or refused once logged in)."""
+
+    @wraps(view)
+    def checked(request: HtmxHttpRequest, name: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not roles.works_kitchen(request.user, name):
+            raise PermissionDenied("You do not staff this kitchen.")
+        return view(request, name, *args, **kwargs)
+
+    return checked
+
+
 @require_GET
-@staff_required
+@kitchen_staff_required
 def kitchen(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return _render_kitchen(request, name)
 
 
 @require_POST
-@staff_required
+@kitchen_staff_required
 def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
-    """The display's "rush" button: top priority for a waiting order."""
+    """The display's "rush" button: top priority for a waiting order of this shop."""
     notice = ""
     try:
-        queue.expedite(order_id)
+        # Only a ticket this display shows: another shop's order is not this staff's to rush.
+        queue.expedite(order_id, actor_id=request.user.pk, among=shop_orders(name))
     except queue.OrderNotFoundError:
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError as exc:
@@ -176,10 +223,23 @@ def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> 
     return redirect("kitchen", name=name)
 
 
+def shop(name: str) -> Worker | None:
+    """The shop as it is now: its newest incarnation (served by the (name, incarnation) unique index)."""
+    if "\x00" in name:
+        return None  # no name holds a NUL, and PostgreSQL refuses to even compare one
+    return Worker.objects.filter(name=name).order_by("-incarnation").first()
+
+
+def shop_orders(name: str) -> OrderQuerySet:
+    """What the shop's display may act on: the orders it would claim, or pinned to it."""
+    worker = shop(name)
+    if worker is None or not worker.is_live:
+        return Order.objects.none()
+    return Order.objects.owned_by(worker.pk)
+
+
 def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> HttpResponse:
-    # The newest incarnation is the shop as it is now (served by the (name, incarnation) unique index).
-    # No name holds a NUL, and PostgreSQL refuses to even compare one.
-    worker = None if "\x00" in name else Worker.objects.filter(name=name).order_by("-incarnation").first()
+    worker = shop(name)
     if worker is None:
         raise Http404("No such shop.")
     now = clock.now()
@@ -196,6 +256,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         order.stage_label = stage_label(order.status, order.stage)
     context = {
         "worker": worker,
+        "is_staff": request.user.is_staff,
         "preparing": preparing,
         "waiting": waiting,
         "notice": notice,

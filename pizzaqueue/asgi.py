@@ -16,11 +16,14 @@ from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import FileResponse, HttpResponseBase
+from django.http import FileResponse, HttpResponse, HttpResponseBase
 from django.urls import set_script_prefix
+
+from pizzaqueue import bodylimit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pizzaqueue.settings")
 
@@ -44,9 +47,15 @@ class OneHopASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if _declared_length(scope) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            await self.send_response(_too_large(), send)  # refused on its Content-Length, nothing read
+            return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
+            return
+        except _BodyTooLargeError:
+            await self.send_response(_too_large(), send)
             return
         set_script_prefix(get_script_prefix(scope))
         try:
@@ -58,6 +67,20 @@ class OneHopASGIHandler(ASGIHandler):
                     await sync_to_async(response.close, thread_sensitive=False)()
         finally:
             body_file.close()
+
+    async def read_body(self, receive: Any) -> Any:
+        """Django's, stopped as soon as the body passes the limit (one sent without a Content-Length)."""
+        limit, read = settings.DATA_UPLOAD_MAX_MEMORY_SIZE, 0
+
+        async def bounded() -> dict[str, Any]:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > limit:
+                raise _BodyTooLargeError
+            return message
+
+        return await super().read_body(bounded)
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         signals.request_started.send(sender=self.__class__, scope=scope)
@@ -74,9 +97,30 @@ class OneHopASGIHandler(ASGIHandler):
         return response
 
 
+class _BodyTooLargeError(Exception):
+    pass
+
+
+def _declared_length(scope: dict[str, Any]) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0  # Django answers a malformed one itself
+    return 0
+
+
+def _too_large() -> HttpResponse:
+    response = HttpResponse(bodylimit.too_large_body(), status=413, content_type="application/json")
+    response["Connection"] = "close"
+    return response
+
+
 # Set Django up before importing anything that touches models.
 django.setup(set_prefix=False)
 django_asgi_app = OneHopASGIHandler()
+bodylimit.install()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

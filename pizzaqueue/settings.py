@@ -8,9 +8,11 @@ laptop: SQLite in the project folder, DEBUG on, a generated secret key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -62,6 +64,17 @@ def env_float(name: str, default: float, minimum: float | None = None) -> float:
     return float(_env_number(name, default, float, "a number", minimum))
 
 
+def env_networks(name: str, default: str = "") -> list[str]:
+    """Comma-separated IP addresses or networks (CIDR), each checked."""
+    entries = [entry.strip() for entry in os.environ.get(name, default).split(",") if entry.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list IP addresses or networks, got {entry!r}") from None
+    return entries
+
+
 def _dev_secret_key() -> str:
     """A per-checkout key, kept in a git-ignored file so sessions survive restarts."""
     path = BASE_DIR / ".dev-secret-key"
@@ -83,6 +96,39 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
+# --- HTTPS ----------------------------------------------------------------------
+# Redirects and secure cookies are on whenever DEBUG is off; HSTS is the deployment's
+# promise and is only sent when asked for. Behind a proxy that terminates TLS, name
+# the header it sets (SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto: "https" means
+# HTTPS), or every request looks like plain HTTP and is redirected for ever.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Load balancers' health checks and Prometheus come over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+_PROXY_SSL_HEADER = env_str("SECURE_PROXY_SSL_HEADER").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER else None
+)
+# Every page is served from here and nothing runs inline (pizzaqueue/csp.py sets it).
+# 'self' covers the pages' WebSockets to their own host; Swagger UI draws its icons as data: URLs.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -95,6 +141,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "channels",
     "orders",
@@ -103,6 +150,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "pizzaqueue.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything that looks a URL's parts up in the database.
     "pizzaqueue.middleware.refuse_nul",
@@ -186,6 +234,25 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 REDIS_URL = env_str("REDIS_URL")
 
+# --- Cache ----------------------------------------------------------------------
+# One cache every web process shares, so the throttles count across all of them
+# (SPEC §9): a table in the database by default (made by migration orders/0006,
+# or `manage.py createcachetable`), Redis when REDIS_URL is set.
+CACHE_TABLE = "pizzaqueue_cache"
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": CACHE_TABLE,
+            # A throttle entry lives a rate's period; past this many, a third are culled,
+            # which would forget clients' counts: keep it above the clients of a minute.
+            "OPTIONS": {"MAX_ENTRIES": env_int("PIZZAQUEUE_CACHE_MAX_ENTRIES", 10_000, minimum=100)},
+        }
+    }
+
 # Bodies above this are refused before any parsing (SPEC §9).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PIZZAQUEUE_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
@@ -252,6 +319,28 @@ PIZZAQUEUE_RELAY_BATCH = env_int("PIZZAQUEUE_RELAY_BATCH", 500, minimum=1)
 # Longest wait for a missing event id (PostgreSQL commits out of id order) before skipping it.
 PIZZAQUEUE_RELAY_GAP_TIMEOUT = env_float("PIZZAQUEUE_RELAY_GAP_TIMEOUT", 10.0, minimum=0.0)
 
+# --- Clients and proxies (SPEC §9) -----------------------------------------------
+# The load balancers and proxies in front of daphne whose X-Forwarded-For is believed
+# (addresses or networks); from anyone else the header is ignored (orders/clients.py).
+PIZZAQUEUE_TRUSTED_PROXIES = env_networks("PIZZAQUEUE_TRUSTED_PROXIES")
+# Who may scrape /metrics (worker names are in its labels): a request with
+# `Authorization: Bearer <PIZZAQUEUE_METRICS_TOKEN>`, or from one of these addresses.
+PIZZAQUEUE_METRICS_TOKEN = env_str("PIZZAQUEUE_METRICS_TOKEN")
+PIZZAQUEUE_METRICS_ALLOW = env_networks("PIZZAQUEUE_METRICS_ALLOW", "127.0.0.1,::1")
+
+# --- WebSocket limits (per web process) -----------------------------------------
+# Streams one client address may hold open, and streams of one order.
+PIZZAQUEUE_WS_PER_CLIENT = env_int("PIZZAQUEUE_WS_PER_CLIENT", 20, minimum=1)
+PIZZAQUEUE_WS_PER_ORDER = env_int("PIZZAQUEUE_WS_PER_ORDER", 20, minimum=1)
+# Clients only listen: a stream is closed after this many messages from its client,
+# or one longer than PIZZAQUEUE_WS_MAX_MESSAGE_BYTES.
+PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES = env_int("PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES", 10, minimum=0)
+PIZZAQUEUE_WS_MAX_MESSAGE_BYTES = env_int("PIZZAQUEUE_WS_MAX_MESSAGE_BYTES", 1024, minimum=1)
+# Events replayed to a (re)connecting client; further behind, it is told to reload.
+PIZZAQUEUE_WS_REPLAY_LIMIT = env_int("PIZZAQUEUE_WS_REPLAY_LIMIT", 200, minimum=1)
+# Seconds a stream may carry nothing either way before it is closed (the page reconnects if still open).
+PIZZAQUEUE_WS_IDLE_TIMEOUT = env_float("PIZZAQUEUE_WS_IDLE_TIMEOUT", 600.0, minimum=0.1)
+
 # --- Intake limits (SPEC §9) --------------------------------------------------
 PIZZAQUEUE_MAX_ITEMS = env_int("PIZZAQUEUE_MAX_ITEMS", 20, minimum=1)
 PIZZAQUEUE_MAX_QUANTITY = env_int("PIZZAQUEUE_MAX_QUANTITY", 20, minimum=1)
@@ -271,7 +360,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "orders.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         # Orders one API user may place (DRF rate: N/second|minute|hour|day); empty = unlimited.
-        # Counted per process in the default (local-memory) cache.
+        # Counted across every web process, in the shared cache.
         "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "600/minute") or None,
         # Orders one client address may place through the web form; empty = unlimited.
         "order-form": env_str("PIZZAQUEUE_WEB_ORDER_RATE", "30/minute") or None,
@@ -286,6 +375,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from this project's static files (drf-spectacular-sidecar), never a CDN;
+    # and no online validator, which would send the schema's address to another host.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "workers.models.Order.Status",
         "OrderKindEnum": "workers.models.Order.Kind",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.db import connection
 from playwright.sync_api import Browser, sync_playwright
@@ -21,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from orders.menu import seed_menu
 from orders.models import Pizza
+from orders.roles import create_roles
 
 if TYPE_CHECKING:
     from tests.hosts import Hosts
@@ -58,20 +60,49 @@ signals_postgres = pytest.mark.skipif(
 )
 
 
+def _transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    by_marker = marker is not None and bool(marker.kwargs.get("transaction", marker.args[0] if marker.args else False))
+    return by_marker or "transactional_db" in request.fixturenames
+
+
 @pytest.fixture(autouse=True)
-def _fresh_throttles() -> None:
-    """Throttle counters live in the cache; each test starts with none spent."""
+def _fresh_throttles(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
+    """Throttle counters live in the shared cache, a table of the test database.
+
+    A test in a rolled-back transaction leaves nothing there; one that commits
+    (and its servers) starts with none spent and leaves none behind.
+    """
+    if not _transactional(request):
+        yield
+        return
+    request.getfixturevalue("transactional_db")
     cache.clear()
+    yield
+    with django_db_blocker.unblock():  # the database fixture has already closed access
+        cache.clear()
+
+
+def seed() -> None:
+    """What the data migrations made, again: a transactional test's flush empties every table."""
+    seed_menu(Pizza)
+    create_roles(Group, Permission)
 
 
 @pytest.fixture
 def menu(db: None) -> None:
-    seed_menu(Pizza)
+    seed()
 
 
 @pytest.fixture
 def live_menu(transactional_db: None) -> None:
-    seed_menu(Pizza)
+    seed()
+
+
+def in_role(user: Any, role: str) -> Any:
+    """The user, in the role's group (`orders.roles`)."""
+    user.groups.add(Group.objects.get(name=role))
+    return user
 
 
 def database_url() -> str:

@@ -19,8 +19,10 @@ def order_data(**kw: Any) -> dict[str, Any]:
     return kw
 
 
-def make_order(idempotency_key: str | None = None, **kw: Any) -> Order:
-    order, _created = queue.place(clean_order_request(order_data(**kw)), idempotency_key=idempotency_key)
+def make_order(idempotency_key: str | None = None, placed_by: Any = None, session: str = "", **kw: Any) -> Order:
+    """An order placed through the queue; by nobody (staff-only) unless `placed_by` (a user) or `session` says."""
+    owner = queue.Owner(user_id=placed_by.pk if placed_by is not None else None, session=session)
+    order, _created = queue.place(clean_order_request(order_data(**kw)), idempotency_key=idempotency_key, owner=owner)
     return order
 
 

@@ -31,6 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from orders import roles
+from tests.conftest import in_role
 from tests.factory import make_order, make_worker
 from workers.models import Order
 
@@ -46,7 +48,7 @@ CHECKS = [
 
 @pytest.fixture
 def token(menu: None) -> str:
-    return Token.objects.create(user=User.objects.create_user("fuzzer")).key
+    return Token.objects.create(user=in_role(User.objects.create_user("fuzzer"), roles.INTEGRATORS)).key
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def api_schema(token: str, wsgi_app: Any, settings: Any) -> Any:
     # Something to list, read and cancel: a kitchen, orders in several states.
     make_worker("shop-1")
     for priority in range(FIXTURE_ORDERS):
-        make_order(priority=priority, area=f"area-{priority}")
+        make_order(priority=priority, area=f"area-{priority}", placed_by=Token.objects.get(key=token).user)
     return schemathesis.openapi.from_wsgi(
         "/api/schema/?format=json", wsgi_app, headers={"Authorization": f"Token {token}"}
     )

@@ -11,14 +11,16 @@ import os
 import re
 import signal
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect
 
+from orders import roles
 from orders.intake import clean_order_request
-from tests.conftest import ROOT, Daphne, WorkerProcesses, wait_until
-from tests.factory import order_data
+from tests.conftest import ROOT, Daphne, WorkerProcesses, in_role, wait_until
+from tests.factory import make_worker, order_data
 from workers import queue
 from workers.models import Order, OrderEvent, Worker
 
@@ -94,7 +96,8 @@ def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
         ),
         what="shop-a to bake",
     )
-    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    operator = User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(operator, roles.OPERATORS)  # the kitchen displays too
 
     page.set_viewport_size({"width": 1100, "height": 900})
     page.goto(daphne.url("/board/"))
@@ -119,3 +122,102 @@ def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
     page.goto(daphne.url("/kitchen/shop-b/"))
     expect(page.locator("[data-ticket]").first).to_be_visible()
     page.screenshot(path=ARTIFACTS / "kitchen.png", full_page=True)
+
+
+def test_the_api_docs_load_nothing_from_another_host(daphne: Daphne, page: Page) -> None:
+    daphne.start()
+    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(daphne.url("/accounts/login/?next=/api/docs/"))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pizza-oven-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/api/docs/$"))
+    # Swagger UI ran: it fetched the schema and drew every operation.
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("pizzaqueue API")
+    expect(page.locator(".opblock")).to_have_count(7)
+    page.screenshot(path=ARTIFACTS / "api-docs.png", full_page=True)
+
+    elsewhere = [url for url in requested if urlsplit(url).scheme in ("http", "https", "ws", "wss")]
+    elsewhere = [url for url in elsewhere if urlsplit(url).netloc != f"127.0.0.1:{daphne.port}"]
+    assert elsewhere == []
+    assert any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in url for url in requested)
+    assert any(urlsplit(url).path == "/api/schema/" for url in requested)
+
+
+def test_every_page_runs_under_the_content_security_policy_without_a_violation(daphne: Daphne, page: Page) -> None:
+    daphne.start()
+    shop = make_worker("shop-1")
+    operator = User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(operator, roles.OPERATORS)
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+
+    page.goto(daphne.url("/"))
+    page.fill("#id_qty_margherita", "1")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/orders/[0-9a-f-]+/$"))
+    expect(page.locator("#live-state")).to_have_text("● live")  # its WebSocket is allowed
+    order_id = page.url.rstrip("/").rsplit("/", 1)[1]
+
+    page.goto(daphne.url("/accounts/login/?next=/board/"))
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pizza-oven-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/board/$"))
+    expect(page.locator("#live-state")).to_have_text("● live")
+    for path in (
+        f"/kitchen/{shop.name}/",
+        "/admin/",
+        "/admin/workers/order/",
+        f"/admin/workers/order/{order_id}/change/",
+        "/admin/workers/worker/",
+        "/api/docs/",
+    ):
+        response = page.goto(daphne.url(path))
+        assert response is not None and response.status == 200, path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        page.wait_for_load_state("networkidle")
+
+    assert refused == []
+
+
+def test_a_customers_second_browser_follows_the_order_but_cannot_cancel_it(daphne: Daphne, browser: Browser) -> None:
+    daphne.start()
+    first, second = browser.new_context(viewport=PHONE), browser.new_context(viewport=PHONE)
+    try:
+        placing = first.new_page()
+        placing.goto(daphne.url("/"))
+        placing.fill("#id_qty_margherita", "1")
+        placing.click("button[type=submit]")
+        placing.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
+        order_id = placing.url.rstrip("/").rsplit("/", 1)[1]
+
+        # The link works in another browser (a phone, a friend): it follows the order live...
+        following = second.new_page()
+        following.goto(placing.url)
+        expect(following.locator("#status")).to_have_text("In the queue")
+        expect(following.locator("#live-state")).to_have_text("● live")
+        expect(following.locator("#cancel-form")).to_have_count(0)
+        # ...but its own cancel, sent with its own session and CSRF token, is refused.
+        token = next(c["value"] for c in second.cookies() if c["name"] == "csrftoken")
+        refused = following.request.post(
+            daphne.url(f"/orders/{order_id}/cancel/"),
+            headers={"X-CSRFToken": token, "Referer": placing.url},
+            max_redirects=0,
+        )
+        assert refused.status == 403
+        assert Order.objects.get(pk=order_id).status == Order.Status.QUEUED
+
+        # The browser that placed it cancels it, and the other one sees that live.
+        placing.click("#cancel-form button")
+        expect(placing.locator("#status")).to_have_text("Cancelled")
+        expect(following.locator("#status")).to_have_text("Cancelled", timeout=10_000)
+        assert Order.objects.get(pk=order_id).status == Order.Status.CANCELLED
+    finally:
+        first.close()
+        second.close()

@@ -22,6 +22,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db.models import Max
 from django.test import Client
+from rest_framework.test import APIClient
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
@@ -140,8 +141,24 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
             demo.kill()
             demo.wait()
     output = log.read_text()
-    assert re.search(r"Staff login: +operator / \S+", output)
     assert f"http://localhost:{port}/board/" in output
+    # One account per role, each able to do its own job and no more.
+    operator = re.search(r"Operator login: +operator / (\S+)", output)
+    kitchen = re.search(r"Kitchen staff: +kitchen / (\S+)", output)
+    token = re.search(r"Integrator token: +(\S+)", output)
+    assert operator and kitchen and token, output
+    browser = Client()
+    assert browser.login(username="kitchen", password=kitchen.group(1)) is True
+    assert browser.get("/kitchen/shop-1/").status_code == 200
+    assert browser.get("/kitchen/shop-2/").status_code == 403
+    assert browser.get("/board/").status_code == 302
+    assert browser.login(username="operator", password=operator.group(1)) is True
+    assert browser.get("/board/").status_code == 200
+    assert browser.get("/kitchen/shop-2/").status_code == 200
+    integrator = APIClient()
+    integrator.credentials(HTTP_AUTHORIZATION=f"Token {token.group(1)}")
+    placed = integrator.post("/api/orders/", {"items": [{"pizza": "margherita"}]}, format="json")
+    assert placed.status_code == 201, placed.content
     assert sorted(Worker.objects.values_list("name", "status")) == [
         ("shop-1", "stopped"),
         ("shop-2", "stopped"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -70,3 +71,27 @@ def test_metrics_endpoint_serves_prometheus_text(client: Client, menu: None) -> 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     assert b"pizzaqueue_orders" in response.content
+
+
+@pytest.mark.django_db
+def test_metrics_refuse_an_address_off_the_allow_list(menu: None) -> None:
+    response = Client(REMOTE_ADDR="203.0.113.9").get("/metrics")
+    assert response.status_code == 403
+    assert b"pizzaqueue_" not in response.content
+    # A header the client wrote itself is no way in.
+    assert Client(REMOTE_ADDR="203.0.113.9").get("/metrics", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 403
+
+
+@pytest.mark.django_db
+def test_metrics_admit_the_scrapers_token_from_anywhere(menu: None, settings: Any) -> None:
+    settings.PIZZAQUEUE_METRICS_TOKEN = "s3cret-scrape-token"  # noqa: S105
+    elsewhere = Client(REMOTE_ADDR="203.0.113.9")
+    assert elsewhere.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape-token"}).status_code == 200
+    assert elsewhere.get("/metrics", headers={"Authorization": "Bearer guess"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_metrics_admit_a_configured_network(menu: None, settings: Any) -> None:
+    settings.PIZZAQUEUE_METRICS_ALLOW = ["10.1.0.0/16"]
+    assert Client(REMOTE_ADDR="10.1.2.3").get("/metrics").status_code == 200
+    assert Client(REMOTE_ADDR="127.0.0.1").get("/metrics").status_code == 403

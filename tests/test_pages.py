@@ -12,8 +12,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from orders import roles
 from orders.intake import clean_order_request
 from orders.views import FormIntakeThrottle
+from tests.conftest import in_role
 from tests.factory import make_order, make_worker, order_data
 from workers import monitor, queue
 from workers.models import Order, OrderEvent
@@ -31,7 +33,7 @@ def form_data(**kw: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def staff_client(client: Client) -> Client:
-    client.force_login(User.objects.create_user("operator", is_staff=True))
+    client.force_login(in_role(User.objects.create_user("operator", is_staff=True), roles.OPERATORS))
     return client
 
 
@@ -174,15 +176,21 @@ def test_an_unknown_order_is_not_found(client: Client) -> None:
     assert client.get("/orders/not-a-uuid/").status_code == 404
 
 
+def place_through_form(client: Client, **kw: Any) -> Order:
+    response = client.post("/orders/", form_data(**kw))
+    assert response.status_code == 302, response.content
+    return Order.objects.get(pk=response["Location"].split("/")[2])
+
+
 def test_a_customer_can_cancel_a_queued_order_but_not_one_in_the_kitchen(client: Client) -> None:
-    queued = make_order()
+    queued = place_through_form(client)
     response = client.post(f"/orders/{queued.id}/cancel/", follow=True)
     assert '<p class="status" id="status">Cancelled</p>' in response.content.decode()
     queued.refresh_from_db()
     assert queued.status == Order.Status.CANCELLED
 
     worker = make_worker("shop-1")
-    baking = make_order()
+    baking = place_through_form(client)
     [claim] = queue.claim(worker.pk, 1)
     queue.report_stage(baking.pk, claim.token, "oven")
     response = client.post(f"/orders/{baking.id}/cancel/", follow=True)
@@ -190,7 +198,7 @@ def test_a_customer_can_cancel_a_queued_order_but_not_one_in_the_kitchen(client:
     baking.refresh_from_db()
     assert baking.status == Order.Status.PREPARING
 
-    early = make_order()
+    early = place_through_form(client)
     [claim] = queue.claim(worker.pk, 1)
     queue.report_stage(early.pk, claim.token, "dough")
     response = client.post(f"/orders/{early.id}/cancel/", follow=True)
@@ -201,12 +209,21 @@ def test_a_customer_can_cancel_a_queued_order_but_not_one_in_the_kitchen(client:
 
 
 @pytest.mark.parametrize("path", ["/board/", "/kitchen/shop-1/"])
-def test_staff_pages_send_anonymous_and_non_staff_users_to_the_login_page(client: Client, path: str) -> None:
+def test_staff_pages_send_anonymous_users_to_the_login_page(client: Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 302
     assert response["Location"] == f"/accounts/login/?next={path}"
+
+
+def test_the_board_sends_non_staff_users_to_the_login_page(client: Client) -> None:
     client.force_login(User.objects.create_user("customer"))
-    assert client.get(path)["Location"] == f"/accounts/login/?next={path}"
+    assert client.get("/board/")["Location"] == "/accounts/login/?next=/board/"
+
+
+def test_a_kitchen_display_refuses_a_user_who_does_not_staff_it(client: Client) -> None:
+    make_worker("shop-1")
+    client.force_login(User.objects.create_user("customer"))
+    assert client.get("/kitchen/shop-1/").status_code == 403
 
 
 def test_rushing_needs_staff(client: Client) -> None:
@@ -316,3 +333,29 @@ def test_the_order_form_is_throttled_per_client_and_a_refused_order_writes_nothi
     assert b"Too many orders from here" in refused.content
     assert Order.objects.count() == 2
     assert OrderEvent.objects.count() == 2
+
+
+def test_a_new_forwarded_for_header_per_order_does_not_escape_the_form_throttle(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FormIntakeThrottle, "THROTTLE_RATES", {"order-form": "2/minute"})
+    statuses = [
+        client.post("/orders/", form_data(), headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        for n in range(3)
+    ]
+    assert statuses == [302, 302, 429]
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(
+    client: Client, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.PIZZAQUEUE_TRUSTED_PROXIES = ["127.0.0.1"]  # the test client's address: the load balancer
+    monkeypatch.setattr(FormIntakeThrottle, "THROTTLE_RATES", {"order-form": "1/minute"})
+
+    def place(forwarded_for: str) -> int:
+        return client.post("/orders/", form_data(), headers={"X-Forwarded-For": forwarded_for}).status_code
+
+    assert place("203.0.113.1") == 302
+    assert place("203.0.113.2") == 302
+    # What the client wrote to the left of the proxy's own entry is not believed.
+    assert place("198.51.100.9, 203.0.113.1") == 429

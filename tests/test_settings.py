@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from pizzaqueue.settings import env_bool, env_float, env_int
+from pizzaqueue.settings import env_bool, env_float, env_int, env_networks
 from tests.conftest import ROOT
 
 
@@ -53,3 +53,11 @@ def test_a_heartbeat_timeout_shorter_than_two_beats_is_refused_at_start() -> Non
     assert (
         "PIZZAQUEUE_HEARTBEAT_TIMEOUT (8) must be at least twice PIZZAQUEUE_HEARTBEAT_INTERVAL (5)." in started.stderr
     )
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXIES", "10.0.0.0/8, ::1")
+    assert env_networks("PROXIES") == ["10.0.0.0/8", "::1"]
+    monkeypatch.setenv("PROXIES", "10.0.0.0/8,lb.internal")
+    with pytest.raises(ImproperlyConfigured, match="PROXIES must list IP addresses or networks, got 'lb.internal'"):
+        env_networks("PROXIES")

@@ -79,11 +79,6 @@ class FastChangeList(admin.ModelAdmin):
     paginator = CappedCountPaginator
 
 
-# By `Worker.freshness`: green, amber, red; grey for a worker that left the ring.
-FRESHNESS_COLOURS = {"fresh": "#1a7f37", "late": "#b58105", "stale": "#cf222e"}
-GONE_COLOUR = "#6e7781"
-
-
 @admin.register(Worker)
 class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     list_display = (
@@ -103,6 +98,9 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     ordering = ("-id",)
     actions = ["drain_workers", "declare_workers_dead"]
 
+    class Media:
+        css = {"all": ["workers/admin.css"]}
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Counts as correlated subqueries in the page query: no query per row.
         return clock.with_db_now(cast(WorkerQuerySet, super().get_queryset(request)).with_load())
@@ -112,13 +110,11 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat")
     def heartbeat(self, worker: Worker) -> str:
+        # Coloured by `Worker.freshness` in workers/admin.css: green, amber, red; grey once it left the ring.
         now = worker.db_now  # type: ignore[attr-defined]  # annotated by `clock.with_db_now`
         state = worker.freshness(now)
         return format_html(
-            '<span style="color: {}; font-weight: bold" title="{}">{}</span>',
-            FRESHNESS_COLOURS.get(state, GONE_COLOUR),
-            state,
-            age(worker.last_heartbeat, now),
+            '<span class="freshness freshness-{}" title="{}">{}</span>', state, state, age(worker.last_heartbeat, now)
         )
 
     @admin.display(description="owned buckets", ordering="owned_buckets")
@@ -143,7 +139,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     def declare_workers_dead(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"declared dead by operator {request.user.get_username()}"
         for worker in queryset.order_by("pk"):
-            recovery = monitor.declare_dead(worker.pk, reason=reason)
+            recovery = monitor.declare_dead(worker.pk, reason=reason, actor_id=request.user.pk)
             if recovery is None:
                 self.message_user(request, f"{worker} is {worker.status}; it is not in the ring.", messages.WARNING)
                 continue

@@ -15,6 +15,13 @@ import dj_database_url
 from django.conf import settings
 from django.db import connections
 
+# A connection that only listens never sends: without TCP keepalives a half-open one
+# (the database's machine gone, a firewall or NAT that forgot the connection) would
+# wait for a NOTIFY for ever. With these (libpq's parameters) the kernel probes an idle
+# connection after 10 s and gives up after 3 unanswered probes 5 s apart, so
+# `notifies()` fails within about 25 s and the listener reconnects.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
 
 def listen_params(application_name: str) -> dict[str, Any]:
     """psycopg.connect() keyword arguments for a LISTEN-only connection."""
@@ -35,4 +42,4 @@ def listen_params(application_name: str) -> dict[str, Any]:
         for django_only in ("cursor_factory", "context", "prepare_threshold", "pool"):
             params.pop(django_only, None)
     params["application_name"] = application_name[:63]
-    return params
+    return {**params, **KEEPALIVES}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import queue as stdlib_queue
+import secrets
 import signal
 import socket
 import threading
@@ -83,7 +84,8 @@ class WorkerLoop:
         max_orders: int | None = None,
     ) -> None:
         self.handler = handler
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        # Customers read a kitchen's name on their timeline: the default says nothing of the machine.
+        self.name = name or f"kitchen-{secrets.token_hex(3)}"
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.claim_policy = claiming.ClaimPolicy(concurrency, horizon, prefetch)

@@ -245,6 +245,28 @@ class OrderQuerySet(models.QuerySet["Order"]):
         """Orders in a final state."""
         return self.filter(status__in=Order.FINAL_STATUSES)
 
+    def visible_to(self, user: Any) -> OrderQuerySet:
+        """The orders a user may list, read and follow: every order for staff, only
+        their own for anyone else (so an order placed by nobody is staff-only)."""
+        if user.is_active and user.is_staff:
+            return self
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(placed_by=user.pk)
+
+    def changeable_by(self, user: Any, session: str = "") -> OrderQuerySet:
+        """The orders a user, or a browser `session` (its placing key), may change:
+        every order for a user allowed to change orders (an operator), otherwise
+        only the ones this user or this browser placed."""
+        if user.is_active and user.has_perm(f"{Order._meta.app_label}.change_order"):
+            return self
+        mine = Q(pk__in=[])
+        if user.is_authenticated:
+            mine |= Q(placed_by=user.pk)
+        if session:
+            mine |= Q(placed_by_session=session)
+        return self.filter(mine)
+
 
 class Order(models.Model):
     class Status(models.TextChoices):
@@ -303,6 +325,19 @@ class Order(models.Model):
     created_at = models.DateTimeField()
     claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who placed it: an API user, and/or a browser's placing key (a random string kept in
+    # its session, not the session key itself, which is a credential and changes on login).
+    # An order with neither (placed before owners were recorded, or by `rush`) is staff-only.
+    placed_by = models.ForeignKey(
+        # No index of its own: `order_placed_by_idx` leads with it.
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    placed_by_session = models.CharField(max_length=64, blank=True)
 
     objects = OrderQuerySet.as_manager()
 
@@ -347,6 +382,13 @@ class Order(models.Model):
             models.Index(fields=["lease_expires_at"], condition=Q(status="preparing"), name="order_lease_expiry_idx"),
             # Serves status-filtered lists newest first, and purging old finished orders.
             models.Index(fields=["status", "created_at"], name="order_status_created_idx"),
+            # Serves an API user's own lists (`visible_to`), newest first per status as the
+            # unfiltered list merges them; orders nobody placed through the API are not in it.
+            models.Index(
+                fields=["placed_by", "status", "created_at"],
+                condition=Q(placed_by__isnull=False),
+                name="order_placed_by_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -417,6 +459,10 @@ class OrderEvent(models.Model):
     stage = models.CharField(max_length=20, blank=True)
     message = models.CharField(max_length=500, blank=True)
     data = models.JSONField(default=dict, blank=True)
+    # The person who made the change (an operator, or the customer's own account), if one did.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
 
     objects = OrderEventQuerySet.as_manager()
 
@@ -426,6 +472,9 @@ class OrderEvent(models.Model):
         indexes = [
             # Serves an order's timeline and a reconnecting client's replay.
             models.Index(fields=["order", "id"], name="event_order_timeline_idx"),
+            # Serves an audit of one person's actions, and clearing a deleted user; tiny,
+            # as only people's actions are in it (not the kitchens' and the monitor's).
+            models.Index(fields=["actor"], condition=Q(actor__isnull=False), name="event_actor_idx"),
         ]
 
     def __str__(self) -> str:

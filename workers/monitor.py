@@ -162,7 +162,11 @@ def monitor_lock_wait() -> float:
 
 
 def declare_dead(
-    worker_id: int, reason: str = "missed heartbeats", now: datetime | None = None, monitor_id: int | None = None
+    worker_id: int,
+    reason: str = "missed heartbeats",
+    now: datetime | None = None,
+    monitor_id: int | None = None,
+    actor_id: int | None = None,
 ) -> Recovery | None:
     """The monitor's (or an operator's) verdict on a silent worker; None if it was not live.
 
@@ -176,15 +180,24 @@ def declare_dead(
     4. Re-queue the delivery orders it was preparing (an attempt spent), naming
        the worker whose bucket they now sit in; dead-letter those out of attempts.
     All in one transaction, so nobody sees a dead worker still owning buckets.
+    An operator's verdict (`actor_id`) is recorded on every order it moved.
     """
-    recovery = leave(worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or clock.now(), monitor_id)
+    recovery = leave(
+        worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or clock.now(), monitor_id, actor_id
+    )
     if recovery is not None:
         recovery.dead.append(worker_id)
     return recovery
 
 
 def leave(
-    worker_id: int, status: str, reason: str, move_reason: str, now: datetime, monitor_id: int | None = None
+    worker_id: int,
+    status: str,
+    reason: str,
+    move_reason: str,
+    now: datetime,
+    monitor_id: int | None = None,
+    actor_id: int | None = None,
 ) -> Recovery | None:
     """Take a live worker out of the ring (dead or stopped), with `declare_dead`'s four steps."""
     with transaction.atomic():
@@ -201,11 +214,16 @@ def leave(
         if not left:
             return None
         recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
-        recovery.cancelled = queue.cancel_pinned(worker_id, now)
+        recovery.cancelled = queue.cancel_pinned(worker_id, now, actor_id)
         held = list(Order.objects.select_for_update().held_by(worker_id).values_list("id", "attempts", "max_attempts"))
         why = "shop went offline" if status == Worker.Status.DEAD else "shop closed"
         recovery.requeued, recovery.failed = queue.take_back(
-            held, worker_id, now, f"{why} on the last attempt", queue.reassigned_events(worker_id, now, why)
+            held,
+            worker_id,
+            now,
+            f"{why} on the last attempt",
+            queue.reassigned_events(worker_id, now, why, actor_id),
+            actor_id,
         )
         queue.notify_work()  # its buckets' queued orders have new owners: wake them
     logger.warning(

@@ -33,7 +33,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from workers import clock, ring, sql
-from workers.models import Bucket, Order, OrderEvent, Worker
+from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,14 @@ class OrderRequest:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """Who places an order: an API user (`user_id`), and/or a browser (its placing key)."""
+
+    user_id: int | None = None
+    session: str = ""
+
+
+@dataclass(frozen=True)
 class Claim:
     """An order handed to one worker, with the token that fences its later writes."""
 
@@ -143,10 +151,18 @@ def _event(
     worker_id: int | None = None,
     stage: str = "",
     message: str = "",
+    actor_id: int | None = None,
     **data: object,
 ) -> OrderEvent:
     return OrderEvent(
-        order_id=order_id, kind=kind, created_at=now, worker_id=worker_id, stage=stage, message=message[:500], data=data
+        order_id=order_id,
+        kind=kind,
+        created_at=now,
+        worker_id=worker_id,
+        stage=stage,
+        message=message[:500],
+        actor_id=actor_id,
+        data=data,
     )
 
 
@@ -172,9 +188,10 @@ def _record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
     _notify(sql.NOTIFY_EVENTS_AND_ORDERS if work else sql.NOTIFY_EVENTS)
 
 
-def _get(order_id: uuid.UUID | str, lock: bool = False) -> Order:
+def _get(order_id: uuid.UUID | str, among: OrderQuerySet | None = None, lock: bool = False) -> Order:
     try:
-        return (Order.objects.select_for_update() if lock else Order.objects).get(pk=order_id)
+        found = Order.objects.all() if among is None else among
+        return (found.select_for_update(of=("self",)) if lock else found).get(pk=order_id)
     except (Order.DoesNotExist, ValidationError, ValueError):
         raise OrderNotFoundError(str(order_id)) from None
 
@@ -212,6 +229,7 @@ def _new_order(
     pinned_to: int | None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    owner: Owner | None = None,
 ) -> Order:
     # Checked here too, so no caller of `place` can write an order no page could show.
     error = not_before_error(request.not_before, now)
@@ -236,6 +254,8 @@ def _new_order(
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint if idempotency_key else "",
         created_at=now,
+        placed_by_id=owner.user_id if owner else None,
+        placed_by_session=owner.session if owner else "",
     )
 
 
@@ -251,11 +271,17 @@ def _open_worker_named(name: str) -> Worker:
     return worker
 
 
-def place(request: OrderRequest, idempotency_key: str | None = None, now: datetime | None = None) -> tuple[Order, bool]:
+def place(
+    request: OrderRequest,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    owner: Owner | None = None,
+) -> tuple[Order, bool]:
     """Persist a confirmed order and its `placed` event; returns (order, created).
 
     With an idempotency key, a retry of the same request returns the first
     order (created=False) and a different request raises IdempotencyConflictError.
+    The `owner` is recorded on the order: who may later read and change it.
     """
     fingerprint = request.fingerprint() if idempotency_key else ""  # only a retry is compared
     if idempotency_key and request.kind == Order.Kind.TAKEAWAY:
@@ -265,7 +291,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
             return _same_request(existing, fingerprint), False
     if request.kind == Order.Kind.DELIVERY and connection.vendor == "postgresql":
         # Its times are the server's, read by the statement itself (placeholders until then).
-        order = _new_order(request, now or timezone.now(), None, idempotency_key, fingerprint)
+        order = _new_order(request, now or timezone.now(), None, idempotency_key, fingerprint, owner)
         # Inside a caller's transaction, a savepoint keeps a failed statement from spoiling it.
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             inserted = _place_in_one_statement(order, request.not_before, now)
@@ -280,7 +306,7 @@ def place(request: OrderRequest, idempotency_key: str | None = None, now: dateti
             with transaction.atomic():
                 now = now or clock.now()
                 pinned_to = _open_worker_named(request.pinned_to).pk if request.kind == Order.Kind.TAKEAWAY else None
-                order = _new_order(request, now, pinned_to, idempotency_key, fingerprint)
+                order = _new_order(request, now, pinned_to, idempotency_key, fingerprint, owner)
                 order.save(force_insert=True)
                 _record([_event(order.id, Event.PLACED, now, message=PLACED_MESSAGE)], work=True)
         except IntegrityError:
@@ -342,8 +368,10 @@ def _same_request(existing: Order, fingerprint: str) -> Order:
     return existing
 
 
-def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) -> list[Order]:
-    """Bulk intake: many orders and their events in one transaction."""
+def place_many(
+    requests: Sequence[OrderRequest], now: datetime | None = None, owner: Owner | None = None
+) -> list[Order]:
+    """Bulk intake: many orders (all of one `owner`) and their events in one transaction."""
     now = now or clock.now()
     with transaction.atomic():
         pinned = {
@@ -351,7 +379,8 @@ def place_many(requests: Sequence[OrderRequest], now: datetime | None = None) ->
             for name in {r.pinned_to for r in requests if r.kind == Order.Kind.TAKEAWAY}
         }
         orders = [
-            _new_order(r, now, pinned.get(r.pinned_to) if r.kind == Order.Kind.TAKEAWAY else None) for r in requests
+            _new_order(r, now, pinned.get(r.pinned_to) if r.kind == Order.Kind.TAKEAWAY else None, owner=owner)
+            for r in requests
         ]
         Order.objects.bulk_create(orders)
         _record((_event(o.id, Event.PLACED, now, message=PLACED_MESSAGE) for o in orders), work=True)
@@ -650,6 +679,8 @@ def cancel(
     now: datetime | None = None,
     *,
     in_kitchen: Callable[[Order], bool] | None = None,
+    among: OrderQuerySet | None = None,
+    actor_id: int | None = None,
 ) -> Order:
     """Cancel an order that is not finished (SPEC §4.10).
 
@@ -657,15 +688,18 @@ def cancel(
     allows it (the shop's rule: operators always, customers until a stage):
     its lease is revoked in this transaction, so the kitchen's next stage
     report is refused (it stops there) and its completion can never land.
+    `among` scopes the lookup (e.g. `Order.objects.changeable_by(user)`): an
+    order outside it is OrderNotFoundError, as an unknown id is. `actor_id` is
+    the user who cancelled it, recorded on its timeline.
     """
     with transaction.atomic():
-        order = _get(order_id, lock=True)
+        order = _get(order_id, among, lock=True)
         now = now or clock.now()
         if order.status == Status.QUEUED:
             Order.objects.filter(id=order.id, status=Status.QUEUED).update(
                 status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
             )
-            _record([_event(order.id, Event.CANCELLED, now, message=reason)])
+            _record([_event(order.id, Event.CANCELLED, now, message=reason, actor_id=actor_id)])
         elif order.status == Status.PREPARING and order.lease_token is not None and in_kitchen is not None:
             if not in_kitchen(order):
                 raise InvalidTransitionError(f"Too late to cancel: the order is at the {order.stage or 'start'}.")
@@ -673,7 +707,17 @@ def cancel(
                 status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now, **LEASE_CLEARED
             )
             _record(
-                [_event(order.id, Event.CANCELLED, now, worker_id=order.worker_id, message=reason, stage=order.stage)]
+                [
+                    _event(
+                        order.id,
+                        Event.CANCELLED,
+                        now,
+                        worker_id=order.worker_id,
+                        message=reason,
+                        stage=order.stage,
+                        actor_id=actor_id,
+                    )
+                ]
             )
         else:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be cancelled.")
@@ -681,10 +725,16 @@ def cancel(
     return order
 
 
-def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", now: datetime | None = None) -> Order:
+def requeue(
+    order_id: uuid.UUID | str,
+    reason: str = "requeued by an operator",
+    now: datetime | None = None,
+    actor_id: int | None = None,
+) -> Order:
     """Operator's second chance: a failed or cancelled order goes back in the queue
     with fresh attempts; a preparing one is taken from its worker (its lease
-    token is revoked, so that worker can no longer complete it)."""
+    token is revoked, so that worker can no longer complete it). `actor_id`
+    is the operator, recorded on the timeline."""
     now = now or clock.now()
     with transaction.atomic():
         order = _get(order_id)
@@ -713,18 +763,25 @@ def requeue(order_id: uuid.UUID | str, reason: str = "requeued by an operator", 
             )
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
-        _record([_event(order.id, Event.RETRIED, now, message=reason, by="operator")], work=True)
+        _record([_event(order.id, Event.RETRIED, now, message=reason, actor_id=actor_id, by="operator")], work=True)
     order.refresh_from_db()
     return order
 
 
-def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now: datetime | None = None) -> Order:
-    """Raise a queued order's priority (the kitchen display's "rush" button)."""
+def expedite(
+    order_id: uuid.UUID | str,
+    priority: int = Order.MAX_PRIORITY,
+    now: datetime | None = None,
+    actor_id: int | None = None,
+    among: OrderQuerySet | None = None,
+) -> Order:
+    """Raise a queued order's priority (the kitchen display's "rush" button), by `actor_id` if a
+    person did; `among` scopes the lookup, as in `cancel`."""
     now = now or clock.now()
     if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():
-        order = _get(order_id)
+        order = _get(order_id, among)
         if order.status != Status.QUEUED:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be expedited.")
         if priority <= order.priority:
@@ -735,7 +792,18 @@ def expedite(order_id: uuid.UUID | str, priority: int = Order.MAX_PRIORITY, now:
         )
         if updated != 1:
             raise InvalidTransitionError("Order changed meanwhile; try again.")
-        _record([_event(order.id, Event.EXPEDITED, now, message=f"Priority raised to {priority}.", priority=priority)])
+        _record(
+            [
+                _event(
+                    order.id,
+                    Event.EXPEDITED,
+                    now,
+                    message=f"Priority raised to {priority}.",
+                    actor_id=actor_id,
+                    priority=priority,
+                )
+            ]
+        )
     order.refresh_from_db()
     return order
 
@@ -791,10 +859,11 @@ def reroute(count: int, stranded_only: bool = False) -> int:
 # --- Taking orders from a worker that left (inside the monitor's transactions) ---
 
 
-def cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
+def cancel_pinned(worker_id: int, now: datetime, actor_id: int | None = None) -> list[uuid.UUID]:
     """Cancel the takeaway orders pinned to a worker that left: nobody else may bake them.
 
-    Runs inside the caller's transaction (the worker's leaving).
+    Runs inside the caller's transaction (the worker's leaving); `actor_id` is
+    the operator who declared the worker dead, if one did.
     """
     ids = list(
         Order.objects.select_for_update()
@@ -811,6 +880,7 @@ def cancel_pinned(worker_id: int, now: datetime) -> list[uuid.UUID]:
                 Event.CANCELLED,
                 now,
                 worker_id=worker_id,
+                actor_id=actor_id,
                 reason=SHOP_UNAVAILABLE,
                 message="Your shop is unavailable, so your takeaway order was cancelled. Please order again.",
             )
@@ -825,6 +895,7 @@ def take_back(
     now: datetime,
     failure: str,
     requeued: Callable[[list[uuid.UUID]], list[OrderEvent]],
+    actor_id: int | None = None,
 ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Take (id, attempts, max_attempts) orders from a worker that can no longer
     finish them: back in the queue, or dead-lettered when that was the last
@@ -836,14 +907,18 @@ def take_back(
     retry = [oid for oid, attempts, most in held if attempts < most]
     if exhausted:
         _to_failed(exhausted, failure, now)
-        _record(_event(oid, Event.FAILED, now, worker_id=worker_id, message=failure) for oid in exhausted)
+        _record(
+            _event(oid, Event.FAILED, now, worker_id=worker_id, message=failure, actor_id=actor_id) for oid in exhausted
+        )
     if retry:
         Order.objects.filter(id__in=retry).update(**BACK_IN_QUEUE, eligible_at=now)
         _record(requeued(retry), work=True)
     return retry, exhausted
 
 
-def reassigned_events(worker_id: int, now: datetime, why: str) -> Callable[[list[uuid.UUID]], list[OrderEvent]]:
+def reassigned_events(
+    worker_id: int, now: datetime, why: str, actor_id: int | None = None
+) -> Callable[[list[uuid.UUID]], list[OrderEvent]]:
     """`take_back`'s events for a worker's orders after it left: each names the
     worker now owning the order's bucket (read after the rebalance)."""
 
@@ -856,6 +931,7 @@ def reassigned_events(worker_id: int, now: datetime, why: str) -> Callable[[list
                 Event.REASSIGNED,
                 now,
                 worker_id=worker_id,
+                actor_id=actor_id,
                 to_shop=owners.get(buckets[oid]) or "",
                 message=f"Your {why}; your order moved to {owners.get(buckets[oid]) or 'the next free shop'}.",
             )

@@ -55,6 +55,9 @@ LISTEN_SAFETY_POLL = 1.0
 
 # Turns an event into the JSON message its clients receive: the shop's to define.
 Render = Callable[[OrderEvent], dict[str, Any]]
+# The message an order's own followers (its customer) receive, or None for an event
+# they are not sent (a kitchen's lost lease): also the shop's.
+CustomerRender = Callable[[OrderEvent], dict[str, Any] | None]
 
 
 def order_group(order_id: object) -> str:
@@ -119,9 +122,13 @@ def latest_event_id() -> int:
 class Relay:
     """Publishes committed events, in id order, to this process's consumers."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, render: Render) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, render: Render, render_for_customer: CustomerRender | None = None
+    ) -> None:
         self.loop = loop
         self.render = render
+        # Without one, an order's followers get what the board gets.
+        self.render_for_customer: CustomerRender = render_for_customer or render
         # Every event with id <= watermark has been published (or can never appear).
         self.watermark = 0
         self.channel_layer = get_channel_layer()
@@ -258,22 +265,25 @@ class Relay:
         return snapshot.xmin >= gap.threshold
 
     async def publish(self, events: Sequence[OrderEvent], after: int) -> None:
-        """One message per order group, and one for the board with the range it covers.
+        """One message per order group (the customer's rendering, without what
+        customers are not sent), and one for the board with the range it covers.
 
         The board message carries `after` and `upto` so a consumer that missed a
         message (a full channel drops it) notices and reads the range from the table.
         """
         messages = [self.render(e) for e in events]
         by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for event, message in zip(events, messages, strict=True):
-            by_order[str(event.order_id)].append(message)
         # Optimization: the in-memory layer walks every group membership on each group_send,
-        # and most orders have nobody watching: send only to groups that have members.
+        # and most orders have nobody watching: render and send only for groups that have members.
         groups = getattr(self.channel_layer, "groups", None)
-        for order_id, order_messages in by_order.items():
-            group = order_group(order_id)
+        for event in events:
+            group = order_group(event.order_id)
             if isinstance(groups, dict) and group not in groups:
                 continue
+            message = self.render_for_customer(event)
+            if message is not None:
+                by_order[group].append(message)
+        for group, order_messages in by_order.items():
             await self.channel_layer.group_send(group, {"type": "order.events", "events": order_messages})
         await self.channel_layer.group_send(
             BOARD_GROUP, {"type": "board.events", "after": after, "upto": self.watermark, "events": messages}
@@ -302,7 +312,7 @@ class Relay:
 _relay: Relay | None = None
 
 
-async def ensure_relay(render: Render) -> Relay:
+async def ensure_relay(render: Render, render_for_customer: CustomerRender | None = None) -> Relay:
     """This process's relay, started on first use (by the first WebSocket connection).
 
     One per event loop: daphne runs one loop per process; tests run one per test.
@@ -312,7 +322,7 @@ async def ensure_relay(render: Render) -> Relay:
     if _relay is None or _relay.loop is not loop or not _relay.running:
         if _relay is not None and _relay.loop is loop:
             await _relay.stop()
-        _relay = Relay(loop, render)
+        _relay = Relay(loop, render, render_for_customer)
         _relay.start()
     await _relay.ready()
     return _relay

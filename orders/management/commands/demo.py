@@ -1,7 +1,8 @@
 """`python manage.py demo`: the whole chain on one laptop.
 
 1. Migrate the database (SQLite by default) and seed the menu.
-2. Create (or reset) a staff account and print its credentials.
+2. Create (or reset) one account per role and print their credentials: an
+   operator, kitchen staff of the first shop, an integrator with an API token.
 3. Start daphne and three kitchens as child processes, with a kitchen speed
    that makes an order take 10-20 s, so every stage can be watched. With
    `--web N` (N > 1), N daphne processes on the next ports behind HAProxy
@@ -26,11 +27,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from rest_framework.authtoken.models import Token
 
+from orders import roles
 from orders.menu import seed_menu
-from orders.models import Pizza
+from orders.models import KitchenStaff, Pizza
 from pizzaqueue.haproxy import render
 from workers.arguments import non_negative_float, positive_int
 
@@ -38,7 +42,7 @@ MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 
 
 class Command(BaseCommand):
-    help = "Run a demo: migrate, seed the menu, create an operator, start daphne and three kitchens."
+    help = "Run a demo: migrate, seed the menu, create an account per role, start daphne and three kitchens."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address daphne listens on.")
@@ -56,7 +60,7 @@ class Command(BaseCommand):
             default=5.0,
             help="Seconds a stopping kitchen may spend finishing its orders.",
         )
-        parser.add_argument("--username", default="operator", help="The staff account to create.")
+        parser.add_argument("--username", default="operator", help="The operator account to create.")
         parser.add_argument(
             "--web",
             type=positive_int,
@@ -73,7 +77,8 @@ class Command(BaseCommand):
             )
         call_command("migrate", interactive=False, verbosity=0)
         seed_menu(Pizza)
-        password = self.operator(options["username"])
+        names = [f"shop-{n}" for n in range(1, options["kitchens"] + 1)]
+        accounts = self.accounts(options["username"], names[0])
 
         # The children get this process's environment (DATABASE_URL included) plus
         # demo clocks: quick heartbeats, so a killed kitchen is noticed in seconds.
@@ -85,7 +90,6 @@ class Command(BaseCommand):
             "PIZZAQUEUE_SHUTDOWN_GRACE": str(options["grace"]),
         }
         host, port = options["host"], options["port"]
-        names = [f"shop-{n}" for n in range(1, options["kitchens"] + 1)]
         commands = self.web_tier(host, port, options["web"], haproxy)
         commands |= {name: [sys.executable, str(MANAGE_PY), "worker", "--name", name] for name in names}
 
@@ -100,7 +104,7 @@ class Command(BaseCommand):
             for name, command in commands.items()
         }
         try:
-            self.announce(host, port, options["username"], password, names)
+            self.announce(host, port, accounts, names)
             crashed = self.wait(children, stop)
         finally:
             self.stop_children(children, timeout=options["grace"] + 10)
@@ -124,16 +128,31 @@ class Command(BaseCommand):
             **{f"daphne-{n}": [*daphne, str(p), "pizzaqueue.asgi:application"] for n, p in enumerate(ports, start=1)},
         }
 
-    def operator(self, username: str) -> str:
-        """Create the staff account, or give it a new password; returns the password."""
+    def accounts(self, operator: str, first_shop: str) -> list[str]:
+        """One account per role, created or given a new password; returns the lines that present them."""
+        lines = []
+        user, password = self.account(operator, roles.OPERATORS, is_staff=True)
+        lines.append(f"  Operator login:     {user.get_username()} / {password}  (board, admin, every action)")
+        user, password = self.account("kitchen", roles.KITCHEN_STAFF)
+        KitchenStaff.objects.get_or_create(user=user, shop=first_shop)
+        lines.append(f"  Kitchen staff:      {user.get_username()} / {password}  (the {first_shop} display only)")
+        user, _password = self.account("integrator", roles.INTEGRATORS)
+        Token.objects.filter(user=user).delete()
+        token = Token.objects.create(user=user).key
+        lines.append(f"  Integrator token:   {token}  (the API, for its own orders)")
+        return lines
+
+    def account(self, username: str, role: str, is_staff: bool = False) -> tuple[Any, str]:
+        """A user in the role's group (and no other), with a fresh password."""
         password = secrets.token_urlsafe(12)
         user, _created = get_user_model().objects.get_or_create(username=username)
-        user.is_staff = user.is_superuser = user.is_active = True
+        user.is_staff, user.is_superuser, user.is_active = is_staff, False, True
         user.set_password(password)
         user.save()
-        return password
+        user.groups.set([Group.objects.get(name=role)])
+        return user, password
 
-    def announce(self, host: str, port: int, username: str, password: str, kitchens: list[str]) -> None:
+    def announce(self, host: str, port: int, accounts: list[str], kitchens: list[str]) -> None:
         base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104 - a URL, not a bind
         lines = [
             "",
@@ -142,7 +161,7 @@ class Command(BaseCommand):
             f"  Operations board:   {base}/board/",
             *[f"  Kitchen {name}:     {base}/kitchen/{name}/" for name in kitchens],
             f"  Admin:              {base}/admin/",
-            f"  Staff login:        {username} / {password}",
+            *accounts,
             "",
             "  A dinner rush:      python manage.py rush --orders 30 --rate 2 --areas 6 --priority-mix",
             "  Press Ctrl-C to stop everything.",

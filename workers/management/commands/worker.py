@@ -58,7 +58,9 @@ class Command(BaseCommand):
     help = "Run a kitchen: claim orders, bake them, heartbeat, and take the monitor duty when elected."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--name", type=worker_name, help="Shop name (default: host-pid).")
+        parser.add_argument(
+            "--name", type=worker_name, help="Shop name, shown to customers (default: kitchen-<6 random hex digits>)."
+        )
         parser.add_argument(
             "--concurrency",
             type=positive_int,

@@ -1,0 +1,79 @@
+"""The roles, as Django groups with permissions (made by migration `orders.0005`).
+
+- *kitchen staff*: the kitchen display of the shops they staff
+  (`KitchenStaff` rows) and its actions, nothing else;
+- *operators* (staff accounts): the board, admin and every operator action
+  (requeue, cancel, rush, drain, declare dead);
+- *integrators*: the REST API, for the orders they place.
+
+The code checks permissions, never group names, so a deployment may grant
+them any other way Django allows (to one user, to a group of its own).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orders.models import KitchenStaff
+
+KITCHEN_STAFF = "kitchen staff"
+OPERATORS = "operators"
+INTEGRATORS = "integrators"
+
+# Placing orders through the API (integrators).
+PLACE_ORDERS = "workers.add_order"
+# Requeue, cancel and rush any order (operators); `Order.objects.changeable_by` reads it too.
+CHANGE_ORDERS = "workers.change_order"
+# Drain a kitchen, declare it dead (operators).
+CHANGE_KITCHENS = "workers.change_worker"
+# A kitchen display, for the shops one staffs (kitchen staff).
+WORK_KITCHEN = "orders.work_kitchen_display"
+
+
+# Each role's permissions, as (app label, codename).
+ROLES: dict[str, list[tuple[str, str]]] = {
+    KITCHEN_STAFF: [("orders", "work_kitchen_display")],
+    OPERATORS: [
+        ("workers", "view_order"),
+        ("workers", "change_order"),
+        ("workers", "view_orderevent"),
+        ("workers", "view_worker"),
+        ("workers", "change_worker"),
+        ("workers", "view_bucket"),
+        ("workers", "view_bucketmove"),
+        ("workers", "view_monitorlease"),
+        ("orders", "view_pizza"),
+        ("orders", "add_pizza"),
+        ("orders", "change_pizza"),
+        ("orders", "view_kitchenstaff"),
+        ("orders", "add_kitchenstaff"),
+        ("orders", "change_kitchenstaff"),
+        ("orders", "delete_kitchenstaff"),
+    ],
+    INTEGRATORS: [("workers", "add_order")],
+}
+
+
+def create_roles(group_model: Any, permission_model: Any) -> None:
+    """Create each role's group with exactly its permissions (which must exist).
+
+    Takes the models as arguments so the data migration can pass its historical ones.
+    """
+    for name, permissions in ROLES.items():
+        group, _created = group_model.objects.get_or_create(name=name)
+        group.permissions.set(
+            [
+                permission_model.objects.get(content_type__app_label=app, codename=codename)
+                for app, codename in permissions
+            ]
+        )
+
+
+def works_kitchen(user: Any, shop: str) -> bool:
+    """Whether the user may use this shop's kitchen display and its actions:
+    an operator may use any, kitchen staff only the shops they staff."""
+    if not (user.is_active and user.is_authenticated):
+        return False
+    if user.has_perm(CHANGE_ORDERS):
+        return True
+    return user.has_perm(WORK_KITCHEN) and KitchenStaff.objects.filter(user=user, shop=shop).exists()
