@@ -116,7 +116,10 @@ def test_a_retried_key_is_answered_only_once_the_first_order_is_on_disk(live_men
         assert created
         assert not on_disk(committed), "the first order reached the disk anyway: the test could not tell"
 
-        again, created = queue.place(request, idempotency_key="twice")
+        # The retry inside a caller's transaction, which writes nothing of its own:
+        # its commit would not wait for the disk unless `place` makes it.
+        with transaction.atomic():
+            again, created = queue.place(request, idempotency_key="twice")
 
         assert (again.pk, created) == (first.pk, False)
         assert on_disk(committed), "the retry was confirmed before the first order was on disk"

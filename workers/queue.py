@@ -356,9 +356,11 @@ def _same_request(existing: Order, fingerprint: str) -> Order:
     """A retry's answer: the first order, once it is on disk.
 
     On PostgreSQL the first request's commit is visible before its flush
-    (`sql.PLACE_THEN_FLUSH`), so a retry that arrives meanwhile waits for the
-    log to reach past it, as the first request itself does; the confirmation
-    means the same whichever request gets it.
+    (`sql.PLACE_THEN_FLUSH`). Outside a transaction the retry's own statement
+    already waits for the log; inside a caller's transaction the retry writes
+    nothing, so its commit would not wait at all. The log message makes it
+    wait to reach past the first order, as the first request itself does: the
+    confirmation means the same whichever request gets it.
     """
     if existing.request_hash != fingerprint:
         raise IdempotencyConflictError("This Idempotency-Key was already used for a different order.")
