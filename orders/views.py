@@ -13,7 +13,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
 from django.core.exceptions import ValidationError
@@ -25,9 +24,11 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
+from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
 from orders.forms import OrderForm
-from orders.handlers import customer_may_cancel
+from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap
 from orders.models import Pizza
+from orders.redirection import reorder_context
 from orders.timeline import event_message, progress, stage_label
 from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, Worker
@@ -37,8 +38,6 @@ TICKETS_SHOWN = 30
 # The board lists workers that left within this window, next to the live ones.
 RECENTLY_GONE = timedelta(minutes=10)
 RECENT_EVENTS = 25
-# The promise leaves the kitchen this much slack over its own estimate.
-PROMISE_SLACK = 1.5
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -46,15 +45,6 @@ class HtmxHttpRequest(HttpRequest):
 
 
 staff_required = user_passes_test(lambda user: user.is_active and user.is_staff, login_url=reverse_lazy("login"))
-
-
-def promised_seconds(order: Order) -> int:
-    """Seconds from placing to ready that the customer is promised."""
-    return round(order.estimated_seconds * settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK)
-
-
-def promised_at(order: Order) -> datetime:
-    return order.created_at + timedelta(seconds=promised_seconds(order))
 
 
 # --- Customers -------------------------------------------------------------------
@@ -126,6 +116,10 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "promised_at": promised_at(order),
         "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
         "items": item_lines(order, pizza_names()),
+        **reorder_context(order),
+        "moved_to": next((e["text"] for e in reversed(events) if e["to_shop"] is not None), "")
+        if not order.is_final
+        else "",
     }
     return render(request, "orders/track.html", context)
 
@@ -189,12 +183,16 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
         waiting = list(Order.objects.claimable(now).owned_by(worker.pk).in_claim_order()[:TICKETS_SHOWN])
     names = pizza_names()
+    staffed = worker.handler == STAFFED_HANDLER
     order: Any  # each ticket carries what the display shows
     for order in preparing + waiting:
         order.promise_seconds = promised_seconds(order)
         order.item_lines = item_lines(order, names)
         order.stage_label = stage_label(order.status, order.stage)
+        order.overdue = overdue(order, now)
+        order.next_tap = next_tap(order.stage) if staffed and order.status == Order.Status.PREPARING else None
     context = {
+        "staffed": staffed,
         "worker": worker,
         "preparing": preparing,
         "waiting": waiting,
@@ -261,4 +259,13 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "queued_total": sum(n for _priority, n in depth_by_priority),
         "preparing_total": sum(preparing_by_worker.values()),
         "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
+        "overdue": overdue_stages(now)[:20],
+        "late": _with_promises(late_orders(now)[:20]),
     }
+
+
+def _with_promises(orders: list[Order]) -> list[Order]:
+    order: Any  # each row carries its promised time
+    for order in orders:
+        order.promised_at = promised_at(order)
+    return orders

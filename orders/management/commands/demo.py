@@ -2,8 +2,9 @@
 
 1. Migrate the database (SQLite by default) and seed the menu.
 2. Create (or reset) a staff account and print its credentials.
-3. Start daphne and three kitchens as child processes, with a kitchen speed
-   that makes an order take 10-20 s, so every stage can be watched.
+3. Start daphne and three simulated kitchens as child processes, with a kitchen
+   speed that makes an order take 10-20 s, so every stage can be watched, and
+   one staffed kitchen whose stages are tapped on its display.
 4. Print the URLs, then wait. Ctrl-C or SIGTERM: forward one SIGTERM to every
    child (each stops gracefully), wait for them, exit.
 """
@@ -25,20 +26,29 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from orders.handlers import STAFFED_HANDLER
 from orders.menu import seed_menu
 from orders.models import Pizza
-from workers.arguments import non_negative_float, positive_int
+from workers.arguments import non_negative_float, non_negative_int, positive_int
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 
 
 class Command(BaseCommand):
-    help = "Run a demo: migrate, seed the menu, create an operator, start daphne and three kitchens."
+    help = "Run a demo: migrate, seed the menu, create an operator, start daphne, three kitchens and a staffed one."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address daphne listens on.")
         parser.add_argument("--port", type=positive_int, default=8000, help="Port daphne listens on.")
-        parser.add_argument("--kitchens", type=positive_int, default=3, help="How many kitchens (workers) to start.")
+        parser.add_argument(
+            "--kitchens", type=positive_int, default=3, help="How many simulated kitchens (workers) to start."
+        )
+        parser.add_argument(
+            "--staffed",
+            type=non_negative_int,
+            default=1,
+            help="How many staffed kitchens to start beside them (their display's taps drive the stages).",
+        )
         parser.add_argument(
             "--kitchen-speed",
             type=non_negative_float,
@@ -73,6 +83,12 @@ class Command(BaseCommand):
             "daphne": [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "pizzaqueue.asgi:application"]
         }
         commands |= {name: [sys.executable, str(MANAGE_PY), "worker", "--name", name] for name in names}
+        staffed = [f"staffed-{n}" for n in range(1, options["staffed"] + 1)]
+        commands |= {
+            name: [sys.executable, str(MANAGE_PY), "worker", "--name", name, "--handler", STAFFED_HANDLER]
+            for name in staffed
+        }
+        names += staffed
 
         stop = threading.Event()
         previous = {
@@ -113,6 +129,7 @@ class Command(BaseCommand):
             *[f"  Kitchen {name}:     {base}/kitchen/{name}/" for name in kitchens],
             f"  Admin:              {base}/admin/",
             f"  Staff login:        {username} / {password}",
+            "  Kitchens named staffed-N are run by people: tap each ticket through its stages on the display.",
             "",
             "  A dinner rush:      python manage.py rush --orders 30 --rate 2 --areas 6 --priority-mix",
             "  Press Ctrl-C to stop everything.",
