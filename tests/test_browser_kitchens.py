@@ -17,12 +17,17 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect
 
 from orders.handlers import STAFFED_HANDLER
+from tests import test_browser
 from tests.conftest import Daphne, WorkerProcesses, wait_until
 from tests.factory import area_owned_by, make_order
-from tests.test_browser import ARTIFACTS, browser, page  # noqa: F401 - the shared Chromium fixtures
 from workers.models import Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+# The Chromium fixtures of the browser tests, shared.
+browser = test_browser.browser
+page = test_browser.page
+ARTIFACTS = test_browser.ARTIFACTS
 
 TABLET = {"width": 1024, "height": 768}
 PASSWORD = "pizza-oven-42"  # noqa: S105 - a test account's
@@ -40,7 +45,10 @@ def log_in(tablet: Page, daphne: Daphne, path: str) -> None:
 
 
 def test_staff_tap_an_order_through_every_stage_while_the_customer_follows_live(
-    daphne: Daphne, worker_processes: WorkerProcesses, browser: Browser, page: Page  # noqa: F811
+    daphne: Daphne,
+    worker_processes: WorkerProcesses,
+    browser: Browser,
+    page: Page,
 ) -> None:
     daphne.start()
     worker_processes.start("--name", "staffed-1", "--handler", STAFFED_HANDLER)
@@ -79,7 +87,9 @@ def test_staff_tap_an_order_through_every_stage_while_the_customer_follows_live(
 
 
 def test_a_stale_tablets_tap_after_the_order_moved_changes_nothing_and_says_where(
-    daphne: Daphne, worker_processes: WorkerProcesses, browser: Browser  # noqa: F811
+    daphne: Daphne,
+    worker_processes: WorkerProcesses,
+    browser: Browser,
 ) -> None:
     daphne.start()
     staffed = worker_processes.start("--name", "staffed-1", "--handler", STAFFED_HANDLER)
@@ -112,7 +122,9 @@ def test_a_stale_tablets_tap_after_the_order_moved_changes_nothing_and_says_wher
 
 
 def test_a_takeaway_customer_whose_shop_died_orders_the_same_at_an_open_shop_in_one_click(
-    daphne: Daphne, worker_processes: WorkerProcesses, page: Page  # noqa: F811
+    daphne: Daphne,
+    worker_processes: WorkerProcesses,
+    page: Page,
 ) -> None:
     daphne.start()
     corner = worker_processes.start("--name", "corner", "--handler", STAFFED_HANDLER)

@@ -114,7 +114,7 @@ def test_a_websocket_from_another_site_is_refused(daphne: Daphne) -> None:
         daphne.ws("/ws/board/")  # no staff session
 
 
-def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on_sigterm(
+def test_the_demo_starts_the_web_server_three_kitchens_and_a_staffed_one_and_stops_them_all_on_sigterm(
     live_menu: None, tmp_path: Path
 ) -> None:
     with socket.socket() as probe:
@@ -130,7 +130,7 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: Worker.objects.live().count() == 3, what="three kitchens")
+        wait_until(lambda: Worker.objects.live().count() == 4, what="four kitchens")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:  # noqa: S310 - our own server
             assert response.status == 200
         demo.send_signal(signal.SIGTERM)
@@ -142,9 +142,11 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
     output = log.read_text()
     assert re.search(r"Staff login: +operator / \S+", output)
     assert f"http://localhost:{port}/board/" in output
-    assert sorted(Worker.objects.values_list("name", "status")) == [
-        ("shop-1", "stopped"),
-        ("shop-2", "stopped"),
-        ("shop-3", "stopped"),
+    assert f"http://localhost:{port}/kitchen/staffed-1/" in output
+    assert sorted(Worker.objects.values_list("name", "status", "handler")) == [
+        ("shop-1", "stopped", "orders.handlers.kitchen"),
+        ("shop-2", "stopped", "orders.handlers.kitchen"),
+        ("shop-3", "stopped", "orders.handlers.kitchen"),
+        ("staffed-1", "stopped", "orders.handlers.staffed"),
     ]
     assert User.objects.get(username="operator").is_staff is True
