@@ -11,6 +11,10 @@ import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import DatabaseError
+
+from workers import queue
+from workers.loop import DatabaseUnavailableError, LeaseLostError
 
 if TYPE_CHECKING:
     from workers.loop import Progress
@@ -18,6 +22,25 @@ if TYPE_CHECKING:
 
 # Stages in kitchen order, with each one's share of the order's kitchen time.
 STAGES: tuple[tuple[str, float], ...] = (("dough", 0.2), ("sauce", 0.1), ("oven", 0.55), ("boxing", 0.15))
+# A staffed kitchen's last stage: tapped "ready", the kitchen process completes the order.
+READY = "ready"
+# What staff tap on a staffed kitchen's display, in order: (stage it moves to, button).
+TAPS: tuple[tuple[str, str], ...] = (
+    ("dough", "Start"),
+    ("oven", "Into the oven"),
+    ("boxing", "Boxed"),
+    (READY, "Ready"),
+)
+# The staffed handler's dotted path: the kitchen display shows tap buttons for kitchens running it.
+STAFFED_HANDLER = "orders.handlers.staffed"
+
+
+def next_tap(stage: str) -> tuple[str, str] | None:
+    """The step staff take next from `stage`: (stage, button label); None after the last."""
+    stages = ["", *(to for to, _label in TAPS)]
+    if stage not in stages or stage == READY:
+        return None
+    return TAPS[stages.index(stage)]
 
 
 def customer_may_cancel(order: Order) -> bool:
@@ -35,6 +58,30 @@ def operator_may_cancel(order: Order) -> bool:
     return True
 
 
+def _still_held(order: Order) -> str:
+    """The order's stage while this kitchen's lease holds it; raises LeaseLostError once
+    it was cancelled or moved (the queue records that the kitchen stopped)."""
+    assert order.lease_token is not None  # noqa: S101 - a claimed order carries its lease
+    try:
+        stage = queue.check_lease(order.id, order.lease_token, order.worker_id)
+    except DatabaseError as exc:
+        raise DatabaseUnavailableError(f"lease of order {order.id} not checked: {exc}") from exc
+    if stage is None:
+        raise LeaseLostError(str(order.id))
+    return stage
+
+
+def _bake_for(order: Order, seconds: float) -> None:
+    """Sleep through a simulated stage, looking at the order every check interval, so
+    a cancel stops the oven within that and not at the next stage."""
+    deadline = time.monotonic() + seconds
+    interval = settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(interval, left))
+        if left > interval:
+            _still_held(order)
+
+
 def kitchen(order: Order, progress: Progress) -> None:
     """Simulate the kitchen: each stage takes its share of the order's estimated time,
     scaled by PIZZAQUEUE_KITCHEN_SPEED (0 makes it instant)."""
@@ -42,7 +89,22 @@ def kitchen(order: Order, progress: Progress) -> None:
     for stage, share in STAGES:
         progress(stage)
         if total > 0:
-            time.sleep(total * share)
+            _bake_for(order, total * share)
+
+
+def staffed(order: Order, progress: Progress) -> None:
+    """A staffed kitchen (SPEC §7a): people drive the stages from the kitchen display.
+
+    The kitchen process claims the order, heartbeats and holds its lease as
+    for any handler; each tap is written by the web process
+    (`queue.advance_stage`, fenced by this lease). This only waits, looking at
+    its order every PIZZAQUEUE_KITCHEN_CHECK_INTERVAL, and returns once staff
+    tapped "ready", so the loop completes the order. A cancelled or moved
+    order (its lease revoked) stops it at the next look.
+    """
+    interval = settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL
+    while _still_held(order) != READY:
+        time.sleep(interval)
 
 
 def noop(order: Order, progress: Progress) -> None:

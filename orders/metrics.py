@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from orders.deadlines import late_orders, overdue_stages
 from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker
 
@@ -64,6 +65,7 @@ class QueueCollector(Collector):
         self._events: Counter[str] = Counter()
         self._pickup = _Histogram(PICKUP_BUCKETS)
         self._order = _Histogram(ORDER_BUCKETS)
+        self._overdue_retries = 0
 
     def _read_new_events(self) -> None:
         if self._last_event_id is None:
@@ -81,6 +83,8 @@ class QueueCollector(Collector):
                 self._pickup.observe(max(waited, 0.0))
             elif kind == OrderEvent.Kind.DONE:
                 self._order.observe(max(waited, 0.0))
+            elif kind == OrderEvent.Kind.RETRIED and data.get("reason") == "stage-overdue":
+                self._overdue_retries += 1
             self._last_event_id = event_id
 
     def collect(self) -> Iterator[Metric]:
@@ -94,6 +98,11 @@ class QueueCollector(Collector):
             yield events
             yield self._pickup.family("pizzaqueue_pickup_seconds", "From placing an order to its first claim.")
             yield self._order.family("pizzaqueue_order_seconds", "From placing an order to done.")
+            yield CounterMetricFamily(
+                "pizzaqueue_stage_overdue_retries",
+                "Orders given to another kitchen because a stage overran its limit, since this process started.",
+                value=self._overdue_retries,
+            )
 
         depth = GaugeMetricFamily("pizzaqueue_orders", "Orders waiting or in the oven, by status.", labels=["status"])
         # Both counts are served by partial indexes that finished orders are not in.
@@ -107,6 +116,16 @@ class QueueCollector(Collector):
         yield depth
 
         now = clock.now()
+        yield GaugeMetricFamily(
+            "pizzaqueue_stages_overdue",
+            "Orders in a kitchen whose current stage has gone without progress past its limit.",
+            value=len(overdue_stages(now)),
+        )
+        yield GaugeMetricFamily(
+            "pizzaqueue_orders_late",
+            "Unfinished orders past their promised time (among the oldest waiting and baking).",
+            value=len(late_orders(now)),
+        )
         ages = GaugeMetricFamily(
             "pizzaqueue_worker_heartbeat_age_seconds",
             "Seconds since each live worker's last heartbeat.",

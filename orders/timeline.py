@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orders.handlers import STAGES
+from orders.handlers import READY, STAGES
 from workers import queue
 from workers.models import Order, OrderEvent
 
@@ -18,6 +18,7 @@ STAGE_LABELS = {
     "sauce": "Sauce and toppings",
     "oven": "In the oven",
     "boxing": "Boxing it up",
+    READY: "Ready",
 }
 STATUS_LABELS: dict[str, str] = {
     Order.Status.QUEUED: "In the queue",
@@ -54,6 +55,8 @@ def _stage_progress() -> dict[str, int]:
 
 
 STAGE_PROGRESS = _stage_progress()
+# A staffed kitchen's last tap: done as soon as its kitchen process has looked.
+STAGE_PROGRESS[READY] = 100
 
 
 def progress(status: str | None, stage: str = "") -> int | None:
@@ -124,8 +127,15 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         "created_at": event.created_at.isoformat(),
         "message": event.message,
         "text": describe(event, worker),
-        "public": event.kind not in PRIVATE_KINDS,
+        # The "ready" tap is followed at once by `done`, which says it to the customer.
+        "public": event.kind not in PRIVATE_KINDS
+        and not (event.kind == OrderEvent.Kind.STAGE and event.stage == READY),
         "status": status,
         "status_label": stage_label(status, event.stage) if status else None,
         "progress": progress(status, event.stage),
+        # A takeaway order whose shop closed: the tracking page offers it at an open shop.
+        "shop_unavailable": event.kind == OrderEvent.Kind.CANCELLED
+        and event.data.get("reason") == queue.SHOP_UNAVAILABLE,
+        # A delivery order moved to another shop (SPEC §7b): the shop that makes it now.
+        "to_shop": event.data.get("to_shop") if event.kind == OrderEvent.Kind.REASSIGNED else None,
     }

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, cast
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
 from django.contrib.auth.views import redirect_to_login
@@ -29,9 +28,11 @@ from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
 from orders import clients, customers, roles
+from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
 from orders.forms import OrderForm
-from orders.handlers import customer_may_cancel, operator_may_cancel
+from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.models import Pizza
+from orders.redirection import reorder_context
 from orders.timeline import event_message, progress, stage_label
 from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
@@ -41,8 +42,6 @@ TICKETS_SHOWN = 30
 # The board lists workers that left within this window, next to the live ones.
 RECENTLY_GONE = timedelta(minutes=10)
 RECENT_EVENTS = 25
-# The promise leaves the kitchen this much slack over its own estimate.
-PROMISE_SLACK = 1.5
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -50,15 +49,6 @@ class HtmxHttpRequest(HttpRequest):
 
 
 staff_required = user_passes_test(lambda user: user.is_active and user.is_staff, login_url=reverse_lazy("login"))
-
-
-def promised_seconds(order: Order) -> int:
-    """Seconds from placing to ready that the customer is promised."""
-    return round(order.estimated_seconds * settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK)
-
-
-def promised_at(order: Order) -> datetime:
-    return order.created_at + timedelta(seconds=promised_seconds(order))
 
 
 # --- Customers -------------------------------------------------------------------
@@ -129,6 +119,7 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
     # The timeline index (order, id) serves this.
     events = [event_message(e) for e in order.events.select_related("worker").order_by("id")]
+    mine = changeable(request).filter(pk=order.pk).exists()  # this browser's order, or an operator
     context = {
         "order": order,
         "timeline": [e for e in events if e["public"]],
@@ -138,7 +129,15 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "promised_at": promised_at(order),
         "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
         "items": item_lines(order, pizza_names()),
-        "can_cancel": order.status == Order.Status.QUEUED and changeable(request).filter(pk=order.pk).exists(),
+        "can_cancel": mine
+        and (
+            order.status == Order.Status.QUEUED
+            or (order.status == Order.Status.PREPARING and customer_may_cancel(order))
+        ),
+        **reorder_context(order, mine),
+        "moved_to": next((e["text"] for e in reversed(events) if e["to_shop"] is not None), "")
+        if not order.is_final
+        else "",
     }
     return render(request, "orders/track.html", context)
 
@@ -249,12 +248,16 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
         waiting = list(Order.objects.claimable(now).owned_by(worker.pk).in_claim_order()[:TICKETS_SHOWN])
     names = pizza_names()
+    staffed = worker.handler == STAFFED_HANDLER
     order: Any  # each ticket carries what the display shows
     for order in preparing + waiting:
         order.promise_seconds = promised_seconds(order)
         order.item_lines = item_lines(order, names)
         order.stage_label = stage_label(order.status, order.stage)
+        order.overdue = overdue(order, now)
+        order.next_tap = next_tap(order.stage) if staffed and order.status == Order.Status.PREPARING else None
     context = {
+        "staffed": staffed,
         "worker": worker,
         "is_staff": request.user.is_staff,
         "preparing": preparing,
@@ -322,4 +325,13 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "queued_total": sum(n for _priority, n in depth_by_priority),
         "preparing_total": sum(preparing_by_worker.values()),
         "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
+        "overdue": overdue_stages(now)[:20],
+        "late": _with_promises(late_orders(now)[:20]),
     }
+
+
+def _with_promises(orders: list[Order]) -> list[Order]:
+    order: Any  # each row carries its promised time
+    for order in orders:
+        order.promised_at = promised_at(order)
+    return orders

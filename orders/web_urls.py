@@ -5,14 +5,16 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from orders import views
+from orders import kitchen_views, views
 
 urlpatterns = [
     path("", views.menu, name="menu"),
     path("orders/", views.place_order, name="place-order"),
     path("orders/<uuid:order_id>/", views.track_order, name="track-order"),
     path("orders/<uuid:order_id>/cancel/", views.cancel_order, name="cancel-order"),
+    path("orders/<uuid:order_id>/reorder/", kitchen_views.reorder, name="reorder"),
     path("kitchen/<str:name>/", views.kitchen, name="kitchen"),
+    path("kitchen/<str:name>/tap/", kitchen_views.tap, name="kitchen-tap"),
     path("kitchen/<str:name>/expedite/<uuid:order_id>/", views.expedite_order, name="expedite-order"),
     path("board/", views.board, name="board"),
     path("accounts/login/", auth_views.LoginView.as_view(next_page="board"), name="login"),

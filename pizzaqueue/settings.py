@@ -306,6 +306,19 @@ PIZZAQUEUE_HANDLER = env_str("PIZZAQUEUE_HANDLER", "orders.handlers.kitchen")
 PIZZAQUEUE_KITCHEN_SPEED = env_float("PIZZAQUEUE_KITCHEN_SPEED", 1.0, minimum=0.0)
 # A customer may cancel an order in the kitchen until it reaches this stage (empty: never).
 PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL = os.environ.get("PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL", "oven").strip()
+# How often a kitchen's handler looks at an order it holds while waiting (a staffed
+# kitchen for its staff's taps, a simulated oven between stages): a cancelled or
+# moved order is dropped within this many seconds.
+PIZZAQUEUE_KITCHEN_CHECK_INTERVAL = env_float("PIZZAQUEUE_KITCHEN_CHECK_INTERVAL", 0.2, minimum=0.01)
+
+# --- Stage deadlines --------------------------------------------------------------
+# A stage may take its share of the order's estimated time times this factor before
+# it is flagged as overdue on the board and the kitchen display (0 = no deadlines).
+PIZZAQUEUE_STAGE_DEADLINE_FACTOR = env_float("PIZZAQUEUE_STAGE_DEADLINE_FACTOR", 3.0, minimum=0.0)
+# Whether the monitor also gives an overdue delivery order to another kitchen.
+PIZZAQUEUE_STAGE_RETRY = env_bool("PIZZAQUEUE_STAGE_RETRY", False)
+# The function of an order that returns its current stage's limit in seconds (None: none).
+PIZZAQUEUE_STAGE_LIMIT = env_str("PIZZAQUEUE_STAGE_LIMIT", "orders.deadlines.stage_limit")
 
 # --- Live updates ---------------------------------------------------------------
 # The in-memory layer fans out only within one web process; events cross

@@ -115,7 +115,7 @@ def test_a_websocket_from_another_site_is_refused(daphne: Daphne) -> None:
         daphne.ws("/ws/board/")  # no staff session
 
 
-def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on_sigterm(
+def test_the_demo_starts_the_web_server_three_kitchens_and_a_staffed_one_and_stops_them_all_on_sigterm(
     live_menu: None, tmp_path: Path
 ) -> None:
     with socket.socket() as probe:
@@ -131,7 +131,7 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: Worker.objects.live().count() == 3, what="three kitchens")
+        wait_until(lambda: Worker.objects.live().count() == 4, what="four kitchens")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:  # noqa: S310 - our own server
             assert response.status == 200
         demo.send_signal(signal.SIGTERM)
@@ -142,6 +142,7 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
             demo.wait()
     output = log.read_text()
     assert f"http://localhost:{port}/board/" in output
+    assert f"http://localhost:{port}/kitchen/staffed-1/" in output
     # One account per role, each able to do its own job and no more.
     operator = re.search(r"Operator login: +operator / (\S+)", output)
     kitchen = re.search(r"Kitchen staff: +kitchen / (\S+)", output)
@@ -149,7 +150,7 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
     assert operator and kitchen and token, output
     browser = Client()
     assert browser.login(username="kitchen", password=kitchen.group(1)) is True
-    assert browser.get("/kitchen/shop-1/").status_code == 200
+    assert browser.get("/kitchen/staffed-1/").status_code == 200
     assert browser.get("/kitchen/shop-2/").status_code == 403
     assert browser.get("/board/").status_code == 302
     assert browser.login(username="operator", password=operator.group(1)) is True
@@ -159,9 +160,10 @@ def test_the_demo_starts_the_web_server_and_three_kitchens_and_stops_them_all_on
     integrator.credentials(HTTP_AUTHORIZATION=f"Token {token.group(1)}")
     placed = integrator.post("/api/orders/", {"items": [{"pizza": "margherita"}]}, format="json")
     assert placed.status_code == 201, placed.content
-    assert sorted(Worker.objects.values_list("name", "status")) == [
-        ("shop-1", "stopped"),
-        ("shop-2", "stopped"),
-        ("shop-3", "stopped"),
+    assert sorted(Worker.objects.values_list("name", "status", "handler")) == [
+        ("shop-1", "stopped", "orders.handlers.kitchen"),
+        ("shop-2", "stopped", "orders.handlers.kitchen"),
+        ("shop-3", "stopped", "orders.handlers.kitchen"),
+        ("staffed-1", "stopped", "orders.handlers.staffed"),
     ]
     assert User.objects.get(username="operator").is_staff is True

@@ -13,11 +13,11 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.db.models.expressions import RawSQL
 from django.test import Client
 from django.utils import timezone as django_timezone
 
-from tests.factory import make_order, make_worker
 from workers import queue
 from workers.models import Order, OrderEvent
 from workers.queue import OrderRequest
@@ -101,25 +101,51 @@ def before_the_bound(transactional_db: None) -> Iterator[None]:
     call_command("migrate", verbosity=0)
 
 
-def schedule_out_of_range(order: Order) -> None:
+def schedule_out_of_range(model: Any, order: Any) -> None:
     """What the unbounded intake stored for `9999-12-31T23:59:59-12:00` (PostgreSQL) or `…Z` (either)."""
     if connection.vendor == "postgresql":
         far = RawSQL("%s::timestamptz", ["10000-01-01 11:59:59+00"])
-        Order.objects.filter(pk=order.pk).update(eligible_at=far)
+        model.objects.filter(pk=order.pk).update(eligible_at=far)
     else:
-        Order.objects.filter(pk=order.pk).update(eligible_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+        model.objects.filter(pk=order.pk).update(eligible_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+
+
+def old_order(models: Any, status: str, eligible_at: datetime, worker: Any = None) -> Any:
+    """An order as that release wrote it, with its events: through the models of its
+    migration state, since today's have columns its tables do not."""
+    now = django_timezone.now()
+    order = models.get_model("workers", "Order").objects.create(
+        status=status,
+        items=[MARGHERITA],
+        bucket=0,
+        rank=0,
+        eligible_at=eligible_at,
+        created_at=now,
+        estimated_seconds=60,
+        attempts=1 if worker else 0,
+        worker=worker,
+        claimed_at=now if worker else None,
+        finished_at=now if status == "done" else None,
+    )
+    kinds = ["placed", "claimed", "done"] if status == "done" else ["placed"]
+    event = models.get_model("workers", "OrderEvent")
+    event.objects.bulk_create(event(order=order, kind=kind, created_at=now, worker=worker) for kind in kinds)
+    return order
 
 
 def test_orders_scheduled_out_of_range_before_the_bound_are_cancelled_and_every_page_shows_them(
     before_the_bound: None, live_menu: None
 ) -> None:
-    worker = make_worker("shop-1")
-    finished = make_order()
-    (claim,) = queue.claim(worker.pk, 1)
-    queue.complete(finished.pk, claim.token)
-    poisoned, fine = make_order(), make_order(not_before=in_days(30))
+    models = MigrationExecutor(connection).loader.project_state(("workers", "0002_order_orderevent_move_in")).apps
+    now = django_timezone.now()
+    worker = models.get_model("workers", "Worker").objects.create(
+        name="shop-1", host="test-host", pid=1, started_at=now, last_heartbeat=now
+    )
+    finished = old_order(models, "done", now, worker)
+    poisoned = old_order(models, "queued", now)
+    fine = old_order(models, "queued", now + timedelta(days=30))
     for order in (poisoned, finished):
-        schedule_out_of_range(order)
+        schedule_out_of_range(models.get_model("workers", "Order"), order)
 
     call_command("migrate", verbosity=0)
 

@@ -84,6 +84,8 @@ class WorkerLoop:
         max_orders: int | None = None,
     ) -> None:
         self.handler = handler
+        # Recorded on the worker's row: the displays tell a staffed kitchen by it.
+        self.handler_path = f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"
         # Customers read a kitchen's name on their timeline: the default says nothing of the machine.
         self.name = name or f"kitchen-{secrets.token_hex(3)}"
         self.concurrency = concurrency
@@ -143,7 +145,9 @@ class WorkerLoop:
 
     def register(self) -> None:
         sent = time.monotonic()
-        self.record = membership.register(self.name, socket.gethostname(), os.getpid(), self.concurrency)
+        self.record = membership.register(
+            self.name, socket.gethostname(), os.getpid(), self.concurrency, handler=self.handler_path
+        )
         self._renewed_at = sent
         self.cut_off = False
         now = time.monotonic()

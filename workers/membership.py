@@ -27,7 +27,9 @@ class WorkerLostError(Exception):
     """This worker incarnation was declared dead (or stopped) by someone else."""
 
 
-def register(name: str, host: str, pid: int, concurrency: int, now: datetime | None = None) -> Worker:
+def register(
+    name: str, host: str, pid: int, concurrency: int, now: datetime | None = None, handler: str = ""
+) -> Worker:
     """Add a worker to the ring; it gets its share of buckets in the same transaction.
 
     A live worker of the same name whose heartbeat is stale is declared dead
@@ -47,6 +49,7 @@ def register(name: str, host: str, pid: int, concurrency: int, now: datetime | N
             host=host[:255],
             pid=pid,
             concurrency=concurrency,
+            handler=handler[:200],
             started_at=now,
             last_heartbeat=now,
             incarnation=(previous.incarnation + 1) if previous else 1,
@@ -88,7 +91,8 @@ def drain(worker_id: int, now: datetime | None = None) -> bool:
         monitor.lock_ring()
         if not Worker.objects.in_ring().filter(pk=worker_id).update(status=Worker.Status.DRAINING):
             return False
-        monitor.rebalance(now, BucketMove.Reason.DRAIN)
+        moves = monitor.rebalance(now, BucketMove.Reason.DRAIN)
+        queue.announce_moved_queue(moves, worker_id, now, "is closing")
         queue.notify_work()
     return True
 

@@ -80,6 +80,8 @@ class Worker(models.Model):
     last_heartbeat = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.CharField(max_length=200, blank=True)
+    # The dotted path of the handler it runs: a staffed kitchen's display shows tap buttons.
+    handler = models.CharField(max_length=200, blank=True)
 
     objects = WorkerQuerySet.as_manager()
 
@@ -315,6 +317,11 @@ class Order(models.Model):
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     stage = models.CharField(max_length=20, blank=True)
+    # When the current stage was reported; NULL until the first report (the claim's time counts then).
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    # A kitchen that overran a stage of this order: every other kitchen may take it
+    # first, for one heartbeat timeout (`sql.CLAIMABLE`); then the usual owner again.
+    avoid_worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     estimated_seconds = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     cancel_reason = models.CharField(max_length=200, blank=True)

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import Count, F, Max, Q
+from django.utils.module_loading import import_string
 
 from workers import clock, queue, ring, sql
 from workers.models import Bucket, BucketMove, MonitorLease, Order, Worker
@@ -64,6 +65,8 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
     3. Give any ownerless bucket an owner (e.g. after the last worker left and
        a new one joined), and follow a change of PIZZAQUEUE_BUCKETS
        (`resize_buckets`). Once the table matches, this step only reads.
+    4. With PIZZAQUEUE_STAGE_RETRY, give orders whose stage overran its limit to
+       another kitchen (`retry_overdue_stages`).
     """
     now = now or clock.now()
     if not acquire(worker_id, now):
@@ -92,6 +95,8 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
                     report.moved_buckets += len(rebalance(now, BucketMove.Reason.REBALANCE))
         except OperationalError as exc:
             logger.warning("monitor skipped rebalancing this round: %s", exc)
+    if settings.PIZZAQUEUE_STAGE_RETRY:
+        report.requeued += retry_overdue_stages(now, monitor_id=worker_id)
     if report:
         logger.warning(
             "monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d",
@@ -176,7 +181,9 @@ def declare_dead(
 
     1. Mark it dead, unless something else already took it out of the ring.
     2. Rebalance: its buckets go to live workers.
-    3. Cancel its takeaway orders ("shop unavailable"): they are pinned to it.
+    3. Cancel its takeaway orders ("shop unavailable"): they are pinned to it,
+       and tell the customers of the queued delivery orders in its buckets which
+       shop has them now.
     4. Re-queue the delivery orders it was preparing (an attempt spent), naming
        the worker whose bucket they now sit in; dead-letter those out of attempts.
     All in one transaction, so nobody sees a dead worker still owning buckets.
@@ -213,8 +220,11 @@ def leave(
         left = leaving.update(status=status, stopped_at=now, stop_reason=reason[:200])
         if not left:
             return None
-        recovery = Recovery(moved_buckets=len(rebalance(now, move_reason)))
+        moves = rebalance(now, move_reason)
+        recovery = Recovery(moved_buckets=len(moves))
         recovery.cancelled = queue.cancel_pinned(worker_id, now, actor_id)
+        # Before its held orders join them in the queue: those get their own `reassigned` events.
+        queue.announce_moved_queue(moves, worker_id, now, "went offline" if status == Worker.Status.DEAD else "closed")
         held = list(Order.objects.select_for_update().held_by(worker_id).values_list("id", "attempts", "max_attempts"))
         why = "shop went offline" if status == Worker.Status.DEAD else "shop closed"
         recovery.requeued, recovery.failed = queue.take_back(
@@ -260,6 +270,43 @@ def recover_expired_leases(now: datetime | None = None, monitor_id: int | None =
             expired, None, now, "lease expired on the last attempt", queue.lease_expired_events(now)
         )
     return recovery
+
+
+# --- Stages that overran their limit ----------------------------------------------------
+
+
+def retry_overdue_stages(now: datetime, monitor_id: int | None = None) -> list[uuid.UUID]:
+    """Give every order whose current stage has made no progress for longer than its
+    limit to another kitchen (`queue.retry_overdue`); returns the ids retried.
+
+    The limit is the shop's to say: PIZZAQUEUE_STAGE_LIMIT names a function of
+    the order that returns seconds (or None: no limit). Takeaway orders stay with
+    their shop (only flagged), and so does an order whose kitchen is the only
+    one in the ring. Each retry is its own transaction, fenced by the order's
+    token and stage, and made only while this monitor holds the election.
+    """
+    limit_of = import_string(settings.PIZZAQUEUE_STAGE_LIMIT)
+    in_kitchens = (
+        Order.objects.filter(status=Order.Status.PREPARING, pinned_worker__isnull=True)
+        .exclude(worker__isnull=True)
+        .order_by("claimed_at")[:1000]
+    )
+    ring_members = set(Worker.objects.in_ring().values_list("pk", flat=True))
+    retried = []
+    for order in in_kitchens:
+        limit = limit_of(order)
+        since = order.stage_started_at or order.claimed_at
+        if limit is None or since is None or since + timedelta(seconds=limit) >= now:
+            continue
+        if not ring_members - {order.worker_id}:
+            continue  # nowhere else to go: the boards flag it
+        assert order.lease_token is not None  # noqa: S101 - a preparing order holds a lease
+        with transaction.atomic():
+            if monitor_id is not None and not holds_election(monitor_id, now):
+                break
+            if queue.retry_overdue(order.id, order.lease_token, order.stage, limit, now) == queue.Event.RETRIED:
+                retried.append(order.id)
+    return retried
 
 
 # --- Rebalancing: the hash ring applied to the Bucket table ------------------------------

@@ -48,7 +48,7 @@ Status = Order.Status
 Event = OrderEvent.Kind
 
 # An order no worker holds: what every write that ends or gives back a lease sets.
-LEASE_CLEARED: dict[str, Any] = {"lease_token": None, "lease_expires_at": None, "stage": ""}
+LEASE_CLEARED: dict[str, Any] = {"lease_token": None, "lease_expires_at": None, "stage": "", "stage_started_at": None}
 # An order taken from its worker and waiting again.
 BACK_IN_QUEUE: dict[str, Any] = {"status": Status.QUEUED, "worker": None, **LEASE_CLEARED}
 
@@ -396,7 +396,13 @@ def _claim_params(worker_id: int, now: datetime, limit: int) -> tuple[bool, dict
     """(stealing?, the parameters of `sql.CLAIMABLE`), on SQLite."""
     steal_after = settings.PIZZAQUEUE_STEAL_AFTER
     adapt = connection.ops.adapt_datetimefield_value
-    params: dict[str, Any] = {"queued": Status.QUEUED, "now": adapt(now), "worker": worker_id, "limit": limit}
+    params: dict[str, Any] = {
+        "queued": Status.QUEUED,
+        "now": adapt(now),
+        "worker": worker_id,
+        "limit": limit,
+        "avoid_before": adapt(now - lease_duration()),
+    }
     if steal_after > 0:
         params["steal_before"] = adapt(now - timedelta(seconds=steal_after))
     return steal_after > 0, params
@@ -434,6 +440,7 @@ def claim(worker_id: int, limit: int, now: datetime | None = None) -> list[Claim
             attempts=F("attempts") + 1,
             claimed_at=now,
             stage="",
+            avoid_worker=None,
         )
         if updated != len(ids):
             # Impossible under the write lock; refuse rather than hand out a half claim.
@@ -465,6 +472,7 @@ def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: d
         "preparing": Status.PREPARING,
         "token": token,
         "lease": lease_duration(),
+        "avoid_for": lease_duration(),
         "claimed": Event.CLAIMED,
         "channel": sql.EVENTS_CHANNEL,
     }
@@ -499,10 +507,57 @@ def report_stage(
     """Record the kitchen stage; False when the lease is no longer this worker's."""
     now = now or clock.now()
     with transaction.atomic():
-        if Order.objects.leased(order_id, token).update(stage=stage) != 1:
+        if Order.objects.leased(order_id, token).update(stage=stage, stage_started_at=now) != 1:
             _record_lease_lost([order_id], worker_id, now, f"report stage {stage} of")
             return False
         _record([_event(order_id, Event.STAGE, now, worker_id=worker_id, stage=stage)])
+    return True
+
+
+def check_lease(
+    order_id: uuid.UUID, token: uuid.UUID, worker_id: int | None, now: datetime | None = None
+) -> str | None:
+    """The order's stage while `token` still holds it; None once it does not (cancelled,
+    taken back, moved), with a `lease-lost` event saying the kitchen stopped there.
+
+    A handler waiting (a staffed kitchen for its staff's taps, a simulated oven
+    between stages) calls this every few tenths of a second, so a revoked lease
+    stops it within that, not at a stage that may be minutes away. The common
+    case is one read by primary key and no write.
+    """
+    stage = Order.objects.leased(order_id, token).values_list("stage", flat=True).first()
+    if stage is None:
+        with transaction.atomic():
+            _record_lease_lost([order_id], worker_id, now or clock.now(), "go on with")
+    return stage
+
+
+def advance_stage(
+    order_id: uuid.UUID, token: uuid.UUID, from_stage: str, to_stage: str, now: datetime | None = None
+) -> bool:
+    """Staff at a staffed kitchen's display move an order from `from_stage` to `to_stage`
+    (SPEC §7a); False when nothing was written.
+
+    Fenced twice: by the lease token the display was rendered with, so a tap
+    from a display whose order moved to another kitchen (or was cancelled)
+    changes nothing; and by the stage it showed, so a double tap, or two
+    tablets tapping at once, moves the order one step, not two. The kitchen
+    process holding the lease sees the new stage on its next look
+    (`check_lease`) and, at the last one, returns so its loop completes it.
+    """
+    now = now or clock.now()
+    with transaction.atomic():
+        worker_id = (
+            Order.objects.select_for_update()
+            .leased(order_id, token)
+            .filter(stage=from_stage)
+            .values_list("worker_id", flat=True)
+            .first()
+        )
+        if worker_id is None:
+            return False
+        Order.objects.leased(order_id, token).update(stage=to_stage, stage_started_at=now)
+        _record([_event(order_id, Event.STAGE, now, worker_id=worker_id, stage=to_stage, by="staff")])
     return True
 
 
@@ -941,6 +996,85 @@ def reassigned_events(
         ]
 
     return events
+
+
+def announce_moved_queue(
+    moves: Iterable[tuple[int, int | None, int]], worker_id: int, now: datetime, why: str
+) -> list[uuid.UUID]:
+    """Tell every customer whose queued delivery order moved with a bucket of a leaving
+    worker which shop will make it now (SPEC §7b): one `reassigned` event each.
+
+    `moves` are `monitor.rebalance`'s (bucket, from, to); only those from the
+    leaving worker count. Runs inside the caller's transaction (the leaving or
+    the drain), after the rebalance, so the events commit with the move or not
+    at all. The read walks `order_queued_bucket_idx`.
+    """
+    by_target: dict[int, list[int]] = defaultdict(list)
+    for number, source, target in moves:
+        if source == worker_id:
+            by_target[target].append(number)
+    if not by_target:
+        return []
+    names = dict(Worker.objects.filter(pk__in=[worker_id, *by_target]).values_list("pk", "name"))
+    leaving = names.get(worker_id, "your shop")
+    moved: list[uuid.UUID] = []
+    for target, numbers in by_target.items():
+        ids = list(
+            Order.objects.filter(status=Status.QUEUED, pinned_worker__isnull=True, bucket__in=numbers).values_list(
+                "id", flat=True
+            )
+        )
+        to_shop = names.get(target, "")
+        message = f"{leaving} {why}; {to_shop or 'the next free shop'} will make your order."
+        for start in range(0, len(ids), 1000):
+            _record(
+                _event(oid, Event.REASSIGNED, now, worker_id=worker_id, message=message, to_shop=to_shop, queued=True)
+                for oid in ids[start : start + 1000]
+            )
+        moved += ids
+    return moved
+
+
+def retry_overdue(order_id: uuid.UUID, token: uuid.UUID, stage: str, limit: float, now: datetime | None = None) -> str:
+    """Take an order whose stage overran its limit from its kitchen and let another
+    kitchen make it: back in the queue with that kitchen to avoid (`sql.CLAIMABLE`),
+    or dead-lettered on its last attempt. Returns the event kind written, or "" when
+    the order moved on meanwhile (fenced by its token and the stage that overran).
+    """
+    now = now or clock.now()
+    with transaction.atomic():
+        order = (
+            Order.objects.select_for_update()
+            .leased(order_id, token)
+            .filter(stage=stage)
+            .only("id", "worker_id", "attempts", "max_attempts")
+            .first()
+        )
+        if order is None:
+            return ""
+        what = f"The kitchen took more than {limit:.0f} s at the {stage or 'start'}"
+        if order.attempts >= order.max_attempts:
+            _to_failed([order_id], f"{what} on the last attempt.", now)
+            _record([_event(order_id, Event.FAILED, now, worker_id=order.worker_id, message=what, stage=stage)])
+            return Event.FAILED
+        Order.objects.filter(id=order_id).update(**BACK_IN_QUEUE, eligible_at=now, avoid_worker_id=order.worker_id)
+        _record(
+            [
+                _event(
+                    order_id,
+                    Event.RETRIED,
+                    now,
+                    worker_id=order.worker_id,
+                    stage=stage,
+                    message=f"{what}; another kitchen will make it.",
+                    reason="stage-overdue",
+                    limit=limit,
+                )
+            ],
+            work=True,
+        )
+    logger.warning("stage overdue order=%s stage=%s limit=%.1fs: retried elsewhere", order_id, stage, limit)
+    return Event.RETRIED
 
 
 def lease_expired_events(now: datetime) -> Callable[[list[uuid.UUID]], list[OrderEvent]]:

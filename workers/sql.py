@@ -102,19 +102,25 @@ LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 # What a worker may take at `now`, best first; both engines run this text. Ownership
 # is read inside the statement, so a worker acting on a stale view of the ring claims
 # nothing it lost; a pinned (takeaway) order is its worker's alone, whoever owns its
-# bucket. Walks `order_claim_idx`. Hand-written to be the inner SELECT of `CLAIM`.
+# bucket. An order taken from a kitchen that overran one of its stages (`avoid_worker_id`)
+# is any other kitchen's, and that kitchen's again only after `avoid_before`.
+# Walks `order_claim_idx`. Hand-written to be the inner SELECT of `CLAIM`.
 _CLAIMABLE = """
     SELECT id FROM {orders}
     WHERE status = %(queued)s AND eligible_at <= {now}
+      AND (avoid_worker_id IS NULL OR avoid_worker_id <> %(worker)s OR eligible_at < {avoid_before})
       AND (pinned_worker_id = %(worker)s
            OR (pinned_worker_id IS NULL
-               AND (bucket IN (SELECT number FROM {buckets} WHERE owner_id = %(worker)s){steal})))
+               AND (bucket IN (SELECT number FROM {buckets} WHERE owner_id = %(worker)s)
+                    OR avoid_worker_id IS NOT NULL{steal})))
     ORDER BY {claim_order}
     LIMIT %(limit)s
 """
-CLAIMABLE = _statement(_CLAIMABLE, steal="", now="%(now)s")
+CLAIMABLE = _statement(_CLAIMABLE, steal="", now="%(now)s", avoid_before="%(avoid_before)s")
 # With work stealing on, an unpinned order waiting past PIZZAQUEUE_STEAL_AFTER is anyone's.
-CLAIMABLE_OR_STOLEN = _statement(_CLAIMABLE, steal=" OR eligible_at < %(steal_before)s", now="%(now)s")
+CLAIMABLE_OR_STOLEN = _statement(
+    _CLAIMABLE, steal=" OR eligible_at < %(steal_before)s", now="%(now)s", avoid_before="%(avoid_before)s"
+)
 
 # The claim on PostgreSQL: pick (FOR UPDATE SKIP LOCKED), lease, and write the `claimed`
 # events from the UPDATE's own RETURNING rows, in one statement: one round trip where the
@@ -124,7 +130,7 @@ _CLAIM = """
     claimed AS (
         UPDATE {orders} SET status = %(preparing)s, worker_id = %(worker)s,
             lease_token = %(token)s, lease_expires_at = {now} + %(lease)s, attempts = attempts + 1,
-            claimed_at = {now}, stage = ''
+            claimed_at = {now}, stage = '', avoid_worker_id = NULL
         WHERE id IN (SELECT id FROM picked)
         RETURNING {order_columns}
     ),
@@ -135,9 +141,14 @@ _CLAIM = """
     )
     SELECT {order_columns}, pg_notify(%(channel)s, '') FROM claimed
 """
-CLAIM = _statement(_CLAIM, pick=_statement(_CLAIMABLE, steal="", now=NOW), now=NOW)
+_AVOID_BEFORE = f"{NOW} - %(avoid_for)s"
+CLAIM = _statement(_CLAIM, pick=_statement(_CLAIMABLE, steal="", now=NOW, avoid_before=_AVOID_BEFORE), now=NOW)
 CLAIM_OR_STEAL = _statement(
-    _CLAIM, pick=_statement(_CLAIMABLE, steal=f" OR eligible_at < {NOW} - %(steal_after)s", now=NOW), now=NOW
+    _CLAIM,
+    pick=_statement(
+        _CLAIMABLE, steal=f" OR eligible_at < {NOW} - %(steal_after)s", now=NOW, avoid_before=_AVOID_BEFORE
+    ),
+    now=NOW,
 )
 
 # Completion on PostgreSQL: each order fenced by its own token, and the `done` events

@@ -96,6 +96,11 @@
     return node;
   }
 
+  // Other scripts (redirect.js, staffed.js) follow the same stream through this DOM event.
+  function announce(event) {
+    document.dispatchEvent(new CustomEvent("pq:event", { detail: event }));
+  }
+
   function timeElement(iso) {
     var time = element("time", "", localTime(iso));
     time.setAttribute("datetime", iso);
@@ -138,6 +143,7 @@
             promise.textContent = "Ready — enjoy!";
           }
         }
+        announce(event);
       }
     });
     window.pizzaqueue.stream = stream;
@@ -211,7 +217,10 @@
     }
     var stream = openStream(root.dataset.stream, null, {
       state: stateShower(document.getElementById("live-state")),
-      event: refresh,
+      event: function (event) {
+        announce(event);
+        refresh();
+      },
       reset: refresh
     });
     tickTimers();

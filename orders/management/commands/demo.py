@@ -3,9 +3,10 @@
 1. Migrate the database (SQLite by default) and seed the menu.
 2. Create (or reset) one account per role and print their credentials: an
    operator, kitchen staff of the first shop, an integrator with an API token.
-3. Start daphne and three kitchens as child processes, with a kitchen speed
-   that makes an order take 10-20 s, so every stage can be watched. With
-   `--web N` (N > 1), N daphne processes on the next ports behind HAProxy
+3. Start daphne and three simulated kitchens as child processes, with a kitchen
+   speed that makes an order take 10-20 s, so every stage can be watched, and
+   one staffed kitchen whose stages are tapped on its display. With `--web N`
+   (N > 1), N daphne processes on the next ports behind HAProxy
    (deploy/haproxy.cfg) on the given port, as in production.
 4. Print the URLs, then wait. Ctrl-C or SIGTERM: forward one SIGTERM to every
    child (each stops gracefully), wait for them, exit.
@@ -33,21 +34,33 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from orders import roles
+from orders.handlers import STAFFED_HANDLER
 from orders.menu import seed_menu
 from orders.models import KitchenStaff, Pizza
 from pizzaqueue.haproxy import render
-from workers.arguments import non_negative_float, positive_int
+from workers.arguments import non_negative_float, non_negative_int, positive_int
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 
 
 class Command(BaseCommand):
-    help = "Run a demo: migrate, seed the menu, create an account per role, start daphne and three kitchens."
+    help = (
+        "Run a demo: migrate, seed the menu, create an account per role, start daphne, "
+        "three kitchens and a staffed one."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address daphne listens on.")
         parser.add_argument("--port", type=positive_int, default=8000, help="Port daphne listens on.")
-        parser.add_argument("--kitchens", type=positive_int, default=3, help="How many kitchens (workers) to start.")
+        parser.add_argument(
+            "--kitchens", type=positive_int, default=3, help="How many simulated kitchens (workers) to start."
+        )
+        parser.add_argument(
+            "--staffed",
+            type=non_negative_int,
+            default=1,
+            help="How many staffed kitchens to start beside them (their display's taps drive the stages).",
+        )
         parser.add_argument(
             "--kitchen-speed",
             type=non_negative_float,
@@ -78,7 +91,9 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         seed_menu(Pizza)
         names = [f"shop-{n}" for n in range(1, options["kitchens"] + 1)]
-        accounts = self.accounts(options["username"], names[0])
+        staffed = [f"staffed-{n}" for n in range(1, options["staffed"] + 1)]
+        # The kitchen account works the display whose taps matter: the staffed kitchen's.
+        accounts = self.accounts(options["username"], (staffed or names)[0])
 
         # The children get this process's environment (DATABASE_URL included) plus
         # demo clocks: quick heartbeats, so a killed kitchen is noticed in seconds.
@@ -92,6 +107,11 @@ class Command(BaseCommand):
         host, port = options["host"], options["port"]
         commands = self.web_tier(host, port, options["web"], haproxy)
         commands |= {name: [sys.executable, str(MANAGE_PY), "worker", "--name", name] for name in names}
+        commands |= {
+            name: [sys.executable, str(MANAGE_PY), "worker", "--name", name, "--handler", STAFFED_HANDLER]
+            for name in staffed
+        }
+        names += staffed
 
         stop = threading.Event()
         previous = {
@@ -162,6 +182,7 @@ class Command(BaseCommand):
             *[f"  Kitchen {name}:     {base}/kitchen/{name}/" for name in kitchens],
             f"  Admin:              {base}/admin/",
             *accounts,
+            "  Kitchens named staffed-N are run by people: tap each ticket through its stages on the display.",
             "",
             "  A dinner rush:      python manage.py rush --orders 30 --rate 2 --areas 6 --priority-mix",
             "  Press Ctrl-C to stop everything.",

@@ -1,0 +1,38 @@
+"""Client redirection (SPEC §7b): what a customer whose shop went down is offered.
+
+A delivery order moves with its bucket and its page says which shop took it
+(the `reassigned` events of `workers.queue`); a takeaway order is cancelled
+with its shop, and its page offers the same order at an open shop in one
+click, placed once however often the button is pressed (`reorder_key`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers import queue
+from workers.models import Order, Worker
+
+
+def open_shops(excluding: int | None = None) -> list[str]:
+    """Names of the shops taking takeaway orders now (in the ring: alive, not draining)."""
+    shops = Worker.objects.in_ring().order_by("name")
+    if excluding is not None:
+        shops = shops.exclude(pk=excluding)
+    return list(shops.values_list("name", flat=True)[:20])
+
+
+def can_reorder(order: Order) -> bool:
+    return order.kind == Order.Kind.TAKEAWAY and order.cancel_reason == queue.SHOP_UNAVAILABLE
+
+
+def reorder_key(order: Order, shop: str) -> str:
+    """One order per cancelled order and chosen shop, however often the button is pressed."""
+    return f"reorder:{order.id}:{shop}"
+
+
+def reorder_context(order: Order, changeable: bool) -> dict[str, Any]:
+    """The offer, for the browser that placed the order (or an operator) only: anyone with
+    the link may follow an order, but placing another in the customer's name is theirs."""
+    offered = changeable and can_reorder(order)
+    return {"order": order, "can_reorder": offered, "shops": open_shops(order.pinned_worker_id) if offered else []}
