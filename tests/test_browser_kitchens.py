@@ -27,7 +27,6 @@ from workers.models import Order, OrderEvent, Worker
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 # The Chromium fixtures of the browser tests, shared.
-browser = test_browser.browser
 page = test_browser.page
 ARTIFACTS = test_browser.ARTIFACTS
 
@@ -141,6 +140,7 @@ def test_a_takeaway_customer_whose_shop_died_orders_the_same_at_an_open_shop_in_
     page.check("input[name=kind][value=takeaway]")
     page.select_option("#id_shop", "corner")
     page.fill("#id_customer_name", "Ada")
+    page.fill("#id_note", "extra basil")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
     order = Order.objects.get(pk=page.url.rstrip("/").split("/")[-1])

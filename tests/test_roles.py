@@ -82,9 +82,9 @@ def test_kitchen_staff_rush_their_shops_orders_only_and_are_named_on_the_timelin
     elsewhere = make_order(area=area_owned_by(shop_2))
     cook = kitchen_staff("shop-1")
 
-    assert cook.post(f"/kitchen/shop-1/rush/{theirs.pk}/").status_code == 302
-    assert cook.post(f"/kitchen/shop-1/rush/{elsewhere.pk}/").status_code == 404
-    assert cook.post(f"/kitchen/shop-2/rush/{elsewhere.pk}/").status_code == 403
+    assert cook.post(f"/kitchen/shop-1/expedite/{theirs.pk}/").status_code == 302
+    assert cook.post(f"/kitchen/shop-1/expedite/{elsewhere.pk}/").status_code == 404
+    assert cook.post(f"/kitchen/shop-2/expedite/{elsewhere.pk}/").status_code == 403
 
     assert Order.objects.get(pk=theirs.pk).priority == Order.MAX_PRIORITY
     assert Order.objects.get(pk=elsewhere.pk).priority == 0

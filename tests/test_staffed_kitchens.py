@@ -333,15 +333,20 @@ def test_an_order_being_baked_gets_one_reassigned_event_not_two() -> None:
     assert len(events(order, OrderEvent.Kind.REASSIGNED)) == 1
 
 
+def this_browser(client: Client) -> queue.Owner:
+    """The client's browser as the owner of the orders a test places for it."""
+    session = client.session
+    session[customers.SESSION_KEY] = "this-browser"
+    session.save()
+    return queue.Owner(session="this-browser")
+
+
 def takeaway_cancelled_with_its_shop(client: Client) -> Order:
     """A takeaway order placed by this client's browser, cancelled when its shop closed."""
     closing = make_worker("corner", now=None)
     make_worker("harbour")
-    session = client.session
-    session[customers.SESSION_KEY] = "this-browser"
-    session.save()
     request = clean_order_request(order_data(kind="takeaway", shop="corner", note="extra basil", customer_name="Ada"))
-    order, _created = queue.place(request, owner=queue.Owner(session="this-browser"))
+    order, _created = queue.place(request, owner=this_browser(client))
     membership.stop(closing.pk)
     assert fresh(order).cancel_reason == queue.SHOP_UNAVAILABLE
     return order
@@ -378,7 +383,7 @@ def test_reordering_at_a_closed_shop_is_refused_with_nothing_written(client: Cli
 
 def test_only_a_takeaway_order_whose_shop_closed_is_offered_again(client: Client) -> None:
     make_worker("harbour")
-    order = place_at(None)
+    order, _created = queue.place(clean_order_request(order_data()), owner=this_browser(client))
     assert client.post(f"/orders/{order.pk}/reorder/", {"shop": "harbour"}).status_code == 409
     assert client.get(f"/orders/{order.pk}/reorder/").content.decode().strip() == ""
     assert Order.objects.count() == 1

@@ -22,8 +22,9 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from rest_framework.authtoken.models import Token
 
+from orders import roles
 from orders.timeline import event_message
-from tests.conftest import WorkerProcesses, wait_until
+from tests.conftest import WorkerProcesses, in_role, wait_until
 from tests.factory import make_order, order_data
 from tests.webtier import WebTier
 from workers.models import Order, OrderEvent, Worker
@@ -198,7 +199,7 @@ def test_api_clients_retrying_with_their_key_through_haproxy_lose_no_order_and_g
 ) -> None:
     web_tier.start(**TIER_ENV)
     worker_processes.start("--name", "shop-1", "--handler", "orders.handlers.noop", "--concurrency", "4", **TIER_ENV)
-    integrator = User.objects.create_user("integrator")
+    integrator = in_role(User.objects.create_user("integrator"), roles.INTEGRATORS)
     token = Token.objects.create(user=integrator).key
     stop = threading.Event()
     clients = [Client(web_tier.url("/api/orders/"), token, stop) for _ in range(3)]
