@@ -30,11 +30,13 @@ from typing import Any
 
 import harness
 
+# The chain's heartbeat clocks, as tests/hosts.py's CHAIN (that module needs Django set up first).
 CHAIN = {
     "PIZZAQUEUE_HEARTBEAT_INTERVAL": "1",
     "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "3",
     "PIZZAQUEUE_MONITOR_INTERVAL": "0.5",
 }
+
 TIMEOUT = float(CHAIN["PIZZAQUEUE_HEARTBEAT_TIMEOUT"])
 TICK = float(CHAIN["PIZZAQUEUE_MONITOR_INTERVAL"])
 

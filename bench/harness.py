@@ -15,10 +15,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,6 +166,82 @@ def child_env(url: str, **settings: object) -> dict[str, str]:
     env.setdefault("LOG_LEVEL", "WARNING")
     env.update({f"PIZZAQUEUE_{k.upper()}": str(v) for k, v in settings.items()})
     return env
+
+
+class Site:
+    """daphne on a socket bound here (no race for the port) and named kitchen processes
+    (`kitchens`: name -> extra `manage.py worker` arguments), with their logs in a temp
+    folder; ready once the menu page answers and every kitchen is live."""
+
+    def __init__(
+        self, db: BenchDatabase, kitchens: dict[str, list[str]], collectstatic: bool = False, **settings: object
+    ) -> None:
+        self.db = db
+        self.kitchens = kitchens
+        self.collectstatic = collectstatic
+        self.env = child_env(db.url, **settings)
+        self.logdir = Path(tempfile.mkdtemp(prefix="pizzaqueue-bench-site-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.port = 0
+
+    def __enter__(self) -> Site:
+        if self.collectstatic:
+            # With DEBUG off, as in production, the pages' scripts are served from STATIC_ROOT.
+            command = [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"]
+            subprocess.run(command, cwd=ROOT, env=self.env, check=True)  # noqa: S603 - our own command
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        daphne = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"]
+        self._start("daphne", daphne, pass_fds=[listener.fileno()])
+        listener.close()
+        for name, args in self.kitchens.items():
+            self._start(name, [sys.executable, "manage.py", "worker", "--name", name, *args])
+        wait_until(self._ready, 60, interval=0.1, what="daphne and the kitchens")
+        return self
+
+    def _start(self, name: str, argv: list[str], pass_fds: list[int] | None = None) -> None:
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs.append(
+            subprocess.Popen(  # noqa: S603 - our own commands
+                argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=pass_fds or (),
+                start_new_session=True,
+            )
+        )
+        log.close()
+
+    def _ready(self) -> bool:
+        from workers.models import Worker
+
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[:5]} exited:\n{self.logs()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5) as response:  # noqa: S310
+                serving = response.status == 200
+        except OSError:
+            return False
+        return serving and Worker.objects.live().filter(name__in=list(self.kitchens)).count() == len(self.kitchens)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logdir.glob("*.log"))
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def setup_django(url: str) -> None:

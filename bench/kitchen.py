@@ -25,14 +25,8 @@ import http.client
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -44,82 +38,6 @@ STOP_TARGET_MS = 1000.0
 TICKET_TARGET_MS = 300.0
 TAPS = (("", "dough"), ("dough", "oven"), ("oven", "boxing"), ("boxing", "ready"))
 CHROMIUM = "/usr/bin/chromium"
-
-
-class Server:
-    """daphne and the two kitchens, with their logs in a temp folder."""
-
-    def __init__(self, db: harness.BenchDatabase) -> None:
-        self.db = db
-        self.logdir = Path(tempfile.mkdtemp(prefix="pizzaqueue-bench-kitchen-"))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.port = 0
-
-    def __enter__(self) -> Server:
-        # With DEBUG off, as in production, the display's scripts are served from STATIC_ROOT.
-        subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=harness.ROOT,
-            env=harness.child_env(self.db.url),
-            check=True,
-        )
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        self.port = listener.getsockname()[1]
-        daphne = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"]
-        self._start("daphne", daphne, pass_fds=[listener.fileno()])
-        listener.close()
-        worker = [sys.executable, "manage.py", "worker"]
-        self._start(
-            "staffed-1", [*worker, "--name", "staffed-1", "--concurrency", "64", "--handler", "orders.handlers.staffed"]
-        )
-        self._start("sim-1", [*worker, "--name", "sim-1", "--concurrency", "16"])
-        harness.wait_until(self._ready, 60, interval=0.1, what="daphne and the kitchens")
-        return self
-
-    def _start(self, name: str, argv: list[str], pass_fds: list[int] | None = None) -> None:
-        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        env = harness.child_env(self.db.url, kitchen_speed=1, relay_poll_interval=0.05)
-        self.procs.append(
-            subprocess.Popen(
-                argv,
-                cwd=harness.ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=pass_fds or (),
-                start_new_session=True,
-            )
-        )
-        log.close()
-
-    def _ready(self) -> bool:
-        from workers.models import Worker
-
-        for proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[:5]} exited:\n{self.logs()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5) as response:  # noqa: S310
-                serving = response.status == 200
-        except OSError:
-            return False
-        return serving and Worker.objects.live().filter(name__in=["staffed-1", "sim-1"]).count() == 2
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logdir.glob("*.log"))
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def staff_session() -> str:
@@ -282,7 +200,16 @@ def summary(samples: list[float], target: float, pct: float = 95) -> dict[str, A
 
 def measure(db: harness.BenchDatabase, orders: int, cancels: int) -> dict[str, Any]:
     db.fresh()
-    with Server(db) as server:
+    with harness.Site(
+        db,
+        {
+            "staffed-1": ["--concurrency", "64", "--handler", "orders.handlers.staffed"],
+            "sim-1": ["--concurrency", "16"],
+        },
+        collectstatic=True,
+        kitchen_speed=1,
+        relay_poll_interval=0.05,
+    ) as server:
         # The servers are started: this process's ORM calls from the asyncio client and from
         # Playwright's sync API (which looks like an event loop to Django) are plain blocking calls.
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"

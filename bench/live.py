@@ -19,14 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -37,87 +31,6 @@ TARGET_P95_MS = {"postgres": 100.0, "sqlite": 300.0}
 # Kitchen seconds per recipe second: a margherita's four stages take ~0.2 s.
 KITCHEN_SPEED = 0.005
 WORKER_EVENTS = ("claimed", "stage", "done")
-
-
-class Server:
-    """daphne on a socket bound here (no race for the port), with its log in a temp folder."""
-
-    def __init__(self, db: harness.BenchDatabase) -> None:
-        self.db = db
-        self.logdir = Path(tempfile.mkdtemp(prefix="pizzaqueue-bench-live-"))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.port = 0
-
-    def __enter__(self) -> Server:
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        self.port = listener.getsockname()[1]
-        self._start(
-            "daphne",
-            [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "pizzaqueue.asgi:application"],
-            pass_fds=[listener.fileno()],
-        )
-        listener.close()
-        self._start(
-            "worker",
-            [
-                sys.executable,
-                "manage.py",
-                "worker",
-                "--name",
-                "live-1",
-                "--concurrency",
-                "8",
-                "--handler",
-                "orders.handlers.kitchen",
-            ],
-        )
-        harness.wait_until(self._ready, 60, interval=0.1, what="daphne and the worker")
-        return self
-
-    def _start(self, name: str, argv: list[str], pass_fds: list[int] | None = None) -> None:
-        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        env = harness.child_env(self.db.url, kitchen_speed=KITCHEN_SPEED)
-        self.procs.append(
-            subprocess.Popen(
-                argv,
-                cwd=harness.ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=pass_fds or (),
-                start_new_session=True,
-            )
-        )
-        log.close()
-
-    def _ready(self) -> bool:
-        from workers.models import Worker
-
-        for proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[:4]} exited:\n{self.logs()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5) as response:  # noqa: S310
-                serving = response.status == 200
-        except OSError:
-            return False
-        return serving and Worker.objects.live().filter(name="live-1").exists()
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logdir.glob("*.log"))
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def staff_cookie() -> str:
@@ -181,7 +94,9 @@ def summary(delays: list[float]) -> dict[str, Any]:
 
 def measure(db: harness.BenchDatabase, orders: int, rate: float) -> dict[str, Any]:
     db.fresh()
-    with Server(db) as server:
+    with harness.Site(
+        db, {"live-1": ["--concurrency", "8", "--handler", "orders.handlers.kitchen"]}, kitchen_speed=KITCHEN_SPEED
+    ) as server:
         samples = asyncio.run(listen(server.port, staff_cookie(), orders, rate, timeout=orders / rate + 60))
     from_worker = [ms for kind, ms in samples if kind in WORKER_EVENTS]
     result = {

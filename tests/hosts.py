@@ -37,6 +37,13 @@ import pytest
 
 from tests.conftest import FAST_WORKER_ENV, ROOT, database_url
 
+# The heartbeat clocks of a real chain, for the scenarios run on hosts
+# (tests/test_many_machines.py, bench/clocks.py): 1 s beats, a 3 s timeout, a 0.5 s tick.
+CHAIN = {
+    "PIZZAQUEUE_HEARTBEAT_INTERVAL": "1",
+    "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "3",
+    "PIZZAQUEUE_MONITOR_INTERVAL": "0.5",
+}
 INSTALL = "apt-get install -y faketime iproute2"
 SUBNET = "10.231"
 NAMESPACE_PREFIX = "pizzaqueue-"

@@ -26,18 +26,12 @@ from orders.intake import clean_order_request
 from tests.conftest import WorkerProcesses, wait_until
 from tests.factory import area_owned_by, make_order, order_data
 from tests.handlers import bakes
-from tests.hosts import Hosts
+from tests.hosts import CHAIN, Hosts
 from workers import queue
 from workers.models import MonitorLease, Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
-# The clocks of a real chain, as the issue that asked for these tests used them.
-CHAIN = {
-    "PIZZAQUEUE_HEARTBEAT_INTERVAL": "1",
-    "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "3",
-    "PIZZAQUEUE_MONITOR_INTERVAL": "0.5",
-}
 TIMEOUT = float(CHAIN["PIZZAQUEUE_HEARTBEAT_TIMEOUT"])
 TICK = float(CHAIN["PIZZAQUEUE_MONITOR_INTERVAL"])
 # How long the kitchens of the first scenario work side by side.
