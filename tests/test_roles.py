@@ -111,8 +111,7 @@ async def test_kitchen_staff_get_their_displays_stream_but_not_the_board(live_me
                 await database_sync_to_async(make_order)()
                 nudge = await communicator.receive_json_from(timeout=5)
                 # A nudge to refresh, without the event: another shop's orders are not in it.
-                assert set(nudge) == {"type", "id"}
-                assert nudge["type"] == "changed"
+                assert (set(nudge), nudge["type"], nudge["gone"]) == ({"type", "id", "gone"}, "changed", [])
             await communicator.disconnect()
     finally:
         await stop_relay()
@@ -199,3 +198,39 @@ def test_placing_orders_through_the_api_needs_the_integrator_role(menu: None) ->
     in_role(user, roles.INTEGRATORS)
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=user).key}")
     assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_kitchens_stream_names_its_own_orders_that_left_it_and_no_other_shops(live_menu: None) -> None:
+    @database_sync_to_async
+    def kitchens() -> tuple[bytes, bytes]:
+        mine, theirs = make_worker("shop-1"), make_worker("shop-2")
+        for worker in (mine, theirs):
+            make_order(area=area_owned_by(worker))
+            queue.claim(worker.pk, 1)
+        browser = kitchen_staff("shop-1")
+        return (b"cookie", f"sessionid={browser.cookies['sessionid'].value}".encode())
+
+    @database_sync_to_async
+    def cancel_both() -> str:
+        held = list(Order.objects.filter(status="preparing").select_related("worker"))
+        for order in held:
+            queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+        return next(str(o.pk) for o in held if o.worker is not None and o.worker.name == "shop-1")
+
+    headers = [(b"origin", b"http://localhost"), await kitchens()]
+    communicator = WebsocketCommunicator(application, "/ws/kitchen/shop-1/", headers=headers)
+    try:
+        assert (await communicator.connect(timeout=5))[0]
+        mine = await cancel_both()
+        gone: list[str] = []
+        while not gone:
+            gone += (await communicator.receive_json_from(timeout=5))["gone"]
+        while not await communicator.receive_nothing(timeout=0.5):  # whatever else the relay sends
+            gone += (await communicator.receive_json_from(timeout=5))["gone"]
+        assert gone == [mine]  # shop-2's cancelled order is not named to shop-1's staff
+        await communicator.disconnect()
+    finally:
+        await stop_relay()
+        await database_sync_to_async(connections.close_all)()

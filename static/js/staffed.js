@@ -7,16 +7,17 @@
 (function () {
   "use strict";
 
-  var GONE = { cancelled: true, reassigned: true, done: true, failed: true, retried: true, released: true };
-
+  // The kitchen's stream names this kitchen's orders that just left it (`gone`).
   document.addEventListener("pq:event", function (e) {
-    var event = e.detail;
-    if (!document.getElementById("kitchen") || !GONE[event.kind]) {
+    var gone = e.detail.gone || [];
+    if (!document.getElementById("kitchen")) {
       return;
     }
-    var ticket = document.querySelector('[data-ticket="' + event.order + '"]');
-    if (ticket) {
-      ticket.remove();
+    for (var i = 0; i < gone.length; i++) {
+      var ticket = document.querySelector('[data-ticket="' + gone[i] + '"]');
+      if (ticket) {
+        ticket.remove();
+      }
     }
   });
 })();
