@@ -708,23 +708,14 @@ def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: dateti
     wait for their leases to run out. Called by the worker's own loop, the only
     claimer of its id, after a database error; the attempt is refunded.
     """
-    now = now or clock.now()
     with transaction.atomic():
-        unknown = list(
-            Order.objects.select_for_update()
-            .held_by(worker_id)
-            .exclude(lease_token__in=list(known))
-            .values_list("id", flat=True)
-        )
-        if unknown:
-            Order.objects.filter(id__in=unknown).update(**BACK_IN_QUEUE, attempts=F("attempts") - 1, eligible_at=now)
-            _record(
-                (_event(oid, Event.RELEASED, now, worker_id=worker_id, message=UNANSWERED_MESSAGE) for oid in unknown),
-                work=True,
-            )
+        held = Order.objects.select_for_update().held_by(worker_id).exclude(lease_token__in=list(known))
+        # A held order always has its token (`order_lease_iff_preparing`).
+        unknown = [(oid, token) for oid, token in held.values_list("id", "lease_token") if token is not None]
+        release(unknown, worker_id, now, message=UNANSWERED_MESSAGE)
     if unknown:
-        logger.warning("handed back unanswered claims orders=%s worker=%s", unknown, worker_id)
-    return unknown
+        logger.warning("handed back unanswered claims orders=%s worker=%s", [oid for oid, _ in unknown], worker_id)
+    return [oid for oid, _ in unknown]
 
 
 # --- Customers and operators --------------------------------------------------
