@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from orders import roles
 from orders.intake import clean_order_request
-from tests.conftest import ROOT, Daphne, WorkerProcesses, in_role, wait_until
+from tests.conftest import ROOT, Daphne, WorkerProcesses, in_role, log_in, wait_until
 from tests.factory import make_worker, order_data
 from workers import queue
 from workers.models import Order, OrderEvent, Worker
@@ -130,11 +130,7 @@ def test_the_api_docs_load_nothing_from_another_host(daphne: Daphne, page: Page)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
 
-    page.goto(daphne.url("/accounts/login/?next=/api/docs/"))
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "pizza-oven-42")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/api/docs/$"))
+    log_in(page, daphne.url(""), "/api/docs/", "operator", "pizza-oven-42")
     # Swagger UI ran: it fetched the schema and drew every operation.
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("pizzaqueue API")
     expect(page.locator(".opblock")).to_have_count(7)
@@ -164,11 +160,7 @@ def test_every_page_runs_under_the_content_security_policy_without_a_violation(d
     expect(page.locator("#live-state")).to_have_text("● live")  # its WebSocket is allowed
     order_id = page.url.rstrip("/").rsplit("/", 1)[1]
 
-    page.goto(daphne.url("/accounts/login/?next=/board/"))
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "pizza-oven-42")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/board/$"))
+    log_in(page, daphne.url(""), "/board/", "operator", "pizza-oven-42")
     expect(page.locator("#live-state")).to_have_text("● live")
     for path in (
         f"/kitchen/{shop.name}/",

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 from orders import roles
 from orders.handlers import STAFFED_HANDLER
 from orders.models import KitchenStaff
-from tests import test_browser
+from tests import conftest, test_browser
 from tests.conftest import Daphne, WorkerProcesses, in_role, wait_until
 from tests.factory import area_owned_by, make_order
 from workers.models import Order, OrderEvent, Worker
@@ -41,11 +41,7 @@ def log_in(tablet: Page, daphne: Daphne, path: str) -> None:
     KitchenStaff.objects.get_or_create(user=user, shop="staffed-1")
     user.set_password(PASSWORD)
     user.save()
-    tablet.goto(daphne.url(f"/accounts/login/?next={path}"))
-    tablet.fill("#id_username", "cook")
-    tablet.fill("#id_password", PASSWORD)
-    tablet.click("button[type=submit]")
-    tablet.wait_for_url(re.compile(re.escape(path) + "$"))
+    conftest.log_in(tablet, daphne.url(""), path, "cook", PASSWORD)
 
 
 def test_staff_tap_an_order_through_every_stage_while_the_customer_follows_live(
