@@ -1009,3 +1009,21 @@ def test_a_tokens_user_comes_with_the_permissions_djangos_backend_would_find(men
     with CaptureQueriesContext(connection) as queries:
         assert fast_user.has_perm("workers.change_order") is (granted in ("group", "both"))
     assert len(queries) == 0
+
+
+def test_a_read_looks_its_token_up_without_the_permission_names_and_a_change_with_them(menu: None) -> None:
+    client = api_client("integrator")
+    placed = post_json(client, order_data())
+    assert placed.status_code == 201
+
+    with CaptureQueriesContext(connection) as read:
+        assert client.get(f"/api/orders/{placed.json()['id']}/").status_code == 200
+    with CaptureQueriesContext(connection) as change:
+        assert post_json(client, order_data()).status_code == 201
+
+    lookups = [q["sql"] for q in read.captured_queries if "authtoken_token" in q["sql"]]
+    assert len(lookups) == 1 and "auth_permission" not in lookups[0]
+    lookups = [q["sql"] for q in change.captured_queries if "authtoken_token" in q["sql"]]
+    assert len(lookups) == 1 and "auth_permission" in lookups[0]
+    # The change's role check was answered by the lookup: nothing else read the permissions.
+    assert not [q for q in change.captured_queries if "auth_permission" in q["sql"] and q["sql"] not in lookups]
