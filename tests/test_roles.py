@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.db import connections
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orders import roles
+from orders.authentication import TokenAuthentication
 from orders.models import KitchenStaff
 from pizzaqueue.asgi import application
 from tests.conftest import in_role
@@ -198,6 +199,51 @@ def test_placing_orders_through_the_api_needs_the_integrator_role(menu: None) ->
     in_role(user, roles.INTEGRATORS)
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=user).key}")
     assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 201
+
+
+def test_a_role_taken_away_or_given_counts_at_the_next_request(menu: None) -> None:
+    user = in_role(User.objects.create_user("contractor"), roles.INTEGRATORS)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    body = json.dumps(order_data())
+    assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 201
+
+    user.groups.clear()
+    assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 403
+
+    # Given directly, and by a group whose permissions change (not by joining one).
+    user.user_permissions.add(Permission.objects.get(codename="add_order"))
+    assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 201
+    user.user_permissions.clear()
+    group = Group.objects.create(name="partners")
+    user.groups.add(group)
+    assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 403
+    group.permissions.add(Permission.objects.get(codename="add_order"))
+    assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 201
+    group.permissions.clear()
+    assert client.post("/api/orders/", data=body, content_type="application/json").status_code == 403
+    assert Order.objects.count() == 3
+
+
+def test_a_permission_made_after_the_process_named_the_others_is_found_by_its_name(menu: None) -> None:
+    user = in_role(User.objects.create_user("partner"), roles.INTEGRATORS)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    assert (
+        client.post("/api/orders/", data=json.dumps(order_data()), content_type="application/json").status_code == 201
+    )
+    # A new permission (a new model's, say) given after this process named every permission it knew.
+    made = Permission.objects.create(
+        codename="taste_order",
+        name="Can taste order",
+        content_type=Permission.objects.get(codename="add_order").content_type,
+    )
+    user.user_permissions.add(made)
+    key = Token.objects.get(user=user).key
+
+    found, _token = TokenAuthentication().authenticate_credentials(key)
+
+    assert found.has_perm("workers.taste_order") and found.has_perm(roles.PLACE_ORDERS)
 
 
 @pytest.mark.django_db(transaction=True)
