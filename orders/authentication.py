@@ -83,7 +83,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         token = sql.load(Token, row)
-        token.user = user = sql.load(_User, row[_TOKEN_COLUMNS:])  # the names, if any, come after
+        token.user = user = sql.load(_User, row[_TOKEN_COLUMNS:])  # the permission ids, if any, come after
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         if with_permissions and not user.is_superuser:  # a superuser's has_perm asks nothing
