@@ -1,15 +1,22 @@
-"""The LISTEN connections can bypass a transaction-mode pooler, and notice a half-open connection."""
+"""The LISTEN connections can bypass a transaction-mode pooler, notice a half-open
+connection, and wake only the kitchen a placed order is for."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 
 import psycopg
 import pytest
 from django.db import connection
 
-from workers.listening import KEEPALIVES, listen_params
+from orders.intake import clean_order_request
+from tests.conftest import WorkerProcesses, wait_until
+from tests.factory import area_owned_by, order_data
+from workers import membership, queue, sql
+from workers.listening import KEEPALIVES, for_kitchen, listen_params
+from workers.models import Bucket, Order, Worker
 
 
 def test_listeners_use_the_direct_url_when_one_is_given(settings) -> None:
@@ -52,3 +59,57 @@ def test_a_listen_connection_has_tcp_keepalives_on_its_socket() -> None:
             assert probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVES["keepalives_count"]
         finally:
             probe.close()
+
+
+def test_a_wake_up_names_one_kitchen_or_is_for_every_kitchen() -> None:
+    assert for_kitchen("7", 7)
+    assert not for_kitchen("7", 8)
+    assert for_kitchen("", 8)  # a release, a retry, a bulk intake: anyone may have work
+    assert for_kitchen("7", None)  # not registered yet: it looks for itself
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_placed_order_wakes_only_the_kitchen_that_owns_its_bucket(live_menu: None) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN is PostgreSQL's")
+    kitchens = [membership.register(f"shop-{n}", "host", 100 + n, 1) for n in range(2)]
+    params = listen_params("pizzaqueue-listen-test") | {"host": connection.settings_dict["HOST"] or "127.0.0.1"}
+    with psycopg.connect(**params, autocommit=True) as listener:
+        listener.execute(sql.LISTEN_ORDERS)
+        for kitchen in [*kitchens, *kitchens]:
+            queue.place(clean_order_request(order_data(area=area_owned_by(kitchen))))
+            note = next(listener.notifies(timeout=5))
+            assert note.payload == str(kitchen.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.processes
+def test_idle_kitchens_start_their_own_orders_at_once_without_waiting_for_a_poll(
+    worker_processes: WorkerProcesses,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's; SQLite kitchens poll")
+    # Nothing but a wake-up can start an order within seconds: no poll, heartbeat or monitor turn comes sooner than 10 s.
+    slow_turns = {
+        "PIZZAQUEUE_POLL_INTERVAL": "30",
+        "PIZZAQUEUE_HEARTBEAT_INTERVAL": "10",
+        "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "30",
+        "PIZZAQUEUE_MONITOR_INTERVAL": "10",
+    }
+    for n in range(2):
+        worker_processes.start("--name", f"shop-{n}", "--handler", "orders.handlers.noop", **slow_turns)
+    wait_until(
+        lambda: Bucket.objects.filter(owner__status=Worker.Status.ALIVE).values("owner").distinct().count() == 2,
+        timeout=30,
+        what="both kitchens to own buckets",
+    )
+    kitchens = list(Worker.objects.filter(status=Worker.Status.ALIVE))
+    time.sleep(0.5)  # both idle, waiting for their next turn
+    for kitchen in [*kitchens, *kitchens]:
+        order, _ = queue.place(clean_order_request(order_data(area=area_owned_by(kitchen))))
+        wait_until(
+            lambda o=order: Order.objects.filter(pk=o.pk, status=Order.Status.DONE).exists(),
+            timeout=3,
+            what=f"{kitchen}'s order to be done",
+        )
+        assert Order.objects.get(pk=order.pk).worker_id == kitchen.pk

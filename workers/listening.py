@@ -1,4 +1,4 @@
-"""Connection parameters for the dedicated LISTEN connections.
+"""The dedicated LISTEN connections: their parameters, and whom a wake-up is for.
 
 A worker and a web process's relay each keep one connection that only
 LISTENs. Behind PgBouncer in transaction mode LISTEN cannot work (the server
@@ -21,6 +21,17 @@ from django.db import connections
 # connection after 10 s and gives up after 3 unanswered probes 5 s apart, so
 # `notifies()` fails within about 25 s and the listener reconnects.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+def for_kitchen(payload: str, worker_id: int | None) -> bool:
+    """Whether a notification on the orders channel should wake the kitchen `worker_id`.
+
+    A placed order names the one kitchen that owns its bucket (`sql.PLACE`);
+    every other change (a release, a retry, a bulk intake) names nobody and
+    wakes every kitchen. A kitchen passed over by mistake (its bucket moved
+    while the order was placed) still finds the order at its next poll.
+    """
+    return not payload or worker_id is None or payload == str(worker_id)
 
 
 def listen_params(application_name: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
 from workers import claiming, membership, monitor, queue, sql
-from workers.listening import listen_params
+from workers.listening import for_kitchen, listen_params
 from workers.models import Order, Worker
 
 logger = logging.getLogger(__name__)
@@ -465,8 +465,10 @@ class WorkerLoop:
                     conn.execute(sql.LISTEN_ORDERS)
                     self.wake.set()  # catch up on anything placed while not listening
                     while not self._closing.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.wake.set()
+                        for note in conn.notifies(timeout=1.0):
+                            record = self.record
+                            if for_kitchen(note.payload, record.pk if record is not None else None):
+                                self.wake.set()
             except psycopg.Error:
                 logger.warning("listener lost its connection; retrying", exc_info=True)
                 self._closing.wait(1.0)

@@ -88,6 +88,8 @@ LISTEN_ORDERS = f"LISTEN {ORDERS_CHANNEL}"
 LISTEN_EVENTS = f"LISTEN {EVENTS_CHANNEL}"
 
 # NOTIFY is transactional: the listeners wake when the caller's transaction commits. No ORM word for it.
+# On the orders channel the payload says whom the work is for: a worker's id (the owner of a
+# placed order's bucket, `PLACE`), or empty for anyone (`workers.listening.for_kitchen`).
 NOTIFY_ORDERS = f"SELECT pg_notify('{ORDERS_CHANNEL}', '')"
 NOTIFY_EVENTS = f"SELECT pg_notify('{EVENTS_CHANNEL}', '')"
 NOTIFY_EVENTS_AND_ORDERS = f"SELECT pg_notify('{EVENTS_CHANNEL}', ''), pg_notify('{ORDERS_CHANNEL}', '')"
@@ -178,7 +180,8 @@ COMPLETE = _statement(
 WAIT_FOR_FLUSH = "SELECT pg_logical_emit_message(true, 'pizzaqueue', 'flush')"
 
 # A delivery order with its `placed` event and both wake-ups, in one statement (the ORM:
-# a transaction of five). A taken idempotency key makes the INSERT do nothing (ON
+# a transaction of five). The kitchens' wake-up names the owner of the order's bucket,
+# the only kitchen that may claim it, so the others do not all run a claim for nothing. A taken idempotency key makes the INSERT do nothing (ON
 # CONFLICT on the key's partial index), so a client's retry leaves no error in the log.
 # Its clock is the server's, read once in the statement (`clock.now`): the order's
 # `created_at`, and `eligible_at` and `rank` from it (`place_parameters` says which
@@ -188,13 +191,15 @@ _PLACE = """
     placed AS (
         INSERT INTO {orders} ({order_columns}) SELECT {place_values} FROM clock
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING id, created_at, eligible_at, rank
+        RETURNING id, created_at, eligible_at, rank, bucket
     ),
     recorded AS (
         INSERT INTO {events} ({event_columns})
         SELECT id, %s, created_at, NULL, '', %s, '{{}}'::jsonb FROM placed
     )
-    SELECT created_at, eligible_at, rank, pg_notify(%s, ''), pg_notify(%s, ''){async_commit} FROM placed
+    SELECT created_at, eligible_at, rank, pg_notify(%s, ''),
+        pg_notify(%s, COALESCE((SELECT owner_id::text FROM {buckets} WHERE number = placed.bucket), '')){async_commit}
+    FROM placed
     {then_wait_for_the_disk}
 """
 # When an order may be claimed: its `not_before`, but never before it was placed.
