@@ -293,6 +293,10 @@ if PIZZAQUEUE_HEARTBEAT_TIMEOUT < 2 * PIZZAQUEUE_HEARTBEAT_INTERVAL:
 # A direct PostgreSQL URL for the LISTEN connections, when DATABASE_URL goes through
 # PgBouncer in transaction mode (which cannot carry LISTEN). Default: DATABASE_URL.
 PIZZAQUEUE_LISTEN_DATABASE_URL = env_str("PIZZAQUEUE_LISTEN_DATABASE_URL")
+# The kitchens' claim and completion as server-side prepared statements (PostgreSQL):
+# off for a pooler in transaction mode that does not track them (PgBouncer before
+# 1.21, or with max_prepared_statements = 0).
+PIZZAQUEUE_PREPARED_STATEMENTS = env_bool("PIZZAQUEUE_PREPARED_STATEMENTS", True)
 PIZZAQUEUE_POLL_INTERVAL = env_float("PIZZAQUEUE_POLL_INTERVAL", 0.25, minimum=0.001)
 PIZZAQUEUE_SHUTDOWN_GRACE = env_float("PIZZAQUEUE_SHUTDOWN_GRACE", 30.0, minimum=0.0)
 PIZZAQUEUE_CONCURRENCY = env_int("PIZZAQUEUE_CONCURRENCY", 4, minimum=1)

@@ -236,6 +236,38 @@ def test_a_claimed_order_is_handed_over_exactly_as_stored(menu: None) -> None:
     assert handed.lease_token == claim.token
 
 
+def _prepared_runs(text: str) -> int:
+    """How often this connection has run its prepared statements that contain `text`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(SUM(generic_plans + custom_plans), 0) FROM pg_prepared_statements WHERE statement LIKE %s",
+            [f"%{text}%"],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_a_kitchens_claims_and_completions_run_prepared_unless_turned_off(
+    menu: None, settings: Any, prepared: bool
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    settings.PIZZAQUEUE_PREPARED_STATEMENTS = prepared
+    worker = make_worker("shop-1", now=T0)
+    orders = [place_at(T0 + timedelta(seconds=i)) for i in range(3)]
+    claims_before, completions_before = _prepared_runs("WITH picked AS"), _prepared_runs("WITH held")
+
+    for order in orders:
+        [claim] = queue.claim(worker.pk, 1, now=T0 + timedelta(minutes=1))
+        assert claim.order.pk == order.pk
+        assert queue.complete_many([(claim.order.pk, claim.token)], worker.pk) == {order.pk}
+
+    runs = 3 if prepared else 0
+    assert _prepared_runs("WITH picked AS") - claims_before == runs
+    assert _prepared_runs("WITH held") - completions_before == runs
+    assert Order.objects.filter(status=Order.Status.DONE).count() == 3
+
+
 def test_a_claim_with_nothing_to_do_returns_nothing_and_writes_nothing(menu: None) -> None:
     worker = make_worker("shop-1", now=T0)
 

@@ -476,7 +476,7 @@ def _claim_in_one_statement(worker_id: int, limit: int, token: uuid.UUID, now: d
         "claimed": Event.CLAIMED,
         "channel": sql.EVENTS_CHANNEL,
     }
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(sql.CLAIM_OR_STEAL if steal_after > 0 else sql.CLAIM, params)
         claimed = [sql.load(Order, row) for row in cursor.fetchall()]
     claimed.sort(key=lambda o: o.claim_key)
@@ -598,7 +598,7 @@ def _complete_in_one_statement(
     statement, at the server's time unless `now` is given."""
     if not held:
         return set()
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(
             sql.COMPLETE,
             {
