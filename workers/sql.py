@@ -33,8 +33,8 @@ def prepared_cursor() -> CursorWrapper:
     """A cursor of the default connection whose statements PostgreSQL parses and plans
     once per connection, for the statements a kitchen runs thousands of times.
 
-    Optimization: the claim spends most of its PostgreSQL CPU in parsing and
-    planning (0.87 – 1.0 ms of CPU a claim inlined, 0.46 – 0.49 prepared;
+    Optimization: a claim sent inlined spends 42 % of its PostgreSQL CPU in
+    parsing and planning (0.80 – 0.85 ms of CPU inlined, 0.46 – 0.50 prepared;
     docs/performance.md). Django's own cursors bind on the client and never
     prepare, so that a pooler in transaction mode that does not track
     prepared statements works; this one binds on the server and prepares at
