@@ -206,9 +206,10 @@ COMPLETE = _statement(
 WAIT_FOR_FLUSH = "SELECT pg_logical_emit_message(true, 'pizzaqueue', 'flush')"
 
 # A delivery order with its `placed` event and both wake-ups, in one statement (the ORM:
-# a transaction of five). The kitchens' wake-up names the owner of the order's bucket,
-# the only kitchen that may claim it, so the others do not all run a claim for nothing. A taken idempotency key makes the INSERT do nothing (ON
+# a transaction of five). A taken idempotency key makes the INSERT do nothing (ON
 # CONFLICT on the key's partial index), so a client's retry leaves no error in the log.
+# The kitchens' wake-up names the owner of the order's bucket, the only kitchen that
+# may claim it, so the others do not all run a claim for nothing.
 # Its clock is the server's, read once in the statement (`clock.now`): the order's
 # `created_at`, and `eligible_at` and `rank` from it (`place_parameters` says which
 # parameter goes where).
