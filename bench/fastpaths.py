@@ -291,54 +291,36 @@ def token_lookup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def proxy_bypass(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from django.db import DEFAULT_DB_ALIAS, connection, connections
-    from django.utils import timezone
+    from django.db import connection
 
-    from workers import queue
     from workers import sql as rows
     from workers.models import Order
 
-    order = queue._new_order(harness.order_requests(1)[0], timezone.now(), None)
     fields = Order._meta.concrete_fields
 
-    def prepare_fast() -> list[Any]:  # as in _place_in_one_statement
-        db = connections[DEFAULT_DB_ALIAS]
-        return [f.get_db_prep_save(getattr(order, f.attname), db) for f in fields]
-
-    def prepare_plain() -> list[Any]:
-        return [f.get_db_prep_save(getattr(order, f.attname), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM orders_order LIMIT 1")
+        row = cursor.fetchone()
+        names = tuple(d[0] for d in cursor.description)
 
     def load_plain(model: type[Order], row: Sequence[Any]) -> Order:  # rows.load, through the proxy
-        names, converters = rows._loading(model, connection.vendor)
-        values = list(row[: len(names)])
+        positions, attnames, converters = rows._loading(model, connection.vendor, names)
+        values = [row[p] for p in positions]
         for n, convert, col in converters:
             values[n] = convert(values[n], col, connection)
-        return model.from_db(connection.alias, names, values)
+        return model.from_db(connection.alias, attnames, values)
 
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {rows.columns(Order)} FROM {Order._meta.db_table} LIMIT 1")  # noqa: S608 - model names
-        row = cursor.fetchone()
-
-    def comparable(values: list[Any]) -> list[Any]:  # a JSON value is prepared as an adapter (Jsonb): its .obj
-        return [getattr(v, "obj", v) for v in values]
-
-    if comparable(prepare_fast()) != comparable(prepare_plain()):
-        raise RuntimeError("prepared values disagree")
-    a, b = rows.load(Order, row), load_plain(Order, row)
+    a, b = rows.load(Order, row, names), load_plain(Order, row)
     if [getattr(a, f.attname) for f in fields] != [getattr(b, f.attname) for f in fields]:
         raise RuntimeError("loaded orders disagree")
     n = args.micro_per_round
     return [
         summary(
             2,
-            f"place's get_db_prep_save loop ({len(fields)} fields), per order",
-            interleaved(prepare_fast, prepare_plain, args.micro_rounds, per_round=n),
-            "us",
-        ),
-        summary(
-            2,
             "rows.load of one Order row",
-            interleaved(lambda: rows.load(Order, row), lambda: load_plain(Order, row), args.micro_rounds, per_round=n),
+            interleaved(
+                lambda: rows.load(Order, row, names), lambda: load_plain(Order, row), args.micro_rounds, per_round=n
+            ),
             "us",
         ),
     ]
@@ -354,12 +336,12 @@ def rows_select(args: argparse.Namespace, count: int = 100) -> dict[str, Any]:
     from workers import sql as rows
     from workers.models import Order
 
-    sql = f"SELECT {rows.columns(Order)} FROM {Order._meta.db_table} ORDER BY rank, created_at LIMIT %s"  # noqa: S608
+    sql = "SELECT * FROM orders_order ORDER BY rank, created_at LIMIT %s"
 
     def fast() -> list[Order]:
         with connection.cursor() as cursor:
             cursor.execute(sql, [count])
-            return [rows.load(Order, row) for row in cursor.fetchall()]
+            return rows.rows(Order, cursor)
 
     def plain() -> list[Order]:
         return list(Order.objects.raw(sql, [count]))
@@ -377,7 +359,7 @@ def claims(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from workers import membership, queue
     from workers.models import Order
-    from workers.sql import EVENTS_CHANNEL
+    from workers.queue import leases
 
     truncate_orders()
     worker = membership.register("bench-claim", "bench", os.getpid(), 4)
@@ -386,25 +368,25 @@ def claims(args: argparse.Namespace) -> list[dict[str, Any]]:
     # The plain variant runs the very SQL the fast one sends (captured from it), through Order.objects.raw.
     queue.place_many(harness.order_requests(1))
     with captured_sql() as seen:
-        queue._claim_in_one_statement(wid, 1, uuid.uuid4(), timezone.now())
+        leases.claim_in_one_statement(wid, 1, timezone.now())
     (claim_sql,) = [sql for sql, _ in seen if "SKIP LOCKED" in sql]
 
     def plain_claim(limit: int) -> list[queue.Claim]:
         token, now = uuid.uuid4(), timezone.now()
-        _stealing, params = queue._claim_params(wid, now, limit)
-        params |= {
-            "preparing": queue.Status.PREPARING,
+        params = {
+            "now": now,
+            "worker": wid,
+            "limit": limit,
             "token": token,
-            "expires": now + queue.lease_duration(),
-            "claimed": queue.Event.CLAIMED,
-            "channel": EVENTS_CHANNEL,
+            "lease": queue.lease_duration(),
+            "steal_after": None,
         }
         claimed = list(Order.objects.raw(claim_sql, params))
         claimed.sort(key=lambda o: (o.rank, o.created_at))
         return [queue.Claim(o, token) for o in claimed]
 
     def fast_claim(limit: int) -> list[queue.Claim]:
-        return queue._claim_in_one_statement(wid, limit, uuid.uuid4(), timezone.now())
+        return leases.claim_in_one_statement(wid, limit, timezone.now())
 
     results = []
     try:
@@ -444,10 +426,11 @@ def claims(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def synchronous_place(request: Any, now: Any = None) -> Any:
-    """place() as one INSERT committed synchronously: no set_config, no flush-waiting tail."""
+    """place() as one INSERT committed synchronously: no flush-waiting tail."""
     from workers import queue, sql
+    from workers.queue import intake
 
-    with patched(sql, PLACE_THEN_FLUSH=sql.PLACE):
+    with patched(intake, _place_statement=lambda inside: (sql.queries["place"], None)):
         return queue.place(request, now=now)
 
 
@@ -461,7 +444,7 @@ def check_place_variants() -> None:
         synchronous_place(request)
     if not ("synchronous_commit" in fast[-1][0] and "pg_logical_emit_message" in fast[-1][0]):
         raise RuntimeError("the fast place() no longer commits asynchronously: update the benchmark")
-    if "synchronous_commit" in plain[-1][0] or "COMMIT" in plain[-1][0]:
+    if "pg_logical_emit_message" in plain[-1][0] or plain[-1][1]["synchronous_commit"] is not None:
         raise RuntimeError("the plain place() still commits asynchronously")
 
 

@@ -91,7 +91,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     sortable_by = ()
     search_fields = ("=id",)
     search_help_text = "An order's exact id (UUID)."
-    actions = ["requeue_orders", "cancel_orders", "expedite_orders"]
+    actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders"]
     inlines = [OrderEventInline]
     fieldsets = [
         (None, {"fields": ("id", "status", "stage", "kind", "items", "note", "customer_name")}),
@@ -189,9 +189,9 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         )
 
     @admin.action(description="Rush selected queued orders (top priority)", permissions=["operate"])
-    def expedite_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def raise_priority_of_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
         actor = request.user.pk
-        self._apply(request, queryset, lambda order_id: queue.expedite(order_id, actor_id=actor), "rushed")
+        self._apply(request, queryset, lambda order_id: queue.raise_priority(order_id, actor_id=actor), "rushed")
 
 
 @admin.register(OrderEvent)

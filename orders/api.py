@@ -478,7 +478,9 @@ def order_counts() -> dict[str, dict[str, Any]]:
     from `pg_class.reltuples` and the column statistics.
     """
     counts = {s: {"count": 0, "exact": True} for s in Order.Status.values}
-    estimate = connection.vendor == "postgresql" and _planner_rows(sql.ESTIMATE_ORDERS, []) >= EXACT_COUNT_BELOW
+    estimate = (
+        connection.vendor == "postgresql" and _planner_rows(sql.queries["estimate_orders"], []) >= EXACT_COUNT_BELOW
+    )
     exact = (
         Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
         if estimate
@@ -488,7 +490,7 @@ def order_counts() -> dict[str, dict[str, Any]]:
         counts[status_value]["count"] = n
     if estimate:
         for status_value in Order.FINAL_STATUSES:
-            rows = _planner_rows(sql.ESTIMATE_ORDERS_WITH_STATUS, [status_value])
+            rows = _planner_rows(sql.queries["estimate_orders_with_status"], [status_value])
             counts[status_value] = {"count": rows, "exact": False}
     return counts
 

@@ -34,8 +34,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
-from orders.sql import TOKEN_USER, TOKEN_USER_AND_PERMISSION_IDS
-from workers import sql
+from orders import sql
+from workers.sql import load
 
 _User = get_user_model()
 _TOKEN_COLUMNS = len(Token._meta.concrete_fields)
@@ -78,12 +78,17 @@ class TokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         with_permissions = getattr(self, "_with_permissions", True)  # called directly: as for a change
         with connection.cursor() as cursor:
-            cursor.execute(TOKEN_USER_AND_PERMISSION_IDS if with_permissions else TOKEN_USER, [key])
+            statement = (
+                sql.for_this_database("token_user_and_permission_ids")
+                if with_permissions
+                else sql.queries["token_user"]
+            )
+            cursor.execute(statement, [key])
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        token = sql.load(Token, row)
-        token.user = user = sql.load(_User, row[_TOKEN_COLUMNS:])  # the permission ids, if any, come after
+        token = load(Token, row)
+        token.user = user = load(_User, row[_TOKEN_COLUMNS:])  # the permission ids, if any, come after
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         if with_permissions and not user.is_superuser:  # a superuser's has_perm asks nothing

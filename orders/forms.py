@@ -31,7 +31,7 @@ class OrderForm(forms.Form):
     )
     customer_name = forms.CharField(label="Your name", required=False, max_length=100)
     kind = forms.ChoiceField(
-        label="How", choices=Order.Kind.choices, initial=Order.Kind.DELIVERY, widget=forms.RadioSelect
+        label="How", choices=Order.Fulfilment.choices, initial=Order.Fulfilment.DELIVERY, widget=forms.RadioSelect
     )
     area = forms.CharField(
         label="Delivery area",
@@ -92,7 +92,7 @@ class OrderForm(forms.Form):
             raise ValidationError("Choose at least one pizza.")
         request = {
             "items": items,
-            "kind": data.get("kind") or Order.Kind.DELIVERY,
+            "kind": data.get("kind") or Order.Fulfilment.DELIVERY,
             "area": data.get("area", ""),
             "customer_name": data.get("customer_name", ""),
             "note": data.get("note", ""),

@@ -7,6 +7,7 @@ Everything that can be wrong with a request is found here, field by field, so
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -120,11 +121,13 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
 
 # Optimization: fixed SQL, 3x faster than the ORM query on PostgreSQL (0.33 vs 1.0 ms per order, bench/fastpaths.py).
 def _on_the_menu(slugs: set[str]) -> dict[str, int]:
-    """Bake seconds of those pizzas that are on the menu now, by slug (`orders.sql.menu`)."""
+    """Bake seconds of those pizzas that are on the menu now, by slug (the `menu` statement)."""
     if not slugs:
         return {}
+    # An array on PostgreSQL, a JSON list on SQLite.
+    listed = list(slugs) if connection.vendor == "postgresql" else json.dumps(list(slugs))
     with connection.cursor() as cursor:
-        cursor.execute(sql.menu(len(slugs)), [True, *slugs])
+        cursor.execute(sql.for_this_database("menu"), [listed])
         return dict(cursor.fetchall())
 
 
@@ -141,13 +144,13 @@ def clean_order_request(data: Any, now: datetime | None = None) -> OrderRequest:
         errors["non_field_errors"] = [f"Unknown fields: {', '.join(sorted(map(str, unknown)))}."]
     items, seconds = _items(data.get("items"), errors)
 
-    kind = data.get("kind") or Order.Kind.DELIVERY
-    if kind not in Order.Kind.values and not _has_nul(kind, "kind", errors):
-        errors["kind"] = [f"Must be one of {', '.join(Order.Kind.values)}."]
+    kind = data.get("kind") or Order.Fulfilment.DELIVERY
+    if kind not in Order.Fulfilment.values and not _has_nul(kind, "kind", errors):
+        errors["kind"] = [f"Must be one of {', '.join(Order.Fulfilment.values)}."]
     shop = _text(data.get("shop"), "shop", 100, errors)
-    if kind == Order.Kind.TAKEAWAY and not shop and "shop" not in errors:
+    if kind == Order.Fulfilment.TAKEAWAY and not shop and "shop" not in errors:
         errors["shop"] = ["A takeaway order names the shop it is collected from."]
-    if kind == Order.Kind.DELIVERY and shop:
+    if kind == Order.Fulfilment.DELIVERY and shop:
         errors["shop"] = ["Only takeaway orders are pinned to a shop."]
 
     priority = data.get("priority", 0)

@@ -105,7 +105,7 @@ def reorder(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         return HttpResponseBadRequest("shop: Choose one of the open shops.", content_type="text/plain")
     data: dict[str, Any] = {
         "items": order.items,
-        "kind": Order.Kind.TAKEAWAY,
+        "kind": Order.Fulfilment.TAKEAWAY,
         "shop": shop,
         "priority": order.priority,
         "note": order.note,

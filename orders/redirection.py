@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers import queue
+from workers import recovery
 from workers.models import Order, Worker
 
 
@@ -23,7 +23,7 @@ def open_shops(excluding: int | None = None) -> list[str]:
 
 
 def can_reorder(order: Order) -> bool:
-    return order.kind == Order.Kind.TAKEAWAY and order.cancel_reason == queue.SHOP_UNAVAILABLE
+    return order.kind == Order.Fulfilment.TAKEAWAY and order.cancel_reason == recovery.SHOP_UNAVAILABLE
 
 
 def reorder_key(order: Order, shop: str) -> str:

@@ -17,6 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orders.models import Size
+from orders.timeline import operator_note
 from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker
 
@@ -38,8 +39,8 @@ class OrderCreateSerializer(serializers.Serializer):
     """An order request, as `clean_order_request` accepts it."""
 
     kind = serializers.ChoiceField(
-        choices=Order.Kind.choices,
-        default=Order.Kind.DELIVERY,
+        choices=Order.Fulfilment.choices,
+        default=Order.Fulfilment.DELIVERY,
         help_text="`takeaway` orders are pinned to the shop they are collected from.",
     )
     area = serializers.CharField(
@@ -99,7 +100,7 @@ class OrderSerializer(serializers.Serializer):
     id = serializers.UUIDField(read_only=True)
     status = serializers.ChoiceField(choices=Order.Status.choices, read_only=True)
     stage = serializers.CharField(read_only=True, help_text="Kitchen stage while preparing, e.g. oven.")
-    kind = serializers.ChoiceField(choices=Order.Kind.choices, read_only=True)
+    kind = serializers.ChoiceField(choices=Order.Fulfilment.choices, read_only=True)
     items = OrderItemSerializer(many=True, read_only=True)
     note = serializers.CharField(read_only=True)
     customer_name = serializers.CharField(read_only=True)
@@ -153,7 +154,9 @@ class OrderEventSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=OrderEvent.Kind.choices, read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     stage = serializers.CharField(read_only=True)
-    message = serializers.CharField(read_only=True)
+    message = serializers.SerializerMethodField(
+        help_text="What happened, in words: a person's reason or a kitchen's error where one was given."
+    )
     worker = serializers.CharField(source="worker.name", read_only=True, allow_null=True)
     actor = serializers.CharField(
         source="actor.username",
@@ -163,6 +166,9 @@ class OrderEventSerializer(serializers.Serializer):
     )
     # The API's field is called `data`; DRF's Serializer.data is a property of the serializer, not of its fields.
     data = serializers.JSONField(read_only=True)  # type: ignore[assignment]
+
+    def get_message(self, event: OrderEvent) -> str:
+        return operator_note(event)
 
     def to_representation(self, event: OrderEvent) -> dict[str, Any]:
         data = super().to_representation(event)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from orders.handlers import READY, STAGES
-from workers import queue
+from workers import recovery
 from workers.models import Order, OrderEvent
+from workers.queue import leases
 
 STAGE_LABELS = {
     "dough": "Stretching the dough",
@@ -39,7 +40,7 @@ STATUS_AFTER: dict[str, str | None] = {
     OrderEvent.Kind.FAILED: Order.Status.FAILED,
     OrderEvent.Kind.CANCELLED: Order.Status.CANCELLED,
     OrderEvent.Kind.LEASE_LOST: None,
-    OrderEvent.Kind.EXPEDITED: None,
+    OrderEvent.Kind.PRIORITY_RAISED: None,
 }
 # Kitchen-internal events that customers do not need to see.
 PRIVATE_KINDS = {OrderEvent.Kind.LEASE_LOST}
@@ -76,30 +77,71 @@ def stage_label(status: str, stage: str = "") -> str:
     return STATUS_LABELS.get(status, status)
 
 
+# Why an order went back to the queue, by the `reason` its event records.
+BACK_IN_QUEUE_BECAUSE = {
+    leases.STOPPING: "The kitchen closed before starting it; back in the queue, no attempt charged.",
+    leases.INTERRUPTED: "The kitchen lost its database connection; back in the queue, no attempt charged.",
+    leases.UNANSWERED: "Claimed by a request whose answer was lost; back in the queue, no attempt charged.",
+    recovery.LEASE_EXPIRED: "The kitchen's lease expired; back in the queue.",
+}
+# What a shop's departure is called, by the `why` of its `reassigned` events.
+SHOP_LEFT = {"died": "went offline", "stopped": "closed", "closing": "is closing"}
+# What a kitchen that lost an order tried to do, by a `lease-lost` event's `action`.
+LOST_ACTION = {
+    "stage": "report a stage of",
+    "continue": "go on with",
+    "complete": "complete",
+    "fail": "fail",
+    "release": "hand back",
+}
+
+
 def describe(event: OrderEvent, worker: str | None) -> str:
-    """The customer's line for an event (the queue writes some of them itself)."""
-    kind = event.kind
+    """The customer's line for an event: the engine records what happened (its kind
+    and data), and these are the shop's words for it."""
+    kind, data = event.kind, event.data
     if kind == OrderEvent.Kind.PLACED:
-        return queue.PLACED_MESSAGE
+        return "Order confirmed."
     if kind == OrderEvent.Kind.CLAIMED:
         return f"{worker or 'A kitchen'} started on your order."
     if kind == OrderEvent.Kind.STAGE:
         return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
     if kind == OrderEvent.Kind.DONE:
-        return queue.DONE_MESSAGE
+        return "Ready!"
+    if kind == OrderEvent.Kind.RETRIED and data.get("reason") == recovery.STAGE_OVERDUE:
+        return "The kitchen was taking too long; another kitchen will make it."
     if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
         return "Back in the queue for another go."
     if kind == OrderEvent.Kind.REASSIGNED:
-        return event.message  # "Your shop went offline; your order moved to …"
+        return moved(event, worker)
     if kind == OrderEvent.Kind.FAILED:
         return "Sorry, the kitchen could not make your order."
     if kind == OrderEvent.Kind.CANCELLED:
-        if event.data.get("reason") == queue.SHOP_UNAVAILABLE:
-            return event.message  # "Your shop is unavailable … Please order again."
+        if data.get("reason") == recovery.SHOP_UNAVAILABLE:
+            return "Your shop is unavailable, so your takeaway order was cancelled. Please order again."
         return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
-    if kind == OrderEvent.Kind.EXPEDITED:
+    if kind == OrderEvent.Kind.PRIORITY_RAISED:
         return "Rushed: your order moves up the queue."
+    if kind == OrderEvent.Kind.LEASE_LOST:
+        return f"A kitchen that lost this order tried to {LOST_ACTION.get(data.get('action', ''), 'go on with')} it; ignored."
     return event.message or kind
+
+
+def moved(event: OrderEvent, worker: str | None) -> str:
+    """A delivery order moved with its shop's bucket (SPEC §7b): which shop makes it now."""
+    to_shop = event.data.get("to_shop") or "the next free shop"
+    left = SHOP_LEFT.get(event.data.get("why", ""), "went offline")
+    if event.data.get("queued"):
+        return f"{worker or 'Your shop'} {left}; {to_shop} will make your order."
+    if not event.data.get("why"):
+        return event.message  # written before the engine recorded only its kind and data
+    return f"Your shop {left}; your order moved to {to_shop}."
+
+
+def operator_note(event: OrderEvent) -> str:
+    """What staff read beside an event: the person's reason or the handler's error, or the
+    shop's line where the engine recorded only what happened."""
+    return event.message or describe(event, event.worker.name if event.worker_id and event.worker else None)
 
 
 def customer_message(event: OrderEvent) -> dict[str, Any] | None:
@@ -125,7 +167,7 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         "stage": event.stage,
         "worker": worker,
         "created_at": event.created_at.isoformat(),
-        "message": event.message,
+        "message": operator_note(event),
         "text": describe(event, worker),
         # The "ready" tap is followed at once by `done`, which says it to the customer.
         "public": event.kind not in PRIVATE_KINDS
@@ -135,7 +177,7 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         "progress": progress(status, event.stage),
         # A takeaway order whose shop closed: the tracking page offers it at an open shop.
         "shop_unavailable": event.kind == OrderEvent.Kind.CANCELLED
-        and event.data.get("reason") == queue.SHOP_UNAVAILABLE,
+        and event.data.get("reason") == recovery.SHOP_UNAVAILABLE,
         # A delivery order moved to another shop (SPEC §7b): the shop that makes it now.
         "to_shop": event.data.get("to_shop") if event.kind == OrderEvent.Kind.REASSIGNED else None,
     }

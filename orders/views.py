@@ -34,8 +34,9 @@ from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, oper
 from orders.models import Pizza
 from orders.redirection import reorder_context
 from orders.timeline import event_message, progress, stage_label
-from workers import clock, queue
+from workers import clock, queue, recovery
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
+from workers.queue import leases
 
 # Tickets shown on a kitchen display, per column.
 TICKETS_SHOWN = 30
@@ -127,7 +128,7 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "status_label": stage_label(order.status, order.stage),
         "progress": progress(order.status, order.stage),
         "promised_at": promised_at(order),
-        "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
+        "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
         "items": item_lines(order, pizza_names()),
         "can_cancel": mine
         and (
@@ -205,12 +206,12 @@ def kitchen(request: HtmxHttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 @kitchen_staff_required
-def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
-    """The display's "rush" button: top priority for a waiting order of this shop."""
+def raise_order_priority(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> HttpResponse:
+    """The display's "Rush" button: top priority for a waiting order of this shop."""
     notice = ""
     try:
         # Only a ticket this display shows: another shop's order is not this staff's to rush.
-        queue.expedite(order_id, actor_id=request.user.pk, among=shop_orders(name))
+        queue.raise_priority(order_id, actor_id=request.user.pk, among=shop_orders(name))
     except queue.OrderNotFoundError:
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError as exc:
@@ -246,7 +247,10 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     waiting: list[Order] = []
     if worker.is_live:
         preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
-        waiting = list(Order.objects.claimable(now).owned_by(worker.pk).in_claim_order()[:TICKETS_SHOWN])
+        # What its kitchen would claim next, by the claim's own rule and order.
+        next_up = leases.claimable_ids(worker.pk, now, TICKETS_SHOWN)
+        by_id = Order.objects.in_bulk(next_up)
+        waiting = [by_id[i] for i in next_up if i in by_id]
     names = pizza_names()
     staffed = worker.handler == STAFFED_HANDLER
     order: Any  # each ticket carries what the display shows

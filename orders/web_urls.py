@@ -15,7 +15,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/reorder/", kitchen_views.reorder, name="reorder"),
     path("kitchen/<str:name>/", views.kitchen, name="kitchen"),
     path("kitchen/<str:name>/tap/", kitchen_views.tap, name="kitchen-tap"),
-    path("kitchen/<str:name>/expedite/<uuid:order_id>/", views.expedite_order, name="expedite-order"),
+    path("kitchen/<str:name>/rush/<uuid:order_id>/", views.raise_order_priority, name="raise-order-priority"),
     path("board/", views.board, name="board"),
     path("accounts/login/", auth_views.LoginView.as_view(next_page="board"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),

@@ -399,7 +399,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "workers.models.Order.Status",
-        "OrderKindEnum": "workers.models.Order.Kind",
+        "OrderKindEnum": "workers.models.Order.Fulfilment",
         "EventKindEnum": "workers.models.OrderEvent.Kind",
         "WorkerStatusEnum": "workers.models.Worker.Status",
     },

@@ -103,13 +103,16 @@ def test_rush_raises_queued_orders_to_top_priority(operator: Client) -> None:
     claimed(preparing)
     queued = make_order(priority=2)
 
-    shown = act(operator, ORDERS, "expedite_orders", [queued, preparing])
+    shown = act(operator, ORDERS, "raise_priority_of_orders", [queued, preparing])
 
     assert Order.objects.get(pk=queued.pk).priority == Order.MAX_PRIORITY
-    assert OrderEvent.objects.filter(order=queued, kind="expedited").count() == 1
+    assert OrderEvent.objects.filter(order=queued, kind="priority-raised").count() == 1
     assert Order.objects.get(pk=preparing.pk).priority == 1
     assert ("success", "1 order rushed.") in shown
-    assert ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be expedited.") in shown
+    assert (
+        "warning",
+        f"Order {preparing.pk}: Order is preparing; only a queued order's priority can be raised.",
+    ) in shown
 
 
 def test_an_action_over_too_many_orders_is_refused_whole(operator: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +181,7 @@ def test_order_events_are_read_only_in_admin(operator: Client) -> None:
         operator.post(reverse("admin:workers_orderevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
     )
     event.refresh_from_db()
-    assert (event.kind, event.message) == ("placed", "Order confirmed.")
+    assert (event.kind, event.message) == ("placed", "")
 
 
 @pytest.mark.parametrize("model", ["worker", "bucket", "bucketmove", "monitorlease"])

@@ -72,7 +72,7 @@ def place(**kw: Any) -> Any:
 
 @database_sync_to_async
 def rush(order_id: Any, priority: int) -> None:
-    queue.expedite(order_id, priority)
+    queue.raise_priority(order_id, priority)
 
 
 @database_sync_to_async
@@ -89,7 +89,7 @@ async def test_a_new_client_gets_the_whole_timeline_then_live_events_through_the
 
     await rush(order.id, 7)  # committed by this process; the relay finds it in the table
     rushed = await communicator.receive_json_from(timeout=5)
-    assert rushed["kind"] == "expedited"
+    assert rushed["kind"] == "priority-raised"
     assert rushed["text"] == "Rushed: your order moves up the queue."
     assert [placed["id"], rushed["id"]] == await event_ids(order.id)
     assert await communicator.receive_nothing(timeout=0.3) is True
@@ -109,7 +109,7 @@ async def test_a_reconnecting_client_gets_only_what_it_missed() -> None:
     await rush(order.id, 9)
     live = await communicator.receive_json_from(timeout=5)
     assert live["id"] > third
-    assert live["kind"] == "expedited"
+    assert live["kind"] == "priority-raised"
     assert await communicator.receive_nothing(timeout=0.3) is True
     await communicator.disconnect()
 
@@ -123,7 +123,7 @@ async def test_an_event_both_replayed_and_published_live_is_sent_once() -> None:
     await get_channel_layer().group_send(order_group(order.id), {"type": "order.events", "events": [replayed]})
     await rush(order.id, 3)
     following = await communicator.receive_json_from(timeout=5)
-    assert following["kind"] == "expedited"
+    assert following["kind"] == "priority-raised"
     assert await communicator.receive_nothing(timeout=0.3) is True
     await communicator.disconnect()
 

@@ -1,6 +1,6 @@
 """Confirmed means durable (SPEC §4.1), on PostgreSQL, where an order's
 commit does not wait for the disk and its confirmation does
-(`workers.queue._place_in_one_statement`).
+(`workers.queue.intake.place_in_one_statement`).
 
 The proof pauses PostgreSQL's WAL writer (SIGSTOP), the process that would
 otherwise flush an unwaited commit within a fraction of a second: while it

@@ -498,7 +498,7 @@ def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> Non
     stored = Order.objects.get()
     assert stored.pk == order.pk
     assert stored.status == Order.Status.QUEUED
-    assert stored.kind == Order.Kind.DELIVERY
+    assert stored.kind == Order.Fulfilment.DELIVERY
     assert stored.items == [{"pizza": "margherita", "size": "medium", "quantity": 1}]
     assert stored.note == "ring twice"
     assert stored.customer_name == "Ada"
@@ -518,7 +518,7 @@ def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> Non
         order.pk,
         "placed",
         now,
-        "Order confirmed.",
+        "",
     )
 
 
@@ -583,7 +583,7 @@ def test_a_takeaway_order_is_pinned_to_its_live_shop(menu: None) -> None:
 
     order = make_order(kind="takeaway", shop="shop-1")
 
-    assert order.kind == Order.Kind.TAKEAWAY
+    assert order.kind == Order.Fulfilment.TAKEAWAY
     assert order.pinned_worker_id == shop.pk
     assert Order.objects.get().pinned_worker_id == shop.pk
 

@@ -75,7 +75,7 @@ def test_a_placed_order_wakes_only_the_kitchen_that_owns_its_bucket(live_menu: N
     kitchens = [membership.register(f"shop-{n}", "host", 100 + n, 1) for n in range(2)]
     params = listen_params("pizzaqueue-listen-test") | {"host": connection.settings_dict["HOST"] or "127.0.0.1"}
     with psycopg.connect(**params, autocommit=True) as listener:
-        listener.execute(sql.LISTEN_ORDERS)
+        listener.execute(sql.queries["listen_orders"])
         for kitchen in [*kitchens, *kitchens]:
             queue.place(clean_order_request(order_data(area=area_owned_by(kitchen))))
             note = next(listener.notifies(timeout=5))

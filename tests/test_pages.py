@@ -229,7 +229,7 @@ def test_a_kitchen_display_refuses_a_user_who_does_not_staff_it(client: Client) 
 def test_rushing_needs_staff(client: Client) -> None:
     make_worker("shop-1")
     order = make_order()
-    response = client.post(f"/kitchen/shop-1/expedite/{order.id}/")
+    response = client.post(f"/kitchen/shop-1/rush/{order.id}/")
     assert response.status_code == 302
     order.refresh_from_db()
     assert order.priority == 0
@@ -253,15 +253,15 @@ def test_the_kitchen_display_shows_the_shops_tickets_and_rush_raises_priority(st
     assert "“extra basil”" in page
     assert page.count('class="rush"') == 1  # only a queued order can be rushed
 
-    response = staff_client.post(f"/kitchen/shop-1/expedite/{waiting.id}/", HTTP_HX_REQUEST="true")
+    response = staff_client.post(f"/kitchen/shop-1/rush/{waiting.id}/", HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert "<html" not in response.content.decode()  # the tickets partial
     waiting.refresh_from_db()
     assert waiting.priority == Order.MAX_PRIORITY
-    assert waiting.events.last().kind == OrderEvent.Kind.EXPEDITED
+    assert waiting.events.last().kind == OrderEvent.Kind.PRIORITY_RAISED
 
-    response = staff_client.post(f"/kitchen/shop-1/expedite/{baking.id}/", follow=True)
-    assert "Order is preparing; only a queued order can be expedited." in response.content.decode()
+    response = staff_client.post(f"/kitchen/shop-1/rush/{baking.id}/", follow=True)
+    assert "Order is preparing; only a queued order&#x27;s priority can be raised." in response.content.decode()
 
 
 def test_an_unknown_kitchen_is_not_found(staff_client: Client) -> None:

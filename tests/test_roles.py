@@ -83,13 +83,13 @@ def test_kitchen_staff_rush_their_shops_orders_only_and_are_named_on_the_timelin
     elsewhere = make_order(area=area_owned_by(shop_2))
     cook = kitchen_staff("shop-1")
 
-    assert cook.post(f"/kitchen/shop-1/expedite/{theirs.pk}/").status_code == 302
-    assert cook.post(f"/kitchen/shop-1/expedite/{elsewhere.pk}/").status_code == 404
-    assert cook.post(f"/kitchen/shop-2/expedite/{elsewhere.pk}/").status_code == 403
+    assert cook.post(f"/kitchen/shop-1/rush/{theirs.pk}/").status_code == 302
+    assert cook.post(f"/kitchen/shop-1/rush/{elsewhere.pk}/").status_code == 404
+    assert cook.post(f"/kitchen/shop-2/rush/{elsewhere.pk}/").status_code == 403
 
     assert Order.objects.get(pk=theirs.pk).priority == Order.MAX_PRIORITY
     assert Order.objects.get(pk=elsewhere.pk).priority == 0
-    rushed = OrderEvent.objects.get(order=theirs, kind="expedited")
+    rushed = OrderEvent.objects.get(order=theirs, kind="priority-raised")
     assert rushed.actor is not None and rushed.actor.username == "cook"
 
 
@@ -132,7 +132,7 @@ def test_every_operator_action_is_on_the_timeline_with_the_operator(menu: None) 
 
     assert admin_action(browser, ORDERS_ADMIN, "cancel_orders", [queued]) == 302
     assert admin_action(browser, ORDERS_ADMIN, "requeue_orders", [queued]) == 302
-    assert admin_action(browser, ORDERS_ADMIN, "expedite_orders", [rushed]) == 302
+    assert admin_action(browser, ORDERS_ADMIN, "raise_priority_of_orders", [rushed]) == 302
     assert admin_action(browser, WORKERS_ADMIN, "declare_workers_dead", [shop]) == 302
 
     by_olga = OrderEvent.objects.filter(actor=olga)
@@ -140,7 +140,7 @@ def test_every_operator_action_is_on_the_timeline_with_the_operator(menu: None) 
         [
             (queued.pk, "cancelled"),
             (queued.pk, "retried"),
-            (rushed.pk, "expedited"),
+            (rushed.pk, "priority-raised"),
             (baking.pk, "reassigned"),
         ]
     )

@@ -17,9 +17,10 @@ from orders.deadlines import late_orders, overdue_stages, stage_limit
 from orders.handlers import STAFFED_HANDLER
 from orders.intake import clean_order_request
 from orders.models import KitchenStaff
+from orders.timeline import describe
 from tests.conftest import in_role
 from tests.factory import area_owned_by, make_worker, order_data
-from workers import membership, monitor, queue
+from workers import clock, membership, monitor, queue, recovery
 from workers.models import Order, OrderEvent, Worker
 
 pytestmark = pytest.mark.usefixtures("menu")
@@ -116,7 +117,7 @@ def test_the_kitchen_sees_the_tapped_stage_and_a_revoked_lease_stops_it() -> Non
     queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
     assert queue.check_lease(order.pk, token, shop.pk) is None
     [lost] = events(order, OrderEvent.Kind.LEASE_LOST)
-    assert lost.data == {"action": "go on with"}
+    assert lost.data == {"action": "continue"}
 
 
 # --- The display ---------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_a_stage_without_progress_past_its_limit_is_flagged_on_the_board_and_dis
     assert limit is not None
     # Back-date the claim: the stage has gone without progress past its limit.
     Order.objects.filter(pk=order.pk).update(claimed_at=fresh(order).claimed_at - timedelta(seconds=limit + 5))
-    [item] = overdue_stages(queue.clock.now())
+    [item] = overdue_stages(clock.now())
     assert item.order.pk == order.pk and item.over > 4
     board = staff_client.get("/board/").content.decode()
     assert f'data-overdue="{order.pk}"' in board
@@ -246,9 +247,9 @@ def test_a_stage_without_progress_past_its_limit_is_flagged_on_the_board_and_dis
 
 def test_orders_past_their_promised_time_are_listed_as_late(staff_client: Client) -> None:
     make_worker("shop-1")
-    order = place_at(queue.clock.now() - timedelta(hours=1))
+    order = place_at(clock.now() - timedelta(hours=1))
     on_time = place_at(None)
-    late = late_orders(queue.clock.now())
+    late = late_orders(clock.now())
     assert [o.pk for o in late] == [order.pk]
     board = staff_client.get("/board/").content.decode()
     assert f'data-late="{order.pk}"' in board and f'data-late="{on_time.pk}"' not in board
@@ -293,7 +294,7 @@ def test_after_a_timeout_the_avoided_kitchen_may_take_the_order_again() -> None:
     slow = make_worker("slow", now=T0)
     make_worker("other", now=T0)
     order, token = in_kitchen(slow)
-    assert queue.retry_overdue(order.pk, token, "", 30.0, now=at(1)) == OrderEvent.Kind.RETRIED
+    assert recovery.retry_overdue(order.pk, token, "", 30.0, now=at(1)) == OrderEvent.Kind.RETRIED
     assert queue.claim(slow.pk, 1, now=at(2)) == []
     [claim] = queue.claim(slow.pk, 1, now=at(17))
     assert claim.order.pk == order.pk
@@ -308,8 +309,8 @@ def test_queued_delivery_orders_moved_with_a_dead_shops_buckets_are_told_where(c
     waiting = place_at(T0, area=area_owned_by(doomed))
     monitor.declare_dead(doomed.pk, now=at(20))
     [moved] = events(waiting, OrderEvent.Kind.REASSIGNED)
-    assert moved.message == "shop-3 went offline; shop-1 will make your order."
-    assert moved.data == {"to_shop": "shop-1", "queued": True}
+    assert describe(moved, "shop-3") == "shop-3 went offline; shop-1 will make your order."
+    assert moved.data == {"to_shop": "shop-1", "why": "died", "queued": True}
     assert "shop-3 went offline; shop-1 will make your order." in client.get(f"/orders/{waiting.pk}/").content.decode()
 
 
@@ -321,8 +322,8 @@ def test_a_clean_stop_and_a_drain_tell_the_queued_customers_too() -> None:
     drained_queue = place_at(T0, area=area_owned_by(draining))
     membership.stop(closing.pk, now=at(1))
     membership.drain(draining.pk, now=at(2))
-    assert events(stopped_queue, OrderEvent.Kind.REASSIGNED)[0].message.startswith("shop-3 closed; ")
-    assert events(drained_queue, OrderEvent.Kind.REASSIGNED)[0].message.startswith("shop-2 is closing; ")
+    assert describe(events(stopped_queue, OrderEvent.Kind.REASSIGNED)[0], "shop-3").startswith("shop-3 closed; ")
+    assert describe(events(drained_queue, OrderEvent.Kind.REASSIGNED)[0], "shop-2").startswith("shop-2 is closing; ")
 
 
 def test_an_order_being_baked_gets_one_reassigned_event_not_two() -> None:
@@ -348,7 +349,7 @@ def takeaway_cancelled_with_its_shop(client: Client) -> Order:
     request = clean_order_request(order_data(kind="takeaway", shop="corner", note="extra basil", customer_name="Ada"))
     order, _created = queue.place(request, owner=this_browser(client))
     membership.stop(closing.pk)
-    assert fresh(order).cancel_reason == queue.SHOP_UNAVAILABLE
+    assert fresh(order).cancel_reason == recovery.SHOP_UNAVAILABLE
     return order
 
 

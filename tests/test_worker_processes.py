@@ -298,7 +298,7 @@ def test_a_stage_report_lost_to_the_database_charges_no_attempt(worker_processes
     order.refresh_from_db()
     assert (order.status, order.attempts) == (Order.Status.DONE, 1)
     (released,) = events(order, OrderEvent.Kind.RELEASED)
-    assert released.message == queue.INTERRUPTED_MESSAGE
+    assert released.data["reason"] == queue.INTERRUPTED
     assert [e.kind for e in OrderEvent.objects.filter(order=order).order_by("id")] == [
         "placed",
         "claimed",

@@ -34,7 +34,7 @@ def now() -> datetime:
     if connection.vendor != "postgresql":
         return timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(sql.CLOCK)
+        cursor.execute(sql.queries["clock"])
         return cursor.fetchone()[0]
 
 

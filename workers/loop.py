@@ -346,7 +346,7 @@ class WorkerLoop:
             failed = self.unflushed[0]
             held = failed.claim.order.id, failed.claim.token
             if not failed.charged:
-                queue.release([held], worker_id, message=queue.INTERRUPTED_MESSAGE)
+                queue.release([held], worker_id, reason=queue.INTERRUPTED)
             elif not failed.lease_lost:  # a lost lease was recorded when it was noticed
                 queue.fail(*held, failed.error or "", worker_id)
             self.unflushed.pop(0)
@@ -462,7 +462,7 @@ class WorkerLoop:
         while not self._closing.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(sql.LISTEN_ORDERS)
+                    conn.execute(sql.queries["listen_orders"])
                     self.wake.set()  # catch up on anything placed while not listening
                     while not self._closing.is_set():
                         for note in conn.notifies(timeout=1.0):

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from workers import clock, monitor, queue
+from workers import clock, monitor, queue, recovery
 from workers.models import BucketMove, Order, Worker
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def drain(worker_id: int, now: datetime | None = None) -> bool:
         if not Worker.objects.in_ring().filter(pk=worker_id).update(status=Worker.Status.DRAINING):
             return False
         moves = monitor.rebalance(now, BucketMove.Reason.DRAIN)
-        queue.announce_moved_queue(moves, worker_id, now, "is closing")
+        recovery.announce_moved_queue(moves, worker_id, now, "closing")
         queue.notify_work()
     return True
 

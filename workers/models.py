@@ -2,7 +2,7 @@
 
 An order is the engine's task: what it carries (`items`, `note`, …) is the
 shop's business, but its status, lease, routing and attempts are the
-engine's, and every change to them is written by `workers.queue` together
+engine's, and every change to them is written by `workers.queue` (and the monitor's `workers.recovery`) together
 with an `OrderEvent`. The rules the queue and the displays share (the claim
 order, the fence, heartbeat freshness, depth per bucket, done since a
 moment) are written once here, as queryset methods and constants.
@@ -20,7 +20,7 @@ from django.db import models
 from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
-# Claimed first is smallest first: effective priority (see `queue.rank_for`), then age.
+# Claimed first is smallest first: effective priority (see `queue.intake.rank_for`), then age.
 # The claim's ORDER BY, the index that serves it and the displays all read this.
 CLAIM_ORDER = ("rank", "created_at")
 
@@ -199,13 +199,6 @@ class MonitorLease(models.Model):
 
 
 class OrderQuerySet(models.QuerySet["Order"]):
-    # claimable().owned_by().in_claim_order() is what a worker would claim next, for
-    # displays: the claim itself runs `sql.CLAIMABLE`, and a test holds the two together.
-
-    def claimable(self, now: datetime) -> OrderQuerySet:
-        """Queued orders whose `not_before` (or retry backoff) has passed."""
-        return self.filter(status=Order.Status.QUEUED, eligible_at__lte=now)
-
     def in_claim_order(self) -> OrderQuerySet:
         """Best first: the order the claim takes them in (`CLAIM_ORDER`)."""
         return self.order_by(*CLAIM_ORDER)
@@ -283,7 +276,7 @@ class Order(models.Model):
         # Withdrawn by the customer, an operator, or the death of the worker it was pinned to.
         CANCELLED = "cancelled"
 
-    class Kind(models.TextChoices):
+    class Fulfilment(models.TextChoices):
         # May move to another worker when its worker dies.
         DELIVERY = "delivery"
         # Pinned to one worker (a shop); cancelled if that worker dies.
@@ -297,7 +290,9 @@ class Order(models.Model):
     status = models.CharField(
         max_length=max(len(s) for s in Status.values), choices=Status.choices, default=Status.QUEUED
     )
-    kind = models.CharField(max_length=max(len(k) for k in Kind.values), choices=Kind.choices, default=Kind.DELIVERY)
+    kind = models.CharField(
+        max_length=max(len(k) for k in Fulfilment.values), choices=Fulfilment.choices, default=Fulfilment.DELIVERY
+    )
     items = models.JSONField()
     note = models.TextField(blank=True)
     customer_name = models.CharField(max_length=100, blank=True)
@@ -308,7 +303,7 @@ class Order(models.Model):
         Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="pinned_orders"
     )
     priority = models.SmallIntegerField(default=0)
-    # Claim order key in microseconds: smaller goes first (see queue.rank_for).
+    # Claim order key in microseconds: smaller goes first (see `queue.intake.rank_for`).
     rank = models.BigIntegerField()
     eligible_at = models.DateTimeField()
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -320,7 +315,7 @@ class Order(models.Model):
     # When the current stage was reported; NULL until the first report (the claim's time counts then).
     stage_started_at = models.DateTimeField(null=True, blank=True)
     # A kitchen that overran a stage of this order: every other kitchen may take it
-    # first, for one heartbeat timeout (`sql.CLAIMABLE`); then the usual owner again.
+    # first, for one heartbeat timeout (the `claimable` statement); then the usual owner again.
     avoid_worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     estimated_seconds = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
@@ -455,8 +450,8 @@ class OrderEvent(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
         LEASE_LOST = "lease-lost"
-        # Its priority was raised while it waited (the kitchen display's "rush").
-        EXPEDITED = "expedited"
+        # Its priority was raised while it waited (the shop's "Rush" button).
+        PRIORITY_RAISED = "priority-raised"
 
     id = models.BigAutoField(primary_key=True)
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")

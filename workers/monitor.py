@@ -25,8 +25,8 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Count, F, Max, Q
 from django.utils.module_loading import import_string
 
-from workers import clock, queue, ring, sql
-from workers.models import Bucket, BucketMove, MonitorLease, Order, Worker
+from workers import clock, queue, recovery, ring, sql
+from workers.models import Bucket, BucketMove, MonitorLease, Order, OrderEvent, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +77,13 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
         try:
             # The verdict is checked again inside its transaction (still stale, still
             # our election): this list may be old by then if this process was paused.
-            recovery = declare_dead(pk, "missed heartbeats", now, monitor_id=worker_id)
+            tally = declare_dead(pk, "missed heartbeats", now, monitor_id=worker_id)
         except OperationalError as exc:
             # A lock held by a paused process (`lock_timeout`): the others must not wait on it.
             logger.warning("monitor skipped worker=%s this round: %s", pk, exc)
             continue
-        if recovery is not None:
-            report.add(recovery)
+        if tally is not None:
+            report.add(tally)
     report.add(recover_expired_leases(now, monitor_id=worker_id))
     count = settings.PIZZAQUEUE_BUCKETS
     stranded = Order.objects.filter(status=Order.Status.QUEUED, bucket__gte=count)
@@ -189,12 +189,12 @@ def declare_dead(
     All in one transaction, so nobody sees a dead worker still owning buckets.
     An operator's verdict (`actor_id`) is recorded on every order it moved.
     """
-    recovery = leave(
+    tally = leave(
         worker_id, Worker.Status.DEAD, reason, BucketMove.Reason.DEATH, now or clock.now(), monitor_id, actor_id
     )
-    if recovery is not None:
-        recovery.dead.append(worker_id)
-    return recovery
+    if tally is not None:
+        tally.dead.append(worker_id)
+    return tally
 
 
 def leave(
@@ -221,18 +221,18 @@ def leave(
         if not left:
             return None
         moves = rebalance(now, move_reason)
-        recovery = Recovery(moved_buckets=len(moves))
-        recovery.cancelled = queue.cancel_pinned(worker_id, now, actor_id)
+        tally = Recovery(moved_buckets=len(moves))
+        tally.cancelled = recovery.cancel_pinned(worker_id, now, actor_id)
+        why = "died" if status == Worker.Status.DEAD else "stopped"
         # Before its held orders join them in the queue: those get their own `reassigned` events.
-        queue.announce_moved_queue(moves, worker_id, now, "went offline" if status == Worker.Status.DEAD else "closed")
+        recovery.announce_moved_queue(moves, worker_id, now, why)
         held = list(Order.objects.select_for_update().held_by(worker_id).values_list("id", "attempts", "max_attempts"))
-        why = "shop went offline" if status == Worker.Status.DEAD else "shop closed"
-        recovery.requeued, recovery.failed = queue.take_back(
+        tally.requeued, tally.failed = recovery.take_back(
             held,
             worker_id,
             now,
-            f"{why} on the last attempt",
-            queue.reassigned_events(worker_id, now, why, actor_id),
+            f"worker {why} on the last attempt",
+            recovery.reassigned_events(worker_id, now, why, actor_id),
             actor_id,
         )
         queue.notify_work()  # its buckets' queued orders have new owners: wake them
@@ -241,11 +241,11 @@ def leave(
         worker_id,
         status,
         reason,
-        len(recovery.requeued),
-        len(recovery.failed),
-        len(recovery.cancelled),
+        len(tally.requeued),
+        len(tally.failed),
+        len(tally.cancelled),
     )
-    return recovery
+    return tally
 
 
 # --- Expired leases --------------------------------------------------------------------
@@ -257,19 +257,19 @@ def recover_expired_leases(now: datetime | None = None, monitor_id: int | None =
 
     From the monitor (`monitor_id`), only while it still holds the election."""
     now = now or clock.now()
-    recovery = Recovery()
+    tally = Recovery()
     with transaction.atomic():
         if monitor_id is not None and not holds_election(monitor_id, now):
-            return recovery
+            return tally
         expired = list(
             Order.objects.select_for_update(skip_locked=True)
             .expired_leases(now)
             .values_list("id", "attempts", "max_attempts")[:1000]
         )
-        recovery.requeued, recovery.failed = queue.take_back(
-            expired, None, now, "lease expired on the last attempt", queue.lease_expired_events(now)
+        tally.requeued, tally.failed = recovery.take_back(
+            expired, None, now, "lease expired on the last attempt", recovery.lease_expired_events(now)
         )
-    return recovery
+    return tally
 
 
 # --- Stages that overran their limit ----------------------------------------------------
@@ -277,7 +277,7 @@ def recover_expired_leases(now: datetime | None = None, monitor_id: int | None =
 
 def retry_overdue_stages(now: datetime, monitor_id: int | None = None) -> list[uuid.UUID]:
     """Give every order whose current stage has made no progress for longer than its
-    limit to another kitchen (`queue.retry_overdue`); returns the ids retried.
+    limit to another kitchen (`recovery.retry_overdue`); returns the ids retried.
 
     The limit is the shop's to say: PIZZAQUEUE_STAGE_LIMIT names a function of
     the order that returns seconds (or None: no limit). Takeaway orders stay with
@@ -304,7 +304,7 @@ def retry_overdue_stages(now: datetime, monitor_id: int | None = None) -> list[u
         with transaction.atomic():
             if monitor_id is not None and not holds_election(monitor_id, now):
                 break
-            if queue.retry_overdue(order.id, order.lease_token, order.stage, limit, now) == queue.Event.RETRIED:
+            if recovery.retry_overdue(order.id, order.lease_token, order.stage, limit, now) == OrderEvent.Kind.RETRIED:
                 retried.append(order.id)
     return retried
 
@@ -324,7 +324,7 @@ def lock_ring(wait: float | None = None) -> None:
         if wait is not None:
             give_up_on_locks_after(wait)
         with connection.cursor() as cursor:
-            cursor.execute(sql.LOCK_RING, [RING_LOCK_KEY])
+            cursor.execute(sql.queries["lock_ring"], [RING_LOCK_KEY])
 
 
 def give_up_on_locks_after(seconds: float) -> None:
@@ -333,7 +333,7 @@ def give_up_on_locks_after(seconds: float) -> None:
     busy timeout is set per connection)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql.LOCK_TIMEOUT, [f"{round(seconds * 1000)}ms"])
+            cursor.execute(sql.queries["lock_timeout"], [f"{round(seconds * 1000)}ms"])
 
 
 def buckets_are(count: int) -> bool:
@@ -346,7 +346,7 @@ def resize_buckets(count: int) -> bool:
     """Make the table exactly buckets 0 to count - 1, for a changed PIZZAQUEUE_BUCKETS;
     True if it changed.
 
-    Every unfinished order is re-routed in the same transaction (`queue.reroute`),
+    Every unfinished order is re-routed in the same transaction (`recovery.reroute`),
     so none is left in a bucket that no longer exists (where no kitchen could ever
     claim it), and an area's waiting orders and its new ones share one bucket
     again. Runs under the ring's lock, inside `rebalance`'s transaction: a
@@ -356,7 +356,7 @@ def resize_buckets(count: int) -> bool:
         return False
     Bucket.objects.filter(number__gte=count).delete()
     Bucket.objects.bulk_create([Bucket(number=n) for n in range(count)], ignore_conflicts=True)
-    moved = queue.reroute(count)
+    moved = recovery.reroute(count)
     logger.warning("buckets resized count=%d rerouted=%d", count, moved)
     return True
 
@@ -372,7 +372,7 @@ def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
     count = settings.PIZZAQUEUE_BUCKETS
     resize_buckets(count)
     # Placed by a process still configured with more buckets: into one that exists.
-    queue.reroute(count, stranded_only=True)
+    recovery.reroute(count, stranded_only=True)
     live = [str(pk) for pk in Worker.objects.in_ring().values_list("pk", flat=True)]
     current = {
         number: (str(owner) if owner is not None else None)

@@ -70,14 +70,14 @@ def order_group(order_id: object) -> str:
 class _SnapshotXmin(Func):
     """The oldest transaction still running in this statement's snapshot."""
 
-    template = sql.SNAPSHOT_XMIN
+    template = sql.queries["snapshot_xmin"]
     output_field = BigIntegerField()
 
 
 class _SnapshotXmax(Func):
     """The first transaction id not yet assigned when this statement's snapshot was taken."""
 
-    template = sql.SNAPSHOT_XMAX
+    template = sql.queries["snapshot_xmax"]
     output_field = BigIntegerField()
 
 
@@ -297,7 +297,7 @@ class Relay:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
-                    await conn.execute(sql.LISTEN_EVENTS)
+                    await conn.execute(sql.queries["listen_events"])
                     self.listening = True
                     self._wake.set()  # catch up on what was committed while not listening
                     async for _notify in conn.notifies():

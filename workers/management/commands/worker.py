@@ -36,7 +36,7 @@ def end_idle_transactions(sender: object, connection: BaseDatabaseWrapper, **kwa
     if connection.vendor == "postgresql":
         timeout = f"{round(settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT * 500)}ms"
         with connection.cursor() as cursor:
-            cursor.execute(sql.IDLE_IN_TRANSACTION_TIMEOUT, [timeout])
+            cursor.execute(sql.queries["idle_in_transaction_timeout"], [timeout])
 
 
 def link_timeouts(heartbeat_timeout: float) -> dict[str, int]:

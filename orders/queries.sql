@@ -1,0 +1,73 @@
+-- Every statement the shop writes by hand, each once, whole, under its name.
+--
+-- `orders.sql.queries["name"]` returns one statement (see `workers/queries.sql`
+-- for the engine's). These read only the shop's own tables (the menu, DRF's
+-- tokens, Django's users and permissions) or ask the planner about the
+-- engine's. Where the two engines need different words, a statement is
+-- written once for each, named `…_postgresql` and `…_sqlite`.
+-- tests/shop/test_statements.py holds the column lists to the models.
+
+
+-- name: token_user
+-- A token and its user, by key: the join DRF's `select_related("user").get(key=…)`
+-- compiles afresh on every API request, written once (the columns of both
+-- models, in field order, for `workers.sql.load`). Reads go without the
+-- permissions: they are scoped by who the user is.
+SELECT t.key, t.user_id, t.created,
+    u.id, u.password, u.last_login, u.is_superuser, u.username, u.first_name, u.last_name,
+    u.email, u.is_staff, u.is_active, u.date_joined
+FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id
+WHERE t.key = %s;
+
+
+-- name: token_user_and_permission_ids_postgresql
+-- `token_user`, then the ids of the user's permissions through their groups and
+-- directly (ModelBackend's two queries, as columns): for a request that changes
+-- something, whose role check would otherwise cost two more queries. Ids, not
+-- names: each subquery reads one table by its index, where joining the
+-- permissions and their content types for the names cost PostgreSQL three times
+-- the rest of the lookup; each process names the ids itself
+-- (`orders.authentication`). The groups as an array, not a join: half the cost again.
+SELECT t.key, t.user_id, t.created,
+    u.id, u.password, u.last_login, u.is_superuser, u.username, u.first_name, u.last_name,
+    u.email, u.is_staff, u.is_active, u.date_joined,
+    ARRAY(SELECT permission_id FROM auth_group_permissions
+          WHERE group_id = ANY(ARRAY(SELECT group_id FROM auth_user_groups WHERE user_id = u.id))),
+    ARRAY(SELECT permission_id FROM auth_user_user_permissions WHERE user_id = u.id)
+FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id
+WHERE t.key = %s;
+
+
+-- name: token_user_and_permission_ids_sqlite
+-- The same on SQLite, which has no arrays: each list of ids as "1,2,3" (or NULL).
+SELECT t.key, t.user_id, t.created,
+    u.id, u.password, u.last_login, u.is_superuser, u.username, u.first_name, u.last_name,
+    u.email, u.is_staff, u.is_active, u.date_joined,
+    (SELECT group_concat(permission_id) FROM auth_group_permissions
+     WHERE group_id IN (SELECT group_id FROM auth_user_groups WHERE user_id = u.id)),
+    (SELECT group_concat(permission_id) FROM auth_user_user_permissions WHERE user_id = u.id)
+FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id
+WHERE t.key = %s;
+
+
+-- name: menu_postgresql
+-- Slug and bake seconds of the available pizzas among some slugs (an array).
+-- Every order asks this, and the ORM compiled the same query each time for
+-- longer than it ran.
+SELECT slug, bake_seconds FROM orders_pizza WHERE available AND slug = ANY(%s);
+
+
+-- name: menu_sqlite
+-- The same on SQLite: the slugs as a JSON list.
+SELECT slug, bake_seconds FROM orders_pizza WHERE available AND slug IN (SELECT value FROM json_each(%s));
+
+
+-- name: estimate_orders
+-- PostgreSQL's estimate of the orders table's rows: statistics only, nothing is
+-- scanned. No ORM word for EXPLAIN's plan as data.
+EXPLAIN (FORMAT JSON) SELECT 1 FROM orders_order;
+
+
+-- name: estimate_orders_with_status
+-- PostgreSQL's estimate of the orders with one status (the parameter).
+EXPLAIN (FORMAT JSON) SELECT 1 FROM orders_order WHERE status = %s;

@@ -1,0 +1,327 @@
+"""Intake: an order becomes a confirmed, durable row with its `placed` event.
+
+`place` answers only once the order is committed (on PostgreSQL, on disk),
+so a confirmation always means the order survives a crash; an idempotency
+key makes a retried request return the first order, never a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from workers import clock, ring, sql
+from workers.models import Order, Worker
+from workers.queue.outbox import Event, event, record
+
+logger = logging.getLogger(__name__)
+
+
+class IdempotencyConflictError(Exception):
+    """The idempotency key was already used for a different request."""
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What to place: a request the shop's intake has already checked."""
+
+    items: list[dict[str, Any]]
+    kind: str = Order.Fulfilment.DELIVERY
+    area: str = ""
+    # A takeaway order names the worker it is pinned to.
+    pinned_to: str = ""
+    priority: int = 0
+    note: str = ""
+    customer_name: str = ""
+    not_before: datetime | None = None
+    max_attempts: int | None = None
+    estimated_seconds: int = field(default=0, compare=False)
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, to tell a retry from a different order reusing a key."""
+        body = {
+            "items": self.items,
+            "kind": self.kind,
+            "area": self.area,
+            "shop": self.pinned_to,  # the key fingerprints already stored were hashed with
+            "priority": self.priority,
+            "note": self.note,
+            "customer_name": self.customer_name,
+            "not_before": self.not_before.isoformat() if self.not_before else None,
+            "max_attempts": self.max_attempts,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who places an order: an API user (`user_id`), and/or a browser (its placing key)."""
+
+    user_id: int | None = None
+    session: str = ""
+
+
+def rank_for(base: datetime, priority: int) -> int:
+    """The claim-order key: smaller is claimed first.
+
+    An order's effective priority is `priority + aging * minutes waited`.
+    Comparing two orders' effective priorities at any moment gives the same
+    answer as comparing `enqueued_at - priority / aging` (the clock cancels
+    out), so this constant key, served by a plain index, orders the queue by
+    priority, then age, with aging: an order that waited long enough
+    overtakes newer urgent ones, and none is starved. The `place` statement
+    computes the same in SQL (a test holds the two together).
+    """
+    return int(base.timestamp() * 1_000_000) - rank_offset(priority)
+
+
+def rank_offset(priority: int) -> int:
+    """How far ahead of its age a priority puts an order, in microseconds."""
+    aging = settings.PIZZAQUEUE_PRIORITY_AGING
+    if aging <= 0:
+        return priority * 10**15  # strict priority, FIFO within it
+    return round(priority * 60_000_000 / aging)
+
+
+def not_before_error(not_before: datetime | None, now: datetime) -> str | None:
+    """Why an order may not be scheduled for `not_before`; None when it may.
+
+    At most PIZZAQUEUE_MAX_SCHEDULE_DAYS ahead, compared in UTC, as it is
+    stored. A time years ahead is never made, and one past the year 9999 in
+    UTC (`9999-12-31T23:59:59-12:00`) is stored by PostgreSQL but cannot be
+    read back into Python, so every page listing the order would fail. A time
+    in the past means "now".
+    """
+    if not_before is None:
+        return None
+    if timezone.is_naive(not_before):
+        not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
+    days = settings.PIZZAQUEUE_MAX_SCHEDULE_DAYS
+    try:
+        in_utc = not_before.astimezone(UTC)
+    except OverflowError:
+        # Beyond the years 1 to 9999 once in UTC.
+        return f"Must be at most {days} days from now." if not_before.year > 1 else "Must be after the year 1 in UTC."
+    if in_utc > now + timedelta(days=days):
+        return f"Must be at most {days} days from now."
+    return None
+
+
+def _new_order(
+    request: OrderRequest,
+    now: datetime,
+    pinned_to: int | None,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    owner: Owner | None = None,
+) -> Order:
+    # Checked here too, so no caller of `place` can write an order no page could show.
+    error = not_before_error(request.not_before, now)
+    if error is not None:
+        raise ValidationError({"not_before": [error]})
+    eligible = max(request.not_before or now, now)
+    order_id = uuid.uuid4()
+    return Order(
+        id=order_id,
+        kind=request.kind,
+        items=request.items,
+        note=request.note,
+        customer_name=request.customer_name,
+        area=request.area,
+        bucket=ring.bucket_for(request.area or str(order_id), settings.PIZZAQUEUE_BUCKETS),
+        pinned_worker_id=pinned_to,
+        priority=request.priority,
+        rank=rank_for(eligible, request.priority),
+        eligible_at=eligible,
+        max_attempts=request.max_attempts or settings.PIZZAQUEUE_MAX_ATTEMPTS,
+        estimated_seconds=request.estimated_seconds,
+        idempotency_key=idempotency_key or None,
+        request_hash=fingerprint if idempotency_key else "",
+        created_at=now,
+        placed_by_id=owner.user_id if owner else None,
+        placed_by_session=owner.session if owner else "",
+    )
+
+
+def _open_worker_named(name: str) -> Worker:
+    # Holding the worker's row until commit means a concurrent declare_dead
+    # (or drain) either sees this order (and cancels it) or runs before it, in
+    # which case the worker is out of the ring here and the order is refused.
+    # A draining worker takes nothing new: it would only cancel the order at its stop.
+    worker = Worker.objects.in_ring().filter(name=name).select_for_update(no_key=True).first()
+    if worker is None:
+        # Keyed by the request's field, as the intake's own errors are.
+        raise ValidationError({"shop": [f"No open shop named {name!r}."]})
+    return worker
+
+
+def place(
+    request: OrderRequest,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    owner: Owner | None = None,
+) -> tuple[Order, bool]:
+    """Persist a confirmed order and its `placed` event; returns (order, created).
+
+    With an idempotency key, a retry of the same request returns the first
+    order (created=False) and a different request raises IdempotencyConflictError.
+    The `owner` is recorded on the order: who may later read and change it.
+    A delivery order on PostgreSQL is one statement (`place_in_one_statement`);
+    everything else one transaction through the ORM (`place_in_transaction`).
+    """
+    fingerprint = request.fingerprint() if idempotency_key else ""  # only a retry is compared
+    if idempotency_key and request.kind == Order.Fulfilment.TAKEAWAY:
+        # Looked up first: the worker may have stopped since, and a retry must replay, not fail.
+        existing = _holder_of(idempotency_key)
+        if existing is not None:
+            return _same_request(existing, fingerprint), False
+    if request.kind == Order.Fulfilment.DELIVERY and connection.vendor == "postgresql":
+        order = place_in_one_statement(request, idempotency_key, fingerprint, now, owner)
+    else:
+        order = place_in_transaction(request, idempotency_key, fingerprint, now, owner)
+    if order is None:
+        # The key is taken (a retry, or a submission that won the race): answer with its order.
+        existing = _holder_of(idempotency_key or "")
+        if existing is None:
+            raise IntegrityError(f"idempotency key {idempotency_key!r} taken by an order that is gone")
+        return _same_request(existing, fingerprint), False
+    logger.info("placed order=%s bucket=%s priority=%s", order.id, order.bucket, order.priority)
+    return order, True
+
+
+def place_in_transaction(
+    request: OrderRequest,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    now: datetime | None = None,
+    owner: Owner | None = None,
+) -> Order | None:
+    """`place` on any engine: the order and its event through the ORM, in one
+    transaction; None when its idempotency key is taken."""
+    try:
+        with transaction.atomic():
+            now = now or clock.now()
+            pinned_to = _open_worker_named(request.pinned_to).pk if request.kind == Order.Fulfilment.TAKEAWAY else None
+            order = _new_order(request, now, pinned_to, idempotency_key, fingerprint, owner)
+            order.save(force_insert=True)
+            record([event(order.id, Event.PLACED, now)], work=True)
+    except IntegrityError:
+        # Two submissions with one key raced; the unique constraint let one in.
+        if idempotency_key and _holder_of(idempotency_key) is not None:
+            return None
+        raise
+    return order
+
+
+def place_in_one_statement(
+    request: OrderRequest,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    now: datetime | None = None,
+    owner: Owner | None = None,
+) -> Order | None:
+    """`place` of a delivery order on PostgreSQL: the `place` statement inserts the
+    order, its event and the wake-ups in one round trip, at the server's time
+    unless `now` is given. None when its idempotency key is taken: the INSERT
+    then does nothing (it waits for an uncommitted holder of the key first).
+
+    Outside a transaction the statement is its own transaction, whose commit
+    does not wait for the disk, and the flush is waited for in the same round
+    trip (`sql.PLACE_THEN_FLUSH`): the caller is answered only once the order
+    is on disk; and a worker makes nothing that is not durable, because its
+    claim commits synchronously later in the same log, which is flushed in
+    order. Inside a caller's transaction, a savepoint keeps a failed statement
+    from spoiling it, and the caller's commit is the durable one.
+    """
+    # Its times are the server's, read by the statement itself (placeholders until then).
+    order = _new_order(request, now or timezone.now(), None, idempotency_key, fingerprint, owner)
+    inside = connection.in_atomic_block
+    statement, synchronous_commit = _place_statement(inside)
+    parameters = {
+        "now": now,
+        "not_before": request.not_before,
+        "rank_offset": rank_offset(order.priority),
+        "synchronous_commit": synchronous_commit,
+        "id": order.id,
+        "kind": order.kind,
+        "items": Order._meta.get_field("items").get_db_prep_save(order.items, connection),
+        "note": order.note,
+        "customer_name": order.customer_name,
+        "area": order.area,
+        "bucket": order.bucket,
+        "priority": order.priority,
+        "max_attempts": order.max_attempts,
+        "estimated_seconds": order.estimated_seconds,
+        "idempotency_key": order.idempotency_key,
+        "request_hash": order.request_hash,
+        "placed_by_id": order.placed_by_id,
+        "placed_by_session": order.placed_by_session,
+    }
+    with transaction.atomic() if inside else contextlib.nullcontext(), connection.cursor() as cursor:
+        cursor.execute(statement, parameters)
+        rows = cursor.fetchall()  # the first statement's rows
+    if not rows:
+        return None
+    order.created_at, order.eligible_at, order.rank = rows[0][:3]
+    order._state.adding, order._state.db = False, connection.alias  # as save() leaves it
+    return order
+
+
+def _place_statement(inside: bool) -> tuple[str, str | None]:
+    """The statement `place_in_one_statement` sends, and the `synchronous_commit` it sets:
+    inside a caller's transaction `place`, leaving the commit to the caller; as its own
+    transaction `place` committed without waiting for the disk, then the wait for it."""
+    return (sql.queries["place"], None) if inside else (sql.PLACE_THEN_FLUSH, "off")
+
+
+def _holder_of(idempotency_key: str) -> Order | None:
+    return Order.objects.filter(idempotency_key=idempotency_key).first()
+
+
+def _same_request(existing: Order, fingerprint: str) -> Order:
+    """A retry's answer: the first order, once it is on disk.
+
+    On PostgreSQL the first request's commit is visible before its flush
+    (`sql.PLACE_THEN_FLUSH`). Outside a transaction the retry's own statement
+    already waits for the log; inside a caller's transaction the retry writes
+    nothing, so its commit would not wait at all. The log message makes it
+    wait to reach past the first order, as the first request itself does: the
+    confirmation means the same whichever request gets it.
+    """
+    if existing.request_hash != fingerprint:
+        raise IdempotencyConflictError("This Idempotency-Key was already used for a different order.")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.queries["wait_for_flush"])
+    return existing
+
+
+def place_many(
+    requests: Sequence[OrderRequest], now: datetime | None = None, owner: Owner | None = None
+) -> list[Order]:
+    """Bulk intake: many orders (all of one `owner`) and their events in one transaction."""
+    now = now or clock.now()
+    with transaction.atomic():
+        pinned = {
+            name: _open_worker_named(name).pk
+            for name in {r.pinned_to for r in requests if r.kind == Order.Fulfilment.TAKEAWAY}
+        }
+        orders = [
+            _new_order(r, now, pinned.get(r.pinned_to) if r.kind == Order.Fulfilment.TAKEAWAY else None, owner=owner)
+            for r in requests
+        ]
+        Order.objects.bulk_create(orders)
+        record((event(o.id, Event.PLACED, now) for o in orders), work=True)
+    return orders
