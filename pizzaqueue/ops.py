@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orders import clients
+from workers import sql
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database answers, 503 otherwise (for load balancers)."""
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+            cursor.execute(sql.queries["ping"])
             cursor.fetchone()
     except DatabaseError as exc:
         logger.warning("health check failed: %s", exc)

@@ -18,6 +18,11 @@
 SELECT statement_timestamp();
 
 
+-- name: ping
+-- The health check's question (`/healthz`): does the database answer at all.
+SELECT 1;
+
+
 -- name: claimable
 -- What a worker may take at `now`, best first, on any engine (the claim on
 -- SQLite, and the kitchen display's "next up"). Ownership is read inside the

@@ -45,16 +45,16 @@ def event(
     )
 
 
-def _notify(name: str) -> None:
+def _notify(statement: str) -> None:
     """Wake listeners once this transaction commits (PostgreSQL only; NOTIFY is transactional)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql.queries[name])
+            cursor.execute(statement)
 
 
 def notify_work() -> None:
     """Wake the workers once this transaction commits: an order became claimable."""
-    _notify("notify_orders")
+    _notify(sql.queries["notify_orders"])
 
 
 def record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
@@ -64,4 +64,4 @@ def record(events: Iterable[OrderEvent], *, work: bool = False) -> None:
     if not events:
         return
     OrderEvent.objects.bulk_create(events)
-    _notify("notify_events_and_orders" if work else "notify_events")
+    _notify(sql.queries["notify_events_and_orders"] if work else sql.queries["notify_events"])
