@@ -149,7 +149,7 @@ def cancel_stops_kitchen(cancels: int) -> list[float]:
         in_dough = Order.objects.filter(pk=order.pk, stage="dough")
         harness.wait_until(in_dough.exists, 30, what="the dough")
         time.sleep(0.3)  # into the stage's sleep, not at its start
-        queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+        queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
         cancelled = time.time()
 
         stopped = OrderEvent.objects.filter(order=order, kind="lease-lost").values_list("created_at", flat=True)
@@ -178,7 +178,7 @@ def cancel_clears_ticket(port: int, session: str, cancels: int) -> list[float]:
             order = takeaway("staffed-1")
             selector = f'[data-ticket="{order.pk}"] button.tap'
             page.wait_for_selector(selector, timeout=10_000)
-            queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+            queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
             cancelled = time.perf_counter()
             page.wait_for_selector(f'[data-ticket="{order.pk}"]', state="detached", timeout=10_000)
             samples.append((time.perf_counter() - cancelled) * 1000)

@@ -183,7 +183,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
             request,
             queryset,
             lambda order_id: queue.cancel(
-                order_id, "cancelled by an operator", in_kitchen=operator_may_cancel, actor_id=actor
+                order_id, "cancelled by an operator", if_held=operator_may_cancel, actor_id=actor
             ),
             "cancelled",
         )

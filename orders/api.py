@@ -383,7 +383,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         queue.cancel(
             pk,
             reason="cancelled by an operator" if operator else "cancelled through the API",
-            in_kitchen=operator_may_cancel if operator else customer_may_cancel,
+            if_held=operator_may_cancel if operator else customer_may_cancel,
             among=Order.objects.changeable_by(user),
             actor_id=user.pk,
         )

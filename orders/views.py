@@ -160,7 +160,7 @@ def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         queue.cancel(
             order_id,
             reason="cancelled by an operator" if by_operator else "cancelled by customer",
-            in_kitchen=operator_may_cancel if by_operator else customer_may_cancel,
+            if_held=operator_may_cancel if by_operator else customer_may_cancel,
             among=changeable(request),
             actor_id=request.user.pk,
         )

@@ -15,7 +15,7 @@ from orders.intake import clean_order_request
 from tests.conftest import WorkerProcesses, wait_until
 from tests.factory import area_owned_by, order_data
 from workers import membership, queue, sql
-from workers.listening import KEEPALIVES, for_kitchen, listen_params
+from workers.listening import KEEPALIVES, for_worker, listen_params
 from workers.models import Bucket, Order, Worker
 
 
@@ -62,10 +62,10 @@ def test_a_listen_connection_has_tcp_keepalives_on_its_socket() -> None:
 
 
 def test_a_wake_up_names_one_kitchen_or_is_for_every_kitchen() -> None:
-    assert for_kitchen("7", 7)
-    assert not for_kitchen("7", 8)
-    assert for_kitchen("", 8)  # a release, a retry, a bulk intake: anyone may have work
-    assert for_kitchen("7", None)  # not registered yet: it looks for itself
+    assert for_worker("7", 7)
+    assert not for_worker("7", 8)
+    assert for_worker("", 8)  # a release, a retry, a bulk intake: anyone may have work
+    assert for_worker("7", None)  # not registered yet: it looks for itself
 
 
 @pytest.mark.django_db(transaction=True)

@@ -262,7 +262,7 @@ async def test_a_kitchens_stream_names_its_own_orders_that_left_it_and_no_other_
     def cancel_both() -> str:
         held = list(Order.objects.filter(status="preparing").select_related("worker"))
         for order in held:
-            queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+            queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
         return next(str(o.pk) for o in held if o.worker is not None and o.worker.name == "shop-1")
 
     headers = [(b"origin", b"http://localhost"), await kitchens()]

@@ -114,7 +114,7 @@ def test_the_kitchen_sees_the_tapped_stage_and_a_revoked_lease_stops_it() -> Non
     assert queue.check_lease(order.pk, token, shop.pk) == ""
     queue.advance_stage(order.pk, token, "", "dough")
     assert queue.check_lease(order.pk, token, shop.pk) == "dough"
-    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+    queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
     assert queue.check_lease(order.pk, token, shop.pk) is None
     [lost] = events(order, OrderEvent.Kind.LEASE_LOST)
     assert lost.data == {"action": "continue"}

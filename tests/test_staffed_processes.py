@@ -60,7 +60,7 @@ def test_a_staffed_order_cancelled_in_the_oven_leaves_the_kitchen_and_is_never_d
     queue.advance_stage(order.pk, held.lease_token, "", "dough")
     queue.advance_stage(order.pk, held.lease_token, "dough", "oven")
 
-    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+    queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
     cancelled_at = time.monotonic()
     wait_until(
         lambda: OrderEvent.objects.filter(order=order, kind=OrderEvent.Kind.LEASE_LOST).exists(),
@@ -91,7 +91,7 @@ def test_a_simulated_oven_stops_within_a_second_of_a_cancel_not_at_its_next_stag
     order = make_order()
     wait_until(lambda: Order.objects.filter(pk=order.pk, stage="dough").exists(), what="the dough")
 
-    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+    queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
     cancelled_at = time.monotonic()
     wait_until(
         lambda: OrderEvent.objects.filter(order=order, kind=OrderEvent.Kind.LEASE_LOST).exists(),

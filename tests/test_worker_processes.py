@@ -398,7 +398,7 @@ def test_an_order_cancelled_in_the_kitchen_stops_at_its_next_step(worker_process
     order = make_order(note="30")
     wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
 
-    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+    queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
     cancelled_at = time.monotonic()
 
     # The kitchen's next stage report is refused: it stops there, and says so.
@@ -421,7 +421,7 @@ def test_a_kitchen_that_finishes_an_order_cancelled_in_its_oven_cannot_complete_
     order = make_order(note="1.5")  # reports the oven, then bakes without a word
     wait_until(lambda: Order.objects.filter(pk=order.pk, stage="oven").exists(), what="order in the oven")
 
-    queue.cancel(order.pk, "cancelled by an operator", in_kitchen=lambda _order: True)
+    queue.cancel(order.pk, "cancelled by an operator", if_held=lambda _order: True)
 
     wait_until(lambda: events(order, OrderEvent.Kind.LEASE_LOST), timeout=10, what="the late completion refused")
     (lost,) = events(order, OrderEvent.Kind.LEASE_LOST)

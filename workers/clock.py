@@ -1,7 +1,7 @@
 """The one clock every decision is taken by: the database's.
 
-Kitchens run on machines of their own, with clocks of their own, and a
-kitchen whose clock is a minute fast must neither look dead to the others
+Workers run on machines of their own, with clocks of their own, and a
+worker whose clock is a minute fast must neither look dead to the others
 nor see everyone else as dead when it is the monitor. So every time that is
 compared with another one — a lease's expiry, a heartbeat, eligibility,
 backoff, an order's placed/claimed/done time — is read from PostgreSQL's

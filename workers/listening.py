@@ -23,12 +23,12 @@ from django.db import connections
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
-def for_kitchen(payload: str, worker_id: int | None) -> bool:
-    """Whether a notification on the orders channel should wake the kitchen `worker_id`.
+def for_worker(payload: str, worker_id: int | None) -> bool:
+    """Whether a notification on the orders channel should wake the worker `worker_id`.
 
-    A placed order names the one kitchen that owns its bucket (`sql.PLACE`);
+    A placed order names the one worker that owns its bucket (the `place` statement);
     every other change (a release, a retry, a bulk intake) names nobody and
-    wakes every kitchen. A kitchen passed over by mistake (its bucket moved
+    wakes every worker. A worker passed over by mistake (its bucket moved
     while the order was placed) still finds the order at its next poll.
     """
     return not payload or worker_id is None or payload == str(worker_id)

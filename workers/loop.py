@@ -6,8 +6,8 @@ duty when elected and flushes finished orders. Handlers run in a thread pool
 of `concurrency` threads, so a slow oven never delays a heartbeat.
 
 Throughput comes from batching: a claim hands over, in one transaction, as
-many orders as the kitchen will start within a short horizon at its measured
-rate, never fewer than its free slots (`workers.claiming`), and every finished
+many orders as the worker will start within a short horizon at its measured
+rate, never fewer than its free slots (`workers.prefetch`), and every finished
 order found at a wake-up is completed in one transaction, so the rate is not
 capped by one commit per order.
 """
@@ -32,9 +32,10 @@ from types import FrameType
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
-from workers import claiming, membership, monitor, queue, sql
-from workers.listening import for_kitchen, listen_params
+from workers import membership, monitor, queue, sql
+from workers.listening import for_worker, listen_params
 from workers.models import Order, Worker
+from workers.prefetch import PrefetchPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class LeaseLostError(Exception):
 
 class DatabaseUnavailableError(Exception):
     """Raised inside a handler when its stage report could not reach the database:
-    the kitchen's trouble, not the order's, so the attempt is not charged."""
+    the worker's trouble, not the order's, so the attempt is not charged."""
 
 
 # How soon a heartbeat that failed is tried again (the interval is for beats that worked).
@@ -86,11 +87,11 @@ class WorkerLoop:
         self.handler = handler
         # Recorded on the worker's row: the displays tell a staffed kitchen by it.
         self.handler_path = f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"
-        # Customers read a kitchen's name on their timeline: the default says nothing of the machine.
+        # Customers read a worker's name on their timeline: the default says nothing of the machine.
         self.name = name or f"kitchen-{secrets.token_hex(3)}"
         self.concurrency = concurrency
         self.prefetch = prefetch
-        self.claim_policy = claiming.ClaimPolicy(concurrency, horizon, prefetch)
+        self.policy = PrefetchPolicy(concurrency, horizon, prefetch)
         self.burst = burst
         self.max_orders = max_orders
         self.record: Worker | None = None
@@ -361,7 +362,7 @@ class WorkerLoop:
         """
         full = False
         if self.stopping:
-            # Unstarted orders go back at once, for live kitchens to take, not after the grace period.
+            # Unstarted orders go back at once, for live workers to take, not after the grace period.
             self._release_pending()
         elif not self.draining and not self.cut_off and self.record is not None:
             want = self._claim_size()
@@ -383,9 +384,9 @@ class WorkerLoop:
         return full
 
     def _claim_size(self) -> int:
-        """Orders to claim now (`workers.claiming`): what will start within the horizon, at least the free slots."""
+        """Orders to claim now (`workers.prefetch`): what will start within the horizon, at least the free slots."""
         with self._lock:
-            return self.claim_policy.want(len(self.running), len(self.pending), time.monotonic())
+            return self.policy.want(len(self.running), len(self.pending), time.monotonic())
 
     def _release_pending(self) -> None:
         with self._lock:
@@ -406,7 +407,7 @@ class WorkerLoop:
         while True:
             with self._lock:
                 if baked is not None:
-                    self.claim_policy.finished(baked)
+                    self.policy.finished(baked)
                 if self.stopping or not self.pending:
                     self._bakers -= 1
                     return
@@ -467,7 +468,7 @@ class WorkerLoop:
                     while not self._closing.is_set():
                         for note in conn.notifies(timeout=1.0):
                             record = self.record
-                            if for_kitchen(note.payload, record.pk if record is not None else None):
+                            if for_worker(note.payload, record.pk if record is not None else None):
                                 self.wake.set()
             except psycopg.Error:
                 logger.warning("listener lost its connection; retrying", exc_info=True)

@@ -98,7 +98,7 @@ def drain(worker_id: int, now: datetime | None = None) -> bool:
 
 
 def stop(worker_id: int, reason: str = "stopped", now: datetime | None = None) -> monitor.Recovery | None:
-    """A clean stop: leave the ring, hand back anything still held, close the shop.
+    """A clean stop: leave the ring, hand back anything still held, cancel what is pinned to it.
 
     Whatever the worker still holds (it overran its grace period) is re-queued
     as a retry; its queued takeaway orders are cancelled, as no other worker may

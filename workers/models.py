@@ -54,7 +54,7 @@ class WorkerQuerySet(models.QuerySet["Worker"]):
 
 
 class Worker(models.Model):
-    """One incarnation of a `manage.py worker` process (a kitchen)."""
+    """One incarnation of a `manage.py worker` process (a kitchen, to the shop)."""
 
     class Status(models.TextChoices):
         # Claiming and baking; heartbeating.
@@ -88,7 +88,7 @@ class Worker(models.Model):
     class Meta:
         ordering = ["name", "-incarnation"]
         constraints = [
-            # Two live kitchens with one name would make takeaway pinning ambiguous.
+            # Two live workers with one name would make takeaway pinning ambiguous.
             models.UniqueConstraint(
                 fields=["name"], condition=Q(status__in=["alive", "draining"]), name="worker_unique_live_name"
             ),
@@ -205,7 +205,7 @@ class OrderQuerySet(models.QuerySet["Order"]):
 
     def owned_by(self, worker_id: int) -> OrderQuerySet:
         """Orders in the worker's buckets or pinned to it."""
-        # A pinned (takeaway) order belongs to its shop alone, whoever owns its bucket.
+        # A pinned (takeaway) order belongs to its worker alone, whoever owns its bucket.
         owned_buckets = Bucket.objects.filter(owner_id=worker_id).values("number")
         return self.filter(
             Q(pinned_worker__isnull=True, bucket__in=Subquery(owned_buckets)) | Q(pinned_worker_id=worker_id)
@@ -279,7 +279,7 @@ class Order(models.Model):
     class Fulfilment(models.TextChoices):
         # May move to another worker when its worker dies.
         DELIVERY = "delivery"
-        # Pinned to one worker (a shop); cancelled if that worker dies.
+        # Pinned to one worker; cancelled if that worker dies.
         TAKEAWAY = "takeaway"
 
     FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
@@ -314,7 +314,7 @@ class Order(models.Model):
     stage = models.CharField(max_length=20, blank=True)
     # When the current stage was reported; NULL until the first report (the claim's time counts then).
     stage_started_at = models.DateTimeField(null=True, blank=True)
-    # A kitchen that overran a stage of this order: every other kitchen may take it
+    # A worker that overran a stage of this order: every other worker may take it
     # first, for one heartbeat timeout (the `claimable` statement); then the usual owner again.
     avoid_worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     estimated_seconds = models.PositiveIntegerField(default=0)
@@ -376,7 +376,7 @@ class Order(models.Model):
             models.Index(fields=CLAIM_ORDER, condition=Q(status="queued"), name="order_claim_idx"),
             # Serves per-bucket queue depth (board, admin, API) and moving a bucket's orders.
             models.Index(fields=["bucket"], condition=Q(status="queued"), name="order_queued_bucket_idx"),
-            # Serves the cancellation of a dead shop's takeaway orders, and pinned claims.
+            # Serves the cancellation of a dead worker's pinned orders, and pinned claims.
             models.Index(fields=["pinned_worker"], condition=Q(status="queued"), name="order_queued_pinned_idx"),
             # Serves heartbeat lease extension and re-queueing a dead worker's orders.
             models.Index(fields=["worker"], condition=Q(status="preparing"), name="order_preparing_worker_idx"),
@@ -475,7 +475,7 @@ class OrderEvent(models.Model):
             # Serves an order's timeline and a reconnecting client's replay.
             models.Index(fields=["order", "id"], name="event_order_timeline_idx"),
             # Serves an audit of one person's actions, and clearing a deleted user; tiny,
-            # as only people's actions are in it (not the kitchens' and the monitor's).
+            # as only people's actions are in it (not the workers' and the monitor's).
             models.Index(fields=["actor"], condition=Q(actor__isnull=False), name="event_actor_idx"),
         ]
 

@@ -66,7 +66,7 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
        a new one joined), and follow a change of PIZZAQUEUE_BUCKETS
        (`resize_buckets`). Once the table matches, this step only reads.
     4. With PIZZAQUEUE_STAGE_RETRY, give orders whose stage overran its limit to
-       another kitchen (`retry_overdue_stages`).
+       another worker (`retry_overdue_stages`).
     """
     now = now or clock.now()
     if not acquire(worker_id, now):
@@ -181,9 +181,9 @@ def declare_dead(
 
     1. Mark it dead, unless something else already took it out of the ring.
     2. Rebalance: its buckets go to live workers.
-    3. Cancel its takeaway orders ("shop unavailable"): they are pinned to it,
+    3. Cancel its pinned (takeaway) orders (`recovery.SHOP_UNAVAILABLE`): nobody else may make them,
        and tell the customers of the queued delivery orders in its buckets which
-       shop has them now.
+       worker has them now.
     4. Re-queue the delivery orders it was preparing (an attempt spent), naming
        the worker whose bucket they now sit in; dead-letter those out of attempts.
     All in one transaction, so nobody sees a dead worker still owning buckets.
@@ -277,23 +277,23 @@ def recover_expired_leases(now: datetime | None = None, monitor_id: int | None =
 
 def retry_overdue_stages(now: datetime, monitor_id: int | None = None) -> list[uuid.UUID]:
     """Give every order whose current stage has made no progress for longer than its
-    limit to another kitchen (`recovery.retry_overdue`); returns the ids retried.
+    limit to another worker (`recovery.retry_overdue`); returns the ids retried.
 
-    The limit is the shop's to say: PIZZAQUEUE_STAGE_LIMIT names a function of
+    The limit is the shop's to say (the app built on the engine): PIZZAQUEUE_STAGE_LIMIT names a function of
     the order that returns seconds (or None: no limit). Takeaway orders stay with
-    their shop (only flagged), and so does an order whose kitchen is the only
+    their worker (only flagged), and so does an order whose worker is the only
     one in the ring. Each retry is its own transaction, fenced by the order's
     token and stage, and made only while this monitor holds the election.
     """
     limit_of = import_string(settings.PIZZAQUEUE_STAGE_LIMIT)
-    in_kitchens = (
+    held = (
         Order.objects.filter(status=Order.Status.PREPARING, pinned_worker__isnull=True)
         .exclude(worker__isnull=True)
         .order_by("claimed_at")[:1000]
     )
     ring_members = set(Worker.objects.in_ring().values_list("pk", flat=True))
     retried = []
-    for order in in_kitchens:
+    for order in held:
         limit = limit_of(order)
         since = order.stage_started_at or order.claimed_at
         if limit is None or since is None or since + timedelta(seconds=limit) >= now:
@@ -347,7 +347,7 @@ def resize_buckets(count: int) -> bool:
     True if it changed.
 
     Every unfinished order is re-routed in the same transaction (`recovery.reroute`),
-    so none is left in a bucket that no longer exists (where no kitchen could ever
+    so none is left in a bucket that no longer exists (where no worker could ever
     claim it), and an area's waiting orders and its new ones share one bucket
     again. Runs under the ring's lock, inside `rebalance`'s transaction: a
     membership change and the resize commit together or not at all.

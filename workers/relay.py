@@ -56,7 +56,7 @@ LISTEN_SAFETY_POLL = 1.0
 # Turns an event into the JSON message its clients receive: the shop's to define.
 Render = Callable[[OrderEvent], dict[str, Any]]
 # The message an order's own followers (its customer) receive, or None for an event
-# they are not sent (a kitchen's lost lease): also the shop's.
+# they are not sent (a worker's lost lease): also the shop's.
 CustomerRender = Callable[[OrderEvent], dict[str, Any] | None]
 
 

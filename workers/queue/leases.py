@@ -183,7 +183,7 @@ def check_lease(
     """The order's stage while `token` still holds it; None once it does not (cancelled,
     taken back, moved), with a `lease-lost` event saying the worker stopped there.
 
-    A handler waiting (a staffed kitchen for its staff's taps, a simulated oven
+    A handler waiting (for people's taps, or between simulated stages)
     between stages) calls this every few tenths of a second, so a revoked lease
     stops it within that, not at a stage that may be minutes away. The common
     case is one read by primary key and no write.
@@ -204,7 +204,7 @@ def advance_stage(
     actor_id: int | None = None,
 ) -> bool:
     """A person moves an order from `from_stage` to `to_stage` for the worker that
-    holds it (a staffed kitchen's display, SPEC §7a); False when nothing was written.
+    holds it (a staffed kitchen's display in the shop, SPEC §7a); False when nothing was written.
 
     Fenced twice: by the lease token the display was rendered with, so a tap
     from a display whose order moved to another worker (or was cancelled)

@@ -47,13 +47,13 @@ def cancel(
     reason: str = "",
     now: datetime | None = None,
     *,
-    in_kitchen: Callable[[Order], bool] | None = None,
+    if_held: Callable[[Order], bool] | None = None,
     among: OrderQuerySet | None = None,
     actor_id: int | None = None,
 ) -> Order:
     """Cancel an order that is not finished (SPEC §4.10).
 
-    A queued order, always. One already held by a worker only where `in_kitchen`
+    A queued order, always. One already held by a worker only where `if_held`
     allows it (the shop's rule: operators always, customers until a stage):
     its lease is revoked in this transaction, so the worker's next stage
     report is refused (it stops there) and its completion can never land.
@@ -69,8 +69,8 @@ def cancel(
                 status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
             )
             record([event(order.id, Event.CANCELLED, now, message=reason, actor_id=actor_id)])
-        elif order.status == Status.PREPARING and order.lease_token is not None and in_kitchen is not None:
-            if not in_kitchen(order):
+        elif order.status == Status.PREPARING and order.lease_token is not None and if_held is not None:
+            if not if_held(order):
                 raise InvalidTransitionError(f"Too late to cancel: the order is at the {order.stage or 'start'}.")
             Order.objects.leased(order.id, order.lease_token).update(
                 status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now, **LEASE_CLEARED

@@ -1,4 +1,4 @@
-"""`python manage.py worker`: one kitchen process (SPEC §6)."""
+"""`python manage.py worker`: one worker process, a kitchen to the shop (SPEC §6)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def worker_name(value: str) -> str:
 
 
 def end_idle_transactions(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """A kitchen paused inside a transaction (SIGSTOP, a frozen VM, a long GC
+    """A worker paused inside a transaction (SIGSTOP, a frozen VM, a long GC
     pause) holds row locks the monitor needs to declare it dead, so PostgreSQL
-    ends such a session after half the heartbeat timeout: before the kitchen
+    ends such a session after half the heartbeat timeout: before the worker
     can even be judged stale, its locks are gone."""
     if connection.vendor == "postgresql":
         timeout = f"{round(settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT * 500)}ms"
@@ -103,7 +103,7 @@ class Command(BaseCommand):
         # so a pool smaller than the concurrency would starve them: no pool here.
         default.settings_dict["OPTIONS"].pop("pool", None)
         if default.vendor == "postgresql":
-            # Lets an operator tell kitchens apart in pg_stat_activity.
+            # Lets an operator tell workers apart in pg_stat_activity.
             default.settings_dict["OPTIONS"]["application_name"] = f"pizzaqueue-worker-{worker.name}"[:63]
             # A cut link must fail a call within the lease, not after TCP's minutes of
             # retries, so the worker notices, gives its leases up and rejoins when it heals.

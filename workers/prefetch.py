@@ -1,17 +1,17 @@
-"""How many orders a kitchen claims at a time: as many as it will start soon.
+"""How many orders a worker claims at a time: as many as it will start soon.
 
 A claim is one transaction whose cost hardly depends on how many orders it
-carries, so a kitchen with fast handlers drains faster the more each claim
-takes. But a claimed order is leased to this kitchen: one it will not start
-for a while is one another kitchen, idle, cannot take. So the kitchen claims
+carries, so a worker with fast handlers drains faster the more each claim
+takes. But a claimed order is leased to this worker: one it will not start
+for a while is one another worker, idle, cannot take. So the worker claims
 what it will start within a short horizon (PIZZAQUEUE_CLAIM_HORIZON) at the
 rate its slots free up, and never fewer than its free slots: fast handlers
 get big batches, slow ones no more than their free slots.
 
 The rate is the slots over the handlers' mean duration, not a count of
 recent starts or completions: those come in bursts (every slot of an idle
-kitchen starts at once; slow orders claimed together end together), and a
-burst seen through a window of 150 ms looks like a fast kitchen. A kitchen
+worker starts at once; slow orders claimed together end together), and a
+burst seen through a window of 150 ms looks like a fast worker. A worker
 idle for longer than the horizon forgets the rate, so the first orders after
 a pause claim only the free slots, whatever the orders before them took.
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 # The largest claim: one statement's rows, loaded into Python at once. Past a
 # few hundred orders a bigger batch buys little (loading the rows costs per
-# order) and only holds the later ones back from other kitchens for longer.
+# order) and only holds the later ones back from other workers for longer.
 MAX_BATCH = 1000
 # Weight of the newest handler duration in the running mean.
 SMOOTHING = 0.2
 
 
-class ClaimPolicy:
+class PrefetchPolicy:
     """The number of orders to claim next, from the handlers' durations (or a fixed prefetch)."""
 
     def __init__(self, concurrency: int, horizon: float, prefetch: int | None = None) -> None:
