@@ -100,6 +100,6 @@ def test_a_simulated_oven_stops_within_a_second_of_a_cancel_not_at_its_next_stag
     )
     assert time.monotonic() - cancelled_at < 1.0
     (lost,) = OrderEvent.objects.filter(order=order, kind=OrderEvent.Kind.LEASE_LOST)
-    assert lost.data == {"action": "go on with"}
+    assert lost.data == {"action": "continue"}
     assert Order.objects.get(pk=order.pk).stage == ""
     assert kinds(order)[-2:] == ["cancelled", "lease-lost"]

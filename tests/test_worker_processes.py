@@ -208,7 +208,7 @@ def test_an_order_still_baking_after_the_grace_period_goes_back_to_the_queue(
     assert order.status == Order.Status.QUEUED
     assert order.lease_token is None
     (moved,) = events(order, OrderEvent.Kind.REASSIGNED)
-    assert moved.message.startswith("Your shop closed")
+    assert moved.data["why"] == "stopped"
     assert Worker.objects.get(name="slowcoach").status == Worker.Status.STOPPED
 
 
@@ -333,7 +333,7 @@ def test_a_drain_hands_the_buckets_over_at_once_and_ends_within_the_grace(
     # What it could not finish went to the staying worker.
     wait_until(lambda: Order.objects.filter(pk=stuck.pk, status=Order.Status.DONE).exists(), what="stuck order")
     (moved,) = events(stuck, OrderEvent.Kind.REASSIGNED)
-    assert moved.message == "Your shop closed; your order moved to staying."
+    assert moved.data == {"to_shop": "staying", "why": "stopped"}
 
 
 def in_a_transaction(name: str) -> bool:
