@@ -56,12 +56,17 @@ class Recovery:
         return bool(self.dead or self.requeued or self.failed or self.cancelled or self.moved_buckets)
 
 
-def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
+def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = float("inf")) -> Recovery | None:
     """One monitor round, if this worker holds the election; None otherwise.
 
     1. Declare dead every live worker whose heartbeat is older than the timeout
        (re-queueing its orders and moving its buckets, in one transaction each).
     2. Re-queue orders whose lease expired under a worker still deemed alive.
+    Both only once this monitor has itself been in touch with the database for
+    a whole timeout (`in_touch_for`, seconds, by its own monotonic clock): a
+    heartbeat missed while the database was away (a restart, a failover, a cut
+    link) is the database's silence, not the worker's death, and every worker
+    that is alive heartbeats again within that time.
     3. Give any ownerless bucket an owner (e.g. after the last worker left and
        a new one joined), and follow a change of PIZZAQUEUE_BUCKETS
        (`resize_buckets`). Once the table matches, this step only reads.
@@ -72,8 +77,9 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
     if not acquire(worker_id, now):
         return None
     report = Recovery()
+    judging = in_touch_for >= settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT
     stale = Worker.objects.stale(now, settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT).order_by("last_heartbeat")
-    for pk in stale.values_list("pk", flat=True):
+    for pk in stale.values_list("pk", flat=True) if judging else []:
         try:
             # The verdict is checked again inside its transaction (still stale, still
             # our election): this list may be old by then if this process was paused.
@@ -84,7 +90,8 @@ def tick(worker_id: int, now: datetime | None = None) -> Recovery | None:
             continue
         if tally is not None:
             report.add(tally)
-    report.add(recover_expired_leases(now, monitor_id=worker_id))
+    if judging:
+        report.add(recover_expired_leases(now, monitor_id=worker_id))
     count = settings.PIZZAQUEUE_BUCKETS
     stranded = Order.objects.filter(status=Order.Status.QUEUED, bucket__gte=count)
     if Bucket.objects.orphaned().exists() or not buckets_are(count) or stranded.exists():
