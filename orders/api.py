@@ -17,7 +17,6 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any, cast
 
 from django import forms
@@ -25,8 +24,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connection
-from django.db.models import Count, Prefetch
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -48,10 +46,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
-from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orders import roles, sql
+from orders import roles
 from orders.handlers import customer_may_cancel, operator_may_cancel
 from orders.intake import clean_order_request
 from orders.pagination import BIGINT_MAX, OrderPagination, WorkerPagination
@@ -61,7 +58,6 @@ from orders.serializers import (
     OrderCreateSerializer,
     OrderDetailSerializer,
     OrderSerializer,
-    StatsSerializer,
     WorkerSerializer,
 )
 from orders.timeline import PRIVATE_KINDS
@@ -74,8 +70,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Visible ASCII, as in the IETF Idempotency-Key draft; 200 leaves room for the per-user prefix.
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 THROTTLE_RATE_RE = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
-# Above this many orders (the planner's estimate), finished orders are estimated, not counted.
-EXACT_COUNT_BELOW = 100_000
 
 
 # --- Errors -----------------------------------------------------------------------
@@ -455,57 +449,3 @@ class DocsView(JSONErrorsMixin, SpectacularSwaggerSplitView):
     from this view (`?script`) rather than inline, as the Content-Security-Policy wants."""
 
     template_name = "api/docs.html"
-
-
-# --- Stats ------------------------------------------------------------------------
-
-
-def _planner_rows(statement: str, params: list[Any]) -> int:
-    """The row estimate of an `EXPLAIN (FORMAT JSON)` statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    return int(plan[0]["Plan"]["Plan Rows"])
-
-
-def order_counts() -> dict[str, dict[str, Any]]:
-    """Orders by status without counting a big table.
-
-    Queued and preparing are exact (their partial indexes make that cheap
-    and they are what operators act on). Finished orders pile up: on
-    PostgreSQL, past EXACT_COUNT_BELOW rows they are the planner's estimates
-    from `pg_class.reltuples` and the column statistics.
-    """
-    counts = {s: {"count": 0, "exact": True} for s in Order.Status.values}
-    estimate = (
-        connection.vendor == "postgresql" and _planner_rows(sql.queries["estimate_orders"], []) >= EXACT_COUNT_BELOW
-    )
-    exact = (
-        Order.objects.filter(status__in=[Order.Status.QUEUED, Order.Status.PREPARING])
-        if estimate
-        else Order.objects.all()
-    )
-    for status_value, n in exact.order_by().values_list("status").annotate(n=Count("*")):
-        counts[status_value]["count"] = n
-    if estimate:
-        for status_value in Order.FINAL_STATUSES:
-            rows = _planner_rows(sql.queries["estimate_orders_with_status"], [status_value])
-            counts[status_value] = {"count": rows, "exact": False}
-    return counts
-
-
-class StatsView(APIView):
-    @extend_schema(responses={200: StatsSerializer, **_errors(401, 403)})
-    def get(self, request: Request) -> Response:
-        """Queue depth by status, throughput over the last minute, live kitchens."""
-        now = clock.now()
-        done = OrderEvent.objects.done_since(now - timedelta(minutes=1))
-        data = {
-            "orders": order_counts(),
-            "done_last_minute": done,
-            "throughput_per_second": round(done / 60, 2),
-            "live_workers": Worker.objects.live().count(),
-            "generated_at": now,
-        }
-        return Response(StatsSerializer(data).data)

@@ -24,7 +24,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from orders import api, roles
+from orders import api, roles, stats
 from orders.authentication import TokenAuthentication
 from orders.intake import clean_order_request
 from tests.conftest import in_role
@@ -944,7 +944,7 @@ def test_on_a_big_table_stats_estimate_finished_orders_and_count_active_ones(
     queue.cancel(make_order(placed_by=client.user).pk)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE orders_order")
-    monkeypatch.setattr(api, "EXACT_COUNT_BELOW", 0)
+    monkeypatch.setattr(stats, "EXACT_COUNT_BELOW", 0)
 
     orders = client.get("/api/stats/").json()["orders"]
 
