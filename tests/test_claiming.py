@@ -1,24 +1,13 @@
 """Adaptive claiming: big batches for fast handlers, no hoarding of slow orders.
 
 The policy is a pure function of the kitchen's recent starts, checked
-directly; the no-hoarding promise is checked with real worker processes.
+directly here; the no-hoarding promise is checked with real worker processes
+(tests/test_claiming_processes.py).
 """
 
 from __future__ import annotations
 
-import itertools
-import signal
-import time
-from typing import Any
-
-import pytest
-from django.db.models import Max
-
-from orders.intake import clean_order_request
-from tests.conftest import WorkerProcesses, wait_until
-from tests.factory import order_data
-from workers import claiming, queue, ring
-from workers.models import Order, OrderEvent, Worker
+from workers import claiming
 
 # --- The policy -------------------------------------------------------------------
 
@@ -85,76 +74,3 @@ def test_an_explicit_prefetch_replaces_the_rate() -> None:
     assert policy.want(running=0, pending=0, now=100.0) == 104
     policy.finished(10.0)
     assert policy.want(running=4, pending=30, now=100.01) == 70
-
-
-# --- With real kitchens -----------------------------------------------------------
-
-ORDERS = 24
-ORDER_SECONDS = 1.0
-SLOTS = 2
-SECOND_KITCHEN_AFTER = 0.5
-# Leases must outlive any stall of a loaded machine: this test is about sharing, not crashes.
-STEADY_CLOCKS = {
-    "PIZZAQUEUE_HEARTBEAT_INTERVAL": "0.5",
-    "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "15",
-    "PIZZAQUEUE_BUCKETS": "2",
-}
-KITCHEN = ("--handler", "tests.handlers.slow", "--concurrency", str(SLOTS))
-
-
-def areas_of_each_bucket(buckets: int) -> list[str]:
-    """One delivery area per bucket: orders alternating between them split evenly between two kitchens."""
-    found: dict[int, str] = {}
-    for area in (f"area-{n}" for n in itertools.count()):
-        found.setdefault(ring.bucket_for(area, buckets), area)
-        if len(found) == buckets:
-            return [found[b] for b in range(buckets)]
-    raise AssertionError("unreachable")
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.processes
-def test_a_kitchen_started_later_does_its_share_of_a_backlog_of_slow_orders(
-    worker_processes: WorkerProcesses, settings: Any
-) -> None:
-    """One kitchen is up when a backlog of one-second orders arrives; a second one
-    starts half a second later. With two slots each, the ideal drain finishes at
-    (orders x seconds + slots x lateness) / all slots. A first kitchen that
-    claimed the whole backlog would leave the second nothing and take twice as long.
-
-    The two kitchens own one bucket each (PIZZAQUEUE_BUCKETS=2) and the orders
-    alternate between the buckets, so the share the ring allows the second one
-    is half of what is left when it joins, not a coin toss of the hash.
-    """
-    settings.PIZZAQUEUE_BUCKETS = 2
-    worker_processes.start("--name", "first", *KITCHEN, **STEADY_CLOCKS)
-    second_kitchen = worker_processes.start_on_cue("--name", "second", *KITCHEN, **STEADY_CLOCKS)
-    wait_until(lambda: Worker.objects.filter(name="first", status=Worker.Status.ALIVE).exists(), what="first kitchen")
-    areas = areas_of_each_bucket(2)
-    requests = [clean_order_request(order_data(area=areas[n % 2], note=str(ORDER_SECONDS))) for n in range(ORDERS)]
-
-    queue.place_many(requests)
-    arrived = time.monotonic()
-    placed_at = Order.objects.aggregate(t=Max("created_at"))["t"]
-    time.sleep(max(0.0, arrived + SECOND_KITCHEN_AFTER - time.monotonic()))  # the scenario's own schedule
-    second_kitchen()
-
-    wait_until(
-        lambda: Order.objects.filter(status=Order.Status.DONE).count() == ORDERS,
-        timeout=60,
-        what="the backlog to drain",
-    )
-    joined = Worker.objects.get(name="second").started_at
-    finished = Order.objects.aggregate(t=Max("finished_at"))["t"]
-    late = max(SECOND_KITCHEN_AFTER, (joined - placed_at).total_seconds())
-    ideal = (ORDERS * ORDER_SECONDS + SLOTS * late) / (2 * SLOTS)
-    drained = (finished - placed_at).total_seconds()
-    by_second = Order.objects.filter(worker__name="second").count()
-
-    for proc in worker_processes.procs:
-        proc.send_signal(signal.SIGTERM)
-    assert [proc.wait(timeout=30) for proc in worker_processes.procs] == [0, 0]
-    assert by_second >= 0.35 * ORDERS, f"the second kitchen did {by_second} of {ORDERS}"
-    assert drained <= 1.5 * ideal, f"drained in {drained:.2f} s; ideal {ideal:.2f} s"
-    assert OrderEvent.objects.filter(kind=OrderEvent.Kind.DONE).count() == ORDERS
-    assert not OrderEvent.objects.filter(kind=OrderEvent.Kind.LEASE_LOST).exists()
