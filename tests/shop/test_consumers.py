@@ -17,11 +17,10 @@ from django.test import Client
 from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
-from orders import consumers, roles
-from orders.models import KitchenStaff
+from orders import consumers
 from orders.timeline import event_message
 from pizzaqueue.asgi import application
-from tests.base import in_role, make_worker
+from tests.base import kitchen_staff, logged_in, make_worker
 from tests.factory import make_order
 from workers import queue
 from workers.models import OrderEvent
@@ -250,10 +249,7 @@ async def staff_and_kitchen_cookies() -> tuple[tuple[bytes, bytes], tuple[bytes,
 
     @database_sync_to_async
     def cook() -> tuple[bytes, bytes]:
-        user = in_role(User.objects.create_user("cook"), roles.KITCHEN_STAFF)
-        KitchenStaff.objects.create(user=user, shop="shop-1")
-        client = Client()
-        client.force_login(user)
+        client = logged_in(kitchen_staff("shop-1"))
         return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
 
     return staff, await cook()

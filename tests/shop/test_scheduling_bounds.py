@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -17,6 +16,7 @@ from django.db.models.expressions import RawSQL
 from django.test import Client
 from django.utils import timezone as django_timezone
 
+from tests.base import logged_in, superuser
 from workers.models import Order, OrderEvent
 
 MARGHERITA = {"pizza": "margherita", "size": "medium", "quantity": 1}
@@ -126,8 +126,7 @@ def test_orders_scheduled_out_of_range_before_the_bound_are_cancelled_and_every_
 
     call_command("migrate", verbosity=0)
 
-    client = Client()
-    client.force_login(User.objects.create_superuser("operator"))
+    client = logged_in(superuser())
     pages = [
         "/api/orders/",
         "/api/orders/?status=queued",

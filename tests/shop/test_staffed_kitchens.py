@@ -9,16 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
-from orders import customers, roles
+from orders import customers
 from orders.deadlines import late_orders, overdue_stages, stage_limit
 from orders.handlers import STAFFED_HANDLER
 from orders.intake import clean_order_request
 from orders.models import KitchenStaff
 from orders.timeline import describe
-from tests.base import T0, area_owned_by, at, fresh, in_role, make_worker
+from tests.base import T0, area_owned_by, at, fresh, kitchen_staff, make_worker
 from tests.factory import make_order, order_data
 from workers import clock, membership, monitor, queue, recovery
 from workers.models import Order, OrderEvent, Worker
@@ -178,8 +177,7 @@ def test_only_kitchen_staff_may_tap(client: Client) -> None:
 
 def test_a_cook_taps_only_the_kitchen_they_staff(client: Client) -> None:
     order, token = in_kitchen(staffed_worker(), now=None)
-    elsewhere = in_role(User.objects.create_user("cook"), roles.KITCHEN_STAFF)
-    KitchenStaff.objects.create(user=elsewhere, shop="shop-9")
+    elsewhere = kitchen_staff("shop-9")
     client.force_login(elsewhere)
     tap = {"order": str(order.pk), "lease": str(token), "stage": ""}
 
