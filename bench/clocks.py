@@ -2,7 +2,7 @@
 
     python bench/clocks.py [--rounds 3] [--together 30]
 
-Kitchens run as separate hosts, as in tests/test_many_machines.py (tests/hosts.py:
+Kitchens run as separate hosts, as in tests/processes/test_many_machines.py (tests/hosts.py:
 a network namespace each, its own link to the database and its own wall clock
 through libfaketime; needs `apt-get install -y faketime iproute2`), at a real
 chain's heartbeat clocks: 1 s beats, a 3 s timeout, a 0.5 s monitor tick.
@@ -80,8 +80,9 @@ def together(tmp: Path, seconds: float) -> dict[str, Any]:
 def recovery(tmp: Path, rounds: int) -> dict[str, Any]:
     from django.db import connection
 
+    from tests.base import area_owned_by
     from tests.conftest import WorkerProcesses
-    from tests.factory import area_owned_by, make_order
+    from tests.factory import make_order
     from tests.hosts import Hosts
     from workers.models import MonitorLease, OrderEvent, Worker
 
@@ -124,8 +125,9 @@ def recovery(tmp: Path, rounds: int) -> dict[str, Any]:
 
 
 def cut(tmp: Path) -> dict[str, Any]:
+    from tests.base import area_owned_by
     from tests.conftest import WorkerProcesses
-    from tests.factory import area_owned_by, make_order
+    from tests.factory import make_order
     from tests.handlers import bakes
     from tests.hosts import Hosts
     from workers.models import Order, Worker

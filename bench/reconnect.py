@@ -34,7 +34,7 @@ def measure(db: harness.BenchDatabase, pages: int, rounds: int, speed: float) ->
     from orders.timeline import event_message
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS, WorkerProcesses
     from tests.factory import make_order
-    from tests.test_web_tier import RECORD_SOCKETS
+    from tests.processes.test_web_tier import RECORD_SOCKETS
     from tests.webtier import WebTier
     from workers.models import Order, OrderEvent
 

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,18 +17,18 @@ from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 from playwright.sync_api import Browser, Page, sync_playwright
 from websockets.sync.client import ClientConnection, connect
 
 from orders.menu import seed_menu
 from orders.models import Pizza
 from orders.roles import create_roles
+from tests.base import ROOT, logged_in, operator, superuser, wait_until
 
 if TYPE_CHECKING:
     from tests.hosts import Hosts
     from tests.webtier import WebTier
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Fast clocks for worker subprocesses, so crash tests finish in seconds.
 FAST_WORKER_ENV = {
@@ -100,10 +99,16 @@ def live_menu(transactional_db: None) -> None:
     seed()
 
 
-def in_role(user: Any, role: str) -> Any:
-    """The user, in the role's group (`orders.roles`)."""
-    user.groups.add(Group.objects.get(name=role))
-    return user
+@pytest.fixture
+def staff(db: None) -> Client:
+    """A browser logged in as a superuser (tests.base.superuser)."""
+    return logged_in(superuser())
+
+
+@pytest.fixture
+def staff_client(client: Client) -> Client:
+    """Django's `client` logged in as an operator (tests.base.operator): every kitchen's display, and the board."""
+    return logged_in(operator(), client)
 
 
 def database_url() -> str:
@@ -113,20 +118,6 @@ def database_url() -> str:
         return f"sqlite:///{s['NAME']}"
     auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = ""
-) -> object:
-    """Poll the database (or anything) with a deadline instead of sleeping blindly."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 class WorkerProcesses:

@@ -35,10 +35,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.conftest import FAST_WORKER_ENV, ROOT, database_url
+from tests.base import ROOT
+from tests.conftest import FAST_WORKER_ENV, database_url
 
 # The heartbeat clocks of a real chain, for the scenarios run on hosts
-# (tests/test_many_machines.py, bench/clocks.py): 1 s beats, a 3 s timeout, a 0.5 s tick.
+# (tests/processes/test_many_machines.py, bench/clocks.py): 1 s beats, a 3 s timeout, a 0.5 s tick.
 CHAIN = {
     "PIZZAQUEUE_HEARTBEAT_INTERVAL": "1",
     "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "3",

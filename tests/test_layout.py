@@ -1,15 +1,17 @@
 """The engine/shop layout holds: the engine imports nothing of the shop, and
-only the queue operations write an order's status."""
+only the queue operations write an order's status. The tests keep it too: the
+engine's tests import nothing of the shop, and no two tests share a name."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.base import ROOT
 
 ENGINE = ROOT / "workers"
 SHOP = ROOT / "orders"
+TESTS = ROOT / "tests"
 
 
 def modules(app: Path) -> list[Path]:
@@ -92,3 +94,85 @@ def test_the_sql_scan_sees_a_statement_written_at_the_call(tmp_path: Path) -> No
     module = tmp_path / "inline.py"
     module.write_text("def f(cursor, name):\n    cursor.execute(f'LISTEN {name}')\n    cursor.execute(STATEMENT)\n")
     assert written_sql(module) == [2]
+
+
+def imported_on_load(path: Path) -> set[str]:
+    """The modules that loading the file imports: `imported` less what only a function imports when called."""
+    names: set[str] = set()
+    nodes: list[ast.AST] = list(ast.parse(path.read_text()).body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        nodes.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def shop_imports_of(tests: Path, root: Path) -> set[str]:
+    """Every way a test module under `tests` reaches `orders`: an import of its own, or
+    one run by loading a test module it imports (`tests.base`, `tests.conftest`…)."""
+    arrows = set()
+    for path in sorted(tests.rglob("*.py")):
+        for name in imported(path):
+            kit = root / (name.replace(".", "/") + ".py")
+            through = imported_on_load(kit) if name.startswith("tests.") and kit.exists() else set()
+            for reached in {name} | through:
+                if reached.split(".")[0] == "orders":
+                    via = "" if reached == name else f" through {name}"
+                    arrows.add(f"{path.relative_to(root)} imports {reached}{via}")
+    return arrows
+
+
+def test_the_engines_tests_import_nothing_of_the_shop() -> None:
+    assert list((TESTS / "engine").glob("test_*.py")), "no engine tests found: the scan is not looking"
+    assert shop_imports_of(TESTS / "engine", ROOT) == set()
+
+
+def test_the_shop_import_scan_sees_an_import_through_a_test_module(tmp_path: Path) -> None:
+    (tmp_path / "tests" / "engine").mkdir(parents=True)
+    (tmp_path / "tests" / "kit.py").write_text("from orders.intake import clean_order_request\n")
+    (tmp_path / "tests" / "lazy.py").write_text("def roles():\n    from orders import roles\n")
+    (tmp_path / "tests" / "engine" / "test_a.py").write_text("from tests.kit import x\nfrom tests.lazy import roles\n")
+    (tmp_path / "tests" / "engine" / "test_b.py").write_text("import orders.models\n")
+
+    assert shop_imports_of(tmp_path / "tests" / "engine", tmp_path) == {
+        "tests/engine/test_a.py imports orders.intake through tests.kit",
+        "tests/engine/test_b.py imports orders.models",
+    }
+
+
+def defined_test_names(path: Path) -> list[str]:
+    """The names of the tests the file defines, as functions or as methods of a class."""
+    body = ast.parse(path.read_text()).body
+    defined = [*body, *(node for cls in body if isinstance(cls, ast.ClassDef) for node in cls.body)]
+    return [
+        node.name
+        for node in defined
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+    ]
+
+
+def repeated_test_names(tests: Path) -> dict[str, list[str]]:
+    """Test names defined more than once under `tests`, with where."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        for name in defined_test_names(path):
+            where.setdefault(name, []).append(str(path.relative_to(tests)))
+    return {name: paths for name, paths in where.items() if len(paths) > 1}
+
+
+def test_no_two_tests_share_a_name() -> None:
+    assert repeated_test_names(TESTS) == {}
+
+
+def test_the_name_scan_sees_a_name_repeated_across_folders(tmp_path: Path) -> None:
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "engine" / "test_a.py").write_text("def test_it_works():\n    pass\n")
+    (tmp_path / "shop" / "test_a.py").write_text("class TestIt:\n    async def test_it_works(self):\n        pass\n")
+
+    assert repeated_test_names(tmp_path) == {"test_it_works": ["engine/test_a.py", "shop/test_a.py"]}

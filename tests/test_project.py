@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import ROOT
+from tests.base import ROOT
 
 
 def test_django_system_checks_pass() -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from pizzaqueue.haproxy import render
-from tests.conftest import Daphne, wait_until
+from tests.base import wait_until
+from tests.conftest import Daphne
 
 INSTALL = "apt-get install -y haproxy"
 

@@ -3,17 +3,17 @@ was away is the database's silence, and the monitor judges nobody by it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 
+from tests.base import T0, at
 from workers import membership, monitor, queue
 from workers.models import Order, Worker
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 TIMEOUT = 15.0
 
 
@@ -21,10 +21,6 @@ TIMEOUT = 15.0
 def _pinned(settings: Any) -> None:
     settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = TIMEOUT
     settings.PIZZAQUEUE_STEAL_AFTER = 0.0
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 def held_order(worker: Worker, now: datetime) -> Order:

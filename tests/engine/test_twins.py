@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
+from tests.base import T0, at
 from workers import membership, queue, recovery, ring
 from workers.models import Bucket, Order, OrderEvent, Worker
 from workers.queue import intake, leases
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 ON_POSTGRESQL = connection.vendor == "postgresql"
 
 Snapshot = dict[str, Any]
@@ -40,10 +40,6 @@ def _pinned(settings: Any) -> None:
     settings.PIZZAQUEUE_MAX_ATTEMPTS = 3
     settings.PIZZAQUEUE_STEAL_AFTER = 0.0
     settings.PIZZAQUEUE_BUCKETS = 256
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 def worker(name: str, now: datetime = T0) -> Worker:
