@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from types import FrameType
 
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, DataError, IntegrityError, connection, connections
 
-from workers import claiming, membership, monitor, queue, sql
+from workers import claiming, membership, monitor, queue, sql, storable
 from workers.listening import for_kitchen, listen_params
 from workers.models import Order, Worker
 
@@ -48,6 +48,12 @@ Handler = Callable[[Order, Progress], None]
 
 class LeaseLostError(Exception):
     """Raised inside a handler when its order was taken away: stop baking it."""
+
+
+class StageRefusedError(Exception):
+    """Raised inside a handler when the database refused its stage report for what it
+    holds: the order's trouble, so the attempt is charged and the order ends failed
+    once its attempts are spent, instead of looping between kitchens."""
 
 
 class DatabaseUnavailableError(Exception):
@@ -403,36 +409,60 @@ class WorkerLoop:
         slots over the handlers' mean duration.
         """
         baked: float | None = None
-        while True:
-            with self._lock:
-                if baked is not None:
-                    self.claim_policy.finished(baked)
-                if self.stopping or not self.pending:
+        counted = True
+        try:
+            while True:
+                with self._lock:
+                    if baked is not None:
+                        self.claim_policy.finished(baked)
+                    if self.stopping or not self.pending:
+                        # Under the lock that `fill` counts free slots with: an order
+                        # claimed after this check finds the slot free.
+                        self._bakers -= 1
+                        counted = False
+                        return
+                    claim = self.pending.popleft()
+                    self.running[claim.order.id] = claim
+                started = time.monotonic()
+                self._bake(claim)
+                baked = time.monotonic() - started
+        finally:
+            if counted:
+                # Left by an error of the loop's own (never a handler's: `_bake` keeps
+                # those): the slot is free again, or the kitchen would lose it for good.
+                with self._lock:
                     self._bakers -= 1
-                    return
-                claim = self.pending.popleft()
-                self.running[claim.order.id] = claim
-            started = time.monotonic()
-            self._bake(claim)
-            baked = time.monotonic() - started
+                self.wake.set()
 
     def _bake(self, claim: queue.Claim) -> None:
+        """Run the handler on one order and hand its result to the main thread.
+
+        Whatever the handler raises fails the attempt (SPEC §4.12), BaseException
+        included: SystemExit, KeyboardInterrupt, a cancelled task. None of them
+        can come from a signal to the process, as Python runs signal handlers
+        only in the main thread (`_on_signal`), so here they are the handler's
+        own and the kitchen goes on. Only a normal return completes the order.
+        """
         worker_id = self.record.pk if self.record is not None else None
-        result = Finished(claim, None)
+        result: Finished | None = None
         try:
             self.handler(claim.order, self._progress(claim, worker_id))
+            result = Finished(claim, None)
         except LeaseLostError:
             result = Finished(claim, "lease lost", lease_lost=True)
         except DatabaseUnavailableError as exc:
             logger.warning("database error while baking order=%s; handing it back: %s", claim.order.id, exc)
-            result = Finished(claim, f"{type(exc).__name__}: {exc}", charged=False)
+            result = Finished(claim, storable.error(exc), charged=False)
             connection.close()  # this thread's connection; reopened on next use
-        except Exception as exc:
-            logger.exception("handler failed order=%s", claim.order.id)
-            result = Finished(claim, f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            result = Finished(claim, storable.error(exc))
             if isinstance(exc, DatabaseError):
                 connection.close()  # this thread's connection; reopened on next use
+            logger.error("handler failed order=%s: %s", claim.order.id, result.error, exc_info=exc)
         finally:
+            if result is None:
+                # Recording the failure itself raised: still a failure, never a completion.
+                result = Finished(claim, "The handler failed in a way that could not be recorded.")
             # Result first: the loop must never see the order neither running nor finished.
             self.finished.put(result)
             self.running.pop(claim.order.id, None)
@@ -445,6 +475,10 @@ class WorkerLoop:
                 raise LeaseLostError(str(claim.order.id))
             try:
                 reported = queue.report_stage(claim.order.id, claim.token, stage, worker_id)
+            except (DataError, IntegrityError) as exc:
+                # Refused for what was written, not for how the database is: it would be
+                # refused again by every kitchen, so the attempt is charged, not handed back.
+                raise StageRefusedError(f"stage {storable.stage(stage)!r} refused: {exc}") from exc
             except DatabaseError as exc:
                 raise DatabaseUnavailableError(f"stage {stage!r} not recorded: {exc}") from exc
             if not reported:

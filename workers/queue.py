@@ -32,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.db.models import F
 from django.utils import timezone
 
-from workers import clock, ring, sql
+from workers import clock, ring, sql, storable
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 logger = logging.getLogger(__name__)
@@ -159,8 +159,8 @@ def _event(
         kind=kind,
         created_at=now,
         worker_id=worker_id,
-        stage=stage,
-        message=message[:500],
+        stage=storable.stage(stage),
+        message=storable.message(message),
         actor_id=actor_id,
         data=data,
     )
@@ -505,6 +505,7 @@ def report_stage(
     order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: int | None = None, now: datetime | None = None
 ) -> bool:
     """Record the kitchen stage; False when the lease is no longer this worker's."""
+    stage = storable.stage(stage)
     now = now or clock.now()
     with transaction.atomic():
         if Order.objects.leased(order_id, token).update(stage=stage, stage_started_at=now) != 1:
@@ -632,7 +633,7 @@ def fail(
     Returns the event kind written: `retried`, `failed` or `lease-lost`.
     """
     now = now or clock.now()
-    error = error[:2000]
+    error = storable.text(error, storable.ERROR_LENGTH)
     with transaction.atomic():
         order = Order.objects.select_for_update().leased(order_id, token).only("id", "attempts", "max_attempts").first()
         if order is None:
