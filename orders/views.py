@@ -326,7 +326,7 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "preparing_total": sum(preparing_by_worker.values()),
         "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
         "overdue": overdue_stages(now)[:20],
-        "late": _with_promises(late_orders(now)[:20]),
+        "late": _with_promises(late_orders(now, limit=20)),
     }
 
 
