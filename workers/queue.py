@@ -32,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.db.models import F
 from django.utils import timezone
 
-from workers import clock, ring, sql, storable
+from workers import clock, ring, shops, sql, storable
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 logger = logging.getLogger(__name__)
@@ -787,12 +787,10 @@ def requeue(
     now = now or clock.now()
     with transaction.atomic():
         order = _get(order_id)
-        if (
-            order.pinned_worker_id is not None
-            and not Worker.objects.in_ring().filter(pk=order.pinned_worker_id).exists()
-        ):
+        if order.pinned_worker_id is not None and not shops.hold_open(order.pinned_worker_id):
             # Nobody else may bake a takeaway order: back in the queue it would wait for ever.
             raise InvalidTransitionError("Its shop is closed; a takeaway order can only be baked by its own shop.")
+        order = _get(order_id, lock=True)  # after its shop's row, the order `monitor.leave` locks them in
         if order.status in (Status.FAILED, Status.CANCELLED):
             updated = Order.objects.filter(id=order.id, status=order.status).update(
                 status=Status.QUEUED,
@@ -830,7 +828,7 @@ def expedite(
     if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():
-        order = _get(order_id, among)
+        order = _get(order_id, among, lock=True)
         if order.status != Status.QUEUED:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be expedited.")
         if priority <= order.priority:
