@@ -790,7 +790,7 @@ def requeue(
         if order.pinned_worker_id is not None and not shops.hold_open(order.pinned_worker_id):
             # Nobody else may bake a takeaway order: back in the queue it would wait for ever.
             raise InvalidTransitionError("Its shop is closed; a takeaway order can only be baked by its own shop.")
-        order = _get(order_id, lock=True)  # after its shop's row, the order `monitor.leave` locks them in
+        order = Order.objects.select_for_update(no_key=True).get(pk=order.pk)  # after its shop, as `monitor.leave`
         if order.status in (Status.FAILED, Status.CANCELLED):
             updated = Order.objects.filter(id=order.id, status=order.status).update(
                 status=Status.QUEUED,
@@ -828,7 +828,8 @@ def expedite(
     if not Order.MIN_PRIORITY <= priority <= Order.MAX_PRIORITY:
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():
-        order = _get(order_id, among, lock=True)
+        order = _get(order_id, among)
+        order = Order.objects.select_for_update(no_key=True).get(pk=order.pk)  # held until commit: see `shops`
         if order.status != Status.QUEUED:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order can be expedited.")
         if priority <= order.priority:
