@@ -32,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.db.models import F
 from django.utils import timezone
 
-from workers import clock, ring, shops, sql, storable
+from workers import clock, completions, ring, shops, sql, storable
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
 logger = logging.getLogger(__name__)
@@ -585,7 +585,7 @@ def complete_many(
             if mine:
                 Order.objects.filter(id__in=mine).update(status=Status.DONE, finished_at=now, **LEASE_CLEARED)
                 done |= mine
-            lost = [i for i in ids if i not in mine]
+            lost = completions.not_done_by([i for i in ids if i not in mine], worker_id)
             if lost:
                 _record_lease_lost(lost, worker_id, now, "complete")
         _record(_event(oid, Event.DONE, now, worker_id=worker_id, message=DONE_MESSAGE) for oid in done)
@@ -614,7 +614,7 @@ def _complete_in_one_statement(
             },
         )
         done = {row[0] for row in cursor.fetchall()}
-    lost = [order_id for order_id, _ in held if order_id not in done]
+    lost = completions.not_done_by([order_id for order_id, _ in held if order_id not in done], worker_id)
     if lost:
         with transaction.atomic():
             _record_lease_lost(lost, worker_id, now or clock.now(), "complete")
