@@ -381,6 +381,8 @@ REST_FRAMEWORK = {
         "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "600/minute") or None,
         # Orders one client address may place through the web form; empty = unlimited.
         "order-form": env_str("PIZZAQUEUE_WEB_ORDER_RATE", "30/minute") or None,
+        # Staff login attempts per client address and per username (`orders.logins`); empty = unlimited.
+        "login": env_str("PIZZAQUEUE_LOGIN_RATE", "10/minute") or None,
     },
 }
 SPECTACULAR_SETTINGS = {
