@@ -67,11 +67,9 @@ _TOKEN_AND_USER = (
 )
 # A token and its user, by key: the join DRF's `select_related("user").get(key=...)`
 # compiles afresh on every API request, written once (the columns of both models, in
-# field order, for `sql.load`).
-TOKEN_USER = f"SELECT {columns(Token, 't')}, {columns(_User, 'u')} {_TOKEN_AND_USER}"  # noqa: S608 - names from the models
-# The same, then the ids of the user's permissions through groups and directly: for a
-# request that changes something, whose role check (placing, cancelling) would otherwise
-# cost two more queries. Reads go without: they are scoped by who the user is.
+# field order, for `sql.load`); then the ids of the user's permissions through groups
+# and directly, whose role checks (placing, cancelling, reading every order) would
+# otherwise cost two more queries.
 TOKEN_USER_AND_PERMISSION_IDS = (
     f"SELECT {columns(Token, 't')}, {columns(_User, 'u')}, {_permission_ids()} {_TOKEN_AND_USER}"  # noqa: S608
 )

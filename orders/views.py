@@ -35,7 +35,7 @@ from orders.models import Pizza
 from orders.redirection import reorder_context
 from orders.timeline import event_message, progress, stage_label
 from workers import clock, queue
-from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
+from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker, reads_every_order
 
 # Tickets shown on a kitchen display, per column.
 TICKETS_SHOWN = 30
@@ -48,7 +48,8 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-staff_required = user_passes_test(lambda user: user.is_active and user.is_staff, login_url=reverse_lazy("login"))
+# The board and the staff's pages: for whoever reads every order (`workers.models.reads_every_order`).
+staff_required = user_passes_test(reads_every_order, login_url=reverse_lazy("login"))
 
 
 # --- Customers -------------------------------------------------------------------
@@ -259,7 +260,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     context = {
         "staffed": staffed,
         "worker": worker,
-        "is_staff": request.user.is_staff,
+        "is_staff": reads_every_order(request.user),
         "preparing": preparing,
         "waiting": waiting,
         "notice": notice,

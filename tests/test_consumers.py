@@ -60,6 +60,8 @@ async def connect(path: str, *headers: tuple[bytes, bytes]) -> tuple[WebsocketCo
 @database_sync_to_async
 def session_cookie(*, staff: bool) -> tuple[bytes, bytes]:
     user = User.objects.create_user(f"user-{staff}", is_staff=staff)
+    if staff:
+        in_role(user, roles.OPERATORS)  # reading every order is the operators' permission
     client = Client()
     client.force_login(user)
     return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())

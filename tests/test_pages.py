@@ -236,7 +236,7 @@ def test_rushing_needs_staff(client: Client) -> None:
 
 
 def test_staff_log_in_and_land_on_the_board(client: Client) -> None:
-    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(User.objects.create_user("operator", password="pizza-oven-42", is_staff=True), roles.OPERATORS)  # noqa: S106
     response = client.post("/accounts/login/", {"username": "operator", "password": "pizza-oven-42"})
     assert response["Location"] == "/board/"
 
