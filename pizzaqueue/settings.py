@@ -131,7 +131,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "pizzaqueue.apps.PizzaqueueAdminConfig",  # django.contrib.admin, its door on the roles
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -72,3 +72,15 @@ def test_the_boards_stream_follows_the_same_rule(live_menu: None) -> None:
 
     assert board_opens(User.objects.create_user("stan", is_staff=True)) is False
     assert board_opens(in_role(User.objects.create_user("omar"), roles.OPERATORS)) is True
+
+
+def test_an_operator_without_staff_status_uses_the_admin_and_staff_status_alone_sees_no_orders(menu: None) -> None:
+    order = make_order()
+    operator = Client()
+    operator.force_login(in_role(User.objects.create_user("omar"), roles.OPERATORS))
+    bare = Client()
+    bare.force_login(User.objects.create_user("stan", is_staff=True))
+
+    assert operator.get("/admin/workers/order/").status_code == 200
+    assert str(order.pk) in operator.get(f"/admin/workers/order/{order.pk}/change/").content.decode()
+    assert bare.get("/admin/workers/order/").status_code == 403
