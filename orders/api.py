@@ -62,7 +62,7 @@ from orders.serializers import (
 )
 from orders.timeline import PRIVATE_KINDS
 from workers import clock, queue
-from workers.models import Bucket, Order, OrderEvent, Worker, WorkerQuerySet
+from workers.models import Bucket, Order, OrderEvent, Worker, WorkerQuerySet, reads_every_order
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         orders = Order.objects.visible_to(self.request.user).select_related("worker", "pinned_worker")
         if self.action in ("retrieve", "cancel"):
             timeline = OrderEvent.objects.select_related("worker", "actor").order_by("id")
-            if not self.request.user.is_staff:
+            if not reads_every_order(self.request.user):
                 timeline = timeline.exclude(kind__in=PRIVATE_KINDS)  # a kitchen's lost lease is the kitchens' business
             orders = orders.prefetch_related(Prefetch("events", queryset=timeline))
         return orders

@@ -6,19 +6,20 @@ query afresh on every request: a fifth of an order's CPU in the API server.
 This subclass runs the same join as fixed SQL and builds the same objects,
 with the same answers (401 "Invalid token." / "User inactive or deleted.").
 
-Placing or cancelling an order needs a permission (a role), and Django's
-check of it costs two more queries per request (the user's permissions, then
-their groups'). For a request that may change something, the same statement
-reads the ids of the user's permissions too (`orders.sql`), and this module
+Placing or cancelling an order needs a permission (a role), and so does
+reading every order rather than one's own (`workers.models.reads_every_order`:
+one rule for reading and changing). Django's check of a permission costs two
+more queries per request (the user's permissions, then their groups'), so
+the same statement reads the ids of the user's permissions too (`orders.sql`), and this module
 fills the cache Django's `ModelBackend` keeps on the user for the request, so
 `user.has_perm(...)` asks the database nothing more. The ids are read on
 every request, so a role taken away counts at once; only what each id is
 called ("app.codename") is kept by the process, because a permission's row
 never changes its name (a new one is looked up when it first appears).
 
-A read (GET, HEAD, OPTIONS) is scoped by who the user is, not by a
-permission, so its lookup leaves the ids out. Should a read check one after
-all, Django's own queries answer it, as they would without this class.
+A read is scoped by a permission too, so every request reads the ids: a
+read pays the half millisecond of planning the ids' subqueries cost
+(docs/performance.md) rather than two more queries.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from django.db import connection
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
-from rest_framework.permissions import SAFE_METHODS
-from rest_framework.request import Request
 
 from orders import sql
 from workers.sql import load
@@ -67,23 +66,12 @@ def permission_names(ids: list[int]) -> set[str]:
 class TokenAuthentication(authentication.TokenAuthentication):
     """`Authorization: Token <key>`, as DRF's TokenAuthentication (which it is)."""
 
-    def authenticate(self, request: Request) -> tuple[Any, Token] | None:
-        # DRF makes one instance of this class per request.
-        self._with_permissions = request.method not in SAFE_METHODS
-        return super().authenticate(request)
-
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         if len(key) > _KEY_LENGTH or "\x00" in key:
             # No token looks like this, and PostgreSQL refuses a NUL in text: not a 500.
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        with_permissions = getattr(self, "_with_permissions", True)  # called directly: as for a change
         with connection.cursor() as cursor:
-            statement = (
-                sql.for_this_database("token_user_and_permission_ids")
-                if with_permissions
-                else sql.queries["token_user"]
-            )
-            cursor.execute(statement, [key])
+            cursor.execute(sql.for_this_database("token_user_and_permission_ids"), [key])
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
@@ -91,7 +79,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
         token.user = user = load(_User, row[_TOKEN_COLUMNS:])  # the permission ids, if any, come after
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        if with_permissions and not user.is_superuser:  # a superuser's has_perm asks nothing
+        if not user.is_superuser:  # a superuser's has_perm asks nothing
             # What ModelBackend caches for has_perm: the groups' (get_group_permissions), then all of them.
             through_groups, directly = permission_names(_ids(row[-2])), permission_names(_ids(row[-1]))
             user._group_perm_cache = through_groups  # type: ignore[attr-defined]

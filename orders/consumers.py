@@ -35,7 +35,7 @@ from orders import roles
 from orders.authentication import TokenAuthentication
 from orders.clients import scope_client
 from orders.timeline import PRIVATE_KINDS, customer_message, event_message
-from workers.models import Order, OrderEvent
+from workers.models import Order, OrderEvent, reads_every_order
 from workers.relay import BOARD_GROUP, ensure_relay, order_group
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,11 @@ def order_exists(order_id: uuid.UUID, token: str | None) -> bool:
             return False
         orders = Order.objects.visible_to(user)
     return orders.filter(pk=order_id).exists()
+
+
+@database_sync_to_async
+def may_read_every_order(user: Any) -> bool:
+    return reads_every_order(user)
 
 
 @database_sync_to_async
@@ -243,7 +248,7 @@ class BoardConsumer(Stream):
     async def connect(self) -> None:
         user = self.scope.get("user")
         after = after_id(self.scope)
-        if user is None or not (user.is_active and user.is_staff) or after == -1:
+        if user is None or not await may_read_every_order(user) or after == -1:
             await self.close()
             return
         relay = await ensure_relay(event_message, customer_message)

@@ -5,18 +5,22 @@ its share of the order's estimated kitchen time (`handlers.STAGES`) times
 PIZZAQUEUE_STAGE_DEADLINE_FACTOR. The monitor asks `stage_limit` too (through
 PIZZAQUEUE_STAGE_LIMIT) when PIZZAQUEUE_STAGE_RETRY gives overdue orders to
 another kitchen. An order is late when it is unfinished past the time its
-customer was promised.
+customer was promised, counted from when it became due (`due_at`): when it
+was placed, or when it was scheduled for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, QuerySet, Value
+from django.db.models.functions import Round
 
 from orders.handlers import READY, STAGES
-from workers.models import Order
+from workers import queue
+from workers.models import CLAIM_ORDER, Order
 
 SHARES = dict(STAGES)
 # Waiting for the first step takes as long as the first step may.
@@ -25,8 +29,6 @@ SHARES[""] = STAGES[0][1]
 SHARES[READY] = min(share for _stage, share in STAGES)
 # The promise leaves the kitchen this much slack over its own estimate.
 PROMISE_SLACK = 1.5
-# Unfinished orders looked at for the "late" list, oldest first, per status.
-LATE_SCAN = 50
 
 
 def stage_limit(order: Order) -> float | None:
@@ -70,23 +72,69 @@ def overdue_stages(now: datetime, limit: int = 1000) -> list[Overdue]:
 
 
 def promised_seconds(order: Order) -> int:
-    """Seconds from placing to ready that the customer is promised."""
+    """Seconds from when the order became due to ready that the customer is promised."""
     return round(order.estimated_seconds * settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK)
 
 
-def promised_at(order: Order) -> datetime:
-    return order.created_at + timedelta(seconds=promised_seconds(order))
+def due_at(order: Order) -> datetime:
+    """When the order became due: when it was placed, or its `not_before` if it was
+    scheduled for later.
 
-
-def late_orders(now: datetime) -> list[Order]:
-    """Unfinished orders past their promised time, oldest first.
-
-    Only the oldest LATE_SCAN queued and LATE_SCAN preparing orders are looked
-    at (the (status, created_at) index serves each), so the list costs the same
-    with millions of orders waiting; the late ones are among the oldest.
+    Read from its rank, which is that moment less its priority's offset
+    (`queue.rank_for`) and, unlike `eligible_at`, is kept through retries and
+    backoffs; a rush keeps it too. An operator's requeue starts it again.
     """
-    candidates: list[Order] = []
-    for status in (Order.Status.QUEUED, Order.Status.PREPARING):
-        candidates += Order.objects.filter(status=status).select_related("worker").order_by("created_at")[:LATE_SCAN]
-    late = [order for order in candidates if order.eligible_at <= now and promised_at(order) < now]
-    return sorted(late, key=lambda order: order.created_at)
+    micros = order.rank + queue.rank_offset(order.priority)
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+
+
+def promised_at(order: Order) -> datetime:
+    return due_at(order) + timedelta(seconds=promised_seconds(order))
+
+
+def late(now: datetime, status: str) -> QuerySet[Order]:
+    """Orders of `status` (queued or preparing) past their promised time, the longest
+    due first: filtered by the database, so every late order is found however many
+    orders are waiting or scheduled ahead of it.
+
+    Queued orders are walked in rank order (`order_claim_idx`), from the
+    earliest due: an order not yet due has a rank past `now` (a promise never
+    comes before it is due, and no priority puts a rank later than that), so a
+    backlog scheduled for later is never read. Orders in kitchens are as many
+    as the kitchens hold (`order_preparing_worker_idx`).
+    """
+    now_micros = int(now.timestamp() * 1_000_000)
+    aging = settings.PIZZAQUEUE_PRIORITY_AGING
+    per_point = 10**15 if aging <= 0 else 60_000_000 / aging  # `queue.rank_offset`, per priority point
+    promise_micros = settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK * 1_000_000
+    promised = ExpressionWrapper(
+        F("rank")
+        + Round(F("priority") * Value(per_point, output_field=FloatField()))
+        + Round(F("estimated_seconds") * Value(promise_micros, output_field=FloatField())),
+        output_field=BigIntegerField(),
+    )
+    return (
+        Order.objects.filter(status=status, rank__lt=now_micros)
+        .alias(promised_micros=promised)
+        .filter(promised_micros__lt=now_micros)
+        .select_related("worker")
+        .order_by(*CLAIM_ORDER)
+    )
+
+
+LATE_STATUSES = (Order.Status.QUEUED, Order.Status.PREPARING)
+
+
+def late_orders(now: datetime, limit: int | None = None) -> list[Order]:
+    """The first `limit` late orders (every one without a limit), the longest due first."""
+    found: list[Order] = []
+    for status in LATE_STATUSES:
+        matching = late(now, status)
+        found += matching if limit is None else matching[:limit]
+    found.sort(key=lambda order: (order.rank, order.created_at))
+    return found if limit is None else found[:limit]
+
+
+def late_count(now: datetime) -> int:
+    """How many orders are late: the /metrics gauge."""
+    return sum(late(now, status).count() for status in LATE_STATUSES)

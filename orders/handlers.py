@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from workers import queue
-from workers.loop import DatabaseUnavailableError, LeaseLostError
+from workers.loop import DatabaseUnavailableError, LeaseLostError, still_working
 
 if TYPE_CHECKING:
     from workers.loop import Progress
@@ -62,6 +62,7 @@ def _still_held(order: Order) -> str:
     """The order's stage while this kitchen's lease holds it; raises LeaseLostError once
     it was cancelled or moved (the queue records that the kitchen stopped)."""
     assert order.lease_token is not None  # noqa: S101 - a claimed order carries its lease
+    still_working()  # each look is this handler's sign of life (SPEC §4.12)
     try:
         stage = queue.check_lease(order.id, order.lease_token, order.worker_id)
     except DatabaseError as exc:

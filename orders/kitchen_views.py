@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseForbidden, HttpResponseNotFound
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -25,7 +25,7 @@ from orders.redirection import can_reorder, reorder_context, reorder_key
 from orders.timeline import stage_label
 from orders.views import HtmxHttpRequest, _render_kitchen, changeable, kitchen_staff_required
 from workers import queue
-from workers.models import Bucket, Order
+from workers.models import Bucket, Order, OrderEvent
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -49,9 +49,13 @@ def tap(request: HtmxHttpRequest, name: str) -> HttpResponse:
     if step is None:
         return HttpResponseBadRequest(f"stage: No next step after {shown!r}.", content_type="text/plain")
     assert order_id is not None and token is not None  # noqa: S101 - checked above
+    order = Order.objects.select_related("worker", "pinned_worker").filter(pk=order_id).first()
+    if order is None or not is_ticket_of(order, name):
+        # Another shop's order, or none: the same answer, so a tap learns nothing of it.
+        return HttpResponseNotFound("order: Not a ticket of this kitchen.", content_type="text/plain")
     notice, level = "", messages.SUCCESS
     if not queue.advance_stage(order_id, token, shown, step[0]):
-        order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
+        order.refresh_from_db()
         notice, level = why_not(order, token, name), messages.WARNING
     if request.htmx:
         return _render_kitchen(request, name, notice=notice)
@@ -60,8 +64,19 @@ def tap(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return redirect("kitchen", name=name)
 
 
+def is_ticket_of(order: Order, shop: str) -> bool:
+    """Whether a shop's display may tap the order, and be told about it: a kitchen of that
+    name has claimed it (any incarnation; its `claimed` events say so, read by the order's
+    timeline index), or it is pinned to that shop. Any other order, even with its lease
+    token, is another shop's business."""
+    if order.pinned_worker is not None and order.pinned_worker.name == shop:
+        return True
+    return OrderEvent.objects.filter(order_id=order.pk, kind=OrderEvent.Kind.CLAIMED, worker__name=shop).exists()
+
+
 def why_not(order: Order, token: uuid.UUID, shop: str) -> str:
-    """What a display says when its tap changed nothing: a double tap, or where the order went."""
+    """What a display says when its tap changed nothing: a double tap, or where the order went.
+    Only ever said about one of the shop's own tickets (`is_ticket_of`)."""
     short = f"#{str(order.id)[:8]}"
     if order.lease_token == token:
         return f"{short} is already at “{stage_label(order.status, order.stage)}”."

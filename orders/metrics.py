@@ -25,7 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from orders.deadlines import late_orders, overdue_stages
+from orders.deadlines import late_count, overdue_stages
 from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker
 
@@ -123,8 +123,8 @@ class QueueCollector(Collector):
         )
         yield GaugeMetricFamily(
             "pizzaqueue_orders_late",
-            "Unfinished orders past their promised time (among the oldest waiting and baking).",
-            value=len(late_orders(now)),
+            "Unfinished orders past their promised time, counted from when each became due.",
+            value=late_count(now),
         )
         ages = GaugeMetricFamily(
             "pizzaqueue_worker_heartbeat_age_seconds",

@@ -8,22 +8,12 @@
 -- tests/shop/test_statements.py holds the column lists to the models.
 
 
--- name: token_user
--- A token and its user, by key: the join DRF's `select_related("user").get(key=…)`
--- compiles afresh on every API request, written once (the columns of both
--- models, in field order, for `workers.sql.load`). Reads go without the
--- permissions: they are scoped by who the user is.
-SELECT t.key, t.user_id, t.created,
-    u.id, u.password, u.last_login, u.is_superuser, u.username, u.first_name, u.last_name,
-    u.email, u.is_staff, u.is_active, u.date_joined
-FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id
-WHERE t.key = %s;
-
-
 -- name: token_user_and_permission_ids_postgresql
--- `token_user`, then the ids of the user's permissions through their groups and
--- directly (ModelBackend's two queries, as columns): for a request that changes
--- something, whose role check would otherwise cost two more queries. Ids, not
+-- A token and its user, by key (the join DRF's `select_related("user").get(key=…)`
+-- compiles afresh on every API request, written once, the columns of both models
+-- in field order for `workers.sql.load`), then the ids of the user's permissions
+-- through their groups and directly (ModelBackend's two queries, as columns):
+-- every request's role check reads them, and would otherwise cost two more queries. Ids, not
 -- names: each subquery reads one table by its index, where joining the
 -- permissions and their content types for the names cost PostgreSQL three times
 -- the rest of the lookup; each process names the ids itself

@@ -35,7 +35,7 @@ from orders.models import Pizza
 from orders.redirection import reorder_context
 from orders.timeline import event_message, progress, stage_label
 from workers import clock, queue, recovery
-from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
+from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker, reads_every_order
 from workers.queue import leases
 
 # Tickets shown on a kitchen display, per column.
@@ -49,7 +49,8 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-staff_required = user_passes_test(lambda user: user.is_active and user.is_staff, login_url=reverse_lazy("login"))
+# The board and the staff's pages: for whoever reads every order (`workers.models.reads_every_order`).
+staff_required = user_passes_test(reads_every_order, login_url=reverse_lazy("login"))
 
 
 # --- Customers -------------------------------------------------------------------
@@ -263,7 +264,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     context = {
         "staffed": staffed,
         "worker": worker,
-        "is_staff": request.user.is_staff,
+        "is_staff": reads_every_order(request.user),
         "preparing": preparing,
         "waiting": waiting,
         "notice": notice,
@@ -330,7 +331,7 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "preparing_total": sum(preparing_by_worker.values()),
         "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
         "overdue": overdue_stages(now)[:20],
-        "late": _with_promises(late_orders(now)[:20]),
+        "late": _with_promises(late_orders(now, limit=20)),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from orders import kitchen_views, views
+from orders import kitchen_views, logins, views
 
 urlpatterns = [
     path("", views.menu, name="menu"),
@@ -17,6 +17,6 @@ urlpatterns = [
     path("kitchen/<str:name>/tap/", kitchen_views.tap, name="kitchen-tap"),
     path("kitchen/<str:name>/rush/<uuid:order_id>/", views.raise_order_priority, name="raise-order-priority"),
     path("board/", views.board, name="board"),
-    path("accounts/login/", auth_views.LoginView.as_view(next_page="board"), name="login"),
+    path("accounts/login/", logins.ThrottledLoginView.as_view(next_page="board"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),
 ]

@@ -131,7 +131,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "pizzaqueue.apps.PizzaqueueAdminConfig",  # django.contrib.admin, its door on the roles
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -381,6 +381,8 @@ REST_FRAMEWORK = {
         "order-create": env_str("PIZZAQUEUE_API_CREATE_RATE", "600/minute") or None,
         # Orders one client address may place through the web form; empty = unlimited.
         "order-form": env_str("PIZZAQUEUE_WEB_ORDER_RATE", "30/minute") or None,
+        # Staff login attempts per client address and per username (`orders.logins`); empty = unlimited.
+        "login": env_str("PIZZAQUEUE_LOGIN_RATE", "10/minute") or None,
     },
 }
 SPECTACULAR_SETTINGS = {

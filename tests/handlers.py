@@ -7,7 +7,7 @@ import time
 
 from django.db import connection
 
-from workers.loop import Progress
+from workers.loop import Progress, still_working
 from workers.models import Order, OrderEvent
 
 
@@ -16,17 +16,26 @@ def explode(order: Order, progress: Progress) -> None:
     raise RuntimeError("oven on fire")
 
 
+def bake_for(seconds: float) -> None:
+    """Sleep, showing the kitchen every tenth of a second that the handler is alive
+    (`workers.loop.still_working`), as a real oven's handler does between stages."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
+        still_working()
+
+
 def slow(order: Order, progress: Progress) -> None:
     """Reports the oven stage, then takes the seconds written in the order's note."""
     progress("oven")
-    time.sleep(float(order.note or "60"))
+    bake_for(float(order.note or "60"))
 
 
 def slow_first_attempt(order: Order, progress: Progress) -> None:
     """Like `slow` on the first attempt; three times as long on every later one,
     so a rescuer is still baking when the first kitchen comes back."""
     progress("oven")
-    time.sleep(float(order.note or "60") * (1 if order.attempts <= 1 else 3))
+    bake_for(float(order.note or "60") * (1 if order.attempts <= 1 else 3))
 
 
 def chatty(order: Order, progress: Progress) -> None:

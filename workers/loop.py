@@ -10,6 +10,29 @@ many orders as the worker will start within a short horizon at its measured
 rate, never fewer than its free slots (`workers.prefetch`), and every finished
 order found at a wake-up is completed in one transaction, so the rate is not
 capped by one commit per order.
+
+Alive means making progress (SPEC §4.12). A heartbeat vouches for the
+worker's progress, not for its process being up:
+
+1. A turn of the loop makes progress when every write it attempts goes
+   through (its flush, hand-back, claim and monitor duty). Each heartbeat
+   stamps the worker with the time of its last such turn, not the time of
+   the beat, and renews its leases from that time. A worker whose writes keep
+   failing, while its heartbeats still get through, therefore looks silent to
+   the monitor from its last good turn: it is declared dead, and its buckets
+   and orders move on, within the heartbeat timeout and one monitor tick of
+   that turn. It gives its own leases up before then, as a worker cut off
+   from the database does, and rejoins once a turn works again.
+2. A handler shows it is alive by returning, reporting a stage, or calling
+   `still_working()` (between stages; the shop's simulated and staffed kitchens do,
+   every PIZZAQUEUE_KITCHEN_CHECK_INTERVAL). Its order's lease is renewed only
+   from its last sign of life, so an order whose handler went silent (blocked
+   for ever, deadlocked) expires and is retried elsewhere within the timeout
+   and one tick of its silence; whatever the handler does later is fenced off.
+3. While every slot is taken by a handler silent for longer than the timeout
+   less the lease margin, the worker can start nothing: it declares itself
+   dead (its orders move on at once) and exits with EXIT_STUCK, because a
+   blocked Python thread cannot be freed; its supervisor starts it again.
 """
 
 from __future__ import annotations
@@ -30,9 +53,9 @@ from dataclasses import dataclass
 from types import FrameType
 
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, DataError, IntegrityError, connection, connections
 
-from workers import membership, monitor, queue, sql
+from workers import membership, monitor, queue, sql, storable
 from workers.listening import for_worker, listen_params
 from workers.models import Order, Worker
 from workers.prefetch import PrefetchPolicy
@@ -51,9 +74,38 @@ class LeaseLostError(Exception):
     """Raised inside a handler when its order was taken away: stop baking it."""
 
 
+class StageRefusedError(Exception):
+    """Raised inside a handler when the database refused its stage report for what it
+    holds: the order's trouble, so the attempt is charged and the order ends failed
+    once its attempts are spent, instead of looping between workers."""
+
+
 class DatabaseUnavailableError(Exception):
     """Raised inside a handler when its stage report could not reach the database:
     the worker's trouble, not the order's, so the attempt is not charged."""
+
+
+# A worker whose every slot is stuck exits with this code (rule 3 above).
+EXIT_STUCK = 3
+
+# How long every slot must be seen stuck before the worker gives up on them (at most
+# half the lease margin, so it leaves before its heartbeats' last vouch runs out).
+STUCK_CONFIRMATION = 0.5
+
+# The sign of life of the handler baking in this thread: [monotonic time].
+_baking = threading.local()
+
+
+def still_working() -> None:
+    """Tell the worker that the handler calling this (in a baking thread) is alive.
+
+    A handler silent for longer than the heartbeat timeout loses its order
+    (the module docstring's rule 2); one that waits between stages calls this
+    at least that often. It writes nothing, so it may be called freely.
+    """
+    alive = getattr(_baking, "alive", None)
+    if alive is not None:
+        alive[0] = time.monotonic()
 
 
 # How soon a heartbeat that failed is tried again (the interval is for beats that worked).
@@ -85,7 +137,7 @@ class WorkerLoop:
         max_orders: int | None = None,
     ) -> None:
         self.handler = handler
-        # Recorded on the worker's row: the displays tell a staffed kitchen by it.
+        # Recorded on the worker's row: the displays tell a staffed worker by it.
         self.handler_path = f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"
         # Customers read a worker's name on their timeline: the default says nothing of the machine.
         self.name = name or f"kitchen-{secrets.token_hex(3)}"
@@ -101,6 +153,8 @@ class WorkerLoop:
         # thread's round trips, while a stop releases exactly what no thread took.
         self.pending: deque[queue.Claim] = deque()  # claimed, not started
         self.running: dict[object, queue.Claim] = {}  # started, not finished
+        # The last sign of life of each started order's handler (`still_working`).
+        self.alive_at: dict[object, list[float]] = {}
         self._lock = threading.Lock()
         self._bakers = 0  # baking threads started and not yet out of pending orders
         self.unflushed: list[Finished] = []  # finished, not yet written
@@ -123,6 +177,17 @@ class WorkerLoop:
         self._renewed_at = 0.0
         # Out of touch past its leases: baking nothing more until it rejoins.
         self.cut_off = False
+        # When the last turn whose writes all went through began (monotonic).
+        self._progressed_at = 0.0
+        # The last heartbeat that got through (monotonic), and what giving up leases decided.
+        self._beat_ok_at = 0.0
+        self._registered_at = 0.0
+        self._stalled = False
+        self._stall_backoff = 0.0
+        self._rejoin_after = 0.0
+        self._left = False
+        # When every slot was first seen stuck (`slots_stuck`).
+        self._stuck_seen: float | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -150,6 +215,9 @@ class WorkerLoop:
             self.name, socket.gethostname(), os.getpid(), self.concurrency, handler=self.handler_path
         )
         self._renewed_at = sent
+        self._progressed_at = sent
+        self._beat_ok_at = sent
+        self._registered_at = sent
         self.cut_off = False
         now = time.monotonic()
         self._next_heartbeat = now + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
@@ -194,23 +262,32 @@ class WorkerLoop:
     def step(self) -> bool:
         """One turn: heartbeat and monitor when due, flush, claim, start. False when done."""
         self.wake.clear()
+        if self.slots_stuck():
+            self._leave_stuck()
+            return False
         if not self.cut_off and self.leases_lapsed():
             self._give_up_leases()
+        turn = time.monotonic()
         try:
             self.heartbeat_if_due()
             self.monitor_if_due()
             self.flush()
             self.hand_back_unanswered_claims()
             claimed = self.fill()
-        except DatabaseError:
-            # A lost connection (database restart, network): drop it and retry on
-            # the next turn. Nothing is lost: unwritten results stay in `unflushed`,
-            # and a claim that committed unanswered is handed back next turn.
-            logger.exception("database error; reconnecting")
+        except Exception:
+            # A lost connection (database restart, network), or a write refused:
+            # drop the connection and retry on the next turn. Nothing is lost:
+            # unwritten results stay in `unflushed`, and a claim that committed
+            # unanswered is handed back next turn. A turn that failed is no
+            # progress, so the heartbeats stop vouching for this worker from its
+            # last good turn (module docstring, rule 1): when the trouble lasts,
+            # its orders move on instead of waiting for it.
+            logger.exception("turn failed; reconnecting")
             self._unsure_of_claims = True
             connections.close_all()
             self.wake.wait(min(1.0, settings.PIZZAQUEUE_POLL_INTERVAL * 4))
             return True
+        self._progressed_at = turn
         if self._done():
             return False
         if claimed and not self.stopping:
@@ -242,12 +319,15 @@ class WorkerLoop:
             self._rejoin()
             return
         sent = time.monotonic()
+        vouched = self.vouched_at()
+        leases = {token: sent - at for token, at in self.held_leases(vouched).items()}
         try:
-            status = membership.heartbeat(self.record.pk, self.held_tokens())
+            status = membership.heartbeat(self.record.pk, leases, idle_for=sent - vouched)
         except membership.WorkerLostError:
             self._reincarnate()
             return
-        self._renewed_at = sent
+        self._renewed_at = vouched
+        self._beat_ok_at = sent
         self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         if status == Worker.Status.DRAINING and not self.draining:
             logger.warning("draining on operator request name=%s", self.record)
@@ -266,8 +346,69 @@ class WorkerLoop:
         claims += [f.claim for f in self.unflushed]
         return {c.token for c in claims}
 
+    def vouched_at(self) -> float:
+        """The monotonic time up to which this worker vouches for its progress
+        (module docstring): its last good turn, and while every slot is taken,
+        no later than the freshest sign of life among their handlers."""
+        lives = [alive[0] for alive in self.alive_at.copy().values()]
+        if lives and len(lives) >= self.concurrency:
+            return min(self._progressed_at, max(lives))
+        return self._progressed_at
+
+    def held_leases(self, vouched: float) -> dict[uuid.UUID, float]:
+        """Each held lease's token, with the monotonic time its renewal counts from:
+        the worker's `vouched` time, and for an order being baked no later than
+        its handler's last sign of life."""
+        with self._lock:
+            pending = list(self.pending)
+            running = self.running.copy()
+        alive = self.alive_at.copy()
+        self._collect_finished()
+        leases = {c.token: vouched for c in [*pending, *(f.claim for f in self.unflushed)]}
+        for order_id, claim in running.items():
+            life = alive.get(order_id)
+            leases[claim.token] = min(vouched, life[0]) if life is not None else vouched
+        return leases
+
+    def slots_stuck(self) -> bool:
+        """Whether every slot is taken by a handler silent for longer than the
+        timeout less the lease margin (module docstring, rule 3)."""
+        lives = [alive[0] for alive in self.alive_at.copy().values()]
+        if not lives or len(lives) < self.concurrency:
+            self._stuck_seen = None
+            return False
+        now = time.monotonic()
+        if now - max(lives) < settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT * (1 - LEASE_MARGIN):
+            self._stuck_seen = None
+            return False
+        # Seen twice, a moment apart: a process resumed after a pause (SIGSTOP, a
+        # suspended machine) finds every handler silent for as long as the pause,
+        # and its handlers must get a moment to run before they are judged.
+        if self._stuck_seen is None:
+            self._stuck_seen = now
+        confirm = min(STUCK_CONFIRMATION, settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT * LEASE_MARGIN / 2)
+        return now - self._stuck_seen >= confirm
+
+    def _leave_stuck(self) -> None:
+        """Every slot is stuck: nothing more can be baked by this process. Leave the
+        ring at once, so its orders and buckets move on now rather than at the
+        timeout, and stop with EXIT_STUCK for the supervisor to start a fresh one."""
+        logger.error("every baking slot stuck: leaving the ring name=%s", self.record)
+        self.exit_code = EXIT_STUCK
+        self.stopping = True
+        with self._lock:
+            self.pending.clear()  # their leases go with the verdict below
+        if self.record is not None and not self.cut_off:
+            try:
+                monitor.declare_dead(self.record.pk, "every baking slot stuck")
+            except DatabaseError:
+                # Its heartbeats stop with it: the monitor's verdict comes at the timeout.
+                logger.exception("could not leave the ring name=%s", self.record)
+
     def hand_back_unanswered_claims(self) -> None:
-        if not self._unsure_of_claims or self.record is None:
+        if not self._unsure_of_claims or self.record is None or self.cut_off:
+            # Cut off, it rejoins by leaving first, which takes back everything the old
+            # incarnation held, charged: orders it started and gave up are not unanswered.
             return
         queue.hand_back_unanswered(self.record.pk, self.held_tokens())
         self._unsure_of_claims = False
@@ -286,10 +427,27 @@ class WorkerLoop:
         stop baking before anyone else may start the same orders. Handlers stop at
         their next stage report; nothing new starts; the worker rejoins as a new
         incarnation once the database answers (`_rejoin`)."""
+        now = time.monotonic()
+        # Heartbeats went on after the last good turn: the database answers, but
+        # nothing gets done (module docstring, rule 1). Rejoining at once would take
+        # the buckets straight back from the workers that can serve them, so the
+        # worker stays out for a timeout, twice as long each time it stalls again soon.
+        self._stalled = self._beat_ok_at > self._renewed_at + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
+        if self._stalled:
+            timeout = settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT
+            recent = now - self._registered_at < 2 * timeout + self._stall_backoff
+            self._stall_backoff = min(max(self._stall_backoff * 2, timeout), 8 * timeout) if recent else timeout
+            self._rejoin_after = now + self._stall_backoff
+        else:
+            self._rejoin_after = 0.0
         logger.warning(
-            "no heartbeat for %.1fs: giving up every lease name=%s", time.monotonic() - self._renewed_at, self.record
+            "%s for %.1fs: giving up every lease name=%s",
+            "no progress" if self._stalled else "no heartbeat",
+            now - self._renewed_at,
+            self.record,
         )
         self.cut_off = True
+        self._left = False
         with self._lock:
             self.pending.clear()  # never started; their leases run out in the database
 
@@ -298,7 +456,12 @@ class WorkerLoop:
         (what it held goes back to the queue, if the monitor has not done so yet)
         and join as a new one."""
         assert self.record is not None  # noqa: S101 - only called with a record
-        monitor.declare_dead(self.record.pk, "out of touch with the database past its leases")
+        if not self._left:
+            why = "no progress past its leases" if self._stalled else "out of touch with the database past its leases"
+            monitor.declare_dead(self.record.pk, why)
+            self._left = True
+        if time.monotonic() < self._rejoin_after:
+            return  # out of the ring, holding nothing: no one waits for it
         logger.warning("rejoining after giving up its leases name=%s", self.record)
         self._start_again()
 
@@ -404,48 +567,82 @@ class WorkerLoop:
         slots over the handlers' mean duration.
         """
         baked: float | None = None
-        while True:
-            with self._lock:
-                if baked is not None:
-                    self.policy.finished(baked)
-                if self.stopping or not self.pending:
+        counted = True
+        try:
+            while True:
+                with self._lock:
+                    if baked is not None:
+                        self.policy.finished(baked)
+                    if self.stopping or not self.pending:
+                        # Under the lock that `fill` counts free slots with: an order
+                        # claimed after this check finds the slot free.
+                        self._bakers -= 1
+                        counted = False
+                        return
+                    claim = self.pending.popleft()
+                    self.running[claim.order.id] = claim
+                started = time.monotonic()
+                self._bake(claim)
+                baked = time.monotonic() - started
+        finally:
+            if counted:
+                # Left by an error of the loop's own (never a handler's: `_bake` keeps
+                # those): the slot is free again, or the worker would lose it for good.
+                with self._lock:
                     self._bakers -= 1
-                    return
-                claim = self.pending.popleft()
-                self.running[claim.order.id] = claim
-            started = time.monotonic()
-            self._bake(claim)
-            baked = time.monotonic() - started
+                self.wake.set()
 
     def _bake(self, claim: queue.Claim) -> None:
+        """Run the handler on one order and hand its result to the main thread.
+
+        Whatever the handler raises fails the attempt (SPEC §4.12), BaseException
+        included: SystemExit, KeyboardInterrupt, a cancelled task. None of them
+        can come from a signal to the process, as Python runs signal handlers
+        only in the main thread (`_on_signal`), so here they are the handler's
+        own and the worker goes on. Only a normal return completes the order.
+        """
         worker_id = self.record.pk if self.record is not None else None
-        result = Finished(claim, None)
+        result: Finished | None = None
+        alive = [time.monotonic()]
+        self.alive_at[claim.order.id] = alive
+        _baking.alive = alive
         try:
             self.handler(claim.order, self._progress(claim, worker_id))
+            result = Finished(claim, None)
         except LeaseLostError:
             result = Finished(claim, "lease lost", lease_lost=True)
         except DatabaseUnavailableError as exc:
             logger.warning("database error while baking order=%s; handing it back: %s", claim.order.id, exc)
-            result = Finished(claim, f"{type(exc).__name__}: {exc}", charged=False)
+            result = Finished(claim, storable.error(exc), charged=False)
             connection.close()  # this thread's connection; reopened on next use
-        except Exception as exc:
-            logger.exception("handler failed order=%s", claim.order.id)
-            result = Finished(claim, f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            result = Finished(claim, storable.error(exc))
             if isinstance(exc, DatabaseError):
                 connection.close()  # this thread's connection; reopened on next use
+            logger.error("handler failed order=%s: %s", claim.order.id, result.error, exc_info=exc)
         finally:
+            if result is None:
+                # Recording the failure itself raised: still a failure, never a completion.
+                result = Finished(claim, "The handler failed in a way that could not be recorded.")
+            _baking.alive = None
             # Result first: the loop must never see the order neither running nor finished.
             self.finished.put(result)
             self.running.pop(claim.order.id, None)
+            self.alive_at.pop(claim.order.id, None)
             self.wake.set()
 
     def _progress(self, claim: queue.Claim, worker_id: int | None) -> Callable[[str], None]:
         def progress(stage: str) -> None:
+            still_working()
             if self.cut_off or self.leases_lapsed() or self.record is None or self.record.pk != worker_id:
                 # Its lease may be another worker's by now: stop before writing or baking more.
                 raise LeaseLostError(str(claim.order.id))
             try:
                 reported = queue.report_stage(claim.order.id, claim.token, stage, worker_id)
+            except (DataError, IntegrityError) as exc:
+                # Refused for what was written, not for how the database is: it would be
+                # refused again by every worker, so the attempt is charged, not handed back.
+                raise StageRefusedError(f"stage {storable.stage(stage)!r} refused: {exc}") from exc
             except DatabaseError as exc:
                 raise DatabaseUnavailableError(f"stage {stage!r} not recorded: {exc}") from exc
             if not reported:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -60,22 +61,41 @@ def register(
     return worker
 
 
-def heartbeat(worker_id: int, tokens: Iterable[uuid.UUID] = (), now: datetime | None = None) -> str:
-    """Say "still alive" and extend the leases the worker knows it holds (`tokens`).
+def heartbeat(
+    worker_id: int,
+    tokens: Iterable[uuid.UUID] | Mapping[uuid.UUID, float] = (),
+    now: datetime | None = None,
+    idle_for: float = 0.0,
+) -> str:
+    """Say "still making progress" and extend the leases the worker knows it holds (`tokens`).
 
     Only those: an order claimed by a request whose answer never arrived is
     the worker's in the table but not in its hands, and renewing it would keep
     it from everyone for ever (`queue.hand_back_unanswered` returns it).
+
+    A beat vouches for progress, not for a pulse (SPEC §4.12, `workers.loop`):
+    the worker's heartbeat is stamped `idle_for` seconds before `now`, when its
+    last good turn began, and each lease runs a timeout from then, or from
+    further back when `tokens` maps it to more seconds (its handler went silent
+    that long ago). So a kitchen that beats but gets nothing done looks silent
+    to the monitor from when it stopped getting things done.
+
     Returns the worker's status (alive or draining); raises WorkerLostError when it
     was declared dead or stopped meanwhile.
     """
     now = now or clock.now()
-    tokens = list(tokens)
+    ages = tokens if isinstance(tokens, Mapping) else dict.fromkeys(tokens, 0.0)
+    vouched = now - timedelta(seconds=max(idle_for, 0.0))
+    # Leases renewed from the same moment (to a tenth of a second) share one UPDATE.
+    by_age: dict[float, list[uuid.UUID]] = defaultdict(list)
+    for token, age in ages.items():
+        by_age[round(max(age, idle_for, 0.0), 1)].append(token)
     with transaction.atomic():
-        if not Worker.objects.live().filter(pk=worker_id).update(last_heartbeat=now):
+        if not Worker.objects.live().filter(pk=worker_id).update(last_heartbeat=vouched):
             raise WorkerLostError(f"worker {worker_id} is no longer live")
-        if tokens:
-            Order.objects.held_under(worker_id, tokens).update(lease_expires_at=now + queue.lease_duration())
+        for age, group in by_age.items():
+            expires = now - timedelta(seconds=age) + queue.lease_duration()
+            Order.objects.held_under(worker_id, group).update(lease_expires_at=expires)
         return Worker.objects.filter(pk=worker_id).values_list("status", flat=True).get()
 
 

@@ -23,6 +23,8 @@ from django.db.models.functions import Coalesce
 # Claimed first is smallest first: effective priority (see `queue.intake.rank_for`), then age.
 # The claim's ORDER BY, the index that serves it and the displays all read this.
 CLAIM_ORDER = ("rank", "created_at")
+# The app the Order model (and its permissions) belong to.
+ORDERS_APP = "workers"
 
 
 class WorkerQuerySet(models.QuerySet["Worker"]):
@@ -241,9 +243,10 @@ class OrderQuerySet(models.QuerySet["Order"]):
         return self.filter(status__in=Order.FINAL_STATUSES)
 
     def visible_to(self, user: Any) -> OrderQuerySet:
-        """The orders a user may list, read and follow: every order for staff, only
-        their own for anyone else (so an order placed by nobody is staff-only)."""
-        if user.is_active and user.is_staff:
+        """The orders a user may list, read and follow: every order for one who
+        `reads_every_order` (operators), only their own for anyone else (so an order
+        placed by nobody is the operators' only)."""
+        if reads_every_order(user):
             return self
         if not user.is_authenticated:
             return self.none()
@@ -253,7 +256,7 @@ class OrderQuerySet(models.QuerySet["Order"]):
         """The orders a user, or a browser `session` (its placing key), may change:
         every order for a user allowed to change orders (an operator), otherwise
         only the ones this user or this browser placed."""
-        if user.is_active and user.has_perm(f"{Order._meta.app_label}.change_order"):
+        if user.is_active and user.has_perm(f"{ORDERS_APP}.change_order"):
             return self
         mine = Q(pk__in=[])
         if user.is_authenticated:
@@ -261,6 +264,17 @@ class OrderQuerySet(models.QuerySet["Order"]):
         if session:
             mine |= Q(placed_by_session=session)
         return self.filter(mine)
+
+
+def reads_every_order(user: Any) -> bool:
+    """The one rule for reading (SPEC §9): a user may read, list and follow every order,
+    and see what is the operators' business (who did what, where kitchens run), when
+    a permission says so: to view orders, or to change them (whoever may change every
+    order may read it, as Django's admin has it). `is_staff` alone grants nothing but
+    the admin site's door; the permissions decide what is behind it too."""
+    if not (user.is_active and user.is_authenticated):
+        return False
+    return bool(user.has_perm(f"{ORDERS_APP}.view_order") or user.has_perm(f"{ORDERS_APP}.change_order"))
 
 
 class Order(models.Model):

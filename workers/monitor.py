@@ -25,7 +25,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Count, F, Max, Q
 from django.utils.module_loading import import_string
 
-from workers import clock, queue, recovery, ring, sql
+from workers import clock, queue, recovery, rerouting, ring, sql
 from workers.models import Bucket, BucketMove, MonitorLease, Order, OrderEvent, Worker
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = floa
        another worker (`retry_overdue_stages`).
     """
     now = now or clock.now()
+    # The walk of a resize this process made, whether or not it holds the election.
+    rerouting.continue_walk(settings.PIZZAQUEUE_BUCKETS)
     if not acquire(worker_id, now):
         return None
     report = Recovery()
@@ -353,18 +355,19 @@ def resize_buckets(count: int) -> bool:
     """Make the table exactly buckets 0 to count - 1, for a changed PIZZAQUEUE_BUCKETS;
     True if it changed.
 
-    Every unfinished order is re-routed in the same transaction (`recovery.reroute`),
-    so none is left in a bucket that no longer exists (where no worker could ever
-    claim it), and an area's waiting orders and its new ones share one bucket
-    again. Runs under the ring's lock, inside `rebalance`'s transaction: a
-    membership change and the resize commit together or not at all.
+    The first batch of unfinished orders is re-routed in the same transaction,
+    the rest in batches of their own (`workers.rerouting`), so a large backlog
+    never holds the ring's lock for long; orders stranded in a bucket that no
+    longer exists are swept a batch per monitor round until none is left. Runs
+    under the ring's lock, inside `rebalance`'s transaction: a membership change
+    and the resize commit together or not at all.
     """
     if buckets_are(count):
         return False
     Bucket.objects.filter(number__gte=count).delete()
     Bucket.objects.bulk_create([Bucket(number=n) for n in range(count)], ignore_conflicts=True)
-    moved = recovery.reroute(count)
-    logger.warning("buckets resized count=%d rerouted=%d", count, moved)
+    moved = rerouting.start_walk(count)
+    logger.warning("buckets resized count=%d rerouted=%d (first batch)", count, moved)
     return True
 
 
@@ -378,8 +381,9 @@ def rebalance(now: datetime, reason: str) -> list[tuple[int, int | None, int]]:
     """
     count = settings.PIZZAQUEUE_BUCKETS
     resize_buckets(count)
-    # Placed by a process still configured with more buckets: into one that exists.
-    recovery.reroute(count, stranded_only=True)
+    # Placed by a process still configured with more buckets, or left by a shrink: into
+    # one that exists, a batch at a time (the monitor's next round sees any left).
+    rerouting.reroute(count, stranded_only=True)
     live = [str(pk) for pk in Worker.objects.in_ring().values_list("pk", flat=True)]
     current = {
         number: (str(owner) if owner is not None else None)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from workers import clock, ring
+from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker
 from workers.queue.leases import BACK_IN_QUEUE, LEASE_CLEARED, to_failed
 from workers.queue.outbox import Event, event, record
@@ -202,28 +202,3 @@ def lease_expired_events(now: datetime) -> Callable[[list[uuid.UUID]], list[Orde
         return [event(oid, Event.RETRIED, now, reason=LEASE_EXPIRED) for oid in ids]
 
     return events
-
-
-def reroute(count: int, stranded_only: bool = False) -> int:
-    """Give unfinished orders the bucket their routing key hashes to among `count`
-    buckets; returns how many moved. With `stranded_only`, just the queued orders in
-    a bucket numbered `count` or above (an index range of `order_queued_bucket_idx`):
-    those a process still configured with a larger count placed.
-
-    Runs inside the caller's transaction, under the ring's lock (`monitor.resize_buckets`).
-    Only the bucket changes: a claim or lease is untouched, and the order's place in
-    the queue (its rank) is kept.
-    """
-    if stranded_only:
-        orders = Order.objects.filter(status=Status.QUEUED, bucket__gte=count)
-    else:
-        orders = Order.objects.filter(status__in=[Status.QUEUED, Status.PREPARING])
-    to_bucket: dict[int, list[uuid.UUID]] = defaultdict(list)
-    for order_id, area, bucket in orders.values_list("id", "area", "bucket").iterator(chunk_size=2000):
-        target = ring.bucket_for(area or str(order_id), count)
-        if target != bucket:
-            to_bucket[target].append(order_id)
-    for target, ids in to_bucket.items():
-        for start in range(0, len(ids), 500):
-            Order.objects.filter(id__in=ids[start : start + 500]).update(bucket=target)
-    return sum(len(ids) for ids in to_bucket.values())

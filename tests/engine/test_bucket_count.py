@@ -1,5 +1,6 @@
 """Changing PIZZAQUEUE_BUCKETS: the table follows the setting, every unfinished
-order is re-routed to a bucket that exists in the same transaction, and once
+order is re-routed to a bucket that exists (a small backlog in the resizing
+transaction itself; tests/test_bucket_batches.py for a large one), and once
 the table matches the monitor has nothing left to do."""
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ from rest_framework.test import APIClient
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
+from orders import roles
 from orders.intake import clean_order_request
-from tests.base import ROOT, wait_until
+from tests.base import ROOT, in_role, wait_until
 from tests.conftest import Daphne, WorkerProcesses, database_url
 from tests.factory import make_order, order_data
 from workers import queue
@@ -42,7 +43,7 @@ def receive(ws: ClientConnection, timeout: float = 15.0) -> dict[str, Any]:
 
 def staff_cookie() -> str:
     client = Client()
-    client.force_login(User.objects.create_user("operator", is_staff=True))
+    client.force_login(in_role(User.objects.create_user("operator", is_staff=True), roles.OPERATORS))
     return f"sessionid={client.cookies['sessionid'].value}"
 
 

@@ -103,7 +103,8 @@ def test_tracking_pages_and_the_board_keep_every_event_through_haproxy_while_eac
     web_tier.start(**TIER_ENV)
     worker_processes.start("--name", "shop-1", "--concurrency", "3", **TIER_ENV)
     wait_until(lambda: Worker.objects.live().count() == 1, what="the kitchen")
-    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    operator = User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(operator, roles.OPERATORS)
 
     board = context.new_page()
     board.goto(web_tier.url("/board/"))

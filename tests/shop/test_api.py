@@ -852,7 +852,7 @@ def test_workers_are_listed_with_their_load(client: APIClient) -> None:
 def test_only_staff_see_where_workers_run(client: APIClient) -> None:
     make_worker("shop-1", host="kitchen-7.internal", pid=4242)
     staff = integrator("operator")
-    User.objects.filter(username="operator").update(is_staff=True)
+    in_role(User.objects.get(username="operator"), roles.OPERATORS)
 
     theirs = client.get("/api/workers/").json()["results"][0]
     ours = staff.get("/api/workers/").json()["results"][0]
@@ -1005,7 +1005,7 @@ def test_a_tokens_user_comes_with_the_permissions_djangos_backend_would_find(men
     assert len(queries) == 0
 
 
-def test_a_read_looks_its_token_up_without_the_permissions_and_a_change_with_them(menu: None) -> None:
+def test_a_read_and_a_change_each_look_their_token_and_permissions_up_in_one_query(menu: None) -> None:
     client = integrator("integrator")
     placed = post_json(client, order_data())
     assert placed.status_code == 201
@@ -1018,7 +1018,8 @@ def test_a_read_looks_its_token_up_without_the_permissions_and_a_change_with_the
     def touching(queries: CaptureQueriesContext, table: str) -> list[str]:
         return [q["sql"] for q in queries.captured_queries if table in q["sql"]]
 
-    assert touching(read, "authtoken_token") and not touching(read, "auth_user_groups")
-    # The change's role check was answered by its token lookup: one query read the user's groups.
-    assert touching(change, "auth_user_groups") == touching(change, "authtoken_token")
-    assert len(touching(change, "authtoken_token")) == 1
+    # Both are scoped by a permission (reading every order, placing one), each answered
+    # by its token lookup: one query read the token, the user and the user's groups.
+    for queries in (read, change):
+        assert touching(queries, "auth_user_groups") == touching(queries, "authtoken_token")
+        assert len(touching(queries, "authtoken_token")) == 1

@@ -17,10 +17,10 @@ from django.test import Client
 from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
-from orders import consumers
+from orders import consumers, roles
 from orders.timeline import event_message
 from pizzaqueue.asgi import application
-from tests.base import kitchen_staff, logged_in, make_worker
+from tests.base import in_role, kitchen_staff, logged_in, make_worker
 from tests.factory import make_order
 from workers import queue
 from workers.models import OrderEvent
@@ -59,6 +59,8 @@ async def connect(path: str, *headers: tuple[bytes, bytes]) -> tuple[WebsocketCo
 @database_sync_to_async
 def session_cookie(*, staff: bool) -> tuple[bytes, bytes]:
     user = User.objects.create_user(f"user-{staff}", is_staff=staff)
+    if staff:
+        in_role(user, roles.OPERATORS)  # reading every order is the operators' permission
     client = Client()
     client.force_login(user)
     return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())

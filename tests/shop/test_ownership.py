@@ -20,7 +20,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.base import integrator, make_worker
+from orders import roles
+from tests.base import in_role, integrator, make_worker
 from tests.factory import make_order, order_data
 from workers import queue
 from workers.loop import WorkerLoop
@@ -91,7 +92,7 @@ def test_an_integrator_reads_and_cancels_its_own_order(menu: None) -> None:
 def test_an_order_placed_by_nobody_is_seen_by_staff_only(menu: None) -> None:
     alice = integrator("alice")
     staff = APIClient()
-    staff.force_authenticate(User.objects.create_user("operator", is_staff=True))
+    staff.force_authenticate(in_role(User.objects.create_user("operator", is_staff=True), roles.OPERATORS))
     nobodys = make_order()
     alices = place(alice)
 
@@ -211,7 +212,7 @@ def test_an_integrator_reads_no_kitchens_lost_lease_on_its_timeline_and_staff_do
     queue.requeue(order_id)
     queue.report_stage(claim.order.pk, claim.token, "oven", worker_id=worker.pk)
     staff = APIClient()
-    staff.force_authenticate(User.objects.create_user("operator", is_staff=True))
+    staff.force_authenticate(in_role(User.objects.create_user("operator", is_staff=True), roles.OPERATORS))
 
     def kinds(client: APIClient) -> list[str]:
         return [e["kind"] for e in client.get(f"{ORDERS}{order_id}/").json()["events"]]

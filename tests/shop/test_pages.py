@@ -12,9 +12,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from orders import roles
 from orders.intake import clean_order_request
 from orders.views import FormIntakeThrottle
-from tests.base import make_worker
+from tests.base import in_role, make_worker
 from tests.factory import make_order, order_data
 from workers import monitor, queue
 from workers.models import Order, OrderEvent
@@ -229,7 +230,7 @@ def test_rushing_needs_staff(client: Client) -> None:
 
 
 def test_staff_log_in_and_land_on_the_board(client: Client) -> None:
-    User.objects.create_user("operator", password="pizza-oven-42", is_staff=True)  # noqa: S106
+    in_role(User.objects.create_user("operator", password="pizza-oven-42", is_staff=True), roles.OPERATORS)  # noqa: S106
     response = client.post("/accounts/login/", {"username": "operator", "password": "pizza-oven-42"})
     assert response["Location"] == "/board/"
 

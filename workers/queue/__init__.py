@@ -27,6 +27,7 @@ from workers.queue.intake import (
     place,
     place_many,
     rank_for,
+    rank_offset,
 )
 from workers.queue.leases import (
     INTERRUPTED,
@@ -77,6 +78,7 @@ __all__ = [
     "purge",
     "raise_priority",
     "rank_for",
+    "rank_offset",
     "release",
     "report_stage",
     "requeue",

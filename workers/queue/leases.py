@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
-from workers import clock, sql
-from workers.models import Order
+from workers import clock, sql, storable
+from workers.models import Order, OrderEvent
 from workers.queue.outbox import Event, event, record
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def report_stage(
     order_id: uuid.UUID, token: uuid.UUID, stage: str, worker_id: int | None = None, now: datetime | None = None
 ) -> bool:
     """Record the stage the handler reached; False when the lease is no longer this worker's."""
+    stage = storable.stage(stage)
     now = now or clock.now()
     with transaction.atomic():
         if Order.objects.leased(order_id, token).update(stage=stage, stage_started_at=now) != 1:
@@ -261,7 +262,7 @@ def complete_in_transaction(
             if mine:
                 Order.objects.filter(id__in=mine).update(status=Status.DONE, finished_at=now, **LEASE_CLEARED)
                 done |= mine
-            lost = [i for i in ids if i not in mine]
+            lost = not_done_by([i for i in ids if i not in mine], worker_id)
             if lost:
                 record_lease_lost(lost, worker_id, now, "complete")
         record(event(oid, Event.DONE, now, worker_id=worker_id) for oid in done)
@@ -284,11 +285,30 @@ def complete_in_one_statement(
     with sql.prepared_cursor() as cursor:
         cursor.execute(sql.queries["complete"], parameters)
         done = {row[0] for row in cursor.fetchall()}
-    lost = [order_id for order_id, _ in held if order_id not in done]
+    lost = not_done_by([order_id for order_id, _ in held if order_id not in done], worker_id)
     if lost:
         with transaction.atomic():
             record_lease_lost(lost, worker_id, now or clock.now(), "complete")
     return done
+
+
+def not_done_by(order_ids: Sequence[uuid.UUID], worker_id: int | None) -> list[uuid.UUID]:
+    """The orders among `order_ids` that `worker_id` did not complete: those whose lease it really lost.
+
+    A completion can commit and its answer be lost on the way back (the
+    connection drops); the worker then writes the same completion again and
+    finds the order no longer under its lease. The order's `done` event says
+    who completed it: if it was this worker, the retry is an echo, not a lost
+    lease, and no `lease-lost` is recorded for it.
+    """
+    if not order_ids or worker_id is None:
+        return list(order_ids)
+    done = set(
+        OrderEvent.objects.filter(
+            order_id__in=list(order_ids), kind=OrderEvent.Kind.DONE, worker_id=worker_id
+        ).values_list("order_id", flat=True)
+    )
+    return [order_id for order_id in order_ids if order_id not in done]
 
 
 def complete(order_id: uuid.UUID, token: uuid.UUID, worker_id: int | None = None, now: datetime | None = None) -> bool:
@@ -308,7 +328,7 @@ def fail(
     Returns the event kind written: `retried`, `failed` or `lease-lost`.
     """
     now = now or clock.now()
-    error = error[:2000]
+    error = storable.text(error, storable.ERROR_LENGTH)
     with transaction.atomic():
         order = Order.objects.select_for_update().leased(order_id, token).only("id", "attempts", "max_attempts").first()
         if order is None:

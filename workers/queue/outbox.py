@@ -14,7 +14,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from workers import sql
+from workers import sql, storable
 from workers.models import OrderEvent
 
 Event = OrderEvent.Kind
@@ -38,8 +38,8 @@ def event(
         kind=kind,
         created_at=now,
         worker_id=worker_id,
-        stage=stage,
-        message=message[:500],
+        stage=storable.stage(stage),
+        message=storable.message(message),
         actor_id=actor_id,
         data=data,
     )

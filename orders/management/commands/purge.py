@@ -15,16 +15,17 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from workers import queue
+from workers import clock, queue
 from workers.arguments import positive_int
 from workers.models import Order
 
 
-def cutoff(value: str) -> datetime:
-    """An ISO date/time, or an age such as 30d / 12h."""
+def cutoff(value: str) -> datetime | timedelta:
+    """An ISO date/time, or an age such as 30d / 12h (counted back from the
+    database's clock in `handle`: finished times are the database's, SPEC §4.8)."""
     if value[-1:] in ("d", "h") and value[:-1].isdigit():
         unit = "days" if value[-1] == "d" else "hours"
-        return timezone.now() - timedelta(**{unit: int(value[:-1])})
+        return timedelta(**{unit: int(value[:-1])})
     try:
         parsed = parse_datetime(value) or parse_datetime(f"{value}T00:00:00")
     except ValueError:
@@ -43,11 +44,15 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only count what would be deleted.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        old = Order.objects.finished().filter(finished_at__lt=options["before"])
+        before = options["before"]
+        if isinstance(before, timedelta):
+            # An age is the database's: this machine's clock may be hours off the server's.
+            before = clock.now() - before
+        old = Order.objects.finished().filter(finished_at__lt=before)
         if options["dry_run"]:
-            self.stdout.write(f"would delete {old.count()} orders finished before {options['before']:%Y-%m-%d %H:%M}")
+            self.stdout.write(f"would delete {old.count()} orders finished before {before:%Y-%m-%d %H:%M}")
             return
         deleted = 0
-        while batch := queue.purge(options["before"], options["batch"]):
+        while batch := queue.purge(before, options["batch"]):
             deleted += batch
-        self.stdout.write(f"deleted {deleted} orders finished before {options['before']:%Y-%m-%d %H:%M}")
+        self.stdout.write(f"deleted {deleted} orders finished before {before:%Y-%m-%d %H:%M}")
