@@ -101,10 +101,27 @@ def staffed(order: Order, progress: Progress) -> None:
     its order every PIZZAQUEUE_KITCHEN_CHECK_INTERVAL, and returns once staff
     tapped "ready", so the loop completes the order. A cancelled or moved
     order (its lease revoked) stops it at the next look.
+
+    With PIZZAQUEUE_STAFFED_STANDBY set (the demo sets it), a stand-in cook
+    takes a step nobody tapped within that many seconds, through the same
+    fenced write as a tap: a ticket nobody works still gets made (the ring
+    gives a staffed kitchen its share of delivery orders like any other), and
+    a person's tap, or two at once, still moves it one step.
     """
     interval = settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL
-    while _still_held(order) != READY:
+    standby = settings.PIZZAQUEUE_STAFFED_STANDBY
+    assert order.lease_token is not None  # noqa: S101 - a claimed order carries its lease
+    stage, since = _still_held(order), time.monotonic()
+    while stage != READY:
         time.sleep(interval)
+        now_at = _still_held(order)
+        if now_at != stage:
+            stage, since = now_at, time.monotonic()
+        elif standby and time.monotonic() - since >= standby:
+            step = next_tap(stage)
+            if step is not None:
+                queue.advance_stage(order.id, order.lease_token, stage, step[0])
+            since = time.monotonic()
 
 
 def noop(order: Order, progress: Progress) -> None:

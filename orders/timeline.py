@@ -27,6 +27,14 @@ STATUS_LABELS: dict[str, str] = {
     Order.Status.FAILED: "Could not be made",
     Order.Status.CANCELLED: "Cancelled",
 }
+# A shop's state as every page, admin and the docs name it (docs/glossary.md): the
+# engine's kitchen statuses in the shop's words.
+SHOP_STATUS_LABELS: dict[str, str] = {
+    "alive": "open",
+    "draining": "closing",
+    "stopped": "closed",
+    "dead": "down",
+}
 # The order's status right after an event of each kind (None: unchanged).
 STATUS_AFTER: dict[str, str | None] = {
     OrderEvent.Kind.PLACED: Order.Status.QUEUED,

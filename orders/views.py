@@ -33,7 +33,7 @@ from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.models import Pizza
 from orders.redirection import reorder_context
-from orders.timeline import event_message, progress, stage_label
+from orders.timeline import SHOP_STATUS_LABELS, event_message, progress, stage_label
 from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
@@ -293,7 +293,12 @@ def _board_panels(now: datetime) -> dict[str, Any]:
             "-started_at"
         )[:50]
     )
-    workers.sort(key=lambda w: (not w.is_live, w.name, -w.incarnation))
+    # One row per shop: its newest incarnation. A restarted shop's earlier ones are history (admin keeps them).
+    newest: dict[str, Worker] = {}
+    for w in workers:
+        if w.name not in newest or w.incarnation > newest[w.name].incarnation:
+            newest[w.name] = w
+    workers = sorted(newest.values(), key=lambda w: (not w.is_live, w.name))
     buckets_by_owner: dict[int | None, int] = defaultdict(int)
     queued_by_owner: dict[int | None, int] = defaultdict(int)
     depths: Any = Bucket.objects.with_depth()  # `queued` is an annotation the type checker cannot see
@@ -308,6 +313,7 @@ def _board_panels(now: datetime) -> dict[str, Any]:
             "worker": w,
             "heartbeat_age": (now - w.last_heartbeat).total_seconds(),
             "freshness": w.freshness(now),
+            "status_label": SHOP_STATUS_LABELS.get(w.status, w.status),
             "buckets": buckets_by_owner.get(w.pk, 0) if w.is_live else 0,
             "queued": queued_by_owner.get(w.pk, 0) if w.is_live else 0,
             "preparing": preparing_by_worker.get(w.pk, 0),

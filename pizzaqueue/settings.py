@@ -314,6 +314,10 @@ PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL = os.environ.get("PIZZAQUEUE_CUSTOMER_CANCEL_UN
 # kitchen for its staff's taps, a simulated oven between stages): a cancelled or
 # moved order is dropped within this many seconds.
 PIZZAQUEUE_KITCHEN_CHECK_INTERVAL = env_float("PIZZAQUEUE_KITCHEN_CHECK_INTERVAL", 0.2, minimum=0.01)
+# Seconds a staffed kitchen's ticket waits for a tap before a stand-in cook takes the
+# step itself (0 = never: only people move it). The demo sets it, so no order waits
+# on a display nobody works.
+PIZZAQUEUE_STAFFED_STANDBY = env_float("PIZZAQUEUE_STAFFED_STANDBY", 0.0, minimum=0.0)
 
 # --- Stage deadlines --------------------------------------------------------------
 # A stage may take its share of the order's estimated time times this factor before

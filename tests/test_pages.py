@@ -293,8 +293,8 @@ def test_the_board_shows_kitchens_buckets_queue_depth_and_throughput(staff_clien
     response = staff_client.get("/board/")
     page = response.content.decode()
     assert response.status_code == 200
-    assert re.search(r'data-worker="shop-1".*?status-fresh">alive<', page, re.S)
-    assert re.search(r'data-worker="shop-2".*?status-dead">dead<', page, re.S)
+    assert re.search(r'data-worker="shop-1".*?status-fresh">open<', page, re.S)
+    assert re.search(r'data-worker="shop-2".*?status-dead">down<', page, re.S)
     assert re.search(r'<th>P5</th>.*?<td class="num">1</td>', page, re.S)
     assert re.search(r'<th>P0</th>.*?<td class="num">2</td>', page, re.S)
     assert '<span class="value" id="queued-total">3</span>' in page
