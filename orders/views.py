@@ -16,18 +16,17 @@ from functools import wraps
 from typing import Any, cast
 
 from django.contrib import messages
-from django.contrib.auth.decorators import user_passes_test
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
-from orders import clients, customers, roles
+from orders import clients, customers, navigation, roles
 from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
@@ -48,7 +47,36 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-staff_required = user_passes_test(lambda user: user.is_active and user.is_staff, login_url=reverse_lazy("login"))
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Operators only: anyone else is sent to log in, and a logged-in person whose job is
+    elsewhere to their own page with a sentence saying why (never back to the login form)."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        why = navigation.refusal(request.user, request.path)
+        if why is not None:
+            messages.warning(request, why)
+            return redirect(navigation.home_for(request.user))
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
+class LoginView(auth_views.LoginView):
+    """The login form; each role lands on its own page (`orders.navigation.home_for`), and
+    a `next` page that is not theirs is replaced by their own, with a sentence saying why."""
+
+    def get_success_url(self) -> str:
+        wanted = self.get_redirect_url()  # empty unless safe (same host)
+        user = self.request.user
+        if wanted:
+            why = navigation.refusal(user, wanted)
+            if why is None:
+                return wanted
+            messages.info(self.request, why)
+        return navigation.home_for(user)
 
 
 # --- Customers -------------------------------------------------------------------

@@ -17,6 +17,6 @@ urlpatterns = [
     path("kitchen/<str:name>/tap/", kitchen_views.tap, name="kitchen-tap"),
     path("kitchen/<str:name>/expedite/<uuid:order_id>/", views.expedite_order, name="expedite-order"),
     path("board/", views.board, name="board"),
-    path("accounts/login/", auth_views.LoginView.as_view(next_page="board"), name="login"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),
 ]

@@ -177,6 +177,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orders.navigation.navigation",
             ],
         },
     },
@@ -390,10 +391,13 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "pizzaqueue API",
     "DESCRIPTION": "Place, track and cancel orders; watch the kitchens. Every call needs a token: "
-    "`Authorization: Token <key>` (`python manage.py drf_create_token USER`).",
+    "`Authorization: Token <key>` (`python manage.py drf_create_token USER`). In this page, "
+    "press *Authorize* and enter `Token <key>`, then *Try it out* on any call.",
     "VERSION": "1.0.0",
-    # The schema and the docs need a login or a token too, like the rest of the API.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and the docs are public: an integrator has a token, not a password, and
+    # reads them before using it (Swagger UI's Authorize takes `Token <key>`). Every
+    # call they describe still needs the token.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from this project's static files (drf-spectacular-sidecar), never a CDN;

@@ -106,12 +106,12 @@ def test_the_board_marks_a_killed_kitchen_dead_and_shows_its_orders_moving(
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/board/$"))
     shop_a = page.locator('tr[data-worker="shop-a"] .status')
-    expect(shop_a).to_have_text("alive")
+    expect(shop_a).to_have_text("open")
     expect(page.locator("#live-state")).to_have_text("● live")
     page.screenshot(path=ARTIFACTS / "board-before.png", full_page=True)
 
     os.kill(doomed.pid, signal.SIGKILL)
-    expect(shop_a).to_have_text("dead", timeout=15_000)
+    expect(shop_a).to_have_text("down", timeout=15_000)
     expect(page.locator("#events li.kind-reassigned").first).to_contain_text(
         "Your shop went offline; your order moved to shop-b.", timeout=10_000
     )

@@ -215,9 +215,13 @@ def test_staff_pages_send_anonymous_users_to_the_login_page(client: Client, path
     assert response["Location"] == f"/accounts/login/?next={path}"
 
 
-def test_the_board_sends_non_staff_users_to_the_login_page(client: Client) -> None:
+def test_the_board_sends_a_logged_in_non_operator_to_their_own_page_with_a_reason(client: Client) -> None:
     client.force_login(User.objects.create_user("customer"))
-    assert client.get("/board/")["Location"] == "/accounts/login/?next=/board/"
+    response = client.get("/board/", follow=True)
+    assert response.redirect_chain == [("/", 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        "The operations board is for operators; here is your page."
+    ]
 
 
 def test_a_kitchen_display_refuses_a_user_who_does_not_staff_it(client: Client) -> None:
