@@ -351,9 +351,15 @@ PIZZAQUEUE_METRICS_TOKEN = env_str("PIZZAQUEUE_METRICS_TOKEN")
 PIZZAQUEUE_METRICS_ALLOW = env_networks("PIZZAQUEUE_METRICS_ALLOW", "127.0.0.1,::1")
 
 # --- WebSocket limits (per web process) -----------------------------------------
-# Streams one client address may hold open, and streams of one order.
-PIZZAQUEUE_WS_PER_CLIENT = env_int("PIZZAQUEUE_WS_PER_CLIENT", 20, minimum=1)
+# Streams one process holds in all (its file descriptors and memory), streams of one
+# browser session and of one order. Not per address: a whole office, campus or
+# carrier NAT shares one (docs/security.md has the figures).
+PIZZAQUEUE_WS_MAX_STREAMS = env_int("PIZZAQUEUE_WS_MAX_STREAMS", 5000, minimum=1)
+PIZZAQUEUE_WS_PER_SESSION = env_int("PIZZAQUEUE_WS_PER_SESSION", 20, minimum=1)
 PIZZAQUEUE_WS_PER_ORDER = env_int("PIZZAQUEUE_WS_PER_ORDER", 20, minimum=1)
+# New streams per client address: a burst of this many at once, then this many per second.
+PIZZAQUEUE_WS_CONNECT_BURST = env_int("PIZZAQUEUE_WS_CONNECT_BURST", 300, minimum=1)
+PIZZAQUEUE_WS_CONNECT_RATE = env_float("PIZZAQUEUE_WS_CONNECT_RATE", 5.0, minimum=0.01)
 # Clients only listen: a stream is closed after this many messages from its client,
 # or one longer than PIZZAQUEUE_WS_MAX_MESSAGE_BYTES.
 PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES = env_int("PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES", 10, minimum=0)
