@@ -46,11 +46,21 @@ def next_tap(stage: str) -> tuple[str, str] | None:
 def customer_may_cancel(order: Order) -> bool:
     """The shop's rule for a customer cancelling an order already in the kitchen: until
     it reaches PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL (the oven, by default), nothing is lost."""
+    return may_cancel("preparing", order.stage)
+
+
+def may_cancel(status: str | None, stage: str) -> bool:
+    """Whether a customer may cancel an order in this status and stage: waiting, or in the
+    kitchen before PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL. The tracking page's button follows it live."""
+    if status == "queued":
+        return True
+    if status != "preparing":
+        return False
     names = [name for name, _share in STAGES]
     until = settings.PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL
     if until not in names:
         return False
-    return order.stage == "" or (order.stage in names and names.index(order.stage) < names.index(until))
+    return stage == "" or (stage in names and names.index(stage) < names.index(until))
 
 
 def operator_may_cancel(order: Order) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orders.handlers import READY, STAGES
+from orders.handlers import READY, STAGES, may_cancel
+from orders.shops import display_name
 from workers import queue
 from workers.models import Order, OrderEvent
 
@@ -90,7 +91,7 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     if kind == OrderEvent.Kind.PLACED:
         return queue.PLACED_MESSAGE
     if kind == OrderEvent.Kind.CLAIMED:
-        return f"{worker or 'A kitchen'} started on your order."
+        return f"{display_name(worker) or 'A kitchen'} started on your order."
     if kind == OrderEvent.Kind.STAGE:
         return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
     if kind == OrderEvent.Kind.DONE:
@@ -98,16 +99,54 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
         return "Back in the queue for another go."
     if kind == OrderEvent.Kind.REASSIGNED:
-        return event.message  # "Your shop went offline; your order moved to …"
+        return moved_line(event, worker)
     if kind == OrderEvent.Kind.FAILED:
         return "Sorry, the kitchen could not make your order."
     if kind == OrderEvent.Kind.CANCELLED:
         if event.data.get("reason") == queue.SHOP_UNAVAILABLE:
-            return event.message  # "Your shop is unavailable … Please order again."
+            return f"{display_name(worker) or 'Your shop'} {shop_gone(event)}, so your takeaway order was cancelled."
         return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
     if kind == OrderEvent.Kind.EXPEDITED:
         return "Rushed: your order moves up the queue."
     return event.message or kind
+
+
+def shop_gone(event: OrderEvent) -> str:
+    """How the event's shop left: it "went down" (silent: a crash, a power cut, declared
+    dead) or "closed" (stopped or drained by its people)."""
+    return "went down" if event.worker is not None and event.worker.status == "dead" else "closed"
+
+
+def moved_line(event: OrderEvent, worker: str | None) -> str:
+    """The one line a customer reads when the order moved to another shop: which shop went
+    down or closed, which one makes the order now, and, if it was already in the kitchen,
+    that it starts again there (why the bar went back)."""
+    leaving = display_name(worker) or "Your shop"
+    gone = shop_gone(event)
+    to_shop = display_name(event.data.get("to_shop")) or "the next free shop"
+    if event.data.get("queued"):
+        return f"{leaving} {gone}; {to_shop} will make your order."
+    return f"{leaving} {gone} while making your order; {to_shop} makes it again from the start."
+
+
+def public_timeline(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events a customer reads, one line per happening: a move announced twice in a row
+    (its queue's move, then its kitchen's hand-back to the same shop) is told once."""
+    shown: list[dict[str, Any]] = []
+    for message in messages:
+        if not message["public"]:
+            continue
+        if shown and repeats(shown[-1], message):
+            continue
+        shown.append(message)
+    return shown
+
+
+def repeats(previous: dict[str, Any], message: dict[str, Any]) -> bool:
+    """Whether `message` says again what the line before it said (the same move)."""
+    return (
+        message["kind"] == previous["kind"] == OrderEvent.Kind.REASSIGNED and message["to_shop"] == previous["to_shop"]
+    )
 
 
 def customer_message(event: OrderEvent) -> dict[str, Any] | None:
@@ -118,6 +157,8 @@ def customer_message(event: OrderEvent) -> dict[str, Any] | None:
         return None
     message = event_message(event)
     del message["message"]
+    message["worker"] = display_name(message["worker"]) or None  # the shop's name, never the kitchen's
+    message["to_shop"] = display_name(message["to_shop"]) or message["to_shop"]
     return message
 
 
@@ -146,4 +187,6 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         and event.data.get("reason") == queue.SHOP_UNAVAILABLE,
         # A delivery order moved to another shop (SPEC §7b): the shop that makes it now.
         "to_shop": event.data.get("to_shop") if event.kind == OrderEvent.Kind.REASSIGNED else None,
+        # Whether the customer may still cancel the order after this event (until the oven).
+        "may_cancel": may_cancel(status, event.stage) if status else None,
     }

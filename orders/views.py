@@ -32,7 +32,8 @@ from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.models import Pizza
 from orders.redirection import reorder_context
-from orders.timeline import SHOP_STATUS_LABELS, event_message, progress, stage_label
+from orders.shops import display_name
+from orders.timeline import SHOP_STATUS_LABELS, customer_message, event_message, progress, public_timeline, stage_label
 from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
@@ -146,24 +147,31 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
 def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
     # The timeline index (order, id) serves this.
-    events = [event_message(e) for e in order.events.select_related("worker").order_by("id")]
+    events = [customer_message(e) for e in order.events.select_related("worker").order_by("id")]
+    messages_ = [e for e in events if e is not None]
     mine = changeable(request).filter(pk=order.pk).exists()  # this browser's order, or an operator
+    promise = promised_at(order)
+    timeline = public_timeline(messages_)
     context = {
         "order": order,
-        "timeline": [e for e in events if e["public"]],
-        "last_event_id": events[-1]["id"] if events else 0,
+        "timeline": timeline,
+        "last_event_id": order.events.order_by("-id").values_list("id", flat=True).first() or 0,
         "status_label": stage_label(order.status, order.stage),
         "progress": progress(order.status, order.stage),
-        "promised_at": promised_at(order),
+        "promised_at": promise,
+        # The promise is the customer's until the order is made (or stopped): after that it is history.
+        "late": not order.is_final and order.eligible_at <= (now := clock.now()) and promise < now,
         "shop_unavailable": order.cancel_reason == queue.SHOP_UNAVAILABLE,
+        "shop_name": display_name(order.pinned_worker.name) if order.pinned_worker else "",
         "items": item_lines(order, pizza_names()),
+        "mine": mine,
         "can_cancel": mine
         and (
             order.status == Order.Status.QUEUED
             or (order.status == Order.Status.PREPARING and customer_may_cancel(order))
         ),
         **reorder_context(order, mine),
-        "moved_to": next((e["text"] for e in reversed(events) if e["to_shop"] is not None), "")
+        "moved_to": next((e["text"] for e in reversed(timeline) if e["to_shop"] is not None), "")
         if not order.is_final
         else "",
     }

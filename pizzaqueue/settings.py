@@ -75,6 +75,17 @@ def env_networks(name: str, default: str = "") -> list[str]:
     return entries
 
 
+def env_pairs(name: str) -> dict[str, str]:
+    """`key=value` pairs, comma-separated; a pair without `=` or with an empty side is refused."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in env_str(name).split(","))):
+        key, sep, value = (side.strip() for side in item.partition("="))
+        if not (sep and key and value):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not name=value")
+        pairs[key] = value
+    return pairs
+
+
 def _dev_secret_key() -> str:
     """A per-checkout key, kept in a git-ignored file so sessions survive restarts."""
     path = BASE_DIR / ".dev-secret-key"
@@ -319,6 +330,10 @@ PIZZAQUEUE_KITCHEN_CHECK_INTERVAL = env_float("PIZZAQUEUE_KITCHEN_CHECK_INTERVAL
 # step itself (0 = never: only people move it). The demo sets it, so no order waits
 # on a display nobody works.
 PIZZAQUEUE_STAFFED_STANDBY = env_float("PIZZAQUEUE_STAFFED_STANDBY", 0.0, minimum=0.0)
+
+# What customers call each shop: "name=Display Name" pairs, comma-separated
+# (orders/shops.py); a shop not listed is shown by its name in words.
+PIZZAQUEUE_SHOP_NAMES = env_pairs("PIZZAQUEUE_SHOP_NAMES")
 
 # --- Stage deadlines --------------------------------------------------------------
 # A stage may take its share of the order's estimated time times this factor before

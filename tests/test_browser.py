@@ -65,7 +65,7 @@ def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_re
     expect(page.locator("#timeline li .text")).to_have_text(
         [
             "Order confirmed.",
-            "shop-1 started on your order.",
+            "Shop 1 started on your order.",
             "Stretching the dough.",
             "Sauce and toppings.",
             "In the oven.",

@@ -143,7 +143,7 @@ def test_the_tracking_page_shows_stage_progress_promise_and_timeline(client: Cli
     assert "Promised by" in page
     assert "2 × Margherita (large)" in page
     timeline = re.findall(r'<span class="text">([^<]*)</span>', page)
-    assert timeline == ["Order confirmed.", "shop-1 started on your order.", "Stretching the dough.", "In the oven."]
+    assert timeline == ["Order confirmed.", "Shop 1 started on your order.", "Stretching the dough.", "In the oven."]
     assert f'data-stream="/ws/orders/{order.id}/"' in page
     assert f'data-after="{order.events.order_by("-id").first().id}"' in page
 
@@ -156,7 +156,7 @@ def test_the_tracking_page_tells_a_customer_their_shop_went_offline_and_where_th
     monitor.declare_dead(first.pk)
 
     page = client.get(f"/orders/{order.id}/").content.decode()
-    assert "Your shop went offline; your order moved to shop-2." in page
+    assert "Shop 1 went down while making your order; Shop 2 makes it again from the start." in page
     assert '<p class="status" id="status">In the queue</p>' in page
 
 
@@ -166,7 +166,7 @@ def test_the_tracking_page_tells_a_takeaway_customer_their_shop_is_unavailable(c
     monitor.declare_dead(shop.pk)
 
     page = client.get(f"/orders/{order.id}/").content.decode()
-    assert "Your shop is unavailable, so your takeaway order was cancelled. Please order again." in page
+    assert "Shop 1 went down, so your takeaway order was cancelled." in page
     assert '<a href="/">Order again</a>' in page
     assert '<p class="status" id="status">Cancelled</p>' in page
 

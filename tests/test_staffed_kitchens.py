@@ -310,7 +310,7 @@ def test_queued_delivery_orders_moved_with_a_dead_shops_buckets_are_told_where(c
     [moved] = events(waiting, OrderEvent.Kind.REASSIGNED)
     assert moved.message == "shop-3 went offline; shop-1 will make your order."
     assert moved.data == {"to_shop": "shop-1", "queued": True}
-    assert "shop-3 went offline; shop-1 will make your order." in client.get(f"/orders/{waiting.pk}/").content.decode()
+    assert "Shop 3 went down; Shop 1 will make your order." in client.get(f"/orders/{waiting.pk}/").content.decode()
 
 
 def test_a_clean_stop_and_a_drain_tell_the_queued_customers_too() -> None:
@@ -393,8 +393,8 @@ def test_only_the_browser_that_placed_a_takeaway_order_is_offered_it_again(clien
     order = takeaway_cancelled_with_its_shop(client)
     stranger = Client()
 
-    assert "Collect it from harbour" not in stranger.get(f"/orders/{order.pk}/").content.decode()
+    assert "Collect it from Harbour" not in stranger.get(f"/orders/{order.pk}/").content.decode()
     assert stranger.get(f"/orders/{order.pk}/reorder/").content.decode().strip() == ""
     assert stranger.post(f"/orders/{order.pk}/reorder/", {"shop": "harbour"}).status_code == 403
     assert Order.objects.count() == 1
-    assert "Collect it from harbour" in client.get(f"/orders/{order.pk}/").content.decode()
+    assert "Collect it from Harbour" in client.get(f"/orders/{order.pk}/").content.decode()

@@ -121,32 +121,58 @@
         if (event.status) {
           status.textContent = event.status_label;
           card.dataset.status = event.status;
-          if (cancel && event.status !== "queued") {
-            cancel.hidden = true;
+          if (cancel) {
+            // Cancelling stays possible until the oven, and again once a moved order is back in the queue.
+            cancel.hidden = !event.may_cancel;
           }
         }
         if (event.progress !== null) {
           bar.value = event.progress;
           bar.textContent = event.progress + " %";
         }
-        if (event.public) {
+        if (event.public && !repeatsLast(timeline, event)) {
           var item = element("li", "event-" + event.kind);
           item.dataset.id = event.id;
+          if (event.to_shop !== null && event.to_shop !== undefined) {
+            item.dataset.toShop = event.to_shop;
+          }
           item.appendChild(timeElement(event.created_at));
           item.appendChild(document.createTextNode(" "));
           item.appendChild(element("span", "text", event.text));
           timeline.appendChild(item);
         }
         if (FINAL[event.status]) {
+          // A finished or stopped order's promise is history: no "Promised by", no "late".
           var promise = root.querySelector(".promise");
           if (promise && event.status === "done") {
             promise.textContent = "Ready — enjoy!";
+          } else if (promise) {
+            promise.remove();
+          }
+          var late = document.getElementById("late");
+          if (late) {
+            late.remove();
           }
         }
         announce(event);
       }
     });
     window.pizzaqueue.stream = stream;
+    // Tell the customer once the promised time has passed (the page's clock, checked every second).
+    setInterval(function () {
+      var promise = document.getElementById("promise");
+      var late = document.getElementById("late");
+      if (promise && late && late.hidden && Date.now() > Date.parse(promise.getAttribute("datetime"))) {
+        late.hidden = false;
+      }
+    }, 1000);
+  }
+
+  // The same move told twice in a row (its queue's, then its kitchen's hand-back) is one line.
+  function repeatsLast(timeline, event) {
+    var last = timeline.lastElementChild;
+    return event.kind === "reassigned" && last !== null && last.className === "event-reassigned" &&
+      (last.dataset.toShop || "") === (event.to_shop || "");
   }
 
   // --- The operations board --------------------------------------------------

@@ -53,6 +53,8 @@ WEB_TIER = ("daphne", "haproxy")
 # The demo's clocks: quick heartbeats, so a shop that goes down is noticed in seconds.
 HEARTBEAT_INTERVAL = 1
 HEARTBEAT_TIMEOUT = 5
+# What the demo's customers call its shops, in the order they are started.
+DISPLAY_NAMES = ("Harbour Street", "Old Town", "Riverside", "Market Square", "Station Road", "Castle Hill")
 # Labels of the printed lines are padded to this width, so the values line up.
 LABEL_WIDTH = 20
 
@@ -68,6 +70,11 @@ def command_line(*args: str) -> str:
             return str(path)
 
     return " ".join([shown(Path(sys.executable)), shown(MANAGE_PY), *args])
+
+
+def shop_names(shops: list[str]) -> str:
+    """PIZZAQUEUE_SHOP_NAMES for the demo's shops: what their customers call them."""
+    return ",".join(f"{shop}={place}" for shop, place in zip(shops, DISPLAY_NAMES, strict=False))
 
 
 def line(label: str, value: str) -> str:
@@ -136,6 +143,7 @@ class Command(BaseCommand):
         # The children get this process's environment (DATABASE_URL included) plus
         # demo clocks: quick heartbeats, so a killed kitchen is noticed in seconds.
         env = {
+            "PIZZAQUEUE_SHOP_NAMES": shop_names([*names, *staffed]),
             "PIZZAQUEUE_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
             "PIZZAQUEUE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             **os.environ,
