@@ -36,6 +36,21 @@ SHOP_STATUS_LABELS: dict[str, str] = {
     "stopped": "closed",
     "dead": "down",
 }
+# Each event kind in the shop's words (docs/glossary.md), for the board and admin.
+KIND_LABELS: dict[str, str] = {
+    OrderEvent.Kind.PLACED: "placed",
+    OrderEvent.Kind.CLAIMED: "started",
+    OrderEvent.Kind.STAGE: "stage",
+    OrderEvent.Kind.DONE: "made",
+    OrderEvent.Kind.RETRIED: "requeued",
+    OrderEvent.Kind.RELEASED: "handed back",
+    OrderEvent.Kind.REASSIGNED: "moved",
+    OrderEvent.Kind.FAILED: "failed",
+    OrderEvent.Kind.CANCELLED: "cancelled",
+    OrderEvent.Kind.LEASE_LOST: "kitchen stopped",
+    OrderEvent.Kind.EXPEDITED: "rushed",
+}
+LEASE_LOST_LINE = "The kitchen stopped making it: the order was cancelled or moved."
 # The order's status right after an event of each kind (None: unchanged).
 STATUS_AFTER: dict[str, str | None] = {
     OrderEvent.Kind.PLACED: Order.Status.QUEUED,
@@ -77,6 +92,11 @@ def progress(status: str | None, stage: str = "") -> int | None:
     if status == Order.Status.DONE:
         return 100
     return None
+
+
+def shop_words(text: str) -> str:
+    """An engine's refusal in the site's words (docs/glossary.md): its "expedite" is our "rush"."""
+    return text.replace("expedited", "rushed").replace("expedite", "rush")
 
 
 def stage_label(status: str, stage: str = "") -> str:
@@ -149,6 +169,16 @@ def repeats(previous: dict[str, Any], message: dict[str, Any]) -> bool:
     )
 
 
+def staff_line(event: OrderEvent, worker: str | None) -> str:
+    """The board's line for an event: a failure's or a retry's own reason (the kitchen's error),
+    a calm sentence for a kitchen that stopped, and otherwise what the customer read."""
+    if event.kind in (OrderEvent.Kind.FAILED, OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED) and event.message:
+        return event.message
+    if event.kind == OrderEvent.Kind.LEASE_LOST:
+        return LEASE_LOST_LINE
+    return describe(event, worker)
+
+
 def customer_message(event: OrderEvent) -> dict[str, Any] | None:
     """What an order's customer is sent about an event: nothing about a kitchen's
     lost lease, and the customer's words (`text`) without the raw `message`,
@@ -157,6 +187,7 @@ def customer_message(event: OrderEvent) -> dict[str, Any] | None:
         return None
     message = event_message(event)
     del message["message"]
+    del message["staff_text"]
     message["worker"] = display_name(message["worker"]) or None  # the shop's name, never the kitchen's
     message["to_shop"] = display_name(message["to_shop"]) or message["to_shop"]
     return message
@@ -176,6 +207,9 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         "created_at": event.created_at.isoformat(),
         "message": event.message,
         "text": describe(event, worker),
+        "kind_label": KIND_LABELS.get(event.kind, event.kind),
+        # What the board says: the customer's line, or the kitchen's error or reason where there is one.
+        "staff_text": staff_line(event, worker),
         # The "ready" tap is followed at once by `done`, which says it to the customer.
         "public": event.kind not in PRIVATE_KINDS
         and not (event.kind == OrderEvent.Kind.STAGE and event.stage == READY),

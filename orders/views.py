@@ -33,7 +33,15 @@ from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, oper
 from orders.models import Pizza
 from orders.redirection import reorder_context
 from orders.shops import display_name
-from orders.timeline import SHOP_STATUS_LABELS, customer_message, event_message, progress, public_timeline, stage_label
+from orders.timeline import (
+    SHOP_STATUS_LABELS,
+    customer_message,
+    event_message,
+    progress,
+    public_timeline,
+    shop_words,
+    stage_label,
+)
 from workers import clock, queue
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker
 
@@ -250,7 +258,7 @@ def expedite_order(request: HtmxHttpRequest, name: str, order_id: uuid.UUID) -> 
     except queue.OrderNotFoundError:
         raise Http404("No such order.") from None
     except queue.InvalidTransitionError as exc:
-        notice = str(exc)
+        notice = shop_words(str(exc))
     if request.htmx:
         return _render_kitchen(request, name, notice=notice)
     if notice:

@@ -142,7 +142,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "pizzaqueue.admin_site.OperationsAdminConfig",  # django.contrib.admin, in the shop's words
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -239,6 +239,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Times to the second with their zone, in admin and the pages (pizzaqueue/formats/).
+FORMAT_MODULE_PATH = ["pizzaqueue.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

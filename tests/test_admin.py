@@ -58,7 +58,9 @@ def status_of(order: Order) -> str:
 # --- Order actions -----------------------------------------------------------------
 
 
-def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(operator: Client) -> None:
+def test_requeue_puts_failed_orders_back_and_refuses_cancelled_and_waiting_ones_with_reasons(
+    operator: Client,
+) -> None:
     failed = make_order(max_attempts=1)
     _worker, tokens = claimed(failed)
     queue.fail(failed.pk, tokens[failed.pk], "oven on fire")
@@ -67,11 +69,16 @@ def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(oper
 
     shown = act(operator, ORDERS, "requeue_orders", [failed, cancelled, queued])
 
-    assert status_of(failed) == status_of(cancelled) == "queued"
-    assert ("success", "2 orders requeued.") in shown
+    assert (status_of(failed), status_of(cancelled)) == ("queued", "cancelled")
+    assert ("success", "1 order requeued.") in shown
     assert (
         "warning",
-        f"Order {queued.pk}: Order is queued; only failed, cancelled or preparing orders can be requeued.",
+        f"Order #{str(queued.pk)[:8]}: Order is queued; only failed, cancelled or preparing orders can be requeued.",
+    ) in shown
+    assert (
+        "warning",
+        f"Order #{str(cancelled.pk)[:8]}: it was cancelled, so it is not requeued (its promise has passed); "
+        "place a new order instead.",
     ) in shown
     retried = OrderEvent.objects.get(order=failed, kind="retried", data__by="operator")
     assert retried.message == "requeued by an operator"
@@ -93,7 +100,7 @@ def test_cancel_cancels_queued_orders_and_stops_those_in_the_kitchen(operator: C
     stopped = Order.objects.get(pk=preparing.pk)
     assert (stopped.status, stopped.lease_token) == ("cancelled", None)
     assert shown == [
-        ("warning", f"Order {done.pk}: Order is cancelled; only a queued order can be cancelled."),
+        ("warning", f"Order #{str(done.pk)[:8]}: Order is cancelled; only a queued order can be cancelled."),
         ("success", "2 orders cancelled."),
     ]
 
@@ -109,7 +116,10 @@ def test_rush_raises_queued_orders_to_top_priority(operator: Client) -> None:
     assert OrderEvent.objects.filter(order=queued, kind="expedited").count() == 1
     assert Order.objects.get(pk=preparing.pk).priority == 1
     assert ("success", "1 order rushed.") in shown
-    assert ("warning", f"Order {preparing.pk}: Order is preparing; only a queued order can be expedited.") in shown
+    assert (
+        "warning",
+        f"Order #{str(preparing.pk)[:8]}: Order is preparing; only a queued order can be rushed.",
+    ) in shown
 
 
 def test_an_action_over_too_many_orders_is_refused_whole(operator: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,15 +303,19 @@ def test_the_order_list_shows_waiting_orders_first_then_newest(operator: Client)
 # --- Search and filters ------------------------------------------------------------------
 
 
-def test_orders_are_found_by_exact_id_only(operator: Client) -> None:
-    order, _other = make_order(), make_order()
+def test_orders_are_found_by_full_or_short_id_customer_name_or_area(operator: Client) -> None:
+    order = make_order(customer_name="Ada Lovelace", area="Old Town")
+    other = make_order(customer_name="Grace", area="Harbour")
 
     def found(term: str) -> list[Order]:
         return list(operator.get(ORDERS, {"q": term}).context["cl"].result_list)
 
     assert found(str(order.pk)) == [order]
     assert found(f"  {str(order.pk).upper()} ") == [order]
-    assert found(str(order.pk)[:8]) == []
+    assert found(str(order.pk)[:8]) == [order]
+    assert found(f"#{str(other.pk)[:8]}") == [other]
+    assert found("ada") == [order]
+    assert found("old town") == [order]
     assert found("'; DROP TABLE orders_order; --") == []
 
 

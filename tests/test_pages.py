@@ -265,7 +265,7 @@ def test_the_kitchen_display_shows_the_shops_tickets_and_rush_raises_priority(st
     assert waiting.events.last().kind == OrderEvent.Kind.EXPEDITED
 
     response = staff_client.post(f"/kitchen/shop-1/expedite/{baking.id}/", follow=True)
-    assert "Order is preparing; only a queued order can be expedited." in response.content.decode()
+    assert "Order is preparing; only a queued order can be rushed." in response.content.decode()
 
 
 def test_an_unknown_kitchen_is_not_found(staff_client: Client) -> None:

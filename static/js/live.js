@@ -185,7 +185,7 @@
         item.dataset.id = event.id;
         item.appendChild(timeElement(event.created_at));
         item.appendChild(document.createTextNode(" "));
-        item.appendChild(element("span", "kind", event.kind + (event.stage ? " " + event.stage : "")));
+        item.appendChild(element("span", "kind", event.kind_label + (event.stage ? " " + event.stage : "")));
         item.appendChild(document.createTextNode(" "));
         var link = element("a", "", "#" + event.order.slice(0, 8));
         link.href = "/orders/" + event.order + "/";
@@ -195,7 +195,7 @@
           item.appendChild(element("span", "who", event.worker));
         }
         item.appendChild(document.createTextNode(" "));
-        item.appendChild(element("span", "text", event.message || event.text));
+        item.appendChild(element("span", "text", event.staff_text || event.text));
         list.insertBefore(item, list.firstChild);
         while (list.children.length > 50) {
           list.removeChild(list.lastChild);
