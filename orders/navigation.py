@@ -16,6 +16,7 @@ from django.urls import Resolver404, resolve, reverse
 
 from orders import roles
 from orders.models import KitchenStaff
+from orders.shops import display_name
 
 # The pages only operators open, by URL name (and everything under the admin).
 OPERATOR_PAGES = {"board": "The operations board"}
@@ -68,7 +69,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     if user.is_authenticated and user.is_active:
         if user.is_staff:
             links += [("Board", reverse("board")), ("Admin", reverse("admin:index"))]
-        links += [(f"Kitchen {shop}", reverse("kitchen", args=[shop])) for shop in kitchen_shops(user)]
+        links += [(f"Kitchen {display_name(shop)}", reverse("kitchen", args=[shop])) for shop in kitchen_shops(user)]
     if not user.is_authenticated or user.is_staff or user.has_perm(roles.PLACE_ORDERS):
         links.append(("API docs", reverse("docs")))
     return {"nav_links": links}

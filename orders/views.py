@@ -303,6 +303,9 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     context = {
         "staffed": staffed,
         "worker": worker,
+        # Cooks read their shop's name and whether it is open; hosts, pids and incarnations are the board's.
+        "shop_name": display_name(worker.name),
+        "status_label": SHOP_STATUS_LABELS.get(worker.status, worker.status),
         "is_staff": request.user.is_staff,
         "preparing": preparing,
         "waiting": waiting,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from orders import kitchen_views, views
 
 urlpatterns = [
     path("", views.menu, name="menu"),
+    # Browsers ask for /favicon.ico on pages that name no icon (admin, Swagger UI): the site's own, not a 404.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True), name="favicon"),
     path("orders/", views.place_order, name="place-order"),
     path("orders/<uuid:order_id>/", views.track_order, name="track-order"),
     path("orders/<uuid:order_id>/cancel/", views.cancel_order, name="cancel-order"),

@@ -10,7 +10,7 @@ from django.test import Client
 
 from orders import roles
 from orders.models import KitchenStaff
-from tests.conftest import in_role
+from tests.conftest import ROOT, in_role
 from tests.factory import make_worker
 
 pytestmark = pytest.mark.django_db
@@ -79,7 +79,7 @@ def test_a_wrong_password_shows_the_form_again_with_its_error(cast: None) -> Non
     [
         (None, ["Menu", "API docs"]),
         ("operator", ["Menu", "Board", "Admin", "API docs"]),
-        ("cook", ["Menu", "Kitchen staffed-1"]),
+        ("cook", ["Menu", "Kitchen Staffed 1"]),
     ],
 )
 def test_the_navigation_shows_each_role_its_pages(cast: None, username: str | None, links: list[str]) -> None:
@@ -97,3 +97,18 @@ def test_the_api_docs_and_schema_are_readable_without_a_session_or_token(cast: N
     assert "swagger-ui-bundle.js" in docs.content.decode()
     assert "tokenAuth" in schema.content.decode()  # Swagger UI's Authorize takes the token
     assert Client().get("/api/orders/").status_code == 401  # what they describe still needs it
+
+
+def test_the_favicon_is_the_sites_own_and_never_a_404(cast: None) -> None:
+    response = Client().get("/favicon.ico")
+    assert (response.status_code, response["Location"]) == (301, "/static/favicon.svg")
+    assert (ROOT / "static" / "favicon.svg").read_text().startswith("<svg")
+
+
+def test_the_kitchen_display_shows_cooks_their_shop_not_its_host_pid_or_incarnation(cast: None) -> None:
+    client = Client()
+    client.force_login(User.objects.get(username="cook"))
+    page = client.get("/kitchen/staffed-1/").content.decode()
+    assert "<h1>Kitchen Staffed 1" in page
+    for internal in ("Incarnation", "pid", "test-host"):
+        assert internal not in page, internal
