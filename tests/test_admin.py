@@ -230,8 +230,8 @@ def test_drain_asks_alive_workers_to_stop_and_reports_the_others(operator: Clien
     assert Worker.objects.get(pk=alive.pk).status == "draining"
     assert Worker.objects.get(pk=gone.pk).status == "stopped"
     assert shown == [
-        ("success", "shop-1#1 is draining."),
-        ("warning", "shop-2#1 is stopped; only an alive worker can be drained."),
+        ("success", "shop-1#1 is closing."),
+        ("warning", "shop-2#1 is closed; only an open kitchen can close."),
     ]
 
 
@@ -248,10 +248,10 @@ def test_declare_dead_requeues_the_workers_orders_at_once(operator: Client) -> N
     assert set(Bucket.objects.values_list("owner_id", flat=True)) == {survivor.pk}
     assert len(shown) == 1
     assert re.fullmatch(
-        r"shop-1#1 declared dead: 1 requeued, 0 failed, 0 takeaway orders cancelled, \d+ buckets moved\.", shown[0][1]
+        r"shop-1#1 declared down: 1 requeued, 0 failed, 0 takeaway orders cancelled, \d+ buckets moved\.", shown[0][1]
     )
     assert act(operator, WORKERS, "declare_workers_dead", [worker]) == [
-        ("warning", "shop-1#1 is dead; it is not in the ring.")
+        ("warning", "shop-1#1 is down; it is not open.")
     ]
 
 
