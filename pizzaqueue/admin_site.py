@@ -31,6 +31,8 @@ class OperationsAdminSite(admin.AdminSite):
     index_title = "Orders, kitchens and the menu"
     # No "View site": the header links the operations board and the menu (templates/admin/base_site.html).
     site_url = None
+    # The lists need the width (an order's list fits 1280 px without it); the index links every table.
+    enable_nav_sidebar = False
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
         apps = super().get_app_list(request, app_label)
