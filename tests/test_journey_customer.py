@@ -101,3 +101,16 @@ def test_a_customer_cancels_a_waiting_order_and_the_page_stops_promising(daphne:
     expect(phone.locator(".promise")).to_have_count(0)  # no "Promised by" for an order that will not come
     order.refresh_from_db()
     assert order.status == Order.Status.CANCELLED
+
+
+def test_the_menus_prices_line_up_with_the_names_on_a_phone(daphne: Daphne, phone: Page) -> None:
+    daphne.start()
+    phone.goto(daphne.url("/"))
+    names = phone.locator(".menu-item .pizza strong")
+    prices = phone.locator(".menu-item .price")
+    for index in range(prices.count()):
+        name, price = names.nth(index).bounding_box(), prices.nth(index).bounding_box()
+        assert name is not None and price is not None
+        # Beside its name, or wrapped under it from the same left edge: never indented by a stray space.
+        assert price["y"] < name["y"] + name["height"] or abs(price["x"] - name["x"]) < 1, (index, name, price)
+    phone.screenshot(path=ARTIFACTS / "journey-menu.png", full_page=True)
