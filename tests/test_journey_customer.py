@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from orders.timeline import public_timeline
 from tests.conftest import ROOT, Daphne
 from tests.factory import make_worker
 from workers import monitor, queue
@@ -114,3 +115,17 @@ def test_the_menus_prices_line_up_with_the_names_on_a_phone(daphne: Daphne, phon
         # Beside its name, or wrapped under it from the same left edge: never indented by a stray space.
         assert price["y"] < name["y"] + name["height"] or abs(price["x"] - name["x"]) < 1, (index, name, price)
     phone.screenshot(path=ARTIFACTS / "journey-menu.png", full_page=True)
+
+
+def test_a_move_told_twice_in_a_row_is_one_line_and_a_second_move_is_its_own() -> None:
+    def line(kind: str, to_shop: str | None, event_id: int) -> dict[str, object]:
+        return {"id": event_id, "kind": kind, "to_shop": to_shop, "public": True, "text": f"{kind} {to_shop}"}
+
+    messages = [
+        line("placed", None, 1),
+        line("reassigned", "Old Town", 2),
+        line("reassigned", "Old Town", 3),  # the queue's move, then the kitchen's hand-back: one story
+        line("claimed", None, 4),
+        line("reassigned", "Riverside", 5),
+    ]
+    assert [m["id"] for m in public_timeline(messages)] == [1, 2, 4, 5]

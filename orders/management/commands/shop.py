@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from orders import power
 from orders.management.commands.demo import command_line
+from workers.arguments import non_negative_float
 from workers.models import Worker
 
 # How long to wait for a running demo to take the request.
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("name", help="The shop, e.g. shop-2 (as the board lists it).")
         parser.add_argument(
             "--wait",
-            type=float,
+            type=non_negative_float,
             default=30.0,
             help="Seconds to wait for the board to show the change (0: do not wait).",
         )
