@@ -22,6 +22,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test.utils import override_settings
+from playwright.sync_api import Browser, expect
 from websockets.asyncio.client import connect as ws_connect
 
 from orders import consumers
@@ -153,3 +154,31 @@ def test_the_connection_rate_refills_with_time_and_forgets_quiet_addresses() -> 
     for n in range(10):
         rate.allow(f"198.51.100.{n}", rate=2, burst=3, now=100)
     assert len(rate.buckets) <= 4
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_thirty_customers_browsers_behind_one_address_all_follow_their_orders_live(
+    daphne: Daphne, browser: Browser
+) -> None:
+    """The issue's office: 30 Chromium browsers on one address (the old cap refused the 21st)."""
+    daphne.start()
+    orders = [make_order() for _ in range(30)]
+    contexts = [browser.new_context() for _ in orders]
+    try:
+        pages = []
+        for context, order in zip(contexts, orders, strict=True):
+            page = context.new_page()
+            page.goto(daphne.url(f"/orders/{order.id}/"))
+            pages.append(page)
+        for page in pages:
+            expect(page.locator("#live-state")).to_have_text("● live", timeout=20_000)
+        for order in orders:
+            queue.expedite(order.id, 9)
+        for page in pages:
+            expect(page.locator("#timeline li .text").last).to_have_text(
+                "Rushed: your order moves up the queue.", timeout=20_000
+            )
+    finally:
+        for context in contexts:
+            context.close()
