@@ -48,7 +48,9 @@ KIND_LABELS: dict[str, str] = {
     OrderEvent.Kind.FAILED: "failed",
     OrderEvent.Kind.CANCELLED: "cancelled",
     OrderEvent.Kind.LEASE_LOST: "kitchen stopped",
-    OrderEvent.Kind.EXPEDITED: "rushed",
+    # The engine's name for a rush, then and now ("expedited", "priority-raised").
+    "expedited": "rushed",
+    "priority-raised": "rushed",
 }
 LEASE_LOST_LINE = "The kitchen stopped making it: the order was cancelled or moved."
 # The order's status right after an event of each kind (None: unchanged).
@@ -134,6 +136,9 @@ def describe(event: OrderEvent, worker: str | None) -> str:
 def shop_gone(event: OrderEvent) -> str:
     """How the event's shop left: it "went down" (silent: a crash, a power cut, declared
     dead) or "closed" (stopped or drained by its people)."""
+    why = event.data.get("why") if isinstance(event.data, dict) else None
+    if why:  # the engine's own record of it, where it keeps one
+        return "went down" if why == "died" else "closed"
     return "went down" if event.worker is not None and event.worker.status == "dead" else "closed"
 
 
