@@ -155,15 +155,17 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
 def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
     # The timeline index (order, id) serves this.
-    events = [customer_message(e) for e in order.events.select_related("worker").order_by("id")]
-    messages_ = [e for e in events if e is not None]
+    rows = list(order.events.select_related("worker").order_by("id"))
+    messages_ = [m for m in map(customer_message, rows) if m is not None]
     mine = changeable(request).filter(pk=order.pk).exists()  # this browser's order, or an operator
     promise = promised_at(order)
     timeline = public_timeline(messages_)
     context = {
         "order": order,
         "timeline": timeline,
-        "last_event_id": order.events.order_by("-id").values_list("id", flat=True).first() or 0,
+        # The last event this page was rendered from (private ones too), read in the same
+        # query: the stream resumes after it, so an event committed since is sent, not lost.
+        "last_event_id": rows[-1].id if rows else 0,
         "status_label": stage_label(order.status, order.stage),
         "progress": progress(order.status, order.stage),
         "promised_at": promise,
