@@ -244,11 +244,7 @@ class Command(BaseCommand):
             line("API docs", f"{base}/api/docs/"),
             *accounts,
             "",
-            "  Kitchens named staffed-N are run by people: tap each ticket through its stages on the display",
-            f"  (a stand-in cook takes a step nobody taps within {self.standby:g} s)."
-            if self.standby
-            else "  (nobody else moves their tickets).",
-            "",
+            *self.staffed_lines(kitchens),
             line("A dinner rush", command_line("rush --orders 30 --rate 2 --areas 6 --priority-mix")),
             line(
                 "A power cut",
@@ -259,6 +255,21 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+    def staffed_lines(self, kitchens: list[str]) -> list[str]:
+        """What the notice says about the staffed kitchens, if the demo runs any."""
+        if not any(name.startswith("staffed-") for name in kitchens):
+            return []
+        cook = (
+            f"(a stand-in cook takes a step nobody taps within {self.standby:g} s)."
+            if self.standby
+            else "(nobody else moves their tickets)."
+        )
+        return [
+            "  Kitchens named staffed-N are run by people: tap each ticket through its stages on the display",
+            f"  {cook}",
+            "",
+        ]
 
     def wait(
         self,
