@@ -20,6 +20,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from orders import deadlines
 from orders.handlers import operator_may_cancel
 from orders.models import KitchenStaff, Pizza
 from orders.timeline import KIND_LABELS, shop_words
@@ -290,16 +291,12 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         # The operator is the event's actor; the reason is what the customer reads.
         actor = request.user.pk
 
-        def requeue(order_id: uuid.UUID) -> None:
-            # A cancelled order would come back under the promise it was placed with, long
-            # past; and whoever cancelled it (the customer, its shop's closing) meant it.
-            if Order.objects.filter(pk=order_id, status=Order.Status.CANCELLED).exists():
-                raise queue.InvalidTransitionError(
-                    "it was cancelled, so it is not requeued (its promise has passed); place a new order instead."
-                )
-            queue.requeue(order_id, "requeued by an operator", actor_id=actor)
-
-        self._apply(request, queryset, requeue, "requeued")
+        self._apply(
+            request,
+            queryset,
+            lambda order_id: deadlines.requeue(order_id, "requeued by an operator", actor_id=actor),
+            "requeued",
+        )
 
     @admin.action(
         description="Cancel selected orders (waiting, or in a kitchen: it stops at its next step)",

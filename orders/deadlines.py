@@ -10,12 +10,14 @@ customer was promised.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 
 from orders.handlers import READY, STAGES
+from workers import queue
 from workers.models import Order
 
 SHARES = dict(STAGES)
@@ -90,3 +92,17 @@ def late_orders(now: datetime) -> list[Order]:
         candidates += Order.objects.filter(status=status).select_related("worker").order_by("created_at")[:LATE_SCAN]
     late = [order for order in candidates if order.eligible_at <= now and promised_at(order) < now]
     return sorted(late, key=lambda order: order.created_at)
+
+
+# Why a cancelled order is not requeued, in the operator's words (admin, `manage.py requeue`).
+CANCELLED_NOT_REQUEUED = "it was cancelled, so it is not requeued (its promise has passed); place a new order instead."
+
+
+def requeue(order_id: uuid.UUID | str, reason: str, actor_id: int | None = None) -> None:
+    """An operator's requeue, keeping the shop's promises: a failed order, or one stuck in a
+    kitchen, goes back in the queue; a cancelled one does not. It would come back under
+    the promise it was placed with, long past, and whoever cancelled it (its customer,
+    its shop's closing) meant it. Refusals raise `queue.InvalidTransitionError`."""
+    if Order.objects.filter(pk=order_id, status=Order.Status.CANCELLED).exists():
+        raise queue.InvalidTransitionError(CANCELLED_NOT_REQUEUED)
+    queue.requeue(order_id, reason, actor_id=actor_id)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from playwright.sync_api import Browser, Page, expect
 
 from orders import roles
+from orders.deadlines import CANCELLED_NOT_REQUEUED
 from tests.conftest import ROOT, Daphne, in_role
 from tests.factory import make_order, make_worker
 from workers import queue
@@ -108,3 +112,13 @@ def test_an_operator_finds_reads_cancels_requeues_and_rushes_orders_from_the_boa
     expect(events).to_contain_text("rushed")
     expect(events).to_contain_text("requeued")
     expect(events).not_to_contain_text("lease-lost")
+
+
+def test_the_requeue_command_refuses_a_cancelled_order_as_admin_does(menu: None) -> None:
+    order = make_order()
+    queue.cancel(order.pk)
+    err = StringIO()
+    with pytest.raises(CommandError, match="Nothing was requeued"):
+        call_command("requeue", str(order.pk), stdout=StringIO(), stderr=err)
+    assert f"{order.pk}: {CANCELLED_NOT_REQUEUED}" in err.getvalue()
+    assert Order.objects.get(pk=order.pk).status == Order.Status.CANCELLED
