@@ -8,19 +8,22 @@ and related rows joined in the page query.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
+from orders import deadlines
 from orders.handlers import operator_may_cancel
 from orders.models import KitchenStaff, Pizza
+from orders.timeline import KIND_LABELS
 from workers import clock, queue
 from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
 from workers.models import Order, OrderEvent
@@ -30,15 +33,63 @@ from workers.models import Order, OrderEvent
 MAX_ACTION_ORDERS = 500
 
 
+SHORT_ID = re.compile(r"#?([0-9a-f]{4,32})", re.IGNORECASE)
+
+
+def id_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The ids starting with `prefix` (hex digits) as a range, so the primary key's index
+    answers it on every database (a prefix `LIKE` would cast every id to text)."""
+    prefix = prefix.lower()
+    return uuid.UUID(prefix.ljust(32, "0")), uuid.UUID(prefix.ljust(32, "f"))
+
+
 def search_by_uuid(queryset: QuerySet, term: str, field: str = "pk") -> QuerySet:
-    """Exact-id search: an index lookup, never `icontains` over a cast of every id."""
+    """Search by id: a whole UUID, or the short id every page shows (`#372e0100`,
+    at least 4 hex digits), each an index range; anything else finds nothing."""
     term = term.strip()
     if not term:
         return queryset
     try:
         return queryset.filter(**{field: uuid.UUID(term)})
     except ValueError:
+        pass
+    short = SHORT_ID.fullmatch(term)
+    if short is None:
         return queryset.none()
+    low, high = id_range(short.group(1))
+    return queryset.filter(**{f"{field}__gte": low, f"{field}__lte": high})
+
+
+def search_orders(queryset: QuerySet, term: str) -> QuerySet:
+    """An operator's search box: an order's id or short id (each an index range), else the
+    customer's name (its start, any case) or the delivery area (whole, any case). Names and
+    areas are read along the list's own index order, newest first, so a page of matches
+    comes at once; a name that is also hex ("Beef") is tried as a short id first."""
+    term = term.strip()
+    if not term:
+        return queryset
+    by_id = search_by_uuid(queryset, term)
+    if SHORT_ID.fullmatch(term) is not None and by_id.exists():
+        return by_id
+    try:
+        uuid.UUID(term)
+    except ValueError:
+        return queryset.filter(Q(customer_name__istartswith=term) | Q(area__iexact=term))
+    return by_id
+
+
+class KindFilter(admin.SimpleListFilter):
+    """Event kinds in the site's words (rushed, moved, kitchen stopped), fixed choices."""
+
+    title = "what"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return list(KIND_LABELS.items())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(kind=value) if value in KIND_LABELS else queryset
 
 
 class PriorityFilter(admin.SimpleListFilter):
@@ -55,9 +106,34 @@ class PriorityFilter(admin.SimpleListFilter):
         return queryset.filter(priority=int(value)) if value and value.isascii() and value.isdigit() else queryset
 
 
+def who(event: OrderEvent) -> str:
+    """Who made an event happen: the person (an operator, a customer's account), else the
+    role the queue recorded (`by`: staff at a display, an operator), else the kitchen or
+    the customer the reason names; the monitor otherwise."""
+    if event.actor_id is not None and event.actor is not None:
+        return event.actor.get_username()
+    by = event.data.get("by") if isinstance(event.data, dict) else None
+    if by:
+        return f"{by} at {event.worker.name}" if by == "staff" and event.worker is not None else str(by)
+    if event.kind == OrderEvent.Kind.CANCELLED and "customer" in event.message:
+        return "customer"
+    if event.kind == OrderEvent.Kind.PLACED:
+        return "customer"
+    if event.worker is not None and event.kind in (
+        OrderEvent.Kind.CLAIMED,
+        OrderEvent.Kind.STAGE,
+        OrderEvent.Kind.DONE,
+        OrderEvent.Kind.FAILED,
+        OrderEvent.Kind.LEASE_LOST,
+        OrderEvent.Kind.RELEASED,
+    ):
+        return f"kitchen {event.worker.name}"
+    return "monitor"
+
+
 class OrderEventInline(admin.TabularInline):
     model = OrderEvent
-    fields = ("id", "created_at", "kind", "stage", "worker", "actor", "message", "data")
+    fields = ("id", "created_at", "kind_label", "stage", "worker", "who", "message")
     readonly_fields = fields
     ordering = ("id",)
     extra = 0
@@ -66,6 +142,14 @@ class OrderEventInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("worker", "actor")
+
+    @admin.display(description="what")
+    def kind_label(self, event: OrderEvent) -> str:
+        return KIND_LABELS.get(event.kind, event.kind)
+
+    @admin.display(description="by")
+    def who(self, event: OrderEvent) -> str:
+        return who(event)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -76,7 +160,20 @@ class OrderEventInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(FastChangeList, ReadOnlyAdmin):
-    list_display = ("id", "status", "stage", "worker", "lease_left", "attempts_used", "order_age", "priority", "kind")
+    # Narrow columns, so the list fits a 1280 px screen: the short id every page shows, not the UUID.
+    list_display = (
+        "short_id",
+        "status",
+        "stage",
+        "shop",
+        "customer_name",
+        "area",
+        "order_age",
+        "priority",
+        "kind",
+        "attempts_used",
+    )
+    list_display_links = ("short_id",)
     list_filter = ("status", "kind", PriorityFilter, "worker")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -90,11 +187,11 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     ordering = ("-status", "-created_at")
     sortable_by = ()
     search_fields = ("=id",)
-    search_help_text = "An order's exact id (UUID)."
+    search_help_text = "An order's short id (#372e0100) or full id, the customer's name, or the delivery area."
     actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders"]
     inlines = [OrderEventInline]
     fieldsets = [
-        (None, {"fields": ("id", "status", "stage", "kind", "items", "note", "customer_name")}),
+        (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note", "customer_name")}),
         ("Routing", {"fields": ("area", "bucket", "pinned_worker", "priority", "rank", "eligible_at")}),
         (
             "Kitchen",
@@ -116,14 +213,38 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
 
     # Read-only: every change of state goes through an action calling `workers.queue`.
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in Order._meta.fields]
+        return [f.name for f in Order._meta.fields] + ["items_readable"]
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Operators who may change orders may act on them (through the queue)."""
         return request.user.has_perm("workers.change_order")
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        return search_by_uuid(queryset, search_term), False
+        return search_orders(queryset, search_term), False
+
+    @admin.display(description="order")
+    def short_id(self, order: Order) -> str:
+        return f"#{str(order.pk)[:8]}"
+
+    @admin.display(description="kitchen")
+    def shop(self, order: Order) -> str:
+        return order.worker.name if order.worker is not None else "—"
+
+    @admin.display(description="items")
+    def items_readable(self, order: Order) -> str:
+        """One line per item with its price, and the total, as the customer ordered it."""
+        prices = dict(Pizza.objects.values_list("slug", "price_cents"))
+        names = dict(Pizza.objects.values_list("slug", "name"))
+        lines, total = [], 0
+        for item in order.items:
+            quantity = int(item.get("quantity", 1))
+            cents = prices.get(item.get("pizza"), 0) * quantity
+            total += cents
+            name = names.get(item.get("pizza"), item.get("pizza"))
+            lines.append(f"{quantity} × {name} ({item.get('size', 'medium')}): {cents / 100:.2f}")
+        return format_html_join("\n", "<div>{}</div>", ((line,) for line in lines)) + format_html(
+            "<div><strong>Total: {}</strong></div>", f"{total / 100:.2f}"
+        )
 
     @admin.display(description="lease left")
     def lease_left(self, order: Order) -> str:
@@ -157,26 +278,30 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
             try:
                 operation(order_id)
             except (queue.InvalidTransitionError, queue.OrderNotFoundError) as exc:
-                self.message_user(request, f"Order {order_id}: {exc}", messages.WARNING)
+                self.message_user(request, f"Order #{str(order_id)[:8]}: {exc}", messages.WARNING)
             except ValidationError as exc:
-                self.message_user(request, f"Order {order_id}: {' '.join(exc.messages)}", messages.WARNING)
+                self.message_user(request, f"Order #{str(order_id)[:8]}: {' '.join(exc.messages)}", messages.WARNING)
             else:
                 succeeded += 1
         if succeeded:
             self.message_user(request, f"{succeeded} order{'s' if succeeded != 1 else ''} {done}.", messages.SUCCESS)
 
-    @admin.action(description="Requeue selected orders (failed, cancelled or preparing)", permissions=["operate"])
+    @admin.action(description="Requeue selected orders (failed, or stuck in a kitchen)", permissions=["operate"])
     def requeue_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
         # The operator is the event's actor; the reason is what the customer reads.
         actor = request.user.pk
+
         self._apply(
             request,
             queryset,
-            lambda order_id: queue.requeue(order_id, "requeued by an operator", actor_id=actor),
+            lambda order_id: deadlines.requeue(order_id, "requeued by an operator", actor_id=actor),
             "requeued",
         )
 
-    @admin.action(description="Cancel selected queued orders", permissions=["operate"])
+    @admin.action(
+        description="Cancel selected orders (waiting, or in a kitchen: it stops at its next step)",
+        permissions=["operate"],
+    )
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
         actor = request.user.pk
         self._apply(
@@ -198,9 +323,18 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
 class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
     """The timeline and outbox: written only by the queue, so read-only here."""
 
-    list_display = ("id", "order_link", "kind", "created_at", "worker", "actor", "stage", "message")
-    list_filter = ("kind",)
+    list_display = ("id", "order_link", "kind_label", "created_at", "worker", "who", "stage", "message")
+    list_filter = (KindFilter,)
     list_select_related = ("worker", "actor")
+
+    @admin.display(description="what")
+    def kind_label(self, event: OrderEvent) -> str:
+        return KIND_LABELS.get(event.kind, event.kind)
+
+    @admin.display(description="by")
+    def who(self, event: OrderEvent) -> str:
+        return who(event)
+
     search_fields = ("=order__id",)
     search_help_text = "An order's exact id (UUID)."
     ordering = ("-id",)
@@ -212,7 +346,7 @@ class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
     def order_link(self, event: OrderEvent) -> str:
         # The id alone, so the page needs no join to the orders table.
         url = reverse("admin:workers_order_change", args=[event.order_id])
-        return format_html('<a href="{}">{}</a>', url, event.order_id)
+        return format_html('<a href="{}">#{}</a>', url, str(event.order_id)[:8])
 
 
 @admin.register(Pizza)

@@ -11,18 +11,22 @@ Both follow one pattern, which leaves no gap and sends nothing twice:
 
 Clients give their last id as `?after=<id>` when they reconnect.
 
-Every stream is bounded (`Stream`): streams per client address and per order
-in this process, messages a client may send (clients only listen), events
-replayed on a reconnect, and time without traffic before it is closed.
+Every stream is bounded (`Stream`), in this process: streams in all, streams
+per browser session and per order, new streams per client address per
+second (a token bucket, so a whole office behind one address may open its
+pages at once, but one client cannot churn connections), messages a client
+may send (clients only listen), events replayed on a reconnect, and time
+without traffic before it is closed (docs/security.md, with the figures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,9 +49,58 @@ POLICY_VIOLATION = 1008
 TOO_BIG = 1009
 IDLE = 4000
 
-# Streams open in this process, by client address and by order.
-OPEN_BY_CLIENT: Counter[str] = Counter()
+# Streams open in this process: by browser session (a digest of its cookie), by order, in all.
+OPEN_BY_SESSION: Counter[str] = Counter()
 OPEN_BY_ORDER: Counter[str] = Counter()
+OPEN_TOTAL = Counter[str]()
+
+
+class ConnectRate:
+    """New streams per client address in this process, as a token bucket: up to `burst`
+    at once, then `rate` per second. A shop's customers behind one NAT open their
+    pages together and stay connected; a client that opens and drops streams in a
+    loop is refused after the burst.
+
+    Once more than `MAX_TRACKED` addresses are tracked, those whose bucket has
+    refilled are forgotten, then the ones heard from longest ago, so the table
+    stays bounded however many addresses call.
+    """
+
+    MAX_TRACKED = 10_000
+
+    def __init__(self) -> None:
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, at)
+
+    def allow(self, client: str, rate: float, burst: float, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, at = self.buckets.pop(client, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        allowed = tokens >= 1
+        self.buckets[client] = (tokens - 1 if allowed else tokens, now)
+        if len(self.buckets) > self.MAX_TRACKED:
+            self._forget_refilled(rate, burst, now)
+            while len(self.buckets) > self.MAX_TRACKED:
+                self.buckets.popitem(last=False)  # the address heard from longest ago starts afresh
+        return allowed
+
+    def _forget_refilled(self, rate: float, burst: float, now: float) -> None:
+        for address, (tokens, at) in list(self.buckets.items()):
+            if tokens + (now - at) * rate >= burst:
+                del self.buckets[address]
+            if len(self.buckets) <= self.MAX_TRACKED // 2:
+                break
+
+    def clear(self) -> None:
+        self.buckets.clear()
+
+
+CONNECT_RATE = ConnectRate()
+
+
+def session_digest(scope: dict[str, Any]) -> str:
+    """The browser's session, as a digest of its cookie ("" without one): counted, never kept."""
+    cookie = (scope.get("cookies") or {}).get(settings.SESSION_COOKIE_NAME, "")
+    return hashlib.sha256(cookie.encode()).hexdigest()[:32] if cookie else ""
 
 
 def after_id(scope: dict[str, Any]) -> int | None:
@@ -120,29 +173,40 @@ def events_between(after: int, upto: int, limit: int) -> list[dict[str, Any]] | 
 class Stream(AsyncJsonWebsocketConsumer):
     """What every stream shares: its bounds.
 
-    `admit` counts the stream against its client's and its order's limits, or
-    refuses it; the client may send a few small messages (it only listens); a
+    `admit` counts the stream against the process's, its session's and its
+    order's bounds and its address's connection rate, or refuses it; the client may send a few small messages (it only listens); a
     stream that carried nothing either way for PIZZAQUEUE_WS_IDLE_TIMEOUT is
     closed, and the page reconnects from its last event id if it is still open.
     """
 
-    client: str | None = None  # counted in OPEN_BY_CLIENT while set
+    counted = False  # counted in OPEN_TOTAL (and its session's and order's) while set
+    session = ""
     order_key = ""
     received = 0
     last_activity = 0.0
     idle_timer: asyncio.TimerHandle | None = None
 
     async def admit(self, order: object = None) -> bool:
-        """Count this stream in, and accept it; False (and closed) when a limit is reached."""
+        """Count this stream in, and accept it; False (and closed) when a bound is reached."""
         client, order_key = scope_client(self.scope), "" if order is None else str(order)
-        if OPEN_BY_CLIENT[client] >= settings.PIZZAQUEUE_WS_PER_CLIENT or (
-            order_key and OPEN_BY_ORDER[order_key] >= settings.PIZZAQUEUE_WS_PER_ORDER
-        ):
-            logger.warning("stream refused client=%s order=%s: too many open", client, order_key or "-")
+        session = session_digest(self.scope)
+        why = ""
+        if OPEN_TOTAL["all"] >= settings.PIZZAQUEUE_WS_MAX_STREAMS:
+            why = "this process holds its most streams"
+        elif session and OPEN_BY_SESSION[session] >= settings.PIZZAQUEUE_WS_PER_SESSION:
+            why = "too many streams of one browser"
+        elif order_key and OPEN_BY_ORDER[order_key] >= settings.PIZZAQUEUE_WS_PER_ORDER:
+            why = "too many streams of one order"
+        elif not CONNECT_RATE.allow(client, settings.PIZZAQUEUE_WS_CONNECT_RATE, settings.PIZZAQUEUE_WS_CONNECT_BURST):
+            why = "new streams too fast from one address"
+        if why:
+            logger.warning("stream refused client=%s order=%s: %s", client, order_key or "-", why)
             await self.close()
             return False
-        self.client, self.order_key = client, order_key
-        OPEN_BY_CLIENT[client] += 1
+        self.counted, self.session, self.order_key = True, session, order_key
+        OPEN_TOTAL["all"] += 1
+        if session:
+            OPEN_BY_SESSION[session] += 1
         if order_key:
             OPEN_BY_ORDER[order_key] += 1
         await self.accept()
@@ -152,9 +216,12 @@ class Stream(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.idle_timer is not None:
             self.idle_timer.cancel()
-        if self.client is not None:
-            _release(OPEN_BY_CLIENT, self.client)
-            self.client = None
+        if self.counted:
+            _release(OPEN_TOTAL, "all")
+            self.counted = False
+        if self.session:
+            _release(OPEN_BY_SESSION, self.session)
+            self.session = ""
         if self.order_key:
             _release(OPEN_BY_ORDER, self.order_key)
             self.order_key = ""

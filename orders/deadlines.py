@@ -11,6 +11,7 @@ was placed, or when it was scheduled for.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -138,3 +139,17 @@ def late_orders(now: datetime, limit: int | None = None) -> list[Order]:
 def late_count(now: datetime) -> int:
     """How many orders are late: the /metrics gauge."""
     return sum(late(now, status).count() for status in LATE_STATUSES)
+
+
+# Why a cancelled order is not requeued, in the operator's words (admin, `manage.py requeue`).
+CANCELLED_NOT_REQUEUED = "it was cancelled, so it is not requeued (its promise has passed); place a new order instead."
+
+
+def requeue(order_id: uuid.UUID | str, reason: str, actor_id: int | None = None) -> None:
+    """An operator's requeue, keeping the shop's promises: a failed order, or one stuck in a
+    kitchen, goes back in the queue; a cancelled one does not. It would come back under
+    the promise it was placed with, long past, and whoever cancelled it (its customer,
+    its shop's closing) meant it. Refusals raise `queue.InvalidTransitionError`."""
+    if Order.objects.filter(pk=order_id, status=Order.Status.CANCELLED).exists():
+        raise queue.InvalidTransitionError(CANCELLED_NOT_REQUEUED)
+    queue.requeue(order_id, reason, actor_id=actor_id)

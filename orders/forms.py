@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 
 from orders.intake import clean_order_request
 from orders.models import Pizza, Size
+from orders.shops import display_name
 from workers.models import Order, Worker
 from workers.queue import OrderRequest
 
@@ -47,7 +48,7 @@ class OrderForm(forms.Form):
         self.pizzas = pizzas
         shop = self.fields["shop"]
         if isinstance(shop, forms.ChoiceField):
-            shop.choices = [("", "—"), *((name, name) for name in shops)]
+            shop.choices = [("", "—"), *((name, display_name(name)) for name in shops)]
         self.fields["note"].widget.attrs["maxlength"] = settings.PIZZAQUEUE_MAX_NOTE
         for pizza in pizzas:
             # Plain text on the server side: bounds and numbers are checked by the intake.

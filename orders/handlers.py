@@ -46,11 +46,21 @@ def next_tap(stage: str) -> tuple[str, str] | None:
 def customer_may_cancel(order: Order) -> bool:
     """The shop's rule for a customer cancelling an order already in the kitchen: until
     it reaches PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL (the oven, by default), nothing is lost."""
+    return may_cancel("preparing", order.stage)
+
+
+def may_cancel(status: str | None, stage: str) -> bool:
+    """Whether a customer may cancel an order in this status and stage: waiting, or in the
+    kitchen before PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL. The tracking page's button follows it live."""
+    if status == "queued":
+        return True
+    if status != "preparing":
+        return False
     names = [name for name, _share in STAGES]
     until = settings.PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL
     if until not in names:
         return False
-    return order.stage == "" or (order.stage in names and names.index(order.stage) < names.index(until))
+    return stage == "" or (stage in names and names.index(stage) < names.index(until))
 
 
 def operator_may_cancel(order: Order) -> bool:
@@ -102,10 +112,27 @@ def staffed(order: Order, progress: Progress) -> None:
     its order every PIZZAQUEUE_KITCHEN_CHECK_INTERVAL, and returns once staff
     tapped "ready", so the loop completes the order. A cancelled or moved
     order (its lease revoked) stops it at the next look.
+
+    With PIZZAQUEUE_STAFFED_STANDBY set (the demo sets it), a stand-in cook
+    takes a step nobody tapped within that many seconds, through the same
+    fenced write as a tap: a ticket nobody works still gets made (the ring
+    gives a staffed kitchen its share of delivery orders like any other), and
+    a person's tap, or two at once, still moves it one step.
     """
     interval = settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL
-    while _still_held(order) != READY:
+    standby = settings.PIZZAQUEUE_STAFFED_STANDBY
+    assert order.lease_token is not None  # noqa: S101 - a claimed order carries its lease
+    stage, since = _still_held(order), time.monotonic()
+    while stage != READY:
         time.sleep(interval)
+        now_at = _still_held(order)
+        if now_at != stage:
+            stage, since = now_at, time.monotonic()
+        elif standby and time.monotonic() - since >= standby:
+            step = next_tap(stage)
+            if step is not None:
+                queue.advance_stage(order.id, order.lease_token, stage, step[0], by="stand-in cook")
+            since = time.monotonic()
 
 
 def noop(order: Order, progress: Progress) -> None:

@@ -54,7 +54,7 @@ def tap(request: HtmxHttpRequest, name: str) -> HttpResponse:
         # Another shop's order, or none: the same answer, so a tap learns nothing of it.
         return HttpResponseNotFound("order: Not a ticket of this kitchen.", content_type="text/plain")
     notice, level = "", messages.SUCCESS
-    if not queue.advance_stage(order_id, token, shown, step[0]):
+    if not queue.advance_stage(order_id, token, shown, step[0], actor_id=request.user.pk):
         order.refresh_from_db()
         notice, level = why_not(order, token, name), messages.WARNING
     if request.htmx:

@@ -5,8 +5,9 @@ counters in the web process would see nothing of their work. The event rows
 already record every claim, completion, retry and lost lease, so the web
 process keeps its counters by reading the events committed since its last
 scrape, in id order — an indexed range scan whose cost is proportional to the
-new events, never to the size of the table. Counters start at zero when the
-process starts, as Prometheus counters do.
+new events, never to the size of the table. Counters start at zero at the
+process's first scrape (the first read of the events' high-water mark), and
+their help text says so; Prometheus's `rate()` takes the reset in its stride.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class QueueCollector(Collector):
         with self._lock:
             self._read_new_events()
             events = CounterMetricFamily(
-                "pizzaqueue_events", "Order events committed since this process started, by kind.", labels=["kind"]
+                "pizzaqueue_events",
+                "Order events committed since this web process was first scraped, by kind.",
+                labels=["kind"],
             )
             for kind in OrderEvent.Kind.values:
                 events.add_metric([kind], self._events[kind])
@@ -100,7 +103,7 @@ class QueueCollector(Collector):
             yield self._order.family("pizzaqueue_order_seconds", "From placing an order to done.")
             yield CounterMetricFamily(
                 "pizzaqueue_stage_overdue_retries",
-                "Orders given to another kitchen because a stage overran its limit, since this process started.",
+                "Orders given to another kitchen because a stage overran its limit, since this web process was first scraped.",
                 value=self._overdue_retries,
             )
 

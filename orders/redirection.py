@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orders.shops import display_name
 from workers import recovery
 from workers.models import Order, Worker
 
@@ -35,4 +36,5 @@ def reorder_context(order: Order, changeable: bool) -> dict[str, Any]:
     """The offer, for the browser that placed the order (or an operator) only: anyone with
     the link may follow an order, but placing another in the customer's name is theirs."""
     offered = changeable and can_reorder(order)
-    return {"order": order, "can_reorder": offered, "shops": open_shops(order.pinned_worker_id) if offered else []}
+    shops = [{"name": name, "display": display_name(name)} for name in open_shops(order.pinned_worker_id)]
+    return {"order": order, "can_reorder": offered, "shops": shops if offered else []}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orders.handlers import READY, STAGES
+from orders.handlers import READY, STAGES, may_cancel
+from orders.shops import display_name
 from workers import recovery
 from workers.models import Order, OrderEvent
 from workers.queue import leases
@@ -28,6 +29,29 @@ STATUS_LABELS: dict[str, str] = {
     Order.Status.FAILED: "Could not be made",
     Order.Status.CANCELLED: "Cancelled",
 }
+# A shop's state as every page, admin and the docs name it (docs/glossary.md): the
+# engine's kitchen statuses in the shop's words.
+SHOP_STATUS_LABELS: dict[str, str] = {
+    "alive": "open",
+    "draining": "closing",
+    "stopped": "closed",
+    "dead": "down",
+}
+# Each event kind in the shop's words (docs/glossary.md), for the board and admin.
+KIND_LABELS: dict[str, str] = {
+    OrderEvent.Kind.PLACED: "placed",
+    OrderEvent.Kind.CLAIMED: "started",
+    OrderEvent.Kind.STAGE: "stage",
+    OrderEvent.Kind.DONE: "made",
+    OrderEvent.Kind.RETRIED: "requeued",
+    OrderEvent.Kind.RELEASED: "handed back",
+    OrderEvent.Kind.REASSIGNED: "moved",
+    OrderEvent.Kind.FAILED: "failed",
+    OrderEvent.Kind.CANCELLED: "cancelled",
+    OrderEvent.Kind.LEASE_LOST: "kitchen stopped",
+    OrderEvent.Kind.PRIORITY_RAISED: "rushed",
+}
+LEASE_LOST_LINE = "The kitchen stopped making it: the order was cancelled or moved."
 # The order's status right after an event of each kind (None: unchanged).
 STATUS_AFTER: dict[str, str | None] = {
     OrderEvent.Kind.PLACED: Order.Status.QUEUED,
@@ -84,8 +108,6 @@ BACK_IN_QUEUE_BECAUSE = {
     leases.UNANSWERED: "Claimed by a request whose answer was lost; back in the queue, no attempt charged.",
     recovery.LEASE_EXPIRED: "The kitchen's lease expired; back in the queue.",
 }
-# What a shop's departure is called, by the `why` of its `reassigned` events.
-SHOP_LEFT = {"died": "went offline", "stopped": "closed", "closing": "is closing"}
 # What a kitchen that lost an order tried to do, by a `lease-lost` event's `action`.
 LOST_ACTION = {
     "stage": "report a stage of",
@@ -103,7 +125,7 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     if kind == OrderEvent.Kind.PLACED:
         return "Order confirmed."
     if kind == OrderEvent.Kind.CLAIMED:
-        return f"{worker or 'A kitchen'} started on your order."
+        return f"{display_name(worker) or 'A kitchen'} started on your order."
     if kind == OrderEvent.Kind.STAGE:
         return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
     if kind == OrderEvent.Kind.DONE:
@@ -113,12 +135,12 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
         return "Back in the queue for another go."
     if kind == OrderEvent.Kind.REASSIGNED:
-        return moved(event, worker)
+        return moved_line(event, worker)
     if kind == OrderEvent.Kind.FAILED:
         return "Sorry, the kitchen could not make your order."
     if kind == OrderEvent.Kind.CANCELLED:
         if data.get("reason") == recovery.SHOP_UNAVAILABLE:
-            return "Your shop is unavailable, so your takeaway order was cancelled. Please order again."
+            return f"{display_name(worker) or 'Your shop'} {shop_gone(event)}, so your takeaway order was cancelled."
         return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
     if kind == OrderEvent.Kind.PRIORITY_RAISED:
         return "Rushed: your order moves up the queue."
@@ -127,21 +149,66 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     return event.message or kind
 
 
-def moved(event: OrderEvent, worker: str | None) -> str:
-    """A delivery order moved with its shop's bucket (SPEC §7b): which shop makes it now."""
-    to_shop = event.data.get("to_shop") or "the next free shop"
-    left = SHOP_LEFT.get(event.data.get("why", ""), "went offline")
+def shop_gone(event: OrderEvent) -> str:
+    """How the event's shop left: it "went down" (silent: a crash, a power cut, declared
+    dead) or "closed" (stopped or drained by its people)."""
+    why = event.data.get("why") if isinstance(event.data, dict) else None
+    if why:  # the engine's own record of it, where it keeps one
+        return "went down" if why == "died" else "is closing" if why == "closing" else "closed"
+    return "went down" if event.worker is not None and event.worker.status == "dead" else "closed"
+
+
+def moved_line(event: OrderEvent, worker: str | None) -> str:
+    """The one line a customer reads when the order moved to another shop: which shop went
+    down or closed, which one makes the order now, and, if it was already in the kitchen,
+    that it starts again there (why the bar went back)."""
+    leaving = display_name(worker) or "Your shop"
+    gone = shop_gone(event)
+    to_shop = display_name(event.data.get("to_shop")) or "the next free shop"
     if event.data.get("queued"):
-        return f"{worker or 'Your shop'} {left}; {to_shop} will make your order."
-    if not event.data.get("why"):
-        return event.message  # written before the engine recorded only its kind and data
-    return f"Your shop {left}; your order moved to {to_shop}."
+        return f"{leaving} {gone}; {to_shop} will make your order."
+    return f"{leaving} {gone} while making your order; {to_shop} makes it again from the start."
+
+
+def public_timeline(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events a customer reads, one line per happening: a move announced twice in a row
+    (its queue's move, then its kitchen's hand-back to the same shop) is told once."""
+    shown: list[dict[str, Any]] = []
+    for message in messages:
+        if not message["public"]:
+            continue
+        if shown and repeats(shown[-1], message):
+            continue
+        shown.append(message)
+    return shown
+
+
+def repeats(previous: dict[str, Any], message: dict[str, Any]) -> bool:
+    """Whether `message` says again what the line before it said (the same move)."""
+    return (
+        message["kind"] == previous["kind"] == OrderEvent.Kind.REASSIGNED and message["to_shop"] == previous["to_shop"]
+    )
+
+
+def staff_line(event: OrderEvent, worker: str | None) -> str:
+    """The board's line for an event: a failure's or a retry's own reason (the kitchen's error),
+    a calm sentence for a kitchen that stopped, and otherwise what the customer read."""
+    if event.kind in (OrderEvent.Kind.FAILED, OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED) and event.message:
+        return event.message
+    if (
+        event.kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED)
+        and event.data.get("reason") in BACK_IN_QUEUE_BECAUSE
+    ):
+        return BACK_IN_QUEUE_BECAUSE[event.data["reason"]]
+    if event.kind == OrderEvent.Kind.LEASE_LOST:
+        return LEASE_LOST_LINE
+    return describe(event, worker)
 
 
 def operator_note(event: OrderEvent) -> str:
-    """What staff read beside an event: the person's reason or the handler's error, or the
-    shop's line where the engine recorded only what happened."""
-    return event.message or describe(event, event.worker.name if event.worker_id and event.worker else None)
+    """What staff read beside an event (the API's `message`): the person's reason or the
+    handler's error, or the shop's line where the engine recorded only what happened."""
+    return event.message or staff_line(event, event.worker.name if event.worker_id and event.worker else None)
 
 
 def customer_message(event: OrderEvent) -> dict[str, Any] | None:
@@ -152,6 +219,9 @@ def customer_message(event: OrderEvent) -> dict[str, Any] | None:
         return None
     message = event_message(event)
     del message["message"]
+    del message["staff_text"]
+    message["worker"] = display_name(message["worker"]) or None  # the shop's name, never the kitchen's
+    message["to_shop"] = display_name(message["to_shop"]) or message["to_shop"]
     return message
 
 
@@ -169,6 +239,9 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         "created_at": event.created_at.isoformat(),
         "message": operator_note(event),
         "text": describe(event, worker),
+        "kind_label": KIND_LABELS.get(event.kind, event.kind),
+        # What the board says: the customer's line, or the kitchen's error or reason where there is one.
+        "staff_text": staff_line(event, worker),
         # The "ready" tap is followed at once by `done`, which says it to the customer.
         "public": event.kind not in PRIVATE_KINDS
         and not (event.kind == OrderEvent.Kind.STAGE and event.stage == READY),
@@ -180,4 +253,6 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         and event.data.get("reason") == recovery.SHOP_UNAVAILABLE,
         # A delivery order moved to another shop (SPEC §7b): the shop that makes it now.
         "to_shop": event.data.get("to_shop") if event.kind == OrderEvent.Kind.REASSIGNED else None,
+        # Whether the customer may still cancel the order after this event (until the oven).
+        "may_cancel": may_cancel(status, event.stage) if status else None,
     }

@@ -16,24 +16,30 @@ from functools import wraps
 from typing import Any, cast
 
 from django.contrib import messages
-from django.contrib.auth.decorators import user_passes_test
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
-from orders import clients, customers, roles
+from orders import clients, customers, logins, navigation, roles
 from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.models import Pizza
 from orders.redirection import reorder_context
-from orders.timeline import event_message, progress, stage_label
+from orders.shops import display_name
+from orders.timeline import (
+    SHOP_STATUS_LABELS,
+    customer_message,
+    event_message,
+    progress,
+    public_timeline,
+    stage_label,
+)
 from workers import clock, queue, recovery
 from workers.models import Bucket, Order, OrderEvent, OrderQuerySet, Worker, reads_every_order
 from workers.queue import leases
@@ -49,8 +55,36 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-# The board and the staff's pages: for whoever reads every order (`workers.models.reads_every_order`).
-staff_required = user_passes_test(reads_every_order, login_url=reverse_lazy("login"))
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Operators only: anyone else is sent to log in, and a logged-in person whose job is
+    elsewhere to their own page with a sentence saying why (never back to the login form)."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        why = navigation.refusal(request.user, request.path)
+        if why is not None:
+            messages.warning(request, why)
+            return redirect(navigation.home_for(request.user))
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
+class LoginView(logins.ThrottledLoginView):
+    """The login form; each role lands on its own page (`orders.navigation.home_for`), and
+    a `next` page that is not theirs is replaced by their own, with a sentence saying why."""
+
+    def get_success_url(self) -> str:
+        wanted = self.get_redirect_url()  # empty unless safe (same host)
+        user = self.request.user
+        if wanted:
+            why = navigation.refusal(user, wanted)
+            if why is None:
+                return wanted
+            messages.info(self.request, why)
+        return navigation.home_for(user)
 
 
 # --- Customers -------------------------------------------------------------------
@@ -120,24 +154,33 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
 def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
     # The timeline index (order, id) serves this.
-    events = [event_message(e) for e in order.events.select_related("worker").order_by("id")]
+    rows = list(order.events.select_related("worker").order_by("id"))
+    messages_ = [m for m in map(customer_message, rows) if m is not None]
     mine = changeable(request).filter(pk=order.pk).exists()  # this browser's order, or an operator
+    promise = promised_at(order)
+    timeline = public_timeline(messages_)
     context = {
         "order": order,
-        "timeline": [e for e in events if e["public"]],
-        "last_event_id": events[-1]["id"] if events else 0,
+        "timeline": timeline,
+        # The last event this page was rendered from (private ones too), read in the same
+        # query: the stream resumes after it, so an event committed since is sent, not lost.
+        "last_event_id": rows[-1].id if rows else 0,
         "status_label": stage_label(order.status, order.stage),
         "progress": progress(order.status, order.stage),
-        "promised_at": promised_at(order),
+        "promised_at": promise,
+        # The promise is the customer's until the order is made (or stopped): after that it is history.
+        "late": not order.is_final and order.eligible_at <= (now := clock.now()) and promise < now,
         "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
+        "shop_name": display_name(order.pinned_worker.name) if order.pinned_worker else "",
         "items": item_lines(order, pizza_names()),
+        "mine": mine,
         "can_cancel": mine
         and (
             order.status == Order.Status.QUEUED
             or (order.status == Order.Status.PREPARING and customer_may_cancel(order))
         ),
         **reorder_context(order, mine),
-        "moved_to": next((e["text"] for e in reversed(events) if e["to_shop"] is not None), "")
+        "moved_to": next((e["text"] for e in reversed(timeline) if e["to_shop"] is not None), "")
         if not order.is_final
         else "",
     }
@@ -264,6 +307,9 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     context = {
         "staffed": staffed,
         "worker": worker,
+        # Cooks read their shop's name and whether it is open; hosts, pids and incarnations are the board's.
+        "shop_name": display_name(worker.name),
+        "status_label": SHOP_STATUS_LABELS.get(worker.status, worker.status),
         "is_staff": reads_every_order(request.user),
         "preparing": preparing,
         "waiting": waiting,
@@ -298,7 +344,12 @@ def _board_panels(now: datetime) -> dict[str, Any]:
             "-started_at"
         )[:50]
     )
-    workers.sort(key=lambda w: (not w.is_live, w.name, -w.incarnation))
+    # One row per shop: its newest incarnation. A restarted shop's earlier ones are history (admin keeps them).
+    newest: dict[str, Worker] = {}
+    for w in workers:
+        if w.name not in newest or w.incarnation > newest[w.name].incarnation:
+            newest[w.name] = w
+    workers = sorted(newest.values(), key=lambda w: (not w.is_live, w.name))
     buckets_by_owner: dict[int | None, int] = defaultdict(int)
     queued_by_owner: dict[int | None, int] = defaultdict(int)
     depths: Any = Bucket.objects.with_depth()  # `queued` is an annotation the type checker cannot see
@@ -313,6 +364,7 @@ def _board_panels(now: datetime) -> dict[str, Any]:
             "worker": w,
             "heartbeat_age": (now - w.last_heartbeat).total_seconds(),
             "freshness": w.freshness(now),
+            "status_label": SHOP_STATUS_LABELS.get(w.status, w.status),
             "buckets": buckets_by_owner.get(w.pk, 0) if w.is_live else 0,
             "queued": queued_by_owner.get(w.pk, 0) if w.is_live else 0,
             "preparing": preparing_by_worker.get(w.pk, 0),

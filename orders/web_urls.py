@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
-from orders import kitchen_views, logins, views
+from orders import kitchen_views, views
 
 urlpatterns = [
     path("", views.menu, name="menu"),
+    # Browsers ask for /favicon.ico on pages that name no icon (admin, Swagger UI): the site's own, not a 404.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True), name="favicon"),
     path("orders/", views.place_order, name="place-order"),
     path("orders/<uuid:order_id>/", views.track_order, name="track-order"),
     path("orders/<uuid:order_id>/cancel/", views.cancel_order, name="cancel-order"),
@@ -17,6 +21,6 @@ urlpatterns = [
     path("kitchen/<str:name>/tap/", kitchen_views.tap, name="kitchen-tap"),
     path("kitchen/<str:name>/rush/<uuid:order_id>/", views.raise_order_priority, name="raise-order-priority"),
     path("board/", views.board, name="board"),
-    path("accounts/login/", logins.ThrottledLoginView.as_view(next_page="board"), name="login"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),
 ]

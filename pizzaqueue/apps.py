@@ -1,4 +1,5 @@
-"""The project's app configurations."""
+"""The project's app configurations: kept apart from the admin site, whose module
+imports models and so may be imported only once the apps are loaded."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class PizzaqueueAdminConfig(AdminConfig):
-    """django.contrib.admin with the project's site (`pizzaqueue.admin_site`), imported once apps are loaded."""
+    """django.contrib.admin with the project's site (`pizzaqueue.admin_site`): in the shop's
+    words, its door on the roles."""
 
-    default_site = "pizzaqueue.admin_site.PizzaqueueAdminSite"
+    default_site = "pizzaqueue.admin_site.OperationsAdminSite"

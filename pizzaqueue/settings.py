@@ -75,6 +75,17 @@ def env_networks(name: str, default: str = "") -> list[str]:
     return entries
 
 
+def env_pairs(name: str) -> dict[str, str]:
+    """`key=value` pairs, comma-separated; a pair without `=` or with an empty side is refused."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in env_str(name).split(","))):
+        key, sep, value = (side.strip() for side in item.partition("="))
+        if not (sep and key and value):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not name=value")
+        pairs[key] = value
+    return pairs
+
+
 def _dev_secret_key() -> str:
     """A per-checkout key, kept in a git-ignored file so sessions survive restarts."""
     path = BASE_DIR / ".dev-secret-key"
@@ -131,7 +142,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 INSTALLED_APPS = [
     "daphne",
-    "pizzaqueue.apps.PizzaqueueAdminConfig",  # django.contrib.admin, its door on the roles
+    "pizzaqueue.apps.PizzaqueueAdminConfig",  # django.contrib.admin: the shop's words, its door on the roles
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -177,6 +188,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orders.navigation.navigation",
             ],
         },
     },
@@ -227,6 +239,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Times to the second with their zone, in admin and the pages (pizzaqueue/formats/).
+FORMAT_MODULE_PATH = ["pizzaqueue.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -314,6 +328,14 @@ PIZZAQUEUE_CUSTOMER_CANCEL_UNTIL = os.environ.get("PIZZAQUEUE_CUSTOMER_CANCEL_UN
 # kitchen for its staff's taps, a simulated oven between stages): a cancelled or
 # moved order is dropped within this many seconds.
 PIZZAQUEUE_KITCHEN_CHECK_INTERVAL = env_float("PIZZAQUEUE_KITCHEN_CHECK_INTERVAL", 0.2, minimum=0.01)
+# Seconds a staffed kitchen's ticket waits for a tap before a stand-in cook takes the
+# step itself (0 = never: only people move it). The demo sets it, so no order waits
+# on a display nobody works.
+PIZZAQUEUE_STAFFED_STANDBY = env_float("PIZZAQUEUE_STAFFED_STANDBY", 0.0, minimum=0.0)
+
+# What customers call each shop: "name=Display Name" pairs, comma-separated
+# (orders/shops.py); a shop not listed is shown by its name in words.
+PIZZAQUEUE_SHOP_NAMES = env_pairs("PIZZAQUEUE_SHOP_NAMES")
 
 # --- Stage deadlines --------------------------------------------------------------
 # A stage may take its share of the order's estimated time times this factor before
@@ -346,9 +368,15 @@ PIZZAQUEUE_METRICS_TOKEN = env_str("PIZZAQUEUE_METRICS_TOKEN")
 PIZZAQUEUE_METRICS_ALLOW = env_networks("PIZZAQUEUE_METRICS_ALLOW", "127.0.0.1,::1")
 
 # --- WebSocket limits (per web process) -----------------------------------------
-# Streams one client address may hold open, and streams of one order.
-PIZZAQUEUE_WS_PER_CLIENT = env_int("PIZZAQUEUE_WS_PER_CLIENT", 20, minimum=1)
+# Streams one process holds in all (its file descriptors and memory), streams of one
+# browser session and of one order. Not per address: a whole office, campus or
+# carrier NAT shares one (docs/security.md has the figures).
+PIZZAQUEUE_WS_MAX_STREAMS = env_int("PIZZAQUEUE_WS_MAX_STREAMS", 5000, minimum=1)
+PIZZAQUEUE_WS_PER_SESSION = env_int("PIZZAQUEUE_WS_PER_SESSION", 20, minimum=1)
 PIZZAQUEUE_WS_PER_ORDER = env_int("PIZZAQUEUE_WS_PER_ORDER", 20, minimum=1)
+# New streams per client address: a burst of this many at once, then this many per second.
+PIZZAQUEUE_WS_CONNECT_BURST = env_int("PIZZAQUEUE_WS_CONNECT_BURST", 300, minimum=1)
+PIZZAQUEUE_WS_CONNECT_RATE = env_float("PIZZAQUEUE_WS_CONNECT_RATE", 5.0, minimum=0.01)
 # Clients only listen: a stream is closed after this many messages from its client,
 # or one longer than PIZZAQUEUE_WS_MAX_MESSAGE_BYTES.
 PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES = env_int("PIZZAQUEUE_WS_MAX_CLIENT_MESSAGES", 10, minimum=0)
@@ -388,10 +416,13 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "pizzaqueue API",
     "DESCRIPTION": "Place, track and cancel orders; watch the kitchens. Every call needs a token: "
-    "`Authorization: Token <key>` (`python manage.py drf_create_token USER`).",
+    "`Authorization: Token <key>` (`python manage.py drf_create_token USER`). In this page, "
+    "press *Authorize* and enter `Token <key>`, then *Try it out* on any call.",
     "VERSION": "1.0.0",
-    # The schema and the docs need a login or a token too, like the rest of the API.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and the docs are public: an integrator has a token, not a password, and
+    # reads them before using it (Swagger UI's Authorize takes `Token <key>`). Every
+    # call they describe still needs the token.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from this project's static files (drf-spectacular-sidecar), never a CDN;

@@ -23,6 +23,10 @@ from django.utils.html import format_html
 from workers import clock, membership, monitor
 from workers.models import Bucket, BucketMove, BucketQuerySet, MonitorLease, Worker, WorkerQuerySet
 
+# A kitchen's status in the words the site uses (docs/glossary.md; the shop's pages read
+# `orders.timeline.SHOP_STATUS_LABELS`, which the engine does not import).
+SHOP_WORDS = {"alive": "open", "draining": "closing", "stopped": "closed", "dead": "down"}
+
 
 def format_duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -84,7 +88,7 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     list_display = (
         "name",
         "incarnation",
-        "status",
+        "shop_status",
         "heartbeat",
         "owned_buckets",
         "in_flight",
@@ -108,6 +112,14 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("workers.change_worker")
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # The site calls them kitchens (docs/glossary.md); the table keeps the engine's name.
+        return super().changelist_view(request, {"title": "Kitchens", **(extra_context or {})})
+
+    @admin.display(description="status")
+    def shop_status(self, worker: Worker) -> str:
+        return SHOP_WORDS.get(worker.status, worker.status)
+
     @admin.display(description="heartbeat age", ordering="last_heartbeat")
     def heartbeat(self, worker: Worker) -> str:
         # Coloured by `Worker.freshness` in workers/admin.css: green, amber, red; grey once it left the ring.
@@ -125,27 +137,33 @@ class WorkerAdmin(FastChangeList, ReadOnlyAdmin):
     def in_flight(self, worker: Any) -> int:
         return worker.in_flight
 
-    @admin.action(description="Drain: finish in-flight orders, claim no more, stop", permissions=["operate"])
+    @admin.action(description="Close (drain): finish what it holds, take no more, stop", permissions=["operate"])
     def drain_workers(self, request: HttpRequest, queryset: QuerySet) -> None:
         for worker in queryset.order_by("pk"):
             if membership.drain(worker.pk):
-                self.message_user(request, f"{worker} is draining.", messages.SUCCESS)
+                self.message_user(request, f"{worker} is closing.", messages.SUCCESS)
             else:
                 self.message_user(
-                    request, f"{worker} is {worker.status}; only an alive worker can be drained.", messages.WARNING
+                    request,
+                    f"{worker} is {SHOP_WORDS.get(worker.status, worker.status)}; only an open kitchen can close.",
+                    messages.WARNING,
                 )
 
-    @admin.action(description="Declare dead: re-queue its orders now", permissions=["operate"])
+    @admin.action(description="Declare down: move its orders to open kitchens now", permissions=["operate"])
     def declare_workers_dead(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"declared dead by operator {request.user.get_username()}"
         for worker in queryset.order_by("pk"):
             recovery = monitor.declare_dead(worker.pk, reason=reason, actor_id=request.user.pk)
             if recovery is None:
-                self.message_user(request, f"{worker} is {worker.status}; it is not in the ring.", messages.WARNING)
+                self.message_user(
+                    request,
+                    f"{worker} is {SHOP_WORDS.get(worker.status, worker.status)}; it is not open.",
+                    messages.WARNING,
+                )
                 continue
             self.message_user(
                 request,
-                f"{worker} declared dead: {len(recovery.requeued)} requeued, {len(recovery.failed)} failed, "
+                f"{worker} declared down: {len(recovery.requeued)} requeued, {len(recovery.failed)} failed, "
                 f"{len(recovery.cancelled)} takeaway orders cancelled, {recovery.moved_buckets} buckets moved.",
                 messages.SUCCESS,
             )

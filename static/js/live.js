@@ -121,32 +121,58 @@
         if (event.status) {
           status.textContent = event.status_label;
           card.dataset.status = event.status;
-          if (cancel && event.status !== "queued") {
-            cancel.hidden = true;
+          if (cancel) {
+            // Cancelling stays possible until the oven, and again once a moved order is back in the queue.
+            cancel.hidden = !event.may_cancel;
           }
         }
         if (event.progress !== null) {
           bar.value = event.progress;
           bar.textContent = event.progress + " %";
         }
-        if (event.public) {
+        if (event.public && !repeatsLast(timeline, event)) {
           var item = element("li", "event-" + event.kind);
           item.dataset.id = event.id;
+          if (event.to_shop !== null && event.to_shop !== undefined) {
+            item.dataset.toShop = event.to_shop;
+          }
           item.appendChild(timeElement(event.created_at));
           item.appendChild(document.createTextNode(" "));
           item.appendChild(element("span", "text", event.text));
           timeline.appendChild(item);
         }
         if (FINAL[event.status]) {
+          // A finished or stopped order's promise is history: no "Promised by", no "late".
           var promise = root.querySelector(".promise");
           if (promise && event.status === "done") {
             promise.textContent = "Ready — enjoy!";
+          } else if (promise) {
+            promise.remove();
+          }
+          var late = document.getElementById("late");
+          if (late) {
+            late.remove();
           }
         }
         announce(event);
       }
     });
     window.pizzaqueue.stream = stream;
+    // Tell the customer once the promised time has passed (the page's clock, checked every second).
+    setInterval(function () {
+      var promise = document.getElementById("promise");
+      var late = document.getElementById("late");
+      if (promise && late && late.hidden && Date.now() > Date.parse(promise.getAttribute("datetime"))) {
+        late.hidden = false;
+      }
+    }, 1000);
+  }
+
+  // The same move told twice in a row (its queue's, then its kitchen's hand-back) is one line.
+  function repeatsLast(timeline, event) {
+    var last = timeline.lastElementChild;
+    return event.kind === "reassigned" && last !== null && last.className === "event-reassigned" &&
+      (last.dataset.toShop || "") === (event.to_shop || "");
   }
 
   // --- The operations board --------------------------------------------------
@@ -159,7 +185,7 @@
         item.dataset.id = event.id;
         item.appendChild(timeElement(event.created_at));
         item.appendChild(document.createTextNode(" "));
-        item.appendChild(element("span", "kind", event.kind + (event.stage ? " " + event.stage : "")));
+        item.appendChild(element("span", "kind", event.kind_label + (event.stage ? " " + event.stage : "")));
         item.appendChild(document.createTextNode(" "));
         var link = element("a", "", "#" + event.order.slice(0, 8));
         link.href = "/orders/" + event.order + "/";
@@ -169,7 +195,7 @@
           item.appendChild(element("span", "who", event.worker));
         }
         item.appendChild(document.createTextNode(" "));
-        item.appendChild(element("span", "text", event.message || event.text));
+        item.appendChild(element("span", "text", event.staff_text || event.text));
         list.insertBefore(item, list.firstChild);
         while (list.children.length > 50) {
           list.removeChild(list.lastChild);

@@ -147,7 +147,7 @@ def test_a_takeaway_customer_whose_shop_died_orders_the_same_at_an_open_shop_in_
     expect(page.locator("#live-state")).to_have_text("● live")
     os.kill(corner.pid, signal.SIGKILL)
 
-    again = page.locator("#reorder button", has_text="Collect it from harbour")
+    again = page.locator("#reorder button", has_text="Collect it from Harbour")
     expect(again).to_be_visible(timeout=20_000)
     expect(page.locator("#status")).to_have_text("Cancelled")
     assert page.evaluate("window.sameDocument") is True

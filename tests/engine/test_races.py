@@ -17,7 +17,7 @@ import pytest
 from django.db import connection, connections
 
 from tests.base import make_order, make_worker, wait_until
-from workers import monitor, queue
+from workers import monitor, queue, recovery
 from workers.models import Order, OrderEvent, Worker
 
 pytestmark = [
@@ -95,7 +95,7 @@ def test_a_requeue_racing_its_shops_death_never_strands_the_order(
     assert Worker.objects.get(pk=shop.pk).status == Worker.Status.DEAD
     # The death came second: it saw the requeued order and cancelled it, telling the customer.
     assert order.status == Order.Status.CANCELLED
-    assert order.cancel_reason == queue.SHOP_UNAVAILABLE
+    assert order.cancel_reason == recovery.SHOP_UNAVAILABLE
     kinds = list(OrderEvent.objects.filter(order=order).values_list("kind", flat=True))
     assert kinds[-2:] == [OrderEvent.Kind.RETRIED, OrderEvent.Kind.CANCELLED]
 
@@ -126,7 +126,7 @@ def test_a_rush_racing_its_shops_death_is_cancelled_with_the_shop(
         return rank_for(*args)
 
     monkeypatch.setattr(queue, "rank_for", pausing)
-    rush = InAnotherConnection(lambda: queue.expedite(order.pk, priority=9))
+    rush = InAnotherConnection(lambda: queue.raise_priority(order.pk, priority=9))
     rush.start()
     assert reached.wait(timeout=30)  # the rush read the order queued and is about to write
     death = InAnotherConnection(lambda: monitor.declare_dead(shop.pk, "missed heartbeats"))

@@ -59,7 +59,9 @@ def status_of(order: Order) -> str:
 # --- Order actions -----------------------------------------------------------------
 
 
-def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(operator: Client) -> None:
+def test_requeue_puts_failed_orders_back_and_refuses_cancelled_and_waiting_ones_with_reasons(
+    operator: Client,
+) -> None:
     failed = make_order(max_attempts=1)
     _worker, tokens = claimed(failed)
     queue.fail(failed.pk, tokens[failed.pk], "oven on fire")
@@ -68,11 +70,16 @@ def test_requeue_puts_failed_and_cancelled_orders_back_and_reports_the_rest(oper
 
     shown = act(operator, ORDERS, "requeue_orders", [failed, cancelled, queued])
 
-    assert status_of(failed) == status_of(cancelled) == "queued"
-    assert ("success", "2 orders requeued.") in shown
+    assert (status_of(failed), status_of(cancelled)) == ("queued", "cancelled")
+    assert ("success", "1 order requeued.") in shown
     assert (
         "warning",
-        f"Order {queued.pk}: Order is queued; only failed, cancelled or preparing orders can be requeued.",
+        f"Order #{str(queued.pk)[:8]}: Order is queued; only failed, cancelled or preparing orders can be requeued.",
+    ) in shown
+    assert (
+        "warning",
+        f"Order #{str(cancelled.pk)[:8]}: it was cancelled, so it is not requeued (its promise has passed); "
+        "place a new order instead.",
     ) in shown
     retried = OrderEvent.objects.get(order=failed, kind="retried", data__by="operator")
     assert retried.message == "requeued by an operator"
@@ -94,7 +101,7 @@ def test_cancel_cancels_queued_orders_and_stops_those_in_the_kitchen(operator: C
     stopped = Order.objects.get(pk=preparing.pk)
     assert (stopped.status, stopped.lease_token) == ("cancelled", None)
     assert shown == [
-        ("warning", f"Order {done.pk}: Order is cancelled; only a queued order can be cancelled."),
+        ("warning", f"Order #{str(done.pk)[:8]}: Order is cancelled; only a queued order can be cancelled."),
         ("success", "2 orders cancelled."),
     ]
 
@@ -112,7 +119,7 @@ def test_rush_raises_queued_orders_to_top_priority(operator: Client) -> None:
     assert ("success", "1 order rushed.") in shown
     assert (
         "warning",
-        f"Order {preparing.pk}: Order is preparing; only a queued order's priority can be raised.",
+        f"Order #{str(preparing.pk)[:8]}: Order is preparing; only a queued order's priority can be raised.",
     ) in shown
 
 
@@ -224,8 +231,8 @@ def test_drain_asks_alive_workers_to_stop_and_reports_the_others(operator: Clien
     assert Worker.objects.get(pk=alive.pk).status == "draining"
     assert Worker.objects.get(pk=gone.pk).status == "stopped"
     assert shown == [
-        ("success", "shop-1#1 is draining."),
-        ("warning", "shop-2#1 is stopped; only an alive worker can be drained."),
+        ("success", "shop-1#1 is closing."),
+        ("warning", "shop-2#1 is closed; only an open kitchen can close."),
     ]
 
 
@@ -242,10 +249,10 @@ def test_declare_dead_requeues_the_workers_orders_at_once(operator: Client) -> N
     assert set(Bucket.objects.values_list("owner_id", flat=True)) == {survivor.pk}
     assert len(shown) == 1
     assert re.fullmatch(
-        r"shop-1#1 declared dead: 1 requeued, 0 failed, 0 takeaway orders cancelled, \d+ buckets moved\.", shown[0][1]
+        r"shop-1#1 declared down: 1 requeued, 0 failed, 0 takeaway orders cancelled, \d+ buckets moved\.", shown[0][1]
     )
     assert act(operator, WORKERS, "declare_workers_dead", [worker]) == [
-        ("warning", "shop-1#1 is dead; it is not in the ring.")
+        ("warning", "shop-1#1 is down; it is not open.")
     ]
 
 
@@ -297,15 +304,19 @@ def test_the_order_list_shows_waiting_orders_first_then_newest(operator: Client)
 # --- Search and filters ------------------------------------------------------------------
 
 
-def test_orders_are_found_by_exact_id_only(operator: Client) -> None:
-    order, _other = make_order(), make_order()
+def test_orders_are_found_by_full_or_short_id_customer_name_or_area(operator: Client) -> None:
+    order = make_order(customer_name="Ada Lovelace", area="Old Town")
+    other = make_order(customer_name="Grace", area="Harbour")
 
     def found(term: str) -> list[Order]:
         return list(operator.get(ORDERS, {"q": term}).context["cl"].result_list)
 
     assert found(str(order.pk)) == [order]
     assert found(f"  {str(order.pk).upper()} ") == [order]
-    assert found(str(order.pk)[:8]) == []
+    assert found(str(order.pk)[:8]) == [order]
+    assert found(f"#{str(other.pk)[:8]}") == [other]
+    assert found("ada") == [order]
+    assert found("old town") == [order]
     assert found("'; DROP TABLE orders_order; --") == []
 
 

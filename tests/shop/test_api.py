@@ -479,8 +479,6 @@ ENDPOINTS = [
     ("get", "/api/workers/"),
     ("get", "/api/buckets/"),
     ("get", "/api/stats/"),
-    ("get", "/api/schema/"),
-    ("get", "/api/docs/"),
 ]
 
 

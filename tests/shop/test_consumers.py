@@ -44,8 +44,10 @@ async def fresh_relay() -> AsyncIterator[None]:
     await stop_relay()
     await get_channel_layer().flush()
     # Streams a test left open never disconnected: they count no more.
-    consumers.OPEN_BY_CLIENT.clear()
+    consumers.OPEN_BY_SESSION.clear()
     consumers.OPEN_BY_ORDER.clear()
+    consumers.OPEN_TOTAL.clear()
+    consumers.CONNECT_RATE.clear()
     # The consumers' database thread: a test database cannot be dropped while it is connected.
     await database_sync_to_async(connections.close_all)()
 
@@ -269,23 +271,24 @@ async def test_every_stream_checks_the_origin() -> None:
         assert connected is False, path
 
 
-@override_settings(PIZZAQUEUE_WS_PER_CLIENT=2)
-async def test_a_client_holds_a_bounded_number_of_streams() -> None:
+@override_settings(PIZZAQUEUE_WS_CONNECT_BURST=2, PIZZAQUEUE_WS_CONNECT_RATE=0.01)
+async def test_a_client_address_opens_a_bounded_burst_of_streams() -> None:
     orders = [await place() for _ in range(3)]
     first, ok_1 = await connect(f"/ws/orders/{orders[0].id}/")
     second, ok_2 = await connect(f"/ws/orders/{orders[1].id}/")
     _third, ok_3 = await connect(f"/ws/orders/{orders[2].id}/")
     assert (ok_1, ok_2, ok_3) == (True, True, False)
-
+    # Closing streams gives nothing back: the bucket refills with time, not with churn.
     await first.disconnect()
-    again, ok_again = await connect(f"/ws/orders/{orders[2].id}/")
-    assert ok_again is True
+    _again, ok_again = await connect(f"/ws/orders/{orders[2].id}/")
+    assert ok_again is False
     await second.disconnect()
-    await again.disconnect()
 
 
-@override_settings(PIZZAQUEUE_WS_PER_CLIENT=2, PIZZAQUEUE_TRUSTED_PROXIES=["10.0.0.1"])
-async def test_clients_behind_a_trusted_proxy_are_told_apart_by_its_forwarded_for() -> None:
+@override_settings(
+    PIZZAQUEUE_WS_CONNECT_BURST=2, PIZZAQUEUE_WS_CONNECT_RATE=0.01, PIZZAQUEUE_TRUSTED_PROXIES=["10.0.0.1"]
+)
+async def test_clients_behind_a_trusted_proxy_get_a_connection_rate_each_by_its_forwarded_for() -> None:
     order = await place()
 
     async def through_proxy(proxy: str, forwarded_for: str) -> bool:

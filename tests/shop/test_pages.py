@@ -137,7 +137,7 @@ def test_the_tracking_page_shows_stage_progress_promise_and_timeline(client: Cli
     assert "Promised by" in page
     assert "2 × Margherita (large)" in page
     timeline = re.findall(r'<span class="text">([^<]*)</span>', page)
-    assert timeline == ["Order confirmed.", "shop-1 started on your order.", "Stretching the dough.", "In the oven."]
+    assert timeline == ["Order confirmed.", "Shop 1 started on your order.", "Stretching the dough.", "In the oven."]
     assert f'data-stream="/ws/orders/{order.id}/"' in page
     assert f'data-after="{order.events.order_by("-id").first().id}"' in page
 
@@ -150,7 +150,7 @@ def test_the_tracking_page_tells_a_customer_their_shop_went_offline_and_where_th
     monitor.declare_dead(first.pk)
 
     page = client.get(f"/orders/{order.id}/").content.decode()
-    assert "Your shop went offline; your order moved to shop-2." in page
+    assert "Shop 1 went down while making your order; Shop 2 makes it again from the start." in page
     assert '<p class="status" id="status">In the queue</p>' in page
 
 
@@ -160,7 +160,7 @@ def test_the_tracking_page_tells_a_takeaway_customer_their_shop_is_unavailable(c
     monitor.declare_dead(shop.pk)
 
     page = client.get(f"/orders/{order.id}/").content.decode()
-    assert "Your shop is unavailable, so your takeaway order was cancelled. Please order again." in page
+    assert "Shop 1 went down, so your takeaway order was cancelled." in page
     assert '<a href="/">Order again</a>' in page
     assert '<p class="status" id="status">Cancelled</p>' in page
 
@@ -209,9 +209,13 @@ def test_staff_pages_send_anonymous_users_to_the_login_page(client: Client, path
     assert response["Location"] == f"/accounts/login/?next={path}"
 
 
-def test_the_board_sends_non_staff_users_to_the_login_page(client: Client) -> None:
+def test_the_board_sends_a_logged_in_non_operator_to_their_own_page_with_a_reason(client: Client) -> None:
     client.force_login(User.objects.create_user("customer"))
-    assert client.get("/board/")["Location"] == "/accounts/login/?next=/board/"
+    response = client.get("/board/", follow=True)
+    assert response.redirect_chain == [("/", 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        "The operations board is for operators; here is your page."
+    ]
 
 
 def test_a_kitchen_display_refuses_a_user_who_does_not_staff_it(client: Client) -> None:
@@ -287,8 +291,8 @@ def test_the_board_shows_kitchens_buckets_queue_depth_and_throughput(staff_clien
     response = staff_client.get("/board/")
     page = response.content.decode()
     assert response.status_code == 200
-    assert re.search(r'data-worker="shop-1".*?status-fresh">alive<', page, re.S)
-    assert re.search(r'data-worker="shop-2".*?status-dead">dead<', page, re.S)
+    assert re.search(r'data-worker="shop-1".*?status-fresh">open<', page, re.S)
+    assert re.search(r'data-worker="shop-2".*?status-dead">down<', page, re.S)
     assert re.search(r'<th>P5</th>.*?<td class="num">1</td>', page, re.S)
     assert re.search(r'<th>P0</th>.*?<td class="num">2</td>', page, re.S)
     assert '<span class="value" id="queued-total">3</span>' in page

@@ -120,12 +120,12 @@ async def test_kitchen_staff_get_their_displays_stream_but_not_the_board(live_me
 def test_every_operator_action_is_on_the_timeline_with_the_operator(menu: None) -> None:
     browser, olga = operator()
     shop = make_worker("shop-1")
-    baking = make_order(area=area_owned_by(shop))
+    baking, stuck = make_order(area=area_owned_by(shop)), make_order(area=area_owned_by(shop))
     queue.claim(shop.pk, 10)
     queued, rushed = make_order(), make_order()
 
     assert admin_action(browser, ORDERS_ADMIN, "cancel_orders", [queued]) == 302
-    assert admin_action(browser, ORDERS_ADMIN, "requeue_orders", [queued]) == 302
+    assert admin_action(browser, ORDERS_ADMIN, "requeue_orders", [stuck]) == 302
     assert admin_action(browser, ORDERS_ADMIN, "raise_priority_of_orders", [rushed]) == 302
     assert admin_action(browser, WORKERS_ADMIN, "declare_workers_dead", [shop]) == 302
 
@@ -133,7 +133,7 @@ def test_every_operator_action_is_on_the_timeline_with_the_operator(menu: None) 
     assert sorted(by_olga.values_list("order_id", "kind")) == sorted(
         [
             (queued.pk, "cancelled"),
-            (queued.pk, "retried"),
+            (stuck.pk, "retried"),
             (rushed.pk, "priority-raised"),
             (baking.pk, "reassigned"),
         ]

@@ -284,9 +284,9 @@ def test_queued_delivery_orders_moved_with_a_dead_shops_buckets_are_told_where(c
     waiting = make_order(now=T0, area=area_owned_by(doomed))
     monitor.declare_dead(doomed.pk, now=at(20))
     [moved] = events(waiting, OrderEvent.Kind.REASSIGNED)
-    assert describe(moved, "shop-3") == "shop-3 went offline; shop-1 will make your order."
+    assert describe(moved, "shop-3") == "Shop 3 went down; Shop 1 will make your order."
     assert moved.data == {"to_shop": "shop-1", "why": "died", "queued": True}
-    assert "shop-3 went offline; shop-1 will make your order." in client.get(f"/orders/{waiting.pk}/").content.decode()
+    assert "Shop 3 went down; Shop 1 will make your order." in client.get(f"/orders/{waiting.pk}/").content.decode()
 
 
 def test_a_clean_stop_and_a_drain_tell_the_queued_customers_too() -> None:
@@ -297,8 +297,8 @@ def test_a_clean_stop_and_a_drain_tell_the_queued_customers_too() -> None:
     drained_queue = make_order(now=T0, area=area_owned_by(draining))
     membership.stop(closing.pk, now=at(1))
     membership.drain(draining.pk, now=at(2))
-    assert describe(events(stopped_queue, OrderEvent.Kind.REASSIGNED)[0], "shop-3").startswith("shop-3 closed; ")
-    assert describe(events(drained_queue, OrderEvent.Kind.REASSIGNED)[0], "shop-2").startswith("shop-2 is closing; ")
+    assert describe(events(stopped_queue, OrderEvent.Kind.REASSIGNED)[0], "shop-3").startswith("Shop 3 closed; ")
+    assert describe(events(drained_queue, OrderEvent.Kind.REASSIGNED)[0], "shop-2").startswith("Shop 2 is closing; ")
 
 
 def test_an_order_being_baked_gets_one_reassigned_event_not_two() -> None:
@@ -369,8 +369,8 @@ def test_only_the_browser_that_placed_a_takeaway_order_is_offered_it_again(clien
     order = takeaway_cancelled_with_its_shop(client)
     stranger = Client()
 
-    assert "Collect it from harbour" not in stranger.get(f"/orders/{order.pk}/").content.decode()
+    assert "Collect it from Harbour" not in stranger.get(f"/orders/{order.pk}/").content.decode()
     assert stranger.get(f"/orders/{order.pk}/reorder/").content.decode().strip() == ""
     assert stranger.post(f"/orders/{order.pk}/reorder/", {"shop": "harbour"}).status_code == 403
     assert Order.objects.count() == 1
-    assert "Collect it from harbour" in client.get(f"/orders/{order.pk}/").content.decode()
+    assert "Collect it from Harbour" in client.get(f"/orders/{order.pk}/").content.decode()

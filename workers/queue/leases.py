@@ -203,6 +203,7 @@ def advance_stage(
     to_stage: str,
     now: datetime | None = None,
     actor_id: int | None = None,
+    by: str = "staff",
 ) -> bool:
     """A person moves an order from `from_stage` to `to_stage` for the worker that
     holds it (a staffed kitchen's display in the shop, SPEC §7a); False when nothing was written.
@@ -212,7 +213,8 @@ def advance_stage(
     changes nothing; and by the stage it showed, so a double tap, or two
     tablets tapping at once, moves the order one step, not two. The worker
     holding the lease sees the new stage on its next look (`check_lease`) and,
-    at the last one, returns so its loop completes it. `actor_id` is the person.
+    at the last one, returns so its loop completes it. `actor_id` is the person,
+    `by` who tapped as the timeline tells it ("staff", or a stand-in).
     """
     now = now or clock.now()
     with transaction.atomic():
@@ -226,7 +228,7 @@ def advance_stage(
         if worker_id is None:
             return False
         Order.objects.leased(order_id, token).update(stage=to_stage, stage_started_at=now)
-        record([event(order_id, Event.STAGE, now, worker_id=worker_id, stage=to_stage, actor_id=actor_id, by="staff")])
+        record([event(order_id, Event.STAGE, now, worker_id=worker_id, stage=to_stage, actor_id=actor_id, by=by)])
     return True
 
 

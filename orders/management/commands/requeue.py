@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from orders import deadlines
 from workers import queue
 from workers.models import Order
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         requeued = refused = 0
         for order_id in ids:
             try:
-                queue.requeue(order_id, "requeued from the command line")
+                deadlines.requeue(order_id, "requeued from the command line")
             except (queue.OrderNotFoundError, queue.InvalidTransitionError) as exc:
                 refused += 1
                 self.stderr.write(f"{order_id}: {exc}")
