@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.db import connection
 
-from tests.base import wait_until
+from tests.base import area_owned_by, wait_until
 from tests.conftest import FAST_WORKER_ENV, WorkerProcesses
-from tests.factory import area_owned_by, make_order
+from tests.factory import make_order
 from workers.loop import EXIT_STUCK
 from workers.models import Order, OrderEvent, Worker
 
