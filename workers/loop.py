@@ -181,6 +181,9 @@ class WorkerLoop:
         self._progressed_at = 0.0
         # The last heartbeat that got through (monotonic), and what giving up leases decided.
         self._beat_ok_at = 0.0
+        # Since when its heartbeats have got through without a gap (monotonic): the
+        # monitor judges others' silence only once it has watched for a whole timeout.
+        self._in_touch_since = 0.0
         self._registered_at = 0.0
         self._stalled = False
         self._stall_backoff = 0.0
@@ -217,6 +220,7 @@ class WorkerLoop:
         self._renewed_at = sent
         self._progressed_at = sent
         self._beat_ok_at = sent
+        self._in_touch_since = sent
         self._registered_at = sent
         self.cut_off = False
         now = time.monotonic()
@@ -327,6 +331,8 @@ class WorkerLoop:
             self._reincarnate()
             return
         self._renewed_at = vouched
+        if sent - self._beat_ok_at > 2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL:
+            self._in_touch_since = sent  # back after a gap: the database was away from here
         self._beat_ok_at = sent
         self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         if status == Worker.Status.DRAINING and not self.draining:
@@ -452,10 +458,14 @@ class WorkerLoop:
             self.pending.clear()  # never started; their leases run out in the database
 
     def _rejoin(self) -> None:
-        """Back in touch after giving its leases up: leave as the old incarnation
-        (what it held goes back to the queue, if the monitor has not done so yet)
-        and join as a new one."""
+        """Back in touch after giving its leases up. After an outage (the database or
+        the link was away) it carries on as the same worker (`_resume`); after a stall,
+        or if a monitor that could see the database declared it dead meanwhile, it
+        leaves as the old incarnation (what it held goes back to the queue, if the
+        monitor has not done so yet) and joins as a new one."""
         assert self.record is not None  # noqa: S101 - only called with a record
+        if not self._stalled and not self._left and self._resume():
+            return
         if not self._left:
             why = "no progress past its leases" if self._stalled else "out of touch with the database past its leases"
             monitor.declare_dead(self.record.pk, why)
@@ -464,6 +474,29 @@ class WorkerLoop:
             return  # out of the ring, holding nothing: no one waits for it
         logger.warning("rejoining after giving up its leases name=%s", self.record)
         self._start_again()
+
+    def _resume(self) -> bool:
+        """An outage is not a death (SPEC §4.11): back in touch, the worker is the same
+        worker, unless a monitor declared it dead meanwhile (False). What it gave up (the
+        claims it had not started, the orders whose handlers stopped) goes back to the
+        queue with no attempt charged; what its handlers are still making, it keeps."""
+        assert self.record is not None  # noqa: S101 - only called with a record
+        sent = time.monotonic()
+        self._collect_finished()
+        # Results of orders given up are handed back below, uncharged; finished ones are kept.
+        self.unflushed = [f for f in self.unflushed if not f.lease_lost]
+        with self._lock:
+            kept = {c.token for c in self.running.copy().values()} | {f.claim.token for f in self.unflushed}
+        try:
+            membership.heartbeat(self.record.pk, kept)
+        except membership.WorkerLostError:
+            return False  # judged by a monitor in touch with the database: a partition, not an outage
+        queue.hand_back_unanswered(self.record.pk, kept, reason=queue.INTERRUPTED)
+        self.cut_off = False
+        self._renewed_at = self._beat_ok_at = self._progressed_at = self._in_touch_since = sent
+        self._next_heartbeat = sent + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
+        logger.warning("back in touch name=%s: carrying on as the same worker", self.record)
+        return True
 
     def _reincarnate(self) -> None:
         """Declared dead while alive (paused, partitioned): everything held was
@@ -485,7 +518,7 @@ class WorkerLoop:
         if time.monotonic() < self._next_monitor or self.record is None or self.cut_off:
             return
         self._next_monitor = time.monotonic() + settings.PIZZAQUEUE_MONITOR_INTERVAL
-        monitor.tick(self.record.pk)
+        monitor.tick(self.record.pk, in_touch_for=time.monotonic() - self._in_touch_since)
 
     def _collect_finished(self) -> None:
         while True:

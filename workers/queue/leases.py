@@ -386,8 +386,11 @@ def release(
     return len(events)
 
 
-def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: datetime | None = None) -> list[uuid.UUID]:
-    """Give back what the worker holds under a lease token it does not know.
+def hand_back_unanswered(
+    worker_id: int, known: Iterable[uuid.UUID], now: datetime | None = None, reason: str = UNANSWERED
+) -> list[uuid.UUID]:
+    """Give back what the worker holds under a lease token it does not know (or, with
+    `reason` INTERRUPTED, no longer has in hand after an outage: `workers.loop`).
 
     A claim can commit and its answer be lost (the connection drops on the way
     back): the orders are then the worker's, but it will never make them, and
@@ -399,7 +402,7 @@ def hand_back_unanswered(worker_id: int, known: Iterable[uuid.UUID], now: dateti
         held = Order.objects.select_for_update().held_by(worker_id).exclude(lease_token__in=list(known))
         # A held order always has its token (`order_lease_iff_preparing`).
         unknown = [(oid, token) for oid, token in held.values_list("id", "lease_token") if token is not None]
-        release(unknown, worker_id, now, reason=UNANSWERED)
+        release(unknown, worker_id, now, reason=reason)
     if unknown:
         logger.warning("handed back unanswered claims orders=%s worker=%s", [oid for oid, _ in unknown], worker_id)
     return [oid for oid, _ in unknown]
