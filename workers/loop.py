@@ -331,8 +331,11 @@ class WorkerLoop:
             self._reincarnate()
             return
         self._renewed_at = vouched
-        if sent - self._beat_ok_at > 2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL:
-            self._in_touch_since = sent  # back after a gap: the database was away from here
+        answered = time.monotonic()
+        if answered - self._beat_ok_at > 2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL:
+            # Back after a gap (beats that failed, or one that waited on a lock that long):
+            # the database was away from here, so others' silence proves nothing yet.
+            self._in_touch_since = answered
         self._beat_ok_at = sent
         self._next_heartbeat = time.monotonic() + settings.PIZZAQUEUE_HEARTBEAT_INTERVAL
         if status == Worker.Status.DRAINING and not self.draining:
