@@ -51,7 +51,7 @@ async def follow(port: int, order_id: str, ready: asyncio.Event, results: dict[s
         kinds = [json.loads(await asyncio.wait_for(ws.recv(), 30))["kind"]]
         results["connected"] += 1
         await ready.wait()
-        while "expedited" not in kinds:
+        while "priority-raised" not in kinds:
             kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 30))["kind"])
         results["live"] += 1
 
@@ -82,7 +82,7 @@ def test_two_hundred_tracking_pages_from_one_address_are_all_live(daphne: Daphne
 
     def rush_all() -> None:
         for oid in orders:
-            queue.expedite(oid, 9)
+            queue.raise_priority(oid, 9)
         connections.close_all()  # this thread's connection, before the database is flushed
 
     connect_seconds = asyncio.run(crowd())
@@ -174,7 +174,7 @@ def test_thirty_customers_browsers_behind_one_address_all_follow_their_orders_li
         for page in pages:
             expect(page.locator("#live-state")).to_have_text("● live", timeout=20_000)
         for order in orders:
-            queue.expedite(order.id, 9)
+            queue.raise_priority(order.id, 9)
         for page in pages:
             expect(page.locator("#timeline li .text").last).to_have_text(
                 "Rushed: your order moves up the queue.", timeout=20_000

@@ -100,7 +100,7 @@ def test_an_operator_finds_reads_cancels_requeues_and_rushes_orders_from_the_boa
     expect(laptop.locator("ul.messagelist")).to_contain_text("1 order requeued.")
 
     search(laptop, daphne.origin, "riverside")
-    act(laptop, "expedite_orders")
+    act(laptop, "raise_priority_of_orders")
     expect(laptop.locator("ul.messagelist")).to_contain_text("1 order rushed.")
 
     assert Order.objects.get(pk=waiting.pk).status == Order.Status.CANCELLED

@@ -818,33 +818,33 @@ def test_only_failed_cancelled_or_preparing_orders_can_be_requeued(state: str) -
     assert row(order) == before
 
 
-def test_an_expedited_order_is_raised_and_claimed_first() -> None:
+def test_an_order_whose_priority_is_raised_is_claimed_first() -> None:
     worker = make_worker("shop-1", now=T0)
     other = place_at(T0, priority=3)
     slow = place_at(T0 + timedelta(seconds=1), priority=0)
 
-    expedited = queue.raise_priority(slow.pk, now=T0 + timedelta(seconds=2))
+    raised = queue.raise_priority(slow.pk, now=T0 + timedelta(seconds=2))
 
-    assert expedited.priority == 9
-    # The rank is rebuilt from when the order became eligible, not from the expedite.
-    assert expedited.rank == queue.rank_for(T0 + timedelta(seconds=1), 9)
+    assert raised.priority == 9
+    # The rank is rebuilt from when the order became eligible, not from the raise.
+    assert raised.rank == queue.rank_for(T0 + timedelta(seconds=1), 9)
     event = OrderEvent.objects.filter(order=slow).last()
     assert (event.kind, event.message, event.data) == ("priority-raised", "", {"priority": 9})
     claims = queue.claim(worker.pk, 2, now=T0 + timedelta(seconds=2))
     assert [c.order.pk for c in claims] == [slow.pk, other.pk]
 
 
-def test_expediting_to_an_explicit_priority() -> None:
+def test_raising_priority_to_an_explicit_value() -> None:
     order = place_at(T0, priority=1)
 
-    expedited = queue.raise_priority(order.pk, priority=6, now=T0)
+    raised = queue.raise_priority(order.pk, priority=6, now=T0)
 
-    assert expedited.priority == 6
-    assert expedited.rank == queue.rank_for(T0, 6)
+    assert raised.priority == 6
+    assert raised.rank == queue.rank_for(T0, 6)
     assert OrderEvent.objects.filter(order=order).last().data == {"priority": 6}
 
 
-def test_an_order_in_the_kitchen_cannot_be_expedited(held: tuple[Worker, Order, uuid.UUID]) -> None:
+def test_an_order_in_the_kitchen_cannot_have_its_priority_raised(held: tuple[Worker, Order, uuid.UUID]) -> None:
     _worker, order, _token = held
     before = row(order)
 
@@ -858,7 +858,7 @@ def test_an_order_in_the_kitchen_cannot_be_expedited(held: tuple[Worker, Order, 
 
 
 @pytest.mark.parametrize("priority", [-1, 10])
-def test_expediting_out_of_the_priority_range_is_refused(priority: int) -> None:
+def test_raising_priority_out_of_its_range_is_refused(priority: int) -> None:
     order = place_at(T0)
 
     with pytest.raises(ValidationError) as excinfo:
@@ -881,7 +881,7 @@ def test_a_takeaway_order_of_a_closed_shop_cannot_be_requeued() -> None:
     assert Order.objects.get(pk=order.pk).status == "cancelled"
 
 
-def test_expediting_never_lowers_priority() -> None:
+def test_raising_priority_never_lowers_it() -> None:
     order = make_order(priority=5)
 
     with pytest.raises(queue.InvalidTransitionError, match="already has priority 5; this only raises it"):
