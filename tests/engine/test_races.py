@@ -19,6 +19,7 @@ from django.db import connection, connections
 from tests.base import make_order, make_worker, wait_until
 from workers import monitor, queue, recovery
 from workers.models import Order, OrderEvent, Worker
+from workers.queue import operators
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -61,14 +62,14 @@ def paused_before_its_write(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.
     """Pause the next requeue between its checks and its UPDATE (at `rank_for`, which
     builds the UPDATE's new rank): (reached, go)."""
     reached, go = threading.Event(), threading.Event()
-    rank_for = queue.rank_for
+    rank_for = operators.rank_for
 
     def pausing(*args: Any) -> int:
         reached.set()
         assert go.wait(timeout=30)
         return rank_for(*args)
 
-    monkeypatch.setattr(queue, "rank_for", pausing)
+    monkeypatch.setattr(operators, "rank_for", pausing)
     return reached, go
 
 
@@ -76,7 +77,7 @@ def test_a_requeue_racing_its_shops_death_never_strands_the_order(
     live_menu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shop = make_worker("shop-1")
-    order = make_order(kind="takeaway", shop="shop-1")
+    order = make_order(kind="takeaway", pinned_to="shop-1")
     queue.cancel(order.pk, "changed my mind")
     reached, go = paused_before_its_write(monkeypatch)
 
@@ -102,7 +103,7 @@ def test_a_requeue_racing_its_shops_death_never_strands_the_order(
 
 def test_a_requeue_after_its_shops_death_is_refused(live_menu: None) -> None:
     shop = make_worker("shop-1")
-    order = make_order(kind="takeaway", shop="shop-1")
+    order = make_order(kind="takeaway", pinned_to="shop-1")
     queue.cancel(order.pk, "changed my mind")
     monitor.declare_dead(shop.pk, "missed heartbeats")
 
@@ -116,16 +117,16 @@ def test_a_rush_racing_its_shops_death_is_cancelled_with_the_shop(
     live_menu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shop = make_worker("shop-1")
-    order = make_order(kind="takeaway", shop="shop-1")
+    order = make_order(kind="takeaway", pinned_to="shop-1")
     reached, go = threading.Event(), threading.Event()
-    rank_for = queue.rank_for
+    rank_for = operators.rank_for
 
     def pausing(*args: Any) -> int:
         reached.set()
         assert go.wait(timeout=30)
         return rank_for(*args)
 
-    monkeypatch.setattr(queue, "rank_for", pausing)
+    monkeypatch.setattr(operators, "rank_for", pausing)
     rush = InAnotherConnection(lambda: queue.raise_priority(order.pk, priority=9))
     rush.start()
     assert reached.wait(timeout=30)  # the rush read the order queued and is about to write

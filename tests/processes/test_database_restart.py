@@ -86,7 +86,7 @@ def test_a_database_restart_mid_rush_loses_nothing_and_bakes_nothing_twice(
     wait_until(lambda: health(daphne) == 200, timeout=30, what="the web process answering again")
     assert all(proc.poll() is None for proc in worker_processes.procs), worker_processes.logs()[-3000:]
     # The kitchens really lost their connections, and carried on.
-    assert "database error; reconnecting" in worker_processes.logs()
+    assert "turn failed; reconnecting" in worker_processes.logs()
     done = OrderEvent.objects.filter(kind=OrderEvent.Kind.DONE)
     assert done.count() == ORDERS
     assert not done.values("order").annotate(n=Count("id")).filter(n__gt=1).exists()
