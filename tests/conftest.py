@@ -303,6 +303,15 @@ def log_in(page: Page, base_url: str, path: str, username: str, password: str) -
     page.wait_for_url(re.compile(re.escape(path) + "$"))
 
 
+def sized_page(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:
+    """A page in a browser context of its own at that size (a phone, a tablet, a laptop),
+    closed after the test; screenshots of failures go to test-artifacts/."""
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    context = browser.new_context(viewport=viewport)
+    yield context.new_page()
+    context.close()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():

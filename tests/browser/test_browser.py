@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 from orders import roles
 from orders.intake import clean_order_request
 from tests.base import ROOT, in_role, make_worker, wait_until
-from tests.conftest import Daphne, WorkerProcesses, log_in
+from tests.conftest import Daphne, WorkerProcesses, log_in, sized_page
 from tests.factory import order_data
 from workers import queue
 from workers.models import Order, OrderEvent, Worker
@@ -33,11 +33,7 @@ PHONE = {"width": 430, "height": 900}
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=PHONE)
-    page = context.new_page()
-    yield page
-    context.close()
+    yield from sized_page(browser, PHONE)
 
 
 def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_reloading(

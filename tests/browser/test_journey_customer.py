@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from orders.timeline import public_timeline
 from tests.base import ROOT, make_worker
-from tests.conftest import Daphne
+from tests.conftest import Daphne, sized_page
 from workers import monitor, queue
 from workers.models import Order
 
@@ -30,10 +30,7 @@ NAMES = {"PIZZAQUEUE_SHOP_NAMES": "shop-1=Harbour,shop-2=Old Town"}
 
 @pytest.fixture
 def phone(browser: Browser) -> Iterator[Page]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=PHONE)
-    yield context.new_page()
-    context.close()
+    yield from sized_page(browser, PHONE)
 
 
 def order_margherita(page: Page, base: str, name: str) -> Order:

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from orders import roles
 from tests.base import ROOT, in_role
-from tests.conftest import Daphne
+from tests.conftest import Daphne, sized_page
 from workers.models import Order
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -24,10 +24,7 @@ LAPTOP = {"width": 1280, "height": 900}
 
 @pytest.fixture
 def laptop(browser: Browser) -> Iterator[Page]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=LAPTOP)
-    yield context.new_page()
-    context.close()
+    yield from sized_page(browser, LAPTOP)
 
 
 def test_an_integrator_reads_the_docs_without_a_password_and_places_an_order_with_the_token(

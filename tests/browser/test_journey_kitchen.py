@@ -14,7 +14,7 @@ from orders import roles
 from orders.handlers import STAFFED_HANDLER
 from orders.models import KitchenStaff
 from tests.base import ROOT, in_role, wait_until
-from tests.conftest import Daphne, WorkerProcesses
+from tests.conftest import Daphne, WorkerProcesses, sized_page
 from tests.factory import make_order
 from workers.models import Order, OrderEvent, Worker
 
@@ -28,10 +28,7 @@ NAMES = {"PIZZAQUEUE_SHOP_NAMES": "staffed-1=Market Square"}
 
 @pytest.fixture
 def tablet(browser: Browser) -> Iterator[Page]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=TABLET)
-    yield context.new_page()
-    context.close()
+    yield from sized_page(browser, TABLET)
 
 
 def test_a_cook_logs_in_lands_on_the_display_and_taps_an_order_through_every_stage(

@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from orders import roles
 from orders.deadlines import CANCELLED_NOT_REQUEUED
 from tests.base import ROOT, in_role, make_worker
-from tests.conftest import Daphne
+from tests.conftest import Daphne, sized_page
 from tests.factory import make_order
 from workers import queue
 from workers.models import Order
@@ -31,10 +31,7 @@ ORDERS = "/admin/workers/order/"
 
 @pytest.fixture
 def laptop(browser: Browser) -> Iterator[Page]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=LAPTOP)
-    yield context.new_page()
-    context.close()
+    yield from sized_page(browser, LAPTOP)
 
 
 def search(page: Page, base: str, term: str) -> None:
