@@ -16,7 +16,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from playwright.sync_api import Browser, Page, sync_playwright
 from websockets.sync.client import ClientConnection, connect
@@ -301,6 +301,24 @@ def log_in(page: Page, base_url: str, path: str, username: str, password: str) -
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(re.escape(path) + "$"))
+
+
+async def forget_streams() -> None:
+    """After a test of the WebSockets in this process: stop the relay, empty the channel
+    layer, forget the streams it left open (they never disconnected, so they count no
+    more), and close the consumers' database thread (a test database cannot be dropped
+    while it is connected)."""
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+
+    from orders import consumers
+    from workers.relay import stop_relay
+
+    await stop_relay()
+    await get_channel_layer().flush()
+    for counts in (consumers.OPEN_BY_SESSION, consumers.OPEN_BY_ORDER, consumers.OPEN_TOTAL, consumers.CONNECT_RATE):
+        counts.clear()
+    await database_sync_to_async(connections.close_all)()
 
 
 def sized_page(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:

@@ -18,20 +18,17 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test.utils import override_settings
 from playwright.sync_api import Browser, expect
 from websockets.asyncio.client import connect as ws_connect
 
-from orders import consumers
 from orders.consumers import ConnectRate
 from pizzaqueue.asgi import application
-from tests.conftest import Daphne
+from tests.conftest import Daphne, forget_streams
 from tests.factory import make_order
 from workers import queue
-from workers.relay import stop_relay
 
 ORIGIN = (b"origin", b"http://localhost")
 CROWD = 200
@@ -97,13 +94,7 @@ def test_two_hundred_tracking_pages_from_one_address_are_all_live(daphne: Daphne
 @pytest_asyncio.fixture
 async def streams(live_menu: None) -> AsyncIterator[None]:
     yield
-    await stop_relay()
-    await get_channel_layer().flush()
-    consumers.OPEN_BY_SESSION.clear()
-    consumers.OPEN_BY_ORDER.clear()
-    consumers.OPEN_TOTAL.clear()
-    consumers.CONNECT_RATE.clear()
-    await database_sync_to_async(connections.close_all)()
+    await forget_streams()
 
 
 async def open_stream(order_id: Any, *headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, bool]:

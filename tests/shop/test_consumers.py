@@ -12,15 +12,15 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
-from django.db import connections
 from django.test import Client
 from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
-from orders import consumers, roles
+from orders import roles
 from orders.timeline import event_message
 from pizzaqueue.asgi import application
 from tests.base import in_role, kitchen_staff, logged_in, make_worker
+from tests.conftest import forget_streams
 from tests.factory import make_order
 from workers import queue
 from workers.models import OrderEvent
@@ -41,15 +41,7 @@ ORIGIN = (b"origin", b"http://localhost")
 @pytest_asyncio.fixture(autouse=True)
 async def fresh_relay() -> AsyncIterator[None]:
     yield
-    await stop_relay()
-    await get_channel_layer().flush()
-    # Streams a test left open never disconnected: they count no more.
-    consumers.OPEN_BY_SESSION.clear()
-    consumers.OPEN_BY_ORDER.clear()
-    consumers.OPEN_TOTAL.clear()
-    consumers.CONNECT_RATE.clear()
-    # The consumers' database thread: a test database cannot be dropped while it is connected.
-    await database_sync_to_async(connections.close_all)()
+    await forget_streams()
 
 
 async def connect(path: str, *headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, bool]:
