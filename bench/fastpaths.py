@@ -515,7 +515,7 @@ def pagination(args: argparse.Namespace) -> list[dict[str, Any]]:
     truncate_orders()
     insert_seconds = api.bulk_insert(args.rows)
     paginator = OrderPagination()
-    base = Order.objects.select_related("worker", "pinned_worker").order_by(*paginator.ordering)
+    base = Order.objects.select_related("worker").order_by(*paginator.ordering)
     partition = ("status", Order.Status.values)
     deep_index = int(args.rows * args.deep)
     position = list(Order.objects.order_by(*paginator.ordering).values_list(*paginator.fields)[deep_index])

@@ -56,13 +56,13 @@ INSERT INTO orders_order (
     id, status, kind, items, note, customer_name, area, bucket, priority, rank, eligible_at,
     attempts, max_attempts, lease_token, lease_expires_at, stage, estimated_seconds, last_error,
     cancel_reason, idempotency_key, request_hash, created_at, claimed_at, finished_at,
-    pinned_worker_id, worker_id
+    pinned_shop, worker_id
 )
 SELECT gen_random_uuid(), 'done', 'delivery', %(items)s::jsonb, '', 'Bench', '', n %% %(buckets)s, 0,
        (EXTRACT(EPOCH FROM t) * 1000000)::bigint, t,
        1, 3, NULL, NULL, '', %(seconds)s, '',
        '', NULL, '', t, t + interval '2 seconds', t + interval '5 minutes',
-       NULL, %(worker)s
+       '', %(worker)s
   FROM generate_series(1, %(rows)s) AS n,
        LATERAL (SELECT now() - make_interval(days => %(age)s) + n * interval '1 second' AS t) AS stamp
 """

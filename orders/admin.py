@@ -192,7 +192,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     inlines = [OrderEventInline]
     fieldsets = [
         (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note", "customer_name")}),
-        ("Routing", {"fields": ("area", "bucket", "pinned_worker", "priority", "rank", "eligible_at")}),
+        ("Routing", {"fields": ("area", "bucket", "pinned_shop", "priority", "rank", "eligible_at")}),
         (
             "Kitchen",
             {

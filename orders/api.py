@@ -288,7 +288,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_queryset(self) -> Any:
         # An integrator's own orders only; anyone else's is a 404, exactly like an unknown id.
-        orders = Order.objects.visible_to(self.request.user).select_related("worker", "pinned_worker")
+        orders = Order.objects.visible_to(self.request.user).select_related("worker")
         if self.action in ("retrieve", "cancel"):
             timeline = OrderEvent.objects.select_related("worker", "actor").order_by("id")
             if not reads_every_order(self.request.user):

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from workers import queue
-from workers.loop import DatabaseUnavailableError, LeaseLostError, still_working
+from workers.loop import DatabaseUnavailableError, HandedOverError, LeaseLostError, shift_over, still_working
 
 if TYPE_CHECKING:
     from workers.loop import Progress
@@ -118,6 +118,10 @@ def staffed(order: Order, progress: Progress) -> None:
     fenced write as a tap: a ticket nobody works still gets made (the ring
     gives a staffed kitchen its share of delivery orders like any other), and
     a person's tap, or two at once, still moves it one step.
+
+    When its kitchen process stops (a redeploy, SIGTERM), the ticket is handed over
+    at the next look rather than held for the shutdown grace: a takeaway ticket
+    goes to the shop's next process at its stage, and the staff tap on there.
     """
     interval = settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL
     standby = settings.PIZZAQUEUE_STAFFED_STANDBY
@@ -125,6 +129,8 @@ def staffed(order: Order, progress: Progress) -> None:
     stage, since = _still_held(order), time.monotonic()
     while stage != READY:
         time.sleep(interval)
+        if shift_over():
+            raise HandedOverError(str(order.id))
         now_at = _still_held(order)
         if now_at != stage:
             stage, since = now_at, time.monotonic()

@@ -49,7 +49,7 @@ def tap(request: HtmxHttpRequest, name: str) -> HttpResponse:
     if step is None:
         return HttpResponseBadRequest(f"stage: No next step after {shown!r}.", content_type="text/plain")
     assert order_id is not None and token is not None  # noqa: S101 - checked above
-    order = Order.objects.select_related("worker", "pinned_worker").filter(pk=order_id).first()
+    order = Order.objects.select_related("worker").filter(pk=order_id).first()
     if order is None or not is_ticket_of(order, name):
         # Another shop's order, or none: the same answer, so a tap learns nothing of it.
         return HttpResponseNotFound("order: Not a ticket of this kitchen.", content_type="text/plain")
@@ -69,7 +69,7 @@ def is_ticket_of(order: Order, shop: str) -> bool:
     name has claimed it (any incarnation; its `claimed` events say so, read by the order's
     timeline index), or it is pinned to that shop. Any other order, even with its lease
     token, is another shop's business."""
-    if order.pinned_worker is not None and order.pinned_worker.name == shop:
+    if order.pinned_shop == shop:
         return True
     return OrderEvent.objects.filter(order_id=order.pk, kind=OrderEvent.Kind.CLAIMED, worker__name=shop).exists()
 
@@ -90,8 +90,8 @@ def why_not(order: Order, token: uuid.UUID, shop: str) -> str:
         if order.worker.name == shop:
             return f"{short} came back to this kitchen as a new ticket: tap it there."
         return f"{short} moved to {order.worker.name}, which is making it now: nothing changed here."
-    if order.pinned_worker is not None:
-        name = order.pinned_worker.name
+    if order.pinned_shop:
+        name = order.pinned_shop
     else:
         bucket = Bucket.objects.select_related("owner").filter(number=order.bucket).first()
         name = bucket.owner.name if bucket is not None and bucket.owner is not None else ""
@@ -105,7 +105,7 @@ def why_not(order: Order, token: uuid.UUID, shop: str) -> str:
 def reorder(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     """GET: the offer (a partial, fetched live when the shop closes). POST: the same order,
     pinned to the shop chosen, placed once (SPEC §7b)."""
-    order = get_object_or_404(Order.objects.select_related("pinned_worker"), pk=order_id)
+    order = get_object_or_404(Order, pk=order_id)
     mine = changeable(request).filter(pk=order.pk).exists()
     if request.method == "GET":
         return render(request, "orders/_reorder.html", reorder_context(order, mine))

@@ -15,12 +15,11 @@ from workers import recovery
 from workers.models import Order, Worker
 
 
-def open_shops(excluding: int | None = None) -> list[str]:
-    """Names of the shops taking takeaway orders now (in the ring: alive, not draining)."""
-    shops = Worker.objects.in_ring().order_by("name")
-    if excluding is not None:
-        shops = shops.exclude(pk=excluding)
-    return list(shops.values_list("name", flat=True)[:20])
+def open_shops(excluding: str = "") -> list[str]:
+    """Names of the shops taking takeaway orders now (a kitchen process of each in the ring:
+    alive, not draining), each once, though a redeploy runs two processes of one shop."""
+    shops = Worker.objects.in_ring().exclude(name=excluding).order_by("name")
+    return list(shops.values_list("name", flat=True).distinct()[:20])
 
 
 def can_reorder(order: Order) -> bool:
@@ -36,5 +35,5 @@ def reorder_context(order: Order, changeable: bool) -> dict[str, Any]:
     """The offer, for the browser that placed the order (or an operator) only: anyone with
     the link may follow an order, but placing another in the customer's name is theirs."""
     offered = changeable and can_reorder(order)
-    shops = [{"name": name, "display": display_name(name)} for name in open_shops(order.pinned_worker_id)]
+    shops = [{"name": name, "display": display_name(name)} for name in open_shops(order.pinned_shop)]
     return {"order": order, "can_reorder": offered, "shops": shops if offered else []}

@@ -106,8 +106,8 @@ class OrderSerializer(serializers.Serializer):
     customer_name = serializers.CharField(read_only=True)
     area = serializers.CharField(read_only=True)
     bucket = serializers.IntegerField(read_only=True)
-    shop = WorkerRefSerializer(
-        source="pinned_worker", read_only=True, allow_null=True, help_text="Takeaway: the shop it is pinned to."
+    shop = serializers.SerializerMethodField(
+        help_text="Takeaway: the name of the shop it is pinned to (whichever of its kitchen processes is up)."
     )
     priority = serializers.IntegerField(read_only=True)
     attempts = serializers.IntegerField(read_only=True)
@@ -122,6 +122,10 @@ class OrderSerializer(serializers.Serializer):
     claimed_at = serializers.DateTimeField(read_only=True, allow_null=True)
     finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_shop(self, order: Order) -> str | None:
+        return order.pinned_shop or None
+
     def to_representation(self, order: Order) -> dict[str, Any]:
         return {
             "id": str(order.id),
@@ -133,7 +137,7 @@ class OrderSerializer(serializers.Serializer):
             "customer_name": order.customer_name,
             "area": order.area,
             "bucket": order.bucket,
-            "shop": _worker_ref(order.pinned_worker),
+            "shop": order.pinned_shop or None,
             "priority": order.priority,
             "attempts": order.attempts,
             "max_attempts": order.max_attempts,

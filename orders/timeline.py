@@ -106,6 +106,7 @@ BACK_IN_QUEUE_BECAUSE = {
     leases.STOPPING: "The kitchen closed before starting it; back in the queue, no attempt charged.",
     leases.INTERRUPTED: "The kitchen lost its database connection; back in the queue, no attempt charged.",
     leases.UNANSWERED: "Claimed by a request whose answer was lost; back in the queue, no attempt charged.",
+    leases.HANDED_OVER: "Handed over by a stopping kitchen process to the shop's next one, no attempt charged.",
     recovery.LEASE_EXPIRED: "The kitchen's lease expired; back in the queue.",
 }
 # What a kitchen that lost an order tried to do, by a `lease-lost` event's `action`.
@@ -125,6 +126,8 @@ def describe(event: OrderEvent, worker: str | None) -> str:
     if kind == OrderEvent.Kind.PLACED:
         return "Order confirmed."
     if kind == OrderEvent.Kind.CLAIMED:
+        if event.stage:  # handed over mid-ticket: the shop goes on where it was
+            return f"{display_name(worker) or 'Your shop'} carries on with your order."
         return f"{display_name(worker) or 'A kitchen'} started on your order."
     if kind == OrderEvent.Kind.STAGE:
         return STAGE_LABELS.get(event.stage, event.stage.capitalize()) + "."
@@ -132,6 +135,8 @@ def describe(event: OrderEvent, worker: str | None) -> str:
         return "Ready!"
     if kind == OrderEvent.Kind.RETRIED and data.get("reason") == recovery.STAGE_OVERDUE:
         return "The kitchen was taking too long; another kitchen will make it."
+    if kind == OrderEvent.Kind.RELEASED and data.get("reason") == leases.HANDED_OVER:
+        return "Your shop is changing over its kitchen's system; your order stays where it was."
     if kind in (OrderEvent.Kind.RETRIED, OrderEvent.Kind.RELEASED):
         return "Back in the queue for another go."
     if kind == OrderEvent.Kind.REASSIGNED:
@@ -140,7 +145,8 @@ def describe(event: OrderEvent, worker: str | None) -> str:
         return "Sorry, the kitchen could not make your order."
     if kind == OrderEvent.Kind.CANCELLED:
         if data.get("reason") == recovery.SHOP_UNAVAILABLE:
-            return f"{display_name(worker) or 'Your shop'} {shop_gone(event)}, so your takeaway order was cancelled."
+            shop = display_name(worker or data.get("shop")) or "Your shop"
+            return f"{shop} {shop_gone(event)}, so your takeaway order was cancelled."
         return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
     if kind == OrderEvent.Kind.PRIORITY_RAISED:
         return "Rushed: your order moves up the queue."

@@ -152,7 +152,7 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
-    order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
+    order = get_object_or_404(Order.objects.select_related("worker"), pk=order_id)
     # The timeline index (order, id) serves this.
     rows = list(order.events.select_related("worker").order_by("id"))
     messages_ = [m for m in map(customer_message, rows) if m is not None]
@@ -171,7 +171,7 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         # The promise is the customer's until the order is made (or stopped): after that it is history.
         "late": not order.is_final and order.eligible_at <= (now := clock.now()) and promise < now,
         "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
-        "shop_name": display_name(order.pinned_worker.name) if order.pinned_worker else "",
+        "shop_name": display_name(order.pinned_shop),
         "items": item_lines(order, pizza_names()),
         "mine": mine,
         "can_cancel": mine

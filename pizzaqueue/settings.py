@@ -313,6 +313,11 @@ PIZZAQUEUE_LISTEN_DATABASE_URL = env_str("PIZZAQUEUE_LISTEN_DATABASE_URL")
 PIZZAQUEUE_PREPARED_STATEMENTS = env_bool("PIZZAQUEUE_PREPARED_STATEMENTS", True)
 PIZZAQUEUE_POLL_INTERVAL = env_float("PIZZAQUEUE_POLL_INTERVAL", 0.25, minimum=0.001)
 PIZZAQUEUE_SHUTDOWN_GRACE = env_float("PIZZAQUEUE_SHUTDOWN_GRACE", 30.0, minimum=0.0)
+# A shop with no kitchen process up for this long is closed: its takeaway customers are
+# told and offered a re-order elsewhere. Five minutes outlasts a restart, a redeploy, a
+# rebooted machine or a database failover (seconds to a minute or two), and still tells
+# a customer quoted 20-30 minutes early enough to order from another shop.
+PIZZAQUEUE_SHOP_CLOSED_AFTER = env_float("PIZZAQUEUE_SHOP_CLOSED_AFTER", 300.0, minimum=0.0)
 PIZZAQUEUE_CONCURRENCY = env_int("PIZZAQUEUE_CONCURRENCY", 4, minimum=1)
 # A kitchen claims what it will start within this many seconds at its measured
 # rate, never fewer than its free slots (0 = only the free slots).

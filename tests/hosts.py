@@ -287,6 +287,10 @@ class Hosts:
             return host
         raise OSError("no free 10.231.N.0/30 subnet for another host")
 
+    def logs(self) -> str:
+        """Every host's kitchen logs, each headed by its host's name."""
+        return "\n".join(f"--- {host.name} ({host.clock or 'true clock'})\n{host.logs()}" for host in self.made)
+
     def teardown(self) -> None:
         for host in self.made:
             try:

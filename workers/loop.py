@@ -57,7 +57,7 @@ from django.db import DatabaseError, DataError, IntegrityError, connection, conn
 
 from workers import membership, monitor, queue, sql, storable
 from workers.listening import for_worker, listen_params
-from workers.models import Order, Worker
+from workers.models import CLOSED, Order, Worker
 from workers.prefetch import PrefetchPolicy
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,13 @@ class DatabaseUnavailableError(Exception):
     the worker's trouble, not the order's, so the attempt is not charged."""
 
 
+class HandedOverError(Exception):
+    """Raised by a handler that passes its order on because its kitchen is stopping
+    (`shift_over`): a person's ticket, which the shop's next process takes up where it
+    stood (`queue.HANDED_OVER`). The worker's stop, not the order's trouble: no attempt
+    is charged."""
+
+
 # A worker whose every slot is stuck exits with this code (rule 3 above).
 EXIT_STUCK = 3
 
@@ -108,6 +115,14 @@ def still_working() -> None:
         alive[0] = time.monotonic()
 
 
+def shift_over() -> bool:
+    """Whether the kitchen running the calling handler (in a baking thread) is stopping:
+    a handler waiting on people rather than on an oven hands its order over
+    (HandedOverError) instead of keeping the stop waiting for the shutdown grace."""
+    stopping = getattr(_baking, "stopping", None)
+    return stopping is not None and stopping.is_set()
+
+
 # How soon a heartbeat that failed is tried again (the interval is for beats that worked).
 HEARTBEAT_RETRY = 0.25
 # A worker gives its leases up this far (a share of the timeout) before they could expire.
@@ -120,6 +135,7 @@ class Finished:
     error: str | None  # None: done; otherwise the failure message
     lease_lost: bool = False
     charged: bool = True  # False: interrupted by the database, handed back as unstarted
+    handed_over: bool = False  # passed on by a stopping kitchen, not charged (HandedOverError)
 
 
 class WorkerLoop:
@@ -161,6 +177,8 @@ class WorkerLoop:
         self.finished: stdlib_queue.SimpleQueue[Finished] = stdlib_queue.SimpleQueue()
         self.wake = threading.Event()
         self.stopping = False
+        # `stopping`, for the handlers' threads (`shift_over`).
+        self._stopping = threading.Event()
         self.draining = False
         self.exit_code = 0
         self._closing = threading.Event()
@@ -249,6 +267,7 @@ class WorkerLoop:
 
     def begin_stop(self) -> None:
         self.stopping = True
+        self._stopping.set()
         self._stop_deadline = time.monotonic() + settings.PIZZAQUEUE_SHUTDOWN_GRACE
         self.wake.set()
 
@@ -257,7 +276,7 @@ class WorkerLoop:
         self.flush()
         self._release_pending()
         if self.record is not None:
-            membership.stop(self.record.pk, "drained" if self.draining else "stopped")
+            membership.stop(self.record.pk, CLOSED if self.draining else "stopped")
             monitor.resign(self.record.pk)
             logger.info("worker stopped name=%s", self.record)
 
@@ -545,7 +564,9 @@ class WorkerLoop:
         while self.unflushed:
             failed = self.unflushed[0]
             held = failed.claim.order.id, failed.claim.token
-            if not failed.charged:
+            if failed.handed_over:
+                queue.release([held], worker_id, reason=queue.HANDED_OVER)
+            elif not failed.charged:
                 queue.release([held], worker_id, reason=queue.INTERRUPTED)
             elif not failed.lease_lost:  # a lost lease was recorded when it was noticed
                 queue.fail(*held, failed.error or "", worker_id)
@@ -642,11 +663,15 @@ class WorkerLoop:
         alive = [time.monotonic()]
         self.alive_at[claim.order.id] = alive
         _baking.alive = alive
+        _baking.stopping = self._stopping
         try:
             self.handler(claim.order, self._progress(claim, worker_id))
             result = Finished(claim, None)
         except LeaseLostError:
             result = Finished(claim, "lease lost", lease_lost=True)
+        except HandedOverError:
+            logger.info("handing order=%s over to the shop's next process", claim.order.id)
+            result = Finished(claim, "handed over", charged=False, handed_over=True)
         except DatabaseUnavailableError as exc:
             logger.warning("database error while baking order=%s; handing it back: %s", claim.order.id, exc)
             result = Finished(claim, storable.error(exc), charged=False)

@@ -15,11 +15,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from workers import clock, monitor, queue, recovery
-from workers.models import BucketMove, Order, Worker
+from workers.models import CLOSED, BucketMove, Order, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +32,11 @@ def register(
 ) -> Worker:
     """Add a worker to the ring; it gets its share of buckets in the same transaction.
 
-    A live worker of the same name whose heartbeat is stale is declared dead
-    first (a restart after a crash); a fresh one means the name is taken.
+    A worker is one incarnation of a shop (its `name`). A live incarnation of the
+    same name whose heartbeat is stale is declared dead first (a restart after a
+    crash); a fresh one stays: two processes of one shop side by side are a rolling
+    redeploy (start the new one, then stop the old), and the shop's takeaway orders
+    are either's to make.
     """
     now = now or clock.now()
     with transaction.atomic():
@@ -42,9 +44,10 @@ def register(
         previous = Worker.objects.filter(name=name).order_by("-incarnation").first()
         if previous is not None and previous.is_live:
             stale_since = now - timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT)
-            if previous.last_heartbeat >= stale_since:
-                raise ValidationError({"name": [f"A live worker named {name!r} is already running."]})
-            monitor.declare_dead(previous.pk, "replaced by a new incarnation", now)
+            if previous.last_heartbeat < stale_since:
+                monitor.declare_dead(previous.pk, "replaced by a new incarnation", now)
+            else:
+                logger.info("a second process of shop %s joins beside incarnation %s", name, previous.incarnation)
         worker = Worker.objects.create(
             name=name,
             host=host[:255],
@@ -118,10 +121,19 @@ def drain(worker_id: int, now: datetime | None = None) -> bool:
 
 
 def stop(worker_id: int, reason: str = "stopped", now: datetime | None = None) -> monitor.Recovery | None:
-    """A clean stop: leave the ring, hand back anything still held, cancel what is pinned to it.
+    """A clean stop: leave the ring and hand back anything still held.
 
     Whatever the worker still holds (it overran its grace period) is re-queued
-    as a retry; its queued takeaway orders are cancelled, as no other worker may
-    bake them. None if the worker was not live.
+    as a retry. Its shop's takeaway orders stay for the shop's next process (a
+    restart, a redeploy), unless the worker stops because an operator closed its
+    shop (`reason` CLOSED, after `drain`) and no other process of the shop is up:
+    then they are cancelled and their customers told, in the same transaction.
+    None if the worker was not live.
     """
-    return monitor.leave(worker_id, Worker.Status.STOPPED, reason, BucketMove.Reason.STOP, now or clock.now())
+    now = now or clock.now()
+    with transaction.atomic():
+        tally = monitor.leave(worker_id, Worker.Status.STOPPED, reason, BucketMove.Reason.STOP, now)
+        if tally is not None and reason == CLOSED:
+            name = Worker.objects.filter(pk=worker_id).values_list("name", flat=True).get()
+            tally.cancelled += recovery.close_shops(now, [name])
+    return tally

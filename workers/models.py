@@ -40,6 +40,17 @@ class WorkerQuerySet(models.QuerySet["Worker"]):
         """
         return self.filter(status=Worker.Status.ALIVE)
 
+    def open_shop(self, name: str, now: datetime) -> bool:
+        """Whether the shop `name` takes takeaway orders (SPEC §4.4): an incarnation of it is in
+        the ring, or its newest one left less than PIZZAQUEUE_SHOP_CLOSED_AFTER ago without
+        being closed (a restart, a redeploy, the database away). A shop outlives its processes."""
+        newest = self.filter(name=name).order_by("-incarnation").values("status", "stopped_at", "stop_reason").first()
+        if newest is None:
+            return False
+        if self.in_ring().filter(name=name).exists():
+            return True
+        return newest["status"] != Worker.Status.DRAINING and not shop_closed(newest, now)
+
     def stale(self, now: datetime, timeout: float) -> WorkerQuerySet:
         """Live workers whose last heartbeat is older than the timeout."""
         return self.live().filter(last_heartbeat__lt=now - timedelta(seconds=timeout))
@@ -53,6 +64,22 @@ class WorkerQuerySet(models.QuerySet["Worker"]):
         )
         in_flight = Order.objects.held_by(OuterRef("pk")).order_by().values("worker").annotate(n=Count("*")).values("n")
         return self.annotate(owned_buckets=Coalesce(Subquery(owned), 0), in_flight=Coalesce(Subquery(in_flight), 0))
+
+
+# Why a worker left when an operator closed its shop (`membership.drain`, then its stop):
+# its takeaway customers are told at once, not after PIZZAQUEUE_SHOP_CLOSED_AFTER.
+CLOSED = "drained"
+
+
+def shop_closed(newest: dict[str, Any], now: datetime) -> bool:
+    """Whether a shop whose newest incarnation (status, stopped_at, stop_reason) is no
+    longer live is closed at `now`: closed by an operator, or gone past the allowance."""
+    if newest["status"] in Worker.LIVE_STATUSES:
+        return False
+    if newest["stop_reason"] == CLOSED:
+        return True
+    allowance = timedelta(seconds=settings.PIZZAQUEUE_SHOP_CLOSED_AFTER)
+    return newest["stopped_at"] is None or newest["stopped_at"] + allowance <= now
 
 
 class Worker(models.Model):
@@ -90,10 +117,8 @@ class Worker(models.Model):
     class Meta:
         ordering = ["name", "-incarnation"]
         constraints = [
-            # Two live workers with one name would make takeaway pinning ambiguous.
-            models.UniqueConstraint(
-                fields=["name"], condition=Q(status__in=["alive", "draining"]), name="worker_unique_live_name"
-            ),
+            # Two live incarnations of one name are a rolling redeploy (`membership.register`).
+            # Also serves a shop's lookups by name (`open_shop`), newest incarnation first.
             models.UniqueConstraint(fields=["name", "incarnation"], name="worker_unique_incarnation"),
         ]
         indexes = [
@@ -206,12 +231,11 @@ class OrderQuerySet(models.QuerySet["Order"]):
         return self.order_by(*CLAIM_ORDER)
 
     def owned_by(self, worker_id: int) -> OrderQuerySet:
-        """Orders in the worker's buckets or pinned to it."""
-        # A pinned (takeaway) order belongs to its worker alone, whoever owns its bucket.
+        """Orders in the worker's buckets or pinned to its shop."""
+        # A pinned (takeaway) order belongs to its shop alone, whoever owns its bucket.
         owned_buckets = Bucket.objects.filter(owner_id=worker_id).values("number")
-        return self.filter(
-            Q(pinned_worker__isnull=True, bucket__in=Subquery(owned_buckets)) | Q(pinned_worker_id=worker_id)
-        )
+        shop = Worker.objects.filter(pk=worker_id).values("name")
+        return self.filter(Q(pinned_shop="", bucket__in=Subquery(owned_buckets)) | Q(pinned_shop=Subquery(shop)))
 
     def in_buckets(self, numbers: list[int]) -> OrderQuerySet:
         """Orders routed to any of these buckets."""
@@ -287,13 +311,13 @@ class Order(models.Model):
         DONE = "done"
         # Attempts exhausted: the dead letter, kept with its last error.
         FAILED = "failed"
-        # Withdrawn by the customer, an operator, or the death of the worker it was pinned to.
+        # Withdrawn by the customer, an operator, or the closing of the shop it was pinned to.
         CANCELLED = "cancelled"
 
     class Fulfilment(models.TextChoices):
         # May move to another worker when its worker dies.
         DELIVERY = "delivery"
-        # Pinned to one worker; cancelled if that worker dies.
+        # Pinned to one shop (any incarnation of it); cancelled if that shop closes.
         TAKEAWAY = "takeaway"
 
     FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
@@ -313,9 +337,8 @@ class Order(models.Model):
     # The delivery area: the routing key. Empty means "route by the order id".
     area = models.CharField(max_length=64, blank=True)
     bucket = models.PositiveIntegerField()
-    pinned_worker = models.ForeignKey(
-        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="pinned_orders"
-    )
+    # A takeaway order's shop: the name its kitchens run under, whichever incarnation is up.
+    pinned_shop = models.CharField(max_length=100, blank=True)
     priority = models.SmallIntegerField(default=0)
     # Claim order key in microseconds: smaller goes first (see `queue.intake.rank_for`).
     rank = models.BigIntegerField()
@@ -375,9 +398,7 @@ class Order(models.Model):
                 ),
                 name="order_lease_iff_preparing",
             ),
-            models.CheckConstraint(
-                condition=Q(pinned_worker__isnull=True) | Q(kind="takeaway"), name="order_only_takeaway_pinned"
-            ),
+            models.CheckConstraint(condition=Q(pinned_shop="") | Q(kind="takeaway"), name="order_only_takeaway_pinned"),
             models.UniqueConstraint(
                 fields=["idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
@@ -390,8 +411,12 @@ class Order(models.Model):
             models.Index(fields=CLAIM_ORDER, condition=Q(status="queued"), name="order_claim_idx"),
             # Serves per-bucket queue depth (board, admin, API) and moving a bucket's orders.
             models.Index(fields=["bucket"], condition=Q(status="queued"), name="order_queued_bucket_idx"),
-            # Serves the cancellation of a dead worker's pinned orders, and pinned claims.
-            models.Index(fields=["pinned_worker"], condition=Q(status="queued"), name="order_queued_pinned_idx"),
+            # Serves pinned claims, and the closing of a shop (`recovery.close_shops`).
+            models.Index(
+                fields=["pinned_shop"],
+                condition=Q(status="queued") & ~Q(pinned_shop=""),
+                name="order_queued_pinned_idx",
+            ),
             # Serves heartbeat lease extension and re-queueing a dead worker's orders.
             models.Index(fields=["worker"], condition=Q(status="preparing"), name="order_preparing_worker_idx"),
             # Serves expired-lease recovery.

@@ -61,7 +61,8 @@ def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = floa
 
     1. Declare dead every live worker whose heartbeat is older than the timeout
        (re-queueing its orders and moving its buckets, in one transaction each).
-    2. Re-queue orders whose lease expired under a worker still deemed alive.
+    2. Re-queue orders whose lease expired under a worker still deemed alive, and
+       cancel the takeaway orders of shops that closed (`close_closed_shops`).
     Both only once this monitor has itself been in touch with the database for
     a whole timeout (`in_touch_for`, seconds, by its own monotonic clock): a
     heartbeat missed while the database was away (a restart, a failover, a cut
@@ -94,6 +95,7 @@ def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = floa
             report.add(tally)
     if judging:
         report.add(recover_expired_leases(now, monitor_id=worker_id))
+        report.cancelled += close_closed_shops(now, monitor_id=worker_id)
     count = settings.PIZZAQUEUE_BUCKETS
     stranded = Order.objects.filter(status=Order.Status.QUEUED, bucket__gte=count)
     if Bucket.objects.orphaned().exists() or not buckets_are(count) or stranded.exists():
@@ -190,11 +192,12 @@ def declare_dead(
 
     1. Mark it dead, unless something else already took it out of the ring.
     2. Rebalance: its buckets go to live workers.
-    3. Cancel its pinned (takeaway) orders (`recovery.SHOP_UNAVAILABLE`): nobody else may make them,
-       and tell the customers of the queued delivery orders in its buckets which
-       worker has them now.
-    4. Re-queue the delivery orders it was preparing (an attempt spent), naming
-       the worker whose bucket they now sit in; dead-letter those out of attempts.
+    3. Tell the customers of the queued delivery orders in its buckets which worker
+       has them now. Its shop's takeaway orders stay: they are the shop's, not this
+       process's, and wait for its next one (`recovery.close_shops` says when not).
+    4. Re-queue the orders it was preparing (an attempt spent), naming the worker
+       whose bucket they now sit in (a takeaway order goes back to its shop);
+       dead-letter those out of attempts.
     All in one transaction, so nobody sees a dead worker still owning buckets.
     An operator's verdict (`actor_id`) is recorded on every order it moved.
     """
@@ -231,7 +234,6 @@ def leave(
             return None
         moves = rebalance(now, move_reason)
         tally = Recovery(moved_buckets=len(moves))
-        tally.cancelled = recovery.cancel_pinned(worker_id, now, actor_id)
         why = "died" if status == Worker.Status.DEAD else "stopped"
         # Before its held orders join them in the queue: those get their own `reassigned` events.
         recovery.announce_moved_queue(moves, worker_id, now, why)
@@ -281,6 +283,18 @@ def recover_expired_leases(now: datetime | None = None, monitor_id: int | None =
     return tally
 
 
+# --- Shops that closed ------------------------------------------------------------------
+
+
+def close_closed_shops(now: datetime, monitor_id: int | None = None) -> list[uuid.UUID]:
+    """Tell the takeaway customers of every shop that closed (`recovery.close_shops`);
+    from the monitor, only while it still holds the election."""
+    with transaction.atomic():
+        if monitor_id is not None and not holds_election(monitor_id, now):
+            return []
+        return recovery.close_shops(now)
+
+
 # --- Stages that overran their limit ----------------------------------------------------
 
 
@@ -296,7 +310,7 @@ def retry_overdue_stages(now: datetime, monitor_id: int | None = None) -> list[u
     """
     limit_of = import_string(settings.PIZZAQUEUE_STAGE_LIMIT)
     held = (
-        Order.objects.filter(status=Order.Status.PREPARING, pinned_worker__isnull=True)
+        Order.objects.filter(status=Order.Status.PREPARING, pinned_shop="")
         .exclude(worker__isnull=True)
         .order_by("claimed_at")[:1000]
     )

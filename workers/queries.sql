@@ -27,17 +27,18 @@ SELECT 1;
 -- What a worker may take at `now`, best first, on any engine (the claim on
 -- SQLite, and the kitchen display's "next up"). Ownership is read inside the
 -- statement, so a worker acting on a stale view of the ring takes nothing it
--- lost. A pinned (takeaway) order is its worker's alone; an order taken from a
--- worker that overran a stage (`avoid_worker_id`) is any other worker's, and
--- that worker's again only after `avoid_before`; with stealing on
+-- lost. A pinned (takeaway) order is its shop's alone, whichever incarnation
+-- of the shop asks; an order taken from a worker that overran a stage
+-- (`avoid_worker_id`) is any other worker's, and that worker's again only
+-- after `avoid_before`; with stealing on
 -- (`steal_before` not NULL) an unpinned order waiting since before it is
 -- anyone's. Walks `order_claim_idx`. Hand-written: the ORM cannot say "the
 -- bucket is owned by me" without a join the index cannot serve.
 SELECT id FROM orders_order
 WHERE status = 'queued' AND eligible_at <= %(now)s
   AND (avoid_worker_id IS NULL OR avoid_worker_id <> %(worker)s OR eligible_at < %(avoid_before)s)
-  AND (pinned_worker_id = %(worker)s
-       OR (pinned_worker_id IS NULL
+  AND (pinned_shop = (SELECT name FROM workers_worker WHERE id = %(worker)s)
+       OR (pinned_shop = ''
            AND (bucket IN (SELECT number FROM workers_bucket WHERE owner_id = %(worker)s)
                 OR avoid_worker_id IS NOT NULL
                 OR eligible_at < %(steal_before)s)))
@@ -51,14 +52,16 @@ LIMIT %(limit)s;
 -- statement: one round trip where the ORM takes five, and the events commit
 -- with the lease or not at all. `steal_after` is NULL with stealing off. The
 -- clock is written inline, not joined from a CTE: the join cost the claim
--- 0.6 ms (bench: a claim of one, 1.9 ms inline against 2.5 ms joined).
+-- 0.6 ms (bench: a claim of one, 1.9 ms inline against 2.5 ms joined). The
+-- stage is kept: a queued order has none, but one handed over by a stopping
+-- kitchen (`leases.HANDED_OVER`) goes on where its staff left it.
 WITH picked AS (
     SELECT id FROM orders_order
     WHERE status = 'queued' AND eligible_at <= COALESCE(%(now)s::timestamptz, statement_timestamp())
       AND (avoid_worker_id IS NULL OR avoid_worker_id <> %(worker)s
            OR eligible_at < COALESCE(%(now)s::timestamptz, statement_timestamp()) - %(lease)s::interval)
-      AND (pinned_worker_id = %(worker)s
-           OR (pinned_worker_id IS NULL
+      AND (pinned_shop = (SELECT name FROM workers_worker WHERE id = %(worker)s)
+           OR (pinned_shop = ''
                AND (bucket IN (SELECT number FROM workers_bucket WHERE owner_id = %(worker)s)
                     OR avoid_worker_id IS NOT NULL
                     OR eligible_at < COALESCE(%(now)s::timestamptz, statement_timestamp()) - %(steal_after)s::interval)))
@@ -70,13 +73,13 @@ claimed AS (
     UPDATE orders_order SET status = 'preparing', worker_id = %(worker)s, lease_token = %(token)s,
         lease_expires_at = COALESCE(%(now)s::timestamptz, statement_timestamp()) + %(lease)s::interval,
         attempts = attempts + 1, claimed_at = COALESCE(%(now)s::timestamptz, statement_timestamp()),
-        stage = '', stage_started_at = NULL, avoid_worker_id = NULL
+        avoid_worker_id = NULL
     WHERE id IN (SELECT id FROM picked)
     RETURNING *
 ),
 recorded AS (
     INSERT INTO orders_orderevent (order_id, kind, created_at, worker_id, stage, message, data)
-    SELECT id, 'claimed', claimed_at, %(worker)s, '', '', jsonb_build_object('attempt', attempts)
+    SELECT id, 'claimed', claimed_at, %(worker)s, stage, '', jsonb_build_object('attempt', attempts)
     FROM claimed ORDER BY rank, created_at
 )
 SELECT claimed.*, pg_notify('pizzaqueue_events', '') FROM claimed;
@@ -118,13 +121,13 @@ WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS n
 due AS (SELECT GREATEST(COALESCE(%(not_before)s::timestamptz, clock.now), clock.now) AS at FROM clock),
 placed AS (
     INSERT INTO orders_order (
-        id, status, kind, items, note, customer_name, area, bucket, pinned_worker_id, priority,
+        id, status, kind, items, note, customer_name, area, bucket, pinned_shop, priority,
         rank, eligible_at, attempts, max_attempts, worker_id, lease_token, lease_expires_at,
         stage, stage_started_at, avoid_worker_id, estimated_seconds, last_error, cancel_reason,
         idempotency_key, request_hash, created_at, claimed_at, finished_at, placed_by_id,
         placed_by_session
     )
-    SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(note)s, %(customer_name)s, %(area)s, %(bucket)s, NULL,
+    SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(note)s, %(customer_name)s, %(area)s, %(bucket)s, '',
         %(priority)s, (EXTRACT(EPOCH FROM due.at) * 1000000)::bigint - %(rank_offset)s, due.at, 0,
         %(max_attempts)s, NULL, NULL, NULL, '', NULL, NULL, %(estimated_seconds)s, '', '',
         %(idempotency_key)s, %(request_hash)s, clock.now, NULL, NULL, %(placed_by_id)s,

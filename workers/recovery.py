@@ -25,32 +25,60 @@ logger = logging.getLogger(__name__)
 
 Status = Order.Status
 
-# Why a pinned order was cancelled: its worker left and nobody else may make it.
+# Why a pinned order was cancelled: its shop closed, and no other shop may make it.
 SHOP_UNAVAILABLE = "shop unavailable"
 # Why an order was taken from its worker, in its events' `reason`.
 LEASE_EXPIRED = "lease-expired"
 STAGE_OVERDUE = "stage-overdue"
 
 
-def cancel_pinned(worker_id: int, now: datetime, actor_id: int | None = None) -> list[uuid.UUID]:
-    """Cancel the takeaway orders pinned to a worker that left: nobody else may make them.
+def close_shops(now: datetime, names: Iterable[str] | None = None, actor_id: int | None = None) -> list[uuid.UUID]:
+    """Cancel the queued takeaway orders of every shop that is closed (SPEC §4.4): no
+    incarnation of it up, and its newest one closed by an operator or gone for longer than
+    PIZZAQUEUE_SHOP_CLOSED_AFTER. A kitchen's death or restart alone cancels nothing: its
+    takeaway orders wait for the shop's next process. `names` limits the look to those shops.
 
-    `actor_id` is the operator who declared the worker dead, if one did.
+    Run by the monitor every round, and by a closing kitchen's stop, so an order placed as
+    its shop closed is told within a round. The shops looked at are those with queued
+    pinned orders, read off `order_queued_pinned_idx`.
     """
-    ids = list(
+    waiting = Order.objects.filter(status=Status.QUEUED).exclude(pinned_shop="")
+    if names is not None:
+        waiting = waiting.filter(pinned_shop__in=list(names))
+    shops = set(waiting.values_list("pinned_shop", flat=True).distinct())
+    closed = [name for name in sorted(shops) if not Worker.objects.open_shop(name, now) and _nobody_up(name)]
+    if not closed:
+        return []
+    pinned = dict(
         Order.objects.select_for_update()
-        .filter(pinned_worker_id=worker_id, status__in=[Status.QUEUED, Status.PREPARING])
-        .values_list("id", flat=True)
+        .filter(status=Status.QUEUED, pinned_shop__in=closed)
+        .values_list("id", "pinned_shop")
     )
-    if ids:
-        Order.objects.filter(id__in=ids).update(
-            status=Status.CANCELLED, cancel_reason=SHOP_UNAVAILABLE, finished_at=now, **LEASE_CLEARED
-        )
-        record(
-            event(oid, Event.CANCELLED, now, worker_id=worker_id, actor_id=actor_id, reason=SHOP_UNAVAILABLE)
-            for oid in ids
-        )
-    return ids
+    if not pinned:
+        return []
+    # How each shop ended, for its customers: its last process died, or its people closed it.
+    ended = {name: _how_it_ended(name) for name in closed}
+    Order.objects.filter(id__in=list(pinned), status=Status.QUEUED).update(
+        status=Status.CANCELLED, cancel_reason=SHOP_UNAVAILABLE, finished_at=now, **LEASE_CLEARED
+    )
+    record(
+        event(oid, Event.CANCELLED, now, actor_id=actor_id, reason=SHOP_UNAVAILABLE, shop=name, why=ended[name])
+        for oid, name in pinned.items()
+    )
+    logger.warning("shops closed shops=%s cancelled=%d", closed, len(pinned))
+    return list(pinned)
+
+
+def _how_it_ended(name: str) -> str:
+    """How the shop ended, for its customers: "died" when its newest process did, else "stopped"."""
+    newest = Worker.objects.filter(name=name).order_by("-incarnation").values_list("status", flat=True).first()
+    return "died" if newest == Worker.Status.DEAD else "stopped"
+
+
+def _nobody_up(name: str) -> bool:
+    """No incarnation of the shop is running, draining included: a closing kitchen's
+    queued takeaway orders wait for its stop, as it may still hand tickets over."""
+    return not Worker.objects.live().filter(name=name).exists()
 
 
 def take_back(
@@ -126,9 +154,7 @@ def announce_moved_queue(
     moved: list[uuid.UUID] = []
     for target, numbers in by_target.items():
         ids = list(
-            Order.objects.filter(status=Status.QUEUED, pinned_worker__isnull=True, bucket__in=numbers).values_list(
-                "id", flat=True
-            )
+            Order.objects.filter(status=Status.QUEUED, pinned_shop="", bucket__in=numbers).values_list("id", flat=True)
         )
         to_shop = names.get(target, "")
         for start in range(0, len(ids), 1000):

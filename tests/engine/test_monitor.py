@@ -170,7 +170,7 @@ def death() -> Death:
 def test_the_monitor_declares_a_stale_worker_dead_and_reports_what_it_recovered(death: Death) -> None:
     report = death.report
     tally = (report.dead, len(report.requeued), len(report.failed), len(report.cancelled), report.moved_buckets)
-    assert tally == ([death.victim.pk], 1, 1, 2, len(death.victims_buckets))
+    assert tally == ([death.victim.pk], 2, 1, 0, len(death.victims_buckets))
     dead = fresh(death.victim)
     assert (dead.status, dead.stop_reason, dead.stopped_at) == ("dead", "missed heartbeats", at(20))
 
@@ -203,18 +203,21 @@ def test_a_dead_workers_order_on_its_last_attempt_is_dead_lettered_with_the_reas
     )
 
 
-def test_a_dead_workers_takeaway_orders_are_cancelled_queued_or_not(death: Death) -> None:
-    # Takeaway orders cannot move to another shop.
-    for pinned in (death.pinned_preparing, death.pinned_queued):
-        cancelled = Order.objects.get(pk=pinned.pk)
-        assert (cancelled.status, cancelled.cancel_reason, cancelled.lease_token) == (
-            "cancelled",
-            "shop unavailable",
-            None,
-        )
-        assert cancelled.finished_at == at(20)
-        event = last_event(pinned)
-        assert (event.kind, event.data) == ("cancelled", {"reason": "shop unavailable"})
+def test_a_dead_kitchens_takeaway_orders_wait_for_its_shops_next_process(death: Death) -> None:
+    # Takeaway orders cannot move to another shop, and a kitchen's death does not close its shop.
+    in_oven, waiting = Order.objects.get(pk=death.pinned_preparing.pk), Order.objects.get(pk=death.pinned_queued.pk)
+    assert (in_oven.status, in_oven.pinned_shop, in_oven.lease_token, in_oven.attempts) == (
+        "queued",
+        "shop-victim",
+        None,
+        1,
+    )
+    assert (waiting.status, waiting.pinned_shop, waiting.attempts) == ("queued", "shop-victim", 0)
+    assert not any(c.order.pk in (in_oven.pk, waiting.pk) for c in queue.claim(death.survivor.pk, 10, now=at(21)))
+
+    restarted = make_worker("shop-victim", now=at(22))
+    claimed = {c.order.pk for c in queue.claim(restarted.pk, 10, now=at(22))}
+    assert {in_oven.pk, waiting.pk} <= claimed
 
 
 def test_only_the_dead_workers_buckets_move_each_to_a_live_worker_and_on_record(death: Death) -> None:
@@ -360,17 +363,23 @@ def test_registering_a_name_whose_holder_went_silent_declares_the_old_one_dead()
 
 
 @pytest.mark.parametrize("seconds", [1, TIMEOUT])
-def test_a_name_held_by_a_live_worker_cannot_be_registered_again(seconds: float) -> None:
+def test_a_second_process_of_a_live_shop_joins_beside_it_and_either_makes_its_takeaway_orders(seconds: float) -> None:
+    # A rolling redeploy: the new process starts while the old one still runs.
     old = make_worker("shop-1", now=T0)
+    first = place_at(T0, kind="takeaway", pinned_to="shop-1", priority=2)
+    second = place_at(T0, kind="takeaway", pinned_to="shop-1")
 
-    with pytest.raises(ValidationError) as excinfo:
-        make_worker("shop-1", now=at(seconds))
+    new = make_worker("shop-1", now=at(seconds))
 
-    assert excinfo.value.message_dict == {"name": ["A live worker named 'shop-1' is already running."]}
-    assert list(Worker.objects.values_list("pk", "status")) == [(old.pk, "alive")]
+    assert list(Worker.objects.order_by("incarnation").values_list("pk", "incarnation", "status")) == [
+        (old.pk, 1, "alive"),
+        (new.pk, 2, "alive"),
+    ]
+    assert [c.order.pk for c in queue.claim(new.pk, 1, now=at(seconds))] == [first.pk]
+    assert [c.order.pk for c in queue.claim(old.pk, 1, now=at(seconds))] == [second.pk]
 
 
-def test_a_clean_stop_cancels_pinned_takeaways_and_requeues_what_is_still_held() -> None:
+def test_a_clean_stop_keeps_its_shops_takeaways_and_requeues_what_is_still_held() -> None:
     leaving = make_worker("shop-a", now=T0)
     staying = make_worker("shop-b", now=T0)
     leaving_buckets = owned(leaving)
@@ -382,16 +391,14 @@ def test_a_clean_stop_cancels_pinned_takeaways_and_requeues_what_is_still_held()
 
     recovery = membership.stop(leaving.pk, now=at(5))
 
-    assert recovery == monitor.Recovery(
-        requeued=[held.pk], failed=[], cancelled=[pinned.pk], moved_buckets=len(leaving_buckets)
-    )
+    assert recovery == monitor.Recovery(requeued=[held.pk], failed=[], cancelled=[], moved_buckets=len(leaving_buckets))
     stopped = fresh(leaving)
     assert (stopped.status, stopped.stop_reason, stopped.stopped_at) == ("stopped", "stopped", at(5))
     assert owned(leaving) == set()
     assert owned(staying) == set(range(256))
     assert {m.bucket for m in BucketMove.objects.filter(reason="stop")} == leaving_buckets
-    cancelled = Order.objects.get(pk=pinned.pk)
-    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "shop unavailable")
+    kept = Order.objects.get(pk=pinned.pk)
+    assert (kept.status, kept.pinned_shop) == ("queued", "shop-a")  # for the shop's next process
     requeued = Order.objects.get(pk=held.pk)
     assert (requeued.status, requeued.lease_token, requeued.attempts) == ("queued", None, 1)
     event = last_event(held)

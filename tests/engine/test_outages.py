@@ -51,4 +51,5 @@ def test_a_monitor_in_touch_for_a_whole_timeout_declares_a_silent_worker_dead() 
     tally = monitor.tick(watcher.pk, now=at(40), in_touch_for=TIMEOUT)
 
     assert tally is not None and tally.dead == [silent.pk]
-    assert Order.objects.get(pk=order.pk).status == "cancelled"  # pinned to a dead worker
+    back = Order.objects.get(pk=order.pk)
+    assert (back.status, back.pinned_shop) == ("queued", "silent")  # for the shop's next process

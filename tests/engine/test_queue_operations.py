@@ -14,8 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from tests.base import T0, area_owned_by, make_order, make_worker, order_request, place_at, wait_until
-from workers import monitor, queue
-from workers.models import Order, OrderEvent, Worker
+from workers import membership, monitor, queue
+from workers.models import CLOSED, Order, OrderEvent, Worker
 from workers.queue import leases
 
 pytestmark = pytest.mark.django_db
@@ -872,7 +872,8 @@ def test_raising_priority_out_of_its_range_is_refused(priority: int) -> None:
 def test_a_takeaway_order_of_a_closed_shop_cannot_be_requeued() -> None:
     shop = make_worker("corner-shop")
     order = make_order(kind="takeaway", pinned_to="corner-shop")
-    monitor.declare_dead(shop.pk, "gone", now=T0)
+    membership.drain(shop.pk)
+    membership.stop(shop.pk, CLOSED)
     order.refresh_from_db()
     assert order.status == "cancelled"
 

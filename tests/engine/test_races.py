@@ -1,6 +1,7 @@
-"""Races on a pinned (takeaway) order, forced deterministically on PostgreSQL:
-each operation holds what it read until it commits, so a shop's death that
-comes in between either sees its change or refuses it (SPEC §4, §7b).
+"""Races on a pinned (takeaway) order, forced deterministically on PostgreSQL: a shop
+that closes while an operation on one of its orders is under way never leaves that
+order queued for nobody. The closing either sees the operation's change and cancels
+it, or the monitor's next round does (`recovery.close_shops`) (SPEC §4, §7b).
 
 Each race runs the operation in one connection, paused between its read and
 its write, and the competing change in a second one; the test then watches
@@ -17,8 +18,9 @@ import pytest
 from django.db import connection, connections
 
 from tests.base import make_order, make_worker, wait_until
-from workers import monitor, queue, recovery
-from workers.models import Order, OrderEvent, Worker
+from workers import membership, monitor, queue, recovery
+from workers.clock import now as clock_now
+from workers.models import CLOSED, Order, OrderEvent, Worker
 from workers.queue import operators
 
 pytestmark = [
@@ -73,10 +75,17 @@ def paused_before_its_write(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.
     return reached, go
 
 
-def test_a_requeue_racing_its_shops_death_never_strands_the_order(
+def close(shop: Worker) -> None:
+    """An operator closes the shop: its kitchen drains, then stops."""
+    membership.drain(shop.pk)
+    membership.stop(shop.pk, CLOSED)
+
+
+def test_a_requeue_racing_its_shops_closing_never_strands_the_order(
     live_menu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shop = make_worker("shop-1")
+    make_worker("watcher")
     order = make_order(kind="takeaway", pinned_to="shop-1")
     queue.cancel(order.pk, "changed my mind")
     reached, go = paused_before_its_write(monkeypatch)
@@ -84,28 +93,29 @@ def test_a_requeue_racing_its_shops_death_never_strands_the_order(
     requeue = InAnotherConnection(lambda: queue.requeue(order.pk))
     requeue.start()
     assert reached.wait(timeout=30)  # the requeue found the shop open and is about to write
-    death = InAnotherConnection(lambda: monitor.declare_dead(shop.pk, "missed heartbeats"))
-    death.start()
-    wait_until(lambda: not death.is_alive() or waiting_for_a_lock(), what="the death to finish or wait")
+    closing = InAnotherConnection(lambda: close(shop))
+    closing.start()
+    wait_until(lambda: not closing.is_alive() or waiting_for_a_lock(), what="the closing to finish or wait")
     go.set()
     requeue.join(timeout=30)
-    death.join(timeout=30)
-    assert requeue.error is None and death.error is None, (requeue.error, death.error)
+    closing.join(timeout=30)
+    assert requeue.error is None and closing.error is None, (requeue.error, closing.error)
+    assert Worker.objects.get(pk=shop.pk).status == Worker.Status.STOPPED
 
+    # Whichever came first, the order is not left queued for a closed shop past the next round.
+    monitor.close_closed_shops(clock_now())
     order.refresh_from_db()
-    assert Worker.objects.get(pk=shop.pk).status == Worker.Status.DEAD
-    # The death came second: it saw the requeued order and cancelled it, telling the customer.
     assert order.status == Order.Status.CANCELLED
     assert order.cancel_reason == recovery.SHOP_UNAVAILABLE
     kinds = list(OrderEvent.objects.filter(order=order).values_list("kind", flat=True))
     assert kinds[-2:] == [OrderEvent.Kind.RETRIED, OrderEvent.Kind.CANCELLED]
 
 
-def test_a_requeue_after_its_shops_death_is_refused(live_menu: None) -> None:
+def test_a_requeue_after_its_shop_closed_is_refused(live_menu: None) -> None:
     shop = make_worker("shop-1")
     order = make_order(kind="takeaway", pinned_to="shop-1")
     queue.cancel(order.pk, "changed my mind")
-    monitor.declare_dead(shop.pk, "missed heartbeats")
+    close(shop)
 
     with pytest.raises(queue.InvalidTransitionError, match="^Its shop is closed"):
         queue.requeue(order.pk)
@@ -113,7 +123,7 @@ def test_a_requeue_after_its_shops_death_is_refused(live_menu: None) -> None:
     assert order.status == Order.Status.CANCELLED
 
 
-def test_a_rush_racing_its_shops_death_is_cancelled_with_the_shop(
+def test_a_rush_racing_its_shops_closing_is_cancelled_with_the_shop(
     live_menu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shop = make_worker("shop-1")
@@ -130,14 +140,14 @@ def test_a_rush_racing_its_shops_death_is_cancelled_with_the_shop(
     rush = InAnotherConnection(lambda: queue.raise_priority(order.pk, priority=9))
     rush.start()
     assert reached.wait(timeout=30)  # the rush read the order queued and is about to write
-    death = InAnotherConnection(lambda: monitor.declare_dead(shop.pk, "missed heartbeats"))
-    death.start()
-    # The death's cancelling of the shop's orders waits for the order the rush holds.
-    wait_until(waiting_for_a_lock, what="the death to wait for the rushed order")
+    closing = InAnotherConnection(lambda: close(shop))
+    closing.start()
+    # The closing's cancelling of the shop's orders waits for the order the rush holds.
+    wait_until(waiting_for_a_lock, what="the closing to wait for the rushed order")
     go.set()
     rush.join(timeout=30)
-    death.join(timeout=30)
-    assert rush.error is None and death.error is None, (rush.error, death.error)
+    closing.join(timeout=30)
+    assert rush.error is None and closing.error is None, (rush.error, closing.error)
 
     order.refresh_from_db()
     assert (order.status, order.priority) == (Order.Status.CANCELLED, 9)

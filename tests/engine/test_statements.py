@@ -61,10 +61,11 @@ def test_a_statement_that_ends_a_lease_clears_what_the_orm_clears(name: str) -> 
     }
 
 
-def test_the_claim_sets_what_the_orm_claim_sets() -> None:
+def test_the_claim_sets_what_the_orm_claim_sets_and_keeps_a_handed_over_stage() -> None:
     statement = sql_in(sql.queries["claim"])
-    for column in ("stage = ''", "stage_started_at = NULL", "avoid_worker_id = NULL", "attempts = attempts + 1"):
+    for column in ("avoid_worker_id = NULL", "attempts = attempts + 1"):
         assert column in statement
+    assert "stage =" not in statement.split("RETURNING")[0].split("UPDATE")[1]
 
 
 @pytest.mark.parametrize("name", ["claimable", "claim"])
@@ -79,7 +80,7 @@ def test_both_claims_apply_the_same_rule(name: str) -> None:
     for part in (
         "status = 'queued'",
         "avoid_worker_id IS NULL OR avoid_worker_id <> %(worker)s",
-        "pinned_worker_id = %(worker)s",
+        "pinned_shop = (SELECT name FROM workers_worker WHERE id = %(worker)s)",
         "bucket IN (SELECT number FROM workers_bucket WHERE owner_id = %(worker)s)",
         "OR avoid_worker_id IS NOT NULL",
     ):

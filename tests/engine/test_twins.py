@@ -70,7 +70,7 @@ def snapshot() -> Snapshot:
     labels = dict(Order.objects.values_list("pk", "note"))
     orders = {}
     for values in Order.objects.values():
-        for column in ("worker_id", "pinned_worker_id", "avoid_worker_id"):
+        for column in ("worker_id", "avoid_worker_id"):
             values[column] = names.get(values[column])
         values["lease_token"] = "token" if values["lease_token"] else None
         orders[labels[values.pop("id")]] = values

@@ -15,7 +15,7 @@ from orders.models import Pizza
 from tests.base import make_worker
 from tests.factory import make_order, order_data
 from workers import membership, monitor, queue, ring
-from workers.models import Order, OrderEvent
+from workers.models import CLOSED, Order, OrderEvent
 from workers.queue import OrderRequest
 
 pytestmark = pytest.mark.django_db
@@ -433,13 +433,18 @@ def test_takeaway_from_a_shop_that_does_not_exist_writes_nothing(menu: None) -> 
     assert_nothing_written()
 
 
-@pytest.mark.parametrize("verdict", ["stop", "dead"])
-def test_takeaway_from_a_shop_that_is_no_longer_live_writes_nothing(menu: None, verdict: str) -> None:
+@pytest.mark.parametrize("verdict", ["closed", "stopped past the allowance", "dead past the allowance"])
+def test_takeaway_from_a_shop_that_is_closed_writes_nothing(menu: None, verdict: str, settings: Any) -> None:
     shop = make_worker("shop-1")
-    if verdict == "stop":
-        membership.stop(shop.pk)
+    if verdict == "closed":
+        membership.drain(shop.pk)
+        membership.stop(shop.pk, CLOSED)
     else:
-        monitor.declare_dead(shop.pk)
+        settings.PIZZAQUEUE_SHOP_CLOSED_AFTER = 0
+        if verdict.startswith("stopped"):
+            membership.stop(shop.pk)
+        else:
+            monitor.declare_dead(shop.pk)
 
     with pytest.raises(ValidationError) as excinfo:
         place_raw(order_data(kind="takeaway", shop="shop-1"))
@@ -510,7 +515,7 @@ def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> Non
     assert stored.eligible_at == now
     assert stored.rank == queue.rank_for(now, 3)
     assert stored.worker_id is None
-    assert stored.pinned_worker_id is None
+    assert stored.pinned_shop == ""
     assert stored.lease_token is None
     assert stored.idempotency_key is None
     assert stored.request_hash == ""
@@ -585,8 +590,8 @@ def test_a_takeaway_order_is_pinned_to_its_live_shop(menu: None) -> None:
     order = make_order(kind="takeaway", shop="shop-1")
 
     assert order.kind == Order.Fulfilment.TAKEAWAY
-    assert order.pinned_worker_id == shop.pk
-    assert Order.objects.get().pinned_worker_id == shop.pk
+    assert order.pinned_shop == shop.name
+    assert Order.objects.get().pinned_shop == shop.name
 
 
 def test_max_attempts_comes_from_the_request_or_the_settings(menu: None, settings: Any) -> None:

@@ -17,7 +17,7 @@ from orders.intake import clean_order_request
 from orders.views import FormIntakeThrottle
 from tests.base import in_role, make_worker
 from tests.factory import make_order, order_data
-from workers import monitor, queue
+from workers import clock, monitor, queue
 from workers.models import Order, OrderEvent
 
 pytestmark = pytest.mark.usefixtures("menu")
@@ -103,7 +103,7 @@ def test_a_takeaway_order_must_name_an_open_shop(client: Client) -> None:
     make_worker("shop-1")
     response = client.post("/orders/", form_data(kind="takeaway", shop="shop-1"))
     assert response.status_code == 302
-    assert Order.objects.get().pinned_worker.name == "shop-1"
+    assert Order.objects.get().pinned_shop == "shop-1"
 
 
 def test_a_form_without_its_token_is_refused(client: Client) -> None:
@@ -154,10 +154,12 @@ def test_the_tracking_page_tells_a_customer_their_shop_went_offline_and_where_th
     assert '<p class="status" id="status">In the queue</p>' in page
 
 
-def test_the_tracking_page_tells_a_takeaway_customer_their_shop_is_unavailable(client: Client) -> None:
+def test_the_tracking_page_tells_a_takeaway_customer_their_shop_is_unavailable(client: Client, settings: Any) -> None:
+    settings.PIZZAQUEUE_SHOP_CLOSED_AFTER = 0  # down for longer than a restart takes
     shop = make_worker("shop-1")
     order = make_order(kind="takeaway", shop="shop-1")
     monitor.declare_dead(shop.pk)
+    monitor.close_closed_shops(clock.now())
 
     page = client.get(f"/orders/{order.id}/").content.decode()
     assert "Shop 1 went down, so your takeaway order was cancelled." in page

@@ -30,6 +30,7 @@ from workers.queue.intake import (
     rank_offset,
 )
 from workers.queue.leases import (
+    HANDED_OVER,
     INTERRUPTED,
     Claim,
     advance_stage,
@@ -55,6 +56,7 @@ from workers.queue.operators import (
 from workers.queue.outbox import notify_work
 
 __all__ = [
+    "HANDED_OVER",
     "INTERRUPTED",
     "Claim",
     "IdempotencyConflictError",

@@ -40,7 +40,7 @@ class OrderRequest:
     items: list[dict[str, Any]]
     kind: str = Order.Fulfilment.DELIVERY
     area: str = ""
-    # A takeaway order names the worker it is pinned to.
+    # A takeaway order names the shop it is pinned to (its kitchens' worker name).
     pinned_to: str = ""
     priority: int = 0
     note: str = ""
@@ -122,7 +122,6 @@ def not_before_error(not_before: datetime | None, now: datetime) -> str | None:
 def _new_order(
     request: OrderRequest,
     now: datetime,
-    pinned_to: int | None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
     owner: Owner | None = None,
@@ -141,7 +140,7 @@ def _new_order(
         customer_name=request.customer_name,
         area=request.area,
         bucket=ring.bucket_for(request.area or str(order_id), settings.PIZZAQUEUE_BUCKETS),
-        pinned_worker_id=pinned_to,
+        pinned_shop=request.pinned_to if request.kind == Order.Fulfilment.TAKEAWAY else "",
         priority=request.priority,
         rank=rank_for(eligible, request.priority),
         eligible_at=eligible,
@@ -155,16 +154,13 @@ def _new_order(
     )
 
 
-def _open_worker_named(name: str) -> Worker:
-    # Holding the worker's row until commit means a concurrent declare_dead
-    # (or drain) either sees this order (and cancels it) or runs before it, in
-    # which case the worker is out of the ring here and the order is refused.
-    # A draining worker takes nothing new: it would only cancel the order at its stop.
-    worker = Worker.objects.in_ring().filter(name=name).select_for_update(no_key=True).first()
-    if worker is None:
+def _require_open_shop(name: str, now: datetime) -> None:
+    """A takeaway order's shop must be open (`WorkerQuerySet.open_shop`): up, or away for less
+    than PIZZAQUEUE_SHOP_CLOSED_AFTER. A shop that closes as this commits is no hole: the
+    monitor's next round (`recovery.close_shops`) cancels and tells what was placed for it."""
+    if not Worker.objects.open_shop(name, now):
         # Keyed by the request's field, as the intake's own errors are.
         raise ValidationError({"shop": [f"No open shop named {name!r}."]})
-    return worker
 
 
 def place(
@@ -213,8 +209,9 @@ def place_in_transaction(
     try:
         with transaction.atomic():
             now = now or clock.now()
-            pinned_to = _open_worker_named(request.pinned_to).pk if request.kind == Order.Fulfilment.TAKEAWAY else None
-            order = _new_order(request, now, pinned_to, idempotency_key, fingerprint, owner)
+            if request.kind == Order.Fulfilment.TAKEAWAY:
+                _require_open_shop(request.pinned_to, now)
+            order = _new_order(request, now, idempotency_key, fingerprint, owner)
             order.save(force_insert=True)
             record([event(order.id, Event.PLACED, now)], work=True)
     except IntegrityError:
@@ -246,7 +243,7 @@ def place_in_one_statement(
     from spoiling it, and the caller's commit is the durable one.
     """
     # Its times are the server's, read by the statement itself (placeholders until then).
-    order = _new_order(request, now or timezone.now(), None, idempotency_key, fingerprint, owner)
+    order = _new_order(request, now or timezone.now(), idempotency_key, fingerprint, owner)
     inside = connection.in_atomic_block
     statement, synchronous_commit = _place_statement(inside)
     parameters = {
@@ -314,14 +311,9 @@ def place_many(
     """Bulk intake: many orders (all of one `owner`) and their events in one transaction."""
     now = now or clock.now()
     with transaction.atomic():
-        pinned = {
-            name: _open_worker_named(name).pk
-            for name in {r.pinned_to for r in requests if r.kind == Order.Fulfilment.TAKEAWAY}
-        }
-        orders = [
-            _new_order(r, now, pinned.get(r.pinned_to) if r.kind == Order.Fulfilment.TAKEAWAY else None, owner=owner)
-            for r in requests
-        ]
+        for name in {r.pinned_to for r in requests if r.kind == Order.Fulfilment.TAKEAWAY}:
+            _require_open_shop(name, now)
+        orders = [_new_order(r, now, owner=owner) for r in requests]
         Order.objects.bulk_create(orders)
         record((event(o.id, Event.PLACED, now) for o in orders), work=True)
     return orders

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 
 from workers import clock, sql, storable
 from workers.models import Order, OrderEvent
@@ -40,6 +40,8 @@ BACK_IN_QUEUE: dict[str, Any] = {"status": Status.QUEUED, "worker": None, **LEAS
 STOPPING = "stopping"  # a graceful stop: never started
 INTERRUPTED = "interrupted"  # the database went away while it was being made
 UNANSWERED = "unanswered"  # claimed by a request whose answer was lost
+# A stopping kitchen passed a ticket on: its shop's next kitchen process goes on from its stage.
+HANDED_OVER = "handed-over"
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,6 @@ def claim_in_transaction(worker_id: int, limit: int, now: datetime | None = None
             lease_expires_at=now + lease_duration(),
             attempts=F("attempts") + 1,
             claimed_at=now,
-            stage="",
-            stage_started_at=None,
             avoid_worker=None,
         )
         if updated != len(ids):
@@ -125,7 +125,7 @@ def claim_in_transaction(worker_id: int, limit: int, now: datetime | None = None
             raise RuntimeError(f"claim raced: {updated} of {len(ids)} rows updated")
         by_id = Order.objects.in_bulk(ids)
         orders = [by_id[i] for i in ids]
-        record(event(o.id, Event.CLAIMED, now, worker_id=worker_id, attempt=o.attempts) for o in orders)
+        record(event(o.id, Event.CLAIMED, now, worker_id=worker_id, stage=o.stage, attempt=o.attempts) for o in orders)
     logger.debug("claimed count=%d worker=%s lease=%s", len(orders), worker_id, token)
     return [Claim(o, token) for o in orders]
 
@@ -366,15 +366,26 @@ def release(
     reason: str = STOPPING,
 ) -> int:
     """Give back claimed orders without charging an attempt: never started (a
-    graceful stop), or interrupted by the database rather than by the handler
-    (`reason` says which). Fenced like every worker write.
+    graceful stop), interrupted by the database rather than by the handler, or
+    handed over by a kitchen stopping mid-ticket (`reason` says which). Fenced
+    like every worker write. A handed-over takeaway order keeps its stage, which
+    the claim keeps too: the pizza is in its shop's oven, and the shop's next
+    process goes on from there. A delivery order starts afresh wherever its area
+    is made now, which may be another shop.
     """
     now = now or clock.now()
     events, lost = [], []
+    kept = {}
+    if reason == HANDED_OVER:
+        at_its_shop = ~Q(pinned_shop="")
+        kept = {
+            "stage": Case(When(at_its_shop, then=F("stage")), default=Value("")),
+            "stage_started_at": Case(When(at_its_shop, then=F("stage_started_at")), default=None),
+        }
     with transaction.atomic():
         for order_id, token in held:
             updated = Order.objects.leased(order_id, token).update(
-                **BACK_IN_QUEUE, attempts=F("attempts") - 1, eligible_at=now
+                **{**BACK_IN_QUEUE, **kept}, attempts=F("attempts") - 1, eligible_at=now
             )
             if updated:
                 events.append(event(order_id, Event.RELEASED, now, worker_id=worker_id, reason=reason))

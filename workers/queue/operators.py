@@ -42,22 +42,11 @@ def _get(order_id: uuid.UUID | str, among: OrderQuerySet | None = None, lock: bo
         raise OrderNotFoundError(str(order_id)) from None
 
 
-def _hold_open(worker_id: int) -> bool:
-    """Whether a pinned order's worker is in the ring, holding its row until this
-    transaction ends.
-
-    When a worker leaves the ring (`monitor.leave`) its unfinished pinned orders
-    are cancelled in the same transaction, so an operation that puts a pinned
-    order (back) in the queue must keep the worker in the ring until it commits;
-    otherwise a worker leaving between the check and the commit would leave the
-    order queued for nobody, and nothing sweeps it. FOR NO KEY UPDATE conflicts
-    with the UPDATE that takes a worker out of the ring, so whichever comes
-    second waits: a leaving that comes second sees the queued order and cancels
-    it; one that came first has committed, and this read, made after the wait,
-    sees it (READ COMMITTED re-checks a row it waited for). On SQLite the
-    IMMEDIATE transaction already holds the only write lock.
-    """
-    return Worker.objects.in_ring().filter(pk=worker_id).select_for_update(no_key=True).exists()
+def _shop_open(name: str, now: datetime) -> bool:
+    """Whether a pinned order's shop is open (`WorkerQuerySet.open_shop`), so an order put
+    back in the queue for it will be made. One that closes as this commits leaves no order
+    waiting for nobody: the monitor's next round cancels what is queued for a closed shop."""
+    return Worker.objects.open_shop(name, now)
 
 
 def cancel(
@@ -124,10 +113,10 @@ def requeue(
     now = now or clock.now()
     with transaction.atomic():
         order = _get(order_id)
-        if order.pinned_worker_id is not None and not _hold_open(order.pinned_worker_id):
-            # Nobody else may make a pinned order: back in the queue it would wait for ever.
+        if order.pinned_shop and not _shop_open(order.pinned_shop, now):
+            # Nobody else may make a pinned order: back in the queue it would only be cancelled.
             raise InvalidTransitionError("Its shop is closed; a takeaway order can only be made by its own shop.")
-        order = Order.objects.select_for_update(no_key=True).get(pk=order.pk)  # after its worker, as monitor.leave
+        order = Order.objects.select_for_update(no_key=True).get(pk=order.pk)
         if order.status in (Status.FAILED, Status.CANCELLED):
             updated = Order.objects.filter(id=order.id, status=order.status).update(
                 status=Status.QUEUED,
@@ -166,7 +155,6 @@ def raise_priority(
         raise ValidationError({"priority": [f"Must be between {Order.MIN_PRIORITY} and {Order.MAX_PRIORITY}."]})
     with transaction.atomic():
         order = _get(order_id, among)
-        # Locked as its UPDATE would, so a pinned worker's leaving waits for it or comes first.
         order = Order.objects.select_for_update(no_key=True).get(pk=order.pk)
         if order.status != Status.QUEUED:
             raise InvalidTransitionError(f"Order is {order.status}; only a queued order's priority can be raised.")
