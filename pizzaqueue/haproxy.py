@@ -1,8 +1,9 @@
-"""The shipped HAProxy config (deploy/haproxy.cfg), with its addresses filled in.
+"""The shipped HAProxy config (deploy/haproxy.cfg), with its addresses filled in, and
+the settings the web processes behind it need (deploy/web.env).
 
-`demo --web N` and the web-tier tests run HAProxy from this one file, so what
-they prove is the config operators are given: only the listening address and
-the daphne servers are replaced.
+`demo --web N` and the web-tier tests run HAProxy from this one file, and their
+daphne processes with that environment, so what they prove is what operators
+are given: only the listening address and the daphne servers are replaced.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ from django.conf import settings
 
 def shipped_config() -> Path:
     return Path(settings.BASE_DIR) / "deploy" / "haproxy.cfg"
+
+
+def web_environment() -> dict[str, str]:
+    """deploy/web.env as a dict: what every daphne behind the shipped HAProxy runs with
+    (`PIZZAQUEUE_TRUSTED_PROXIES`, so each client is itself, not the proxy)."""
+    entries = {}
+    for line in (Path(settings.BASE_DIR) / "deploy" / "web.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            entries[name.strip()] = value.strip()
+    return entries
 
 
 def render(bind: str, servers: Sequence[str]) -> str:

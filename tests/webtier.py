@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pizzaqueue.haproxy import render
+from pizzaqueue.haproxy import render, web_environment
 from tests.base import wait_until
 from tests.conftest import Daphne
 
@@ -46,13 +46,15 @@ class WebTier:
         self.port = 0
         self.stats = tmp_path / "haproxy.sock"
 
-    def start(self, **env: str) -> None:
+    def start(self, listen_on: str = "127.0.0.1", **env: str) -> None:
+        """The daphnes, then HAProxy on `listen_on` (an address of this machine, or
+        0.0.0.0 for hosts in other namespaces to reach it too) and a free port."""
         executable = require_haproxy()
         for daphne in self.daphnes:
-            daphne.start(**env)
+            daphne.start(**{**web_environment(), **env})
         # HAProxy takes over a listening socket bound here (`bind fd@N`): no race for the port.
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
+        listener.bind((listen_on, 0))
         listener.listen(128)
         self.port = listener.getsockname()[1]
         config = render(f"fd@{listener.fileno()}", [f"127.0.0.1:{d.port}" for d in self.daphnes])

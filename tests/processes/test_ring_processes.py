@@ -77,14 +77,18 @@ def test_a_death_moves_only_the_dead_workers_buckets_and_a_join_only_feeds_the_j
     assert_bounded(after_join)
 
 
-def test_a_pinned_order_stays_with_its_shop_and_is_cancelled_when_the_shop_dies(
+def test_a_pinned_order_stays_with_its_shop_and_is_cancelled_when_the_shop_stays_down(
     worker_processes: WorkerProcesses,
 ) -> None:
-    shop = worker_processes.start("--name", "corner-shop", "--handler", "tests.handlers.slow", "--concurrency", "1")
+    # A shop down for a second counts as closed here (by default it is five minutes).
+    closes = {"PIZZAQUEUE_SHOP_CLOSED_AFTER": "1"}
+    shop = worker_processes.start(
+        "--name", "corner-shop", "--handler", "tests.handlers.slow", "--concurrency", "1", **closes
+    )
     wait_until(lambda: fully_owned_by_live(1), what="the corner shop")
     baking = make_order(kind="takeaway", shop="corner-shop", note="60")
     wait_until(lambda: Order.objects.filter(pk=baking.pk, stage="oven").exists(), what="the shop baking a takeaway")
-    worker_processes.start("--name", "big-kitchen", "--handler", "orders.handlers.noop")
+    worker_processes.start("--name", "big-kitchen", "--handler", "orders.handlers.noop", **closes)
     wait_until(lambda: fully_owned_by_live(2), what="the second kitchen")
 
     def areas_owned_by(name: str) -> list[str]:
@@ -108,6 +112,11 @@ def test_a_pinned_order_stays_with_its_shop_and_is_cancelled_when_the_shop_dies(
         what="the dead shop's delivery orders done elsewhere",
     )
 
+    wait_until(
+        lambda: Order.objects.filter(pk__in=[o.pk for o in takeaways], status=Order.Status.CANCELLED).count()
+        == len(takeaways),
+        what="the closed shop's takeaway orders cancelled",
+    )
     for order in takeaways:
         order.refresh_from_db()
         assert order.status == Order.Status.CANCELLED

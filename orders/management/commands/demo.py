@@ -44,7 +44,7 @@ from orders import power, roles
 from orders.handlers import STAFFED_HANDLER
 from orders.menu import seed_menu
 from orders.models import KitchenStaff, Pizza
-from pizzaqueue.haproxy import render
+from pizzaqueue.haproxy import render, web_environment
 from workers.arguments import non_negative_float, non_negative_int, positive_int
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
@@ -53,6 +53,9 @@ WEB_TIER = ("daphne", "haproxy")
 # The demo's clocks: quick heartbeats, so a shop that goes down is noticed in seconds.
 HEARTBEAT_INTERVAL = 1
 HEARTBEAT_TIMEOUT = 5
+# A shop down this long is closed and its takeaway customers told: long enough that
+# `shop up` within it carries on as the same shop, short enough to watch the telling.
+SHOP_CLOSED_AFTER = 30
 # What the demo's customers call its shops, in the order they are started.
 DISPLAY_NAMES = ("Harbour Street", "Old Town", "Riverside", "Market Square", "Station Road", "Castle Hill")
 # Labels of the printed lines are padded to this width, so the values line up.
@@ -146,6 +149,7 @@ class Command(BaseCommand):
             "PIZZAQUEUE_SHOP_NAMES": shop_names([*names, *staffed]),
             "PIZZAQUEUE_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
             "PIZZAQUEUE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            "PIZZAQUEUE_SHOP_CLOSED_AFTER": str(SHOP_CLOSED_AFTER),
             **os.environ,
             "PIZZAQUEUE_KITCHEN_SPEED": str(options["kitchen_speed"]),
             "PIZZAQUEUE_SHUTDOWN_GRACE": str(options["grace"]),
@@ -155,6 +159,9 @@ class Command(BaseCommand):
         self.standby = options["standby"] if staffed else 0.0
         host, port = options["host"], options["port"]
         commands = self.web_tier(host, port, options["web"], haproxy)
+        if "haproxy" in commands:
+            # Behind the proxy, as deploy/web.env says: each client is itself, not HAProxy.
+            env = {**web_environment(), **env}
         commands |= {name: [sys.executable, str(MANAGE_PY), "worker", "--name", name] for name in names}
         commands |= {
             name: [sys.executable, str(MANAGE_PY), "worker", "--name", name, "--handler", STAFFED_HANDLER]
