@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from django.db.models import Count
@@ -86,7 +87,7 @@ def test_a_staffed_shops_redeploy_passes_its_open_tickets_on_at_their_stage_and_
     for order in (carried, Order.objects.get(pk=waiting.pk)):
         assert order.lease_token is not None
         steps = ["", "dough", "oven", "boxing", "ready"]
-        for previous, stage in zip(steps[steps.index(order.stage) :], steps[steps.index(order.stage) + 1 :]):
+        for previous, stage in pairwise(steps[steps.index(order.stage) :]):
             assert queue.advance_stage(order.pk, order.lease_token, previous, stage), (order.stage, stage)
     done_exactly_once([in_oven, waiting])
     nothing_cancelled_failed_or_charged([in_oven, waiting, tonight])
@@ -111,5 +112,7 @@ def test_a_simulated_kitchens_redeploy_finishes_its_oven_and_leaves_the_rest_to_
     assert old.wait(timeout=30) == 0, worker_processes.logs()
     done_exactly_once(orders)
     nothing_cancelled_failed_or_charged(orders)
-    makers = set(OrderEvent.objects.filter(order__in=orders, kind=OrderEvent.Kind.DONE).values_list("worker", flat=True))
+    makers = set(
+        OrderEvent.objects.filter(order__in=orders, kind=OrderEvent.Kind.DONE).values_list("worker", flat=True)
+    )
     assert second.pk in makers  # the new process took over the queue

@@ -113,8 +113,10 @@ def test_a_pinned_order_stays_with_its_shop_and_is_cancelled_when_the_shop_stays
     )
 
     wait_until(
-        lambda: Order.objects.filter(pk__in=[o.pk for o in takeaways], status=Order.Status.CANCELLED).count()
-        == len(takeaways),
+        lambda: (
+            Order.objects.filter(pk__in=[o.pk for o in takeaways], status=Order.Status.CANCELLED).count()
+            == len(takeaways)
+        ),
         what="the closed shop's takeaway orders cancelled",
     )
     for order in takeaways:
