@@ -5,7 +5,10 @@ as themselves once it is back.
 On PostgreSQL the test database refuses connections and drops the ones it has,
 as a restart does (`ALLOW_CONNECTIONS false` and `pg_terminate_backend`, on this
 test's own database only); on SQLite another process holds the write lock, the
-one way a single file goes away from its writers.
+one way a single file goes away from its writers. And on PostgreSQL it is
+black-holed: kitchens on hosts of their own (tests/hosts.py) lose their links
+together, as when the database's network fails, so packets vanish and nobody
+is told.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from django.db import connection
 from tests.base import make_worker, wait_until
 from tests.conftest import FAST_WORKER_ENV, WorkerProcesses, database_url
 from tests.factory import make_order
+from tests.hosts import CHAIN, Hosts
 from workers import clock
 from workers.models import Order, OrderEvent, Worker
 
@@ -99,6 +103,45 @@ def test_an_outage_cancels_nothing_and_charges_nothing(
         ("shop-1", 1, "alive"),
         ("shop-2", 1, "alive"),
     ]
+
+
+def test_a_black_holed_database_cancels_nothing_and_charges_nothing_once_the_links_heal(hosts: Hosts) -> None:
+    timeout = float(CHAIN["PIZZAQUEUE_HEARTBEAT_TIMEOUT"])
+    kitchens = [hosts.add(name) for name in ("shop-1", "shop-2")]
+    for kitchen in kitchens:
+        kitchen.start_worker("--name", kitchen.name, "--concurrency", "2", "--handler", "tests.handlers.slow", **CHAIN)
+    wait_until(lambda: Worker.objects.filter(status=Worker.Status.ALIVE).count() == 2, what="two kitchens")
+    orders = [make_order(kind="takeaway", shop=shop, note="4") for shop in ("shop-1", "shop-2") for _ in range(4)]
+    tonight = make_order(kind="takeaway", shop="shop-2", not_before=(clock.now() + timedelta(hours=6)).isoformat())
+    wait_until(lambda: Order.objects.filter(status="preparing", stage="oven").count() == 4, what="four in the ovens")
+
+    for kitchen in kitchens:
+        kitchen.cut()
+    time.sleep(2 * timeout)
+    healed = time.monotonic()
+    for kitchen in kitchens:
+        kitchen.heal()
+
+    wait_until(
+        lambda: OrderEvent.objects.filter(kind="claimed").count() > 4 or Order.objects.filter(status="done").exists(),
+        timeout=30,
+        what="a kitchen working again",
+    )
+    back_after = time.monotonic() - healed
+    wait_until(
+        lambda: Order.objects.filter(pk__in=[o.pk for o in orders], status="done").count() == len(orders),
+        timeout=60,
+        what="every order made",
+    )
+    kinds = set(OrderEvent.objects.values_list("kind", flat=True))
+    assert kinds & {"cancelled", "failed", "retried", "reassigned"} == set(), hosts.logs()
+    assert set(Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("attempts", flat=True)) == {1}
+    assert Order.objects.get(pk=tonight.pk).status == "queued"
+    assert sorted(Worker.objects.values_list("name", "incarnation", "status")) == [
+        ("shop-1", 1, "alive"),
+        ("shop-2", 1, "alive"),
+    ]
+    assert back_after < 3 * timeout, back_after
 
 
 def test_a_kitchen_silent_while_the_database_was_up_is_still_declared_dead(
