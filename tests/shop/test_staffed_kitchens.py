@@ -278,6 +278,25 @@ def test_after_a_timeout_the_avoided_kitchen_may_take_the_order_again() -> None:
 # --- Client redirection ------------------------------------------------------------------------
 
 
+def test_a_ticket_handed_over_in_a_redeploy_tells_its_customer_it_carries_on_where_it_was(client: Client) -> None:
+    old = staffed_worker("corner", now=T0)
+    order = make_order(now=T0, kind="takeaway", shop="corner")
+    [claim] = queue.claim(old.pk, 1, now=T0)
+    queue.advance_stage(order.pk, claim.token, "", "dough", now=at(1))
+    new = staffed_worker("corner", now=at(2))
+    queue.release([(order.pk, claim.token)], old.pk, now=at(3), reason=queue.HANDED_OVER)
+    queue.claim(new.pk, 1, now=at(4))
+
+    [handed] = events(order, OrderEvent.Kind.RELEASED)
+    assert describe(handed, "corner") == (
+        "Your shop is changing over its kitchen's system; your order stays where it was."
+    )
+    assert describe(events(order, OrderEvent.Kind.CLAIMED)[-1], "corner") == "Corner carries on with your order."
+    page = client.get(f"/orders/{order.pk}/").content.decode()
+    assert "Corner carries on with your order." in page
+    assert '<p class="status" id="status">Stretching the dough</p>' in page  # not back to the start
+
+
 def test_queued_delivery_orders_moved_with_a_dead_shops_buckets_are_told_where(client: Client) -> None:
     doomed = make_worker("shop-3", now=T0)
     make_worker("shop-1", now=T0)
