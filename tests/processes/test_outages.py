@@ -71,12 +71,27 @@ def outage() -> Iterator[Outage]:
     away.end()
 
 
-@pytest.mark.parametrize("share", [0.5, 0.75, 2.0])
+# The defaults' shape: a beat every third of the timeout (5 s and 15 s), where a beat is
+# rare enough that the leases could lapse before the next one after an outage.
+DEFAULTS_SHAPED = {"PIZZAQUEUE_HEARTBEAT_INTERVAL": "1", "PIZZAQUEUE_HEARTBEAT_TIMEOUT": "3"}
+
+
+@pytest.mark.parametrize(
+    ("share", "clocks"),
+    [
+        (0.5, {}),
+        (0.75, {}),
+        (2.0, {}),
+        pytest.param(0.5, DEFAULTS_SHAPED, id="0.5-defaults-shaped"),
+        pytest.param(0.75, DEFAULTS_SHAPED, id="0.75-defaults-shaped"),
+    ],
+)
 def test_an_outage_cancels_nothing_and_charges_nothing(
-    worker_processes: WorkerProcesses, outage: Outage, share: float
+    worker_processes: WorkerProcesses, outage: Outage, share: float, clocks: dict[str, str]
 ) -> None:
+    timeout = float(clocks.get("PIZZAQUEUE_HEARTBEAT_TIMEOUT", TIMEOUT))
     for name in ("shop-1", "shop-2"):
-        worker_processes.start("--name", name, "--concurrency", "2", "--handler", "tests.handlers.slow")
+        worker_processes.start("--name", name, "--concurrency", "2", "--handler", "tests.handlers.slow", **clocks)
     wait_until(lambda: Worker.objects.filter(status=Worker.Status.ALIVE).count() == 2, what="two kitchens")
     # Takeaway orders at both shops: two in each oven (4 s each), two waiting, one scheduled for tonight.
     orders = [make_order(kind="takeaway", shop=shop, note="4") for shop in ("shop-1", "shop-2") for _ in range(4)]
@@ -84,7 +99,7 @@ def test_an_outage_cancels_nothing_and_charges_nothing(
     wait_until(lambda: Order.objects.filter(status="preparing", stage="oven").count() == 4, what="four in the ovens")
 
     outage.begin()
-    time.sleep(share * TIMEOUT)
+    time.sleep(share * timeout)
     outage.end()
     connection.close()
 
