@@ -290,7 +290,11 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     preparing: list[Order] = []
     waiting: list[Order] = []
     if worker.is_live:
-        preparing = list(Order.objects.held_by(worker.pk).order_by("claimed_at")[:TICKETS_SHOWN])
+        # Every live process of the shop's tickets: in a redeploy the old one's stay on
+        # the display until it hands them over to the new one.
+        processes = Worker.objects.live().filter(name=worker.name)
+        held = Order.objects.filter(status=Order.Status.PREPARING, worker__in=processes)
+        preparing = list(held.order_by("claimed_at")[:TICKETS_SHOWN])
         # What its kitchen would claim next, by the claim's own rule and order.
         next_up = leases.claimable_ids(worker.pk, now, TICKETS_SHOWN)
         by_id = Order.objects.in_bulk(next_up)

@@ -116,6 +116,20 @@ def test_a_staffed_display_shows_the_next_step_and_a_simulated_one_does_not(staf
     assert "data-tap" not in staff_client.get("/kitchen/shop-2/").content.decode()
 
 
+def test_during_a_redeploy_the_display_shows_the_tickets_of_both_processes_of_the_shop(staff_client: Client) -> None:
+    old = staffed_worker("corner", now=None)
+    first = make_order(kind="takeaway", shop="corner")
+    queue.claim(old.pk, 1)
+    new = staffed_worker("corner", now=None)
+    second = make_order(kind="takeaway", shop="corner")
+    queue.claim(new.pk, 1)
+
+    page = staff_client.get("/kitchen/corner/").content.decode()
+
+    assert page.count('data-tap="dough"') == 2
+    assert str(first.pk) in page and str(second.pk) in page
+
+
 def test_tapping_through_every_stage_without_javascript(staff_client: Client) -> None:
     shop = staffed_worker()
     order, token = in_kitchen(shop, now=None)
