@@ -48,3 +48,21 @@ class KitchenStaff(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} at {self.shop}"
+
+
+class ShopPace(models.Model):
+    """How fast a shop's kitchen works, measured from the orders it finished
+    (`orders.promises`): seconds of kitchen time per second of the menu's estimate.
+
+    Keyed by the shop's name, which outlives each incarnation of its process; the
+    promise keeper (the monitor's duty) writes it, the quote at placing reads it.
+    """
+
+    shop = models.CharField(max_length=100, primary_key=True)
+    # Kitchen seconds per estimated second, a moving average of the recent orders.
+    factor = models.FloatField()
+    samples = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.shop}: x{self.factor:.2f} ({self.samples} orders)"

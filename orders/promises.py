@@ -1,0 +1,397 @@
+"""Promises quoted from the live queue, and kept: when a customer may expect the order.
+
+A promise is the time the order is in its customer's hands, counted from when
+it is due (when it was placed, or the `not_before` it was scheduled for):
+
+    the wait until its shop starts it   the work ahead of it at the shop that will
+                                        make it (the orders that shop holds and the
+                                        queued ones it claims first), at the shop's
+                                        measured pace, shared by its slots
+  + its own make time                   the menu's kitchen seconds at that pace
+  + the hand-over                       collection, or the area's delivery time
+  + a margin                            a share of the lead, and at least two monitor
+                                        rounds, so a slip is told before it shows
+
+`quote` makes it at placing (PIZZAQUEUE_QUOTE, which `queue.place` calls): one
+statement per order (`quote` in `orders/queries.sql`). A scheduled order is
+quoted its own make time and hand-over from when it is due; the queue it meets
+then is the keeper's to judge.
+
+`keep` is the monitor's duty (PIZZAQUEUE_MONITOR_DUTY), every round:
+
+1. measure each shop's pace from the orders finished since the last round
+   (`ShopPace`; before any, a simulated kitchen's speed, or for a staffed one
+   the menu's own seconds and its stand-in cook's steps);
+2. predict when every unfinished order will be ready, walking each shop's queue
+   in claim order over its slots; a shop whose heartbeat went quiet is counted
+   as down, its orders moving to the shops the ring gives its buckets once the
+   monitor declares it dead;
+3. revise every promise the prediction says will be missed within the next
+   rounds, or is off by more than PIZZAQUEUE_PROMISE_THRESHOLD of the time left
+   (at least PIZZAQUEUE_PROMISE_TOLERANCE seconds): `queue.revise_promises`
+   writes each with the `promised` event the customer reads live ("Running
+   late: now by 19:40").
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Max
+
+from orders import sql
+from orders.handlers import STAFFED_HANDLER, TAPS
+from orders.models import ShopPace
+from workers import queue, ring
+from workers.models import CLAIM_ORDER, Bucket, Order, OrderEvent, Worker
+
+logger = logging.getLogger(__name__)
+
+# A finished order's weight in its shop's moving average once it has a few (the first ones count more).
+PACE_WEIGHT = 0.2
+# The promise's margin: this share of the time until the order is expected.
+MARGIN_SHARE = 0.1
+# Orders the keeper walks each round at most, in claim order (beyond them, promises are far off).
+WALK_LIMIT = 5000
+# Why a promise was revised, in its event's `why`.
+MOVED = "moved"
+SHOP_DOWN = "shop-down"
+QUEUE = "queue"
+DUE = "due"
+
+
+@dataclass(frozen=True)
+class Shop:
+    """A kitchen as the quote sees it: its slots and pace."""
+
+    id: int
+    name: str
+    slots: int
+    # Kitchen seconds per second of the menu's estimate.
+    factor: float
+    # The least an order takes there (a staffed kitchen's stand-in cook steps through every tap).
+    floor: float = 0.0
+
+    def make(self, estimated_seconds: int) -> float:
+        return max(self.factor * estimated_seconds, self.floor)
+
+
+def prior_factor(handler: str) -> float:
+    """A shop's pace before it has finished anything: a simulated kitchen runs at
+    PIZZAQUEUE_KITCHEN_SPEED; people work in the menu's own seconds, never faster than the simulation."""
+    speed = settings.PIZZAQUEUE_KITCHEN_SPEED
+    return max(1.0, speed) if handler == STAFFED_HANDLER else speed
+
+
+def floor_for(handler: str) -> float:
+    """A staffed kitchen's stand-in cook (PIZZAQUEUE_STAFFED_STANDBY) takes each tap after
+    that long, and the kitchen sees it at its next look: the least an order takes there."""
+    standby = settings.PIZZAQUEUE_STAFFED_STANDBY
+    if handler != STAFFED_HANDLER or not standby:
+        return 0.0
+    return len(TAPS) * (standby + settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL)
+
+
+def shop_of(worker_id: int, name: str, slots: int, handler: str, factor: float | None) -> Shop:
+    return Shop(worker_id, name, max(1, slots), prior_factor(handler) if factor is None else factor, floor_for(handler))
+
+
+def handover_seconds(kind: str, area: str) -> float:
+    """From ready to the customer's hands: at the counter, or on the road to the area."""
+    if kind == Order.Fulfilment.TAKEAWAY:
+        return settings.PIZZAQUEUE_COLLECTION_SECONDS
+    return settings.PIZZAQUEUE_AREA_DELIVERY_SECONDS.get(area, settings.PIZZAQUEUE_DELIVERY_SECONDS)
+
+
+def margin(lead: float) -> float:
+    """Slack over a prediction `lead` seconds ahead: a share of it, and at least two
+    monitor rounds, so the keeper sees a slip and tells the customer before the promise passes."""
+    return max(MARGIN_SHARE * max(lead, 0.0), 2 * settings.PIZZAQUEUE_MONITOR_INTERVAL)
+
+
+def promise_for(ready: datetime, kind: str, area: str, now: datetime) -> datetime:
+    """The promise for an order predicted ready (out of the kitchen) at `ready`."""
+    delivered = ready + timedelta(seconds=handover_seconds(kind, area))
+    return delivered + timedelta(seconds=margin((delivered - now).total_seconds()))
+
+
+# --- The quote at placing -----------------------------------------------------------------
+
+
+def queue_wait(shop: Shop, queued: int, queued_estimate: int, preparing: int, preparing_estimate: int) -> float:
+    """Seconds until `shop` starts a new order behind `queued` orders of `queued_estimate`
+    menu seconds and `preparing` orders in its kitchen (half made, on average): none
+    while a slot is free, then the work ahead shared by the slots."""
+    if queued + preparing < shop.slots:
+        return 0.0
+    return shop.factor * (queued_estimate + 0.5 * preparing_estimate) / shop.slots
+
+
+def quote(orders: Sequence[Order], now: datetime) -> list[float]:
+    """PIZZAQUEUE_QUOTE: seconds from each new (unsaved) order's `eligible_at` to its promise.
+
+    One statement per order due now (`quote`: its shop, pace and the work ahead
+    of it there); a batch (`place_many`) adds each order's work to the next's.
+    A scheduled order is quoted its make time and hand-over from when it is due.
+    """
+    added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))  # orders, menu seconds this batch put ahead
+    seconds: list[float] = []
+    for order in orders:
+        if order.eligible_at > now:
+            shop = shop_of(0, "", 1, "", None)
+            ready = order.eligible_at + timedelta(seconds=shop.make(order.estimated_seconds))
+        else:
+            shop, queued, queued_estimate, preparing, preparing_estimate = _shop_and_work(order, now)
+            count, seconds_ahead = added[shop.id]
+            wait = queue_wait(shop, queued + count, queued_estimate + seconds_ahead, preparing, preparing_estimate)
+            added[shop.id] = (count + 1, seconds_ahead + order.estimated_seconds)
+            ready = now + timedelta(seconds=wait + shop.make(order.estimated_seconds))
+        promised = promise_for(ready, order.kind, order.area, max(now, order.eligible_at))
+        seconds.append(max(0.0, (promised - order.eligible_at).total_seconds()))
+    return seconds
+
+
+def _shop_and_work(order: Order, now: datetime) -> tuple[Shop, int, int, int, int]:
+    """The shop that will make `order` and the work ahead of it there, in one statement;
+    a simulated kitchen with nothing ahead when no shop is open."""
+    params = {
+        "shop": order.pinned_worker_id,
+        "bucket": order.bucket,
+        "rank": order.rank,
+        "now": connection.ops.adapt_datetimefield_value(now),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql.queries["quote"], params)
+        row = cursor.fetchone()
+    if row is None:
+        return shop_of(0, "", 1, "", None), 0, 0, 0, 0
+    worker_id, name, slots, handler, factor, *work = row
+    queued_estimate, queued, preparing, preparing_estimate = map(int, work)
+    return shop_of(worker_id, name, slots, handler, factor), queued, queued_estimate, preparing, preparing_estimate
+
+
+# --- Keeping promises: the monitor's duty ----------------------------------------------
+
+
+@dataclass
+class Keeper:
+    """What the duty remembers between rounds in this process: the last event it read."""
+
+    last_event_id: int | None = None
+    # Seconds the last round took, and what it did: for logs and the benchmark.
+    last: dict[str, float] = field(default_factory=dict)
+
+
+KEEPER = Keeper()
+
+
+def keep(now: datetime) -> list[uuid.UUID]:
+    """PIZZAQUEUE_MONITOR_DUTY: measure the paces, predict every unfinished order, revise
+    the promises that will not hold (see the module's docstring). Returns the orders revised."""
+    started = time.perf_counter()
+    moved = measure_paces(now)
+    revisions = judge(now, moved)
+    revised = queue.revise_promises(revisions, now) if revisions else []
+    KEEPER.last = {"ms": (time.perf_counter() - started) * 1000, "revised": len(revised)}
+    if revised:
+        logger.info("promises revised=%d in %.1f ms", len(revised), KEEPER.last["ms"])
+    return revised
+
+
+def measure_paces(now: datetime) -> set[uuid.UUID]:
+    """Fold the orders finished since the last round into their shops' paces; returns
+    the orders moved to another shop meanwhile (their `reassigned` events)."""
+    if KEEPER.last_event_id is None:
+        KEEPER.last_event_id = OrderEvent.objects.aggregate(last=Max("id"))["last"] or 0
+        return set()
+    rows = list(
+        OrderEvent.objects.filter(
+            id__gt=KEEPER.last_event_id, kind__in=[OrderEvent.Kind.DONE, OrderEvent.Kind.REASSIGNED]
+        )
+        .order_by("id")
+        .values_list(
+            "id", "kind", "order_id", "created_at", "worker__name", "order__claimed_at", "order__estimated_seconds"
+        )[:WALK_LIMIT]
+    )
+    last = OrderEvent.objects.filter(id__gt=KEEPER.last_event_id).aggregate(last=Max("id"))["last"]
+    KEEPER.last_event_id = max(KEEPER.last_event_id, last or 0, rows[-1][0] if rows else 0)
+    moved = {order_id for _id, kind, order_id, *_ in rows if kind == OrderEvent.Kind.REASSIGNED}
+    samples: dict[str, list[float]] = defaultdict(list)
+    for _id, kind, _order, done_at, shop, claimed_at, estimated in rows:
+        if kind == OrderEvent.Kind.DONE and shop and claimed_at and estimated:
+            samples[shop].append((done_at - claimed_at).total_seconds() / estimated)
+    if samples:
+        update_paces(samples, now)
+    return moved
+
+
+def update_paces(samples: dict[str, list[float]], now: datetime) -> None:
+    """Each shop's moving average, from its prior on its first finished order."""
+    known = {p.shop: p for p in ShopPace.objects.filter(shop__in=list(samples))}
+    handlers = dict(
+        Worker.objects.filter(name__in=list(samples)).order_by("incarnation").values_list("name", "handler")
+    )
+    for shop, values in samples.items():
+        pace = known.get(shop) or ShopPace(shop=shop, factor=prior_factor(handlers.get(shop, "")), samples=0)
+        for value in values:
+            pace.samples += 1
+            weight = max(PACE_WEIGHT, 1 / pace.samples)
+            pace.factor += weight * (value - pace.factor)
+        pace.updated_at = now
+        pace.save()
+
+
+@dataclass
+class Unfinished:
+    """An unfinished order as the walk reads it."""
+
+    id: uuid.UUID
+    status: str
+    kind: str
+    area: str
+    bucket: int
+    pinned: int | None
+    worker: int | None
+    eligible_at: datetime
+    estimated: int
+    promised_at: datetime | None
+    claimed_at: datetime | None
+    created_at: datetime
+    rank: int
+    priority: int
+
+
+FIELDS = (
+    "id",
+    "status",
+    "kind",
+    "area",
+    "bucket",
+    "pinned_worker_id",
+    "worker_id",
+    "eligible_at",
+    "estimated_seconds",
+    "promised_at",
+    "claimed_at",
+    "created_at",
+    "rank",
+    "priority",
+)
+
+
+def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]:
+    """When each unfinished order will be ready (out of the kitchen): (ready, order,
+    whether its shop is down). Orders a down shop will cancel (its takeaway orders) are left out."""
+    live = list(Worker.objects.live().values_list("id", "name", "concurrency", "handler", "status", "last_heartbeat"))
+    factors = dict(ShopPace.objects.values_list("shop", "factor"))
+    quiet = now - timedelta(seconds=2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL)
+    down_at = {  # a quiet shop is declared dead a timeout after its last beat, and a round later its orders move
+        pk: beat + timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT + settings.PIZZAQUEUE_MONITOR_INTERVAL)
+        for pk, _name, _slots, _handler, _status, beat in live
+        if beat < quiet
+    }
+    shops = {pk: shop_of(pk, name, slots, handler, factors.get(name)) for pk, name, slots, handler, *_ in live}
+    owners = dict(Bucket.objects.values_list("number", "owner_id"))
+    successors = _successors(owners, [pk for pk, *_, status, _beat in live if status == Worker.Status.ALIVE], down_at)
+    held = [Unfinished(*row) for row in Order.objects.filter(status=Order.Status.PREPARING).values_list(*FIELDS)]
+    waiting = [
+        Unfinished(*row)
+        for row in Order.objects.filter(status=Order.Status.QUEUED)
+        .order_by(*CLAIM_ORDER)
+        .values_list(*FIELDS)[:WALK_LIMIT]
+    ]
+    slots: dict[int, list[float]] = {pk: [0.0] * shop.slots for pk, shop in shops.items()}
+    start = now.timestamp()
+    ready: dict[uuid.UUID, tuple[datetime, Unfinished, bool]] = {}
+    moving: list[tuple[Unfinished, float]] = []  # orders a down shop holds: made again elsewhere
+
+    def schedule(order: Unfinished, shop_id: int, not_before: float, down: bool) -> None:
+        free = slots[shop_id]
+        begin = max(heapq.heappop(free), not_before, start)
+        done = begin + shops[shop_id].make(order.estimated)
+        heapq.heappush(free, done)
+        ready[order.id] = (datetime.fromtimestamp(done, tz=now.tzinfo), order, down)
+
+    for order in sorted(held, key=lambda o: o.claimed_at or now):
+        if order.worker in down_at:
+            if order.pinned is None:
+                moving.append((order, down_at[order.worker].timestamp()))
+            continue
+        if order.worker not in shops:
+            continue
+        shop = shops[order.worker]
+        free = slots[order.worker]
+        claimed = (order.claimed_at or now).timestamp()
+        expected = max(claimed, heapq.heappop(free)) + shop.make(order.estimated)
+        if expected <= start:  # running over: a little longer yet
+            expected = start + max(0.1 * shop.make(order.estimated), settings.PIZZAQUEUE_MONITOR_INTERVAL)
+        heapq.heappush(free, expected)
+        ready[order.id] = (datetime.fromtimestamp(expected, tz=now.tzinfo), order, False)
+    for order, at in moving:
+        target = successors.get(order.bucket)
+        if target is not None:
+            schedule(order, target, at, True)
+    for order in waiting:
+        if order.pinned is not None:
+            if order.pinned in shops and order.pinned not in down_at:
+                schedule(order, order.pinned, order.eligible_at.timestamp(), False)
+            continue
+        owner = owners.get(order.bucket)
+        if owner in down_at:
+            target = successors.get(order.bucket)
+            if target is not None:
+                schedule(order, target, max(order.eligible_at, down_at[owner]).timestamp(), True)
+        elif owner in shops:
+            schedule(order, owner, order.eligible_at.timestamp(), False)
+    return ready
+
+
+def _successors(owners: Mapping[int, int | None], members: list[int], down: dict[int, datetime]) -> dict[int, int]:
+    """Who owns each bucket once the down shops are declared dead: the ring without them."""
+    alive = [pk for pk in members if pk not in down]
+    if not down or not alive:
+        return {n: o for n, o in owners.items() if o is not None and o not in down}
+    current = {n: (str(o) if o is not None and o not in down else None) for n, o in owners.items()}
+    assigned = ring.assign(len(owners), [str(pk) for pk in alive], current, settings.PIZZAQUEUE_RING_EPSILON)
+    return {n: int(o) for n, o in assigned.items()}
+
+
+def judge(now: datetime, moved: Iterable[uuid.UUID] = ()) -> list[queue.Revision]:
+    """The promises to revise now, and to what (see `keep`)."""
+    from orders.deadlines import fixed_promise  # the promise of orders placed before quotes
+
+    moved = set(moved)
+    tick = settings.PIZZAQUEUE_MONITOR_INTERVAL
+    revisions = []
+    for ready, order, down in predict(now).values():
+        current = order.promised_at or fixed_promise(order.rank, order.priority, order.estimated)
+        expected = ready + timedelta(seconds=handover_seconds(order.kind, order.area))
+        left = (current - now).total_seconds()
+        slip = (expected - current).total_seconds()
+        tolerance = max(settings.PIZZAQUEUE_PROMISE_TOLERANCE, settings.PIZZAQUEUE_PROMISE_THRESHOLD * max(left, 0))
+        # Will not make it with a round to spare: told now if the promise is near, or the slip is large.
+        missing = slip > -tick and (left <= 3 * tick or slip > tolerance)
+        # Far sooner than promised: the queue ahead shrank (a shop joined, orders were cancelled).
+        sooner = -slip > tolerance + margin((expected - now).total_seconds())
+        if not (missing or sooner):
+            continue
+        by = promise_for(ready, order.kind, order.area, now)
+        if order.id in moved:
+            why = MOVED
+        elif down:
+            why = SHOP_DOWN
+        elif order.created_at < order.eligible_at <= now:
+            why = DUE
+        else:
+            why = QUEUE
+        revisions.append(queue.Revision(order.id, order.promised_at, by, why))
+    return revisions
