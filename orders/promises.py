@@ -56,8 +56,10 @@ from workers.models import CLAIM_ORDER, Bucket, Order, OrderEvent, Worker
 
 logger = logging.getLogger(__name__)
 
-# A finished order's weight in its shop's moving average once it has a few (the first ones count more).
-PACE_WEIGHT = 0.2
+# How much less each finished order weighs in its shop's pace than the next one: about the last ten count.
+PACE_DECAY = 0.9
+# Finished orders (by weight) before a shop's line replaces its prior.
+PACE_TRUSTED_AFTER = 3.0
 # The promise's margin: this share of the time until the order is expected.
 MARGIN_SHARE = 0.1
 # Orders the keeper walks each round at most, in claim order (beyond them, promises are far off).
@@ -71,25 +73,35 @@ DUE = "due"
 
 @dataclass(frozen=True)
 class Shop:
-    """A kitchen as the quote sees it: its slots and pace."""
+    """A kitchen as the quote sees it: its slots, and the time it takes over an order."""
 
     id: int
     name: str
     slots: int
-    # Kitchen seconds per second of the menu's estimate.
+    # Seconds per order, and per second of the menu's estimate.
+    base: float
     factor: float
     # The least an order takes there (a staffed kitchen's stand-in cook steps through every tap).
     floor: float = 0.0
 
     def make(self, estimated_seconds: int) -> float:
-        return max(self.factor * estimated_seconds, self.floor)
+        return max(self.base + self.factor * estimated_seconds, self.floor)
+
+    def work(self, orders: int, estimated_seconds: int) -> float:
+        """Kitchen seconds of `orders` orders of `estimated_seconds` menu seconds in all."""
+        return self.base * orders + self.factor * estimated_seconds
 
 
-def prior_factor(handler: str) -> float:
-    """A shop's pace before it has finished anything: a simulated kitchen runs at
-    PIZZAQUEUE_KITCHEN_SPEED; people work in the menu's own seconds, never faster than the simulation."""
+def prior(handler: str) -> tuple[float, float]:
+    """A shop's (base, factor) before it has finished enough: a simulated kitchen runs at
+    PIZZAQUEUE_KITCHEN_SPEED; people work in the menu's own seconds, never faster than
+    the simulation, unless a stand-in cook takes every step after a while (`floor_for`)."""
     speed = settings.PIZZAQUEUE_KITCHEN_SPEED
-    return max(1.0, speed) if handler == STAFFED_HANDLER else speed
+    if handler != STAFFED_HANDLER:
+        return 0.0, speed
+    if settings.PIZZAQUEUE_STAFFED_STANDBY:
+        return floor_for(handler), 0.0
+    return 0.0, max(1.0, speed)
 
 
 def floor_for(handler: str) -> float:
@@ -101,8 +113,13 @@ def floor_for(handler: str) -> float:
     return len(TAPS) * (standby + settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL)
 
 
-def shop_of(worker_id: int, name: str, slots: int, handler: str, factor: float | None) -> Shop:
-    return Shop(worker_id, name, max(1, slots), prior_factor(handler) if factor is None else factor, floor_for(handler))
+def shop_of(
+    worker_id: int, name: str, slots: int, handler: str, base: float | None = None, factor: float | None = None
+) -> Shop:
+    """The shop, at its measured pace if it has one (`base` and `factor`), else its prior."""
+    if factor is None or base is None:
+        base, factor = prior(handler)
+    return Shop(worker_id, name, max(1, slots), base, factor, floor_for(handler))
 
 
 def handover_seconds(kind: str, area: str) -> float:
@@ -133,7 +150,7 @@ def queue_wait(shop: Shop, queued: int, queued_estimate: int, preparing: int, pr
     while a slot is free, then the work ahead shared by the slots."""
     if queued + preparing < shop.slots:
         return 0.0
-    return shop.factor * (queued_estimate + 0.5 * preparing_estimate) / shop.slots
+    return (shop.work(queued, queued_estimate) + 0.5 * shop.work(preparing, preparing_estimate)) / shop.slots
 
 
 def quote(orders: Sequence[Order], now: datetime) -> list[float]:
@@ -147,7 +164,7 @@ def quote(orders: Sequence[Order], now: datetime) -> list[float]:
     seconds: list[float] = []
     for order in orders:
         if order.eligible_at > now:
-            shop = shop_of(0, "", 1, "", None)
+            shop = shop_of(0, "", 1, "")
             ready = order.eligible_at + timedelta(seconds=shop.make(order.estimated_seconds))
         else:
             shop, queued, queued_estimate, preparing, preparing_estimate = _shop_and_work(order, now)
@@ -173,10 +190,11 @@ def _shop_and_work(order: Order, now: datetime) -> tuple[Shop, int, int, int, in
         cursor.execute(sql.queries["quote"], params)
         row = cursor.fetchone()
     if row is None:
-        return shop_of(0, "", 1, "", None), 0, 0, 0, 0
-    worker_id, name, slots, handler, factor, *work = row
+        return shop_of(0, "", 1, ""), 0, 0, 0, 0
+    worker_id, name, slots, handler, base, factor, *work = row
     queued_estimate, queued, preparing, preparing_estimate = map(int, work)
-    return shop_of(worker_id, name, slots, handler, factor), queued, queued_estimate, preparing, preparing_estimate
+    shop = shop_of(worker_id, name, slots, handler, base, factor)
+    return shop, queued, queued_estimate, preparing, preparing_estimate
 
 
 # --- Keeping promises: the monitor's duty ----------------------------------------------
@@ -225,29 +243,56 @@ def measure_paces(now: datetime) -> set[uuid.UUID]:
     last = OrderEvent.objects.filter(id__gt=KEEPER.last_event_id).aggregate(last=Max("id"))["last"]
     KEEPER.last_event_id = max(KEEPER.last_event_id, last or 0, rows[-1][0] if rows else 0)
     moved = {order_id for _id, kind, order_id, *_ in rows if kind == OrderEvent.Kind.REASSIGNED}
-    samples: dict[str, list[float]] = defaultdict(list)
+    samples: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for _id, kind, _order, done_at, shop, claimed_at, estimated in rows:
-        if kind == OrderEvent.Kind.DONE and shop and claimed_at and estimated:
-            samples[shop].append((done_at - claimed_at).total_seconds() / estimated)
+        if kind == OrderEvent.Kind.DONE and shop and claimed_at:
+            samples[shop].append((estimated, (done_at - claimed_at).total_seconds()))
     if samples:
         update_paces(samples, now)
     return moved
 
 
-def update_paces(samples: dict[str, list[float]], now: datetime) -> None:
-    """Each shop's moving average, from its prior on its first finished order."""
+def update_paces(samples: dict[str, list[tuple[int, float]]], now: datetime) -> None:
+    """Fold (menu seconds, kitchen seconds) of each shop's finished orders into its
+    line (`ShopPace`), older orders weighing less; the prior stands until enough weigh in."""
     known = {p.shop: p for p in ShopPace.objects.filter(shop__in=list(samples))}
     handlers = dict(
         Worker.objects.filter(name__in=list(samples)).order_by("incarnation").values_list("name", "handler")
     )
     for shop, values in samples.items():
-        pace = known.get(shop) or ShopPace(shop=shop, factor=prior_factor(handlers.get(shop, "")), samples=0)
-        for value in values:
+        handler = handlers.get(shop, "")
+        pace = known.get(shop)
+        if pace is None:
+            base, factor = prior(handler)
+            pace = ShopPace(shop=shop, base=base, factor=factor)
+        for x, y in values:
             pace.samples += 1
-            weight = max(PACE_WEIGHT, 1 / pace.samples)
-            pace.factor += weight * (value - pace.factor)
+            pace.weight = PACE_DECAY * pace.weight + 1
+            pace.sum_x = PACE_DECAY * pace.sum_x + x
+            pace.sum_y = PACE_DECAY * pace.sum_y + y
+            pace.sum_xx = PACE_DECAY * pace.sum_xx + x * x
+            pace.sum_xy = PACE_DECAY * pace.sum_xy + x * y
+        if pace.weight >= PACE_TRUSTED_AFTER:
+            pace.base, pace.factor = fit(pace)
         pace.updated_at = now
         pace.save()
+
+
+def fit(pace: ShopPace) -> tuple[float, float]:
+    """The least-squares line (base, factor) through the weighted orders: kitchen seconds
+    against menu seconds. Orders all of one size say nothing of the slope: then through
+    the origin, as a simulated kitchen's is."""
+    n, sx, sy, sxx, sxy = pace.weight, pace.sum_x, pace.sum_y, pace.sum_xx, pace.sum_xy
+    spread = n * sxx - sx * sx
+    if spread <= 1e-9 * max(1.0, n * sxx):
+        return 0.0, (sy / sx if sx > 0 else 0.0)
+    factor = (n * sxy - sx * sy) / spread
+    base = (sy - factor * sx) / n
+    if base < 0:  # a line below the origin at no work: through the origin instead
+        return 0.0, sxy / sxx
+    if factor < 0:  # bigger orders never take less: the mean time per order
+        return sy / n, 0.0
+    return base, factor
 
 
 @dataclass
@@ -292,14 +337,16 @@ def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]
     """When each unfinished order will be ready (out of the kitchen): (ready, order,
     whether its shop is down). Orders a down shop will cancel (its takeaway orders) are left out."""
     live = list(Worker.objects.live().values_list("id", "name", "concurrency", "handler", "status", "last_heartbeat"))
-    factors = dict(ShopPace.objects.values_list("shop", "factor"))
+    paces = {shop: (base, factor) for shop, base, factor in ShopPace.objects.values_list("shop", "base", "factor")}
     quiet = now - timedelta(seconds=2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL)
     down_at = {  # a quiet shop is declared dead a timeout after its last beat, and a round later its orders move
         pk: beat + timedelta(seconds=settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT + settings.PIZZAQUEUE_MONITOR_INTERVAL)
         for pk, _name, _slots, _handler, _status, beat in live
         if beat < quiet
     }
-    shops = {pk: shop_of(pk, name, slots, handler, factors.get(name)) for pk, name, slots, handler, *_ in live}
+    shops = {
+        pk: shop_of(pk, name, slots, handler, *paces.get(name, (None, None))) for pk, name, slots, handler, *_ in live
+    }
     owners = dict(Bucket.objects.values_list("number", "owner_id"))
     successors = _successors(owners, [pk for pk, *_, status, _beat in live if status == Worker.Status.ALIVE], down_at)
     held = [Unfinished(*row) for row in Order.objects.filter(status=Order.Status.PREPARING).values_list(*FIELDS)]

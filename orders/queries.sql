@@ -70,7 +70,7 @@ EXPLAIN (FORMAT JSON) SELECT 1 FROM orders_order WHERE status = %s;
 -- the queued orders it claims first (no higher rank, due by now: `order_claim_idx`, only
 -- those of its buckets or pinned to it), and the count and menu seconds of the
 -- orders in its kitchen (`order_preparing_worker_idx`). No row: no open shop.
-SELECT w.id, w.name, w.concurrency, w.handler, p.factor,
+SELECT w.id, w.name, w.concurrency, w.handler, p.base, p.factor,
     (SELECT COALESCE(SUM(o.estimated_seconds), 0) FROM orders_order o
      WHERE o.status = 'queued' AND o.rank <= %(rank)s AND o.eligible_at <= %(now)s
        AND (o.pinned_worker_id = w.id

@@ -156,21 +156,49 @@ def test_no_open_shop_quotes_the_simulated_kitchen_with_nothing_ahead() -> None:
 
 
 def test_the_keeper_measures_a_shops_pace_from_the_orders_it_finished() -> None:
-    worker = shop("shop-1", concurrency=2)
+    worker = shop("shop-1", concurrency=4)
     promises.keep(T0)  # the keeper starts reading events from here
-    placed_at(T0)
-    placed_at(T0)
-    claims = queue.claim(worker.pk, 2, now=T0)
-    for claim in claims:
+    for _ in range(4):
+        placed_at(T0)
+    for claim in queue.claim(worker.pk, 4, now=T0):
         # Twice the menu's 40 s.
         queue.complete(claim.order.pk, claim.token, worker.pk, now=at(80))
 
     promises.keep(at(80))
 
     pace = ShopPace.objects.get(shop="shop-1")
-    assert pace.samples == 2
-    assert pace.factor == pytest.approx(2.0)
+    assert pace.samples == 4
+    assert (pace.base, pace.factor) == pytest.approx((0.0, 2.0))
     assert lead(placed_at(at(80))) == pytest.approx(80 + 8)
+
+
+def test_a_kitchen_that_takes_the_same_time_over_any_pizza_is_measured_per_order() -> None:
+    worker = shop("shop-1", concurrency=8)
+    promises.keep(T0)
+    sizes = ["small", "medium", "large"] * 2
+    for size in sizes:
+        placed_at(T0, items=[{"pizza": "capricciosa", "size": size, "quantity": 1}])
+    for claim in queue.claim(worker.pk, len(sizes), now=T0):
+        queue.complete(claim.order.pk, claim.token, worker.pk, now=at(20))
+
+    promises.keep(at(20))
+
+    pace = ShopPace.objects.get(shop="shop-1")
+    assert (pace.base, pace.factor) == pytest.approx((20.0, 0.0), abs=1e-6)
+
+
+def test_a_shop_keeps_its_prior_until_enough_orders_are_finished() -> None:
+    worker = shop("shop-1", concurrency=2)
+    promises.keep(T0)
+    placed_at(T0)
+    placed_at(T0)
+    for claim in queue.claim(worker.pk, 2, now=T0):
+        queue.complete(claim.order.pk, claim.token, worker.pk, now=at(400))
+
+    promises.keep(at(400))
+
+    pace = ShopPace.objects.get(shop="shop-1")
+    assert (pace.samples, pace.base, pace.factor) == (2, 0.0, 1.0)
 
 
 def test_a_promise_the_queue_will_miss_is_revised_and_the_customer_told() -> None:
