@@ -64,6 +64,8 @@ PACE_TRUSTED_AFTER = 3.0
 MARGIN_SHARE = 0.1
 # Orders the keeper walks each round at most, in claim order (beyond them, promises are far off).
 WALK_LIMIT = 5000
+# Events a keeper new to the duty reads back for the orders just moved.
+LOOKBACK_EVENTS = 1000
 # Why a promise was revised, in its event's `why`.
 MOVED = "moved"
 SHOP_DOWN = "shop-down"
@@ -229,8 +231,14 @@ def measure_paces(now: datetime) -> set[uuid.UUID]:
     """Fold the orders finished since the last round into their shops' paces; returns
     the orders moved to another shop meanwhile (their `reassigned` events)."""
     if KEEPER.last_event_id is None:
+        # A monitor new to the duty (the last one died, or stepped down) reads on from here: its
+        # paces are in the table, and the moves just before, which it may have to explain, are recent.
         KEEPER.last_event_id = OrderEvent.objects.aggregate(last=Max("id"))["last"] or 0
-        return set()
+        return set(
+            OrderEvent.objects.filter(
+                id__gt=KEEPER.last_event_id - LOOKBACK_EVENTS, kind=OrderEvent.Kind.REASSIGNED
+            ).values_list("order_id", flat=True)
+        )
     rows = list(
         OrderEvent.objects.filter(
             id__gt=KEEPER.last_event_id, kind__in=[OrderEvent.Kind.DONE, OrderEvent.Kind.REASSIGNED]
@@ -412,6 +420,13 @@ def _successors(owners: Mapping[int, int | None], members: list[int], down: dict
     return {n: int(o) for n, o in assigned.items()}
 
 
+def scheduled(order: Unfinished, now: datetime) -> bool:
+    """Whether the order was placed for later and is due now (`deadlines.due_at`: its rank
+    keeps when it became due, through retries and moves)."""
+    due = datetime.fromtimestamp((order.rank + queue.rank_offset(order.priority)) / 1_000_000, tz=now.tzinfo)
+    return order.created_at + timedelta(seconds=1) < due <= now
+
+
 def judge(now: datetime, moved: Iterable[uuid.UUID] = ()) -> list[queue.Revision]:
     """The promises to revise now, and to what (see `keep`)."""
     from orders.deadlines import fixed_promise  # the promise of orders placed before quotes
@@ -436,7 +451,7 @@ def judge(now: datetime, moved: Iterable[uuid.UUID] = ()) -> list[queue.Revision
             why = MOVED
         elif down:
             why = SHOP_DOWN
-        elif order.created_at < order.eligible_at <= now:
+        elif scheduled(order, now):
             why = DUE
         else:
             why = QUEUE
