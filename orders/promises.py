@@ -9,7 +9,7 @@ it is due (when it was placed, or the `not_before` it was scheduled for):
                                         measured pace, shared by its slots
   + its own make time                   the menu's kitchen seconds at that pace
   + the hand-over                       collection, or the area's delivery time
-  + a margin                            a share of the lead, and at least two monitor
+  + a margin                            a share of the lead, and at least three monitor
                                         rounds, so a slip is told before it shows
 
 `quote` makes it at placing (PIZZAQUEUE_QUOTE, which `queue.place` calls): one
@@ -60,8 +60,10 @@ logger = logging.getLogger(__name__)
 PACE_DECAY = 0.9
 # Finished orders (by weight) before a shop's line replaces its prior.
 PACE_TRUSTED_AFTER = 3.0
-# The promise's margin: this share of the time until the order is expected.
+# The promise's margin: this share of the time until the order is expected, and at least
+# this many monitor rounds (the keeper's reaction time, and a kitchen's own overheads).
 MARGIN_SHARE = 0.1
+MARGIN_ROUNDS = 3
 # Orders the keeper walks each round at most, in claim order (beyond them, promises are far off).
 WALK_LIMIT = 5000
 # Events a keeper new to the duty reads back for the orders just moved.
@@ -132,9 +134,9 @@ def handover_seconds(kind: str, area: str) -> float:
 
 
 def margin(lead: float) -> float:
-    """Slack over a prediction `lead` seconds ahead: a share of it, and at least two
+    """Slack over a prediction `lead` seconds ahead: a share of it, and at least a few
     monitor rounds, so the keeper sees a slip and tells the customer before the promise passes."""
-    return max(MARGIN_SHARE * max(lead, 0.0), 2 * settings.PIZZAQUEUE_MONITOR_INTERVAL)
+    return max(MARGIN_SHARE * max(lead, 0.0), MARGIN_ROUNDS * settings.PIZZAQUEUE_MONITOR_INTERVAL)
 
 
 def promise_for(ready: datetime, kind: str, area: str, now: datetime) -> datetime:
@@ -387,8 +389,8 @@ def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]
         free = slots[order.worker]
         claimed = (order.claimed_at or now).timestamp()
         expected = max(claimed, heapq.heappop(free)) + shop.make(order.estimated)
-        if expected <= start:  # running over: a little longer yet
-            expected = start + max(0.1 * shop.make(order.estimated), settings.PIZZAQUEUE_MONITOR_INTERVAL)
+        if expected <= start:  # running over its time: the kitchen is slower than measured, a quarter longer yet
+            expected = start + max(0.25 * shop.make(order.estimated), 2 * settings.PIZZAQUEUE_MONITOR_INTERVAL)
         heapq.heappush(free, expected)
         ready[order.id] = (datetime.fromtimestamp(expected, tz=now.tzinfo), order, False)
     for order, at in moving:

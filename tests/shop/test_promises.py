@@ -50,7 +50,7 @@ def test_an_order_is_quoted_the_work_queued_ahead_of_it_at_its_shop() -> None:
     shop("shop-1", concurrency=1)
     first, second, third = (placed_at(at(n / 1000)) for n in range(3))
 
-    # Its own 40 s, then 40 s for each order ahead; a tenth of that as margin (at least two rounds).
+    # Its own 40 s, then 40 s for each order ahead; a tenth of that as margin (at least three rounds).
     assert lead(first) == pytest.approx(40 + 4)
     assert lead(second) == pytest.approx(80 + 8)
     assert lead(third) == pytest.approx(120 + 12)
@@ -107,7 +107,7 @@ def test_a_staffed_shop_is_quoted_at_peoples_pace_until_it_has_a_measured_one(se
 
     # People work in the menu's own seconds, not a simulation's tenth of them.
     assert lead(staffed) == pytest.approx(40 + 4)
-    assert lead(simulated) == pytest.approx(4 + 2)
+    assert lead(simulated) == pytest.approx(4 + 3)
 
 
 def test_a_staffed_shops_stand_in_cook_takes_each_tap_after_its_standby(settings: Any) -> None:
