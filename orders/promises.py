@@ -43,6 +43,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -160,10 +161,13 @@ def queue_wait(shop: Shop, queued: int, queued_estimate: int, preparing: int, pr
 def quote(orders: Sequence[Order], now: datetime) -> list[float]:
     """PIZZAQUEUE_QUOTE: seconds from each new (unsaved) order's `eligible_at` to its promise.
 
-    One statement per order due now (`quote`: its shop, pace and the work ahead
-    of it there); a batch (`place_many`) adds each order's work to the next's.
+    One statement for an order due now (`quote`: its shop, pace and the work
+    ahead of it there). A batch (`place_many`) reads its buckets' owners once and
+    each shop once, and adds each order's work to the next one's at its shop.
     A scheduled order is quoted its make time and hand-over from when it is due.
     """
+    due = [order for order in orders if order.eligible_at <= now]
+    work = _work_at_shops(due, now) if len(due) > 1 else None
     added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))  # orders, menu seconds this batch put ahead
     seconds: list[float] = []
     for order in orders:
@@ -171,7 +175,9 @@ def quote(orders: Sequence[Order], now: datetime) -> list[float]:
             shop = shop_of(0, "", 1, "")
             ready = order.eligible_at + timedelta(seconds=shop.make(order.estimated_seconds))
         else:
-            shop, queued, queued_estimate, preparing, preparing_estimate = _shop_and_work(order, now)
+            key = order.pinned_worker_id or (work or {}).get(("bucket", order.bucket))
+            found = work.get(key) if work is not None else _shop_and_work(order, now)
+            shop, queued, queued_estimate, preparing, preparing_estimate = found or (shop_of(0, "", 1, ""), 0, 0, 0, 0)
             count, seconds_ahead = added[shop.id]
             wait = queue_wait(shop, queued + count, queued_estimate + seconds_ahead, preparing, preparing_estimate)
             added[shop.id] = (count + 1, seconds_ahead + order.estimated_seconds)
@@ -181,11 +187,32 @@ def quote(orders: Sequence[Order], now: datetime) -> list[float]:
     return seconds
 
 
-def _shop_and_work(order: Order, now: datetime) -> tuple[Shop, int, int, int, int]:
-    """The shop that will make `order` and the work ahead of it there, in one statement;
-    a simulated kitchen with nothing ahead when no shop is open."""
+Work = tuple[Shop, int, int, int, int]  # the shop; queued orders and their menu seconds; the same in its kitchen
+
+
+def _work_at_shops(orders: Sequence[Order], now: datetime) -> dict[Any, Any]:
+    """A batch's shops and the work ahead at each: the buckets' owners in one read
+    (as ("bucket", number) -> shop id), then one `quote` statement per shop (by id)."""
+    buckets = {order.bucket for order in orders if order.pinned_worker_id is None}
+    found: dict[Any, Any] = {
+        ("bucket", number): owner
+        for number, owner in Bucket.objects.filter(number__in=buckets).values_list("number", "owner_id")
+    }
+    latest: dict[int, Order] = {}
+    for order in orders:
+        shop_id = order.pinned_worker_id or found.get(("bucket", order.bucket))
+        if shop_id is not None and (shop_id not in latest or order.rank > latest[shop_id].rank):
+            latest[shop_id] = order
+    for shop_id, order in latest.items():
+        found[shop_id] = _shop_and_work(order, now, shop_id)
+    return found
+
+
+def _shop_and_work(order: Order, now: datetime, shop_id: int | None = None) -> Work | None:
+    """The shop that will make `order` (or the shop `shop_id`) and the work ahead of it
+    there, in one statement; None when no shop is open."""
     params = {
-        "shop": order.pinned_worker_id,
+        "shop": shop_id or order.pinned_worker_id,
         "bucket": order.bucket,
         "rank": order.rank,
         "now": connection.ops.adapt_datetimefield_value(now),
@@ -194,11 +221,16 @@ def _shop_and_work(order: Order, now: datetime) -> tuple[Shop, int, int, int, in
         cursor.execute(sql.queries["quote"], params)
         row = cursor.fetchone()
     if row is None:
-        return shop_of(0, "", 1, ""), 0, 0, 0, 0
-    worker_id, name, slots, handler, base, factor, *work = row
-    queued_estimate, queued, preparing, preparing_estimate = map(int, work)
-    shop = shop_of(worker_id, name, slots, handler, base, factor)
-    return shop, queued, queued_estimate, preparing, preparing_estimate
+        return None
+    worker_id, name, slots, handler, base, factor, *counts = row
+    queued_estimate, queued, preparing, preparing_estimate = map(int, counts)
+    return (
+        shop_of(worker_id, name, slots, handler, base, factor),
+        queued,
+        queued_estimate,
+        preparing,
+        preparing_estimate,
+    )
 
 
 # --- Keeping promises: the monitor's duty ----------------------------------------------

@@ -7,15 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from orders import promises
 from orders.deadlines import late_orders, promised_at
 from orders.handlers import STAFFED_HANDLER
+from orders.intake import clean_order_request
 from orders.models import ShopPace
 from orders.timeline import customer_message
 from tests.base import T0, at, fresh, make_worker
-from tests.factory import placed_at
+from tests.factory import order_data, placed_at
 from workers import membership, queue
 from workers.models import Order, OrderEvent, Worker
 
@@ -55,6 +58,18 @@ def test_an_order_is_quoted_the_work_queued_ahead_of_it_at_its_shop() -> None:
     assert lead(second) == pytest.approx(80 + 8)
     assert lead(third) == pytest.approx(120 + 12)
     assert promised_at(third) == third.promised_at
+
+
+def test_a_batch_is_quoted_as_if_placed_one_by_one_with_a_statement_per_shop() -> None:
+    shop("shop-1", concurrency=1)
+    shop("shop-2", concurrency=1)
+    requests = [clean_order_request(order_data(kind="takeaway", shop=f"shop-{1 + n % 2}"), now=T0) for n in range(6)]
+
+    with CaptureQueriesContext(connection) as queries:
+        orders = queue.place_many(requests, now=T0)
+
+    assert [lead(o) for o in orders] == pytest.approx([44, 44, 88, 88, 132, 132])
+    assert sum("orders_shoppace" in q["sql"] for q in queries.captured_queries) == 2
 
 
 def test_a_shop_with_more_slots_shares_the_work_ahead_among_them() -> None:
@@ -271,18 +286,21 @@ def test_orders_of_a_shop_gone_quiet_are_revised_as_moving_to_the_next(settings:
     settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = 15.0
     quiet = shop("shop-1", concurrency=1)
     other = shop("shop-2", concurrency=1)
-    mine = [placed_at(T0, area=f"a{n}") for n in range(12)]
+    mine = [placed_at(at(n / 1000), area=f"a{n}") for n in range(12)]
     membership.heartbeat(other.pk, now=at(20))
 
     revised = set(promises.keep(at(20)))
 
-    # shop-1's orders are made once it is declared dead, 16 s after its last beat: after shop-2's own.
-    at_quiet = [o for o in mine if fresh(o).bucket in quiet_buckets(quiet)]
-    assert at_quiet and {o.pk for o in at_quiet} <= revised
+    # shop-1's orders are made once it is declared dead, 16 s after its last beat, behind shop-2's own:
+    # its first ones, promised within the minute, will not make it.
+    at_quiet = [o for o in mine if o.bucket in quiet_buckets(quiet)]
+    first = min(at_quiet, key=lambda o: o.promised_at or T0)
+    assert first.pk in revised
     whys = set(
         OrderEvent.objects.filter(order__in=at_quiet, kind=OrderEvent.Kind.PROMISED).values_list("data__why", flat=True)
     )
     assert whys == {promises.SHOP_DOWN}
+    assert all(fresh(o).promised_at >= at(16 + 40) for o in at_quiet if o.pk in revised)
 
 
 def quiet_buckets(worker: Worker) -> set[int]:
