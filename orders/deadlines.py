@@ -5,8 +5,8 @@ its share of the order's estimated kitchen time (`handlers.STAGES`) times
 PIZZAQUEUE_STAGE_DEADLINE_FACTOR. The monitor asks `stage_limit` too (through
 PIZZAQUEUE_STAGE_LIMIT) when PIZZAQUEUE_STAGE_RETRY gives overdue orders to
 another kitchen. An order is late when it is unfinished past the time its
-customer was promised, counted from when it became due (`due_at`): when it
-was placed, or when it was scheduled for.
+customer was promised (`orders.promises` quotes and revises it), counted from
+when it became due (`due_at`): when it was placed, or when it was scheduled for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, QuerySet, Value
+from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from django.db.models.functions import Round
 
 from orders.handlers import READY, STAGES
@@ -73,8 +73,23 @@ def overdue_stages(now: datetime, limit: int = 1000) -> list[Overdue]:
 
 
 def promised_seconds(order: Order) -> int:
-    """Seconds from when the order became due to ready that the customer is promised."""
-    return round(order.estimated_seconds * settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK)
+    """Seconds from when the order became due to when its customer is promised it."""
+    if order.promised_at is not None:
+        return max(0, round((order.promised_at - due_at(order)).total_seconds()))
+    return fixed_seconds(order.estimated_seconds)
+
+
+def fixed_seconds(estimated_seconds: int) -> int:
+    """The fixed estimate promises were before they were quoted from the queue: the
+    order's own kitchen time with slack, whatever waits ahead of it. Orders placed
+    before quotes keep it, and `bench/promises.py` measures the quotes against it."""
+    return round(estimated_seconds * settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK)
+
+
+def fixed_promise(rank: int, priority: int, estimated_seconds: int) -> datetime:
+    """The fixed estimate's promised time, counted from when the order became due (`due_at`)."""
+    due = datetime.fromtimestamp((rank + queue.rank_offset(priority)) / 1_000_000, tz=UTC)
+    return due + timedelta(seconds=fixed_seconds(estimated_seconds))
 
 
 def due_at(order: Order) -> datetime:
@@ -90,7 +105,11 @@ def due_at(order: Order) -> datetime:
 
 
 def promised_at(order: Order) -> datetime:
-    return due_at(order) + timedelta(seconds=promised_seconds(order))
+    """When the customer is promised the order: its quote, as revised (`orders.promises`);
+    the fixed estimate for an order placed before quotes."""
+    if order.promised_at is not None:
+        return order.promised_at
+    return fixed_promise(order.rank, order.priority, order.estimated_seconds)
 
 
 def late(now: datetime, status: str) -> QuerySet[Order]:
@@ -108,16 +127,17 @@ def late(now: datetime, status: str) -> QuerySet[Order]:
     aging = settings.PIZZAQUEUE_PRIORITY_AGING
     per_point = 10**15 if aging <= 0 else 60_000_000 / aging  # `queue.rank_offset`, per priority point
     promise_micros = settings.PIZZAQUEUE_KITCHEN_SPEED * PROMISE_SLACK * 1_000_000
-    promised = ExpressionWrapper(
+    fixed = ExpressionWrapper(
         F("rank")
         + Round(F("priority") * Value(per_point, output_field=FloatField()))
         + Round(F("estimated_seconds") * Value(promise_micros, output_field=FloatField())),
         output_field=BigIntegerField(),
     )
+    # Quoted orders carry their promise; the few placed before quotes, the fixed estimate.
     return (
         Order.objects.filter(status=status, rank__lt=now_micros)
-        .alias(promised_micros=promised)
-        .filter(promised_micros__lt=now_micros)
+        .alias(fixed_micros=fixed)
+        .filter(Q(promised_at__lt=now) | Q(promised_at__isnull=True, fixed_micros__lt=now_micros))
         .select_related("worker")
         .order_by(*CLAIM_ORDER)
     )

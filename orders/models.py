@@ -48,3 +48,31 @@ class KitchenStaff(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} at {self.shop}"
+
+
+class ShopPace(models.Model):
+    """How long a shop's kitchen takes over an order, measured from the orders it finished
+    (`orders.promises`): `base` seconds per order plus `factor` seconds per second of the
+    menu's estimate, a least-squares line through its recent orders.
+
+    A simulated kitchen's line goes through its speed (no base); a staffed one's stand-in
+    cook takes the same few seconds whatever the pizza (all base). Keyed by the shop's
+    name, which outlives each incarnation of its process; the promise keeper (the
+    monitor's duty) writes it, the quote at placing reads it.
+    """
+
+    shop = models.CharField(max_length=100, primary_key=True)
+    base = models.FloatField(default=0.0)
+    factor = models.FloatField()
+    samples = models.PositiveIntegerField(default=0)
+    # The recent orders' sums, each older order weighing less (`orders.promises.PACE_DECAY`):
+    # their weight, estimates (x), kitchen seconds (y), x², and x·y.
+    weight = models.FloatField(default=0.0)
+    sum_x = models.FloatField(default=0.0)
+    sum_y = models.FloatField(default=0.0)
+    sum_xx = models.FloatField(default=0.0)
+    sum_xy = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.shop}: {self.base:.1f} s + x{self.factor:.2f} ({self.samples} orders)"

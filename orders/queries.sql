@@ -61,3 +61,34 @@ EXPLAIN (FORMAT JSON) SELECT 1 FROM orders_order;
 -- name: estimate_orders_with_status
 -- PostgreSQL's estimate of the orders with one status (the parameter).
 EXPLAIN (FORMAT JSON) SELECT 1 FROM orders_order WHERE status = %s;
+
+
+-- name: quote
+-- A new order's quote (`orders.promises.quote`), in one statement: the shop that
+-- will make it (its takeaway shop's newest live process, or its bucket's owner, or
+-- the process `worker`) with its slots, handler
+-- and measured pace, and the work ahead of it there: the menu seconds and count of
+-- the queued orders it claims first (no higher rank, due by now: `order_claim_idx`, only
+-- those of its buckets or pinned to it), and the count and menu seconds of the
+-- orders in its kitchen (`order_preparing_worker_idx`). No row: no open shop.
+SELECT w.id, w.name, w.concurrency, w.handler, p.base, p.factor,
+    (SELECT COALESCE(SUM(o.estimated_seconds), 0) FROM orders_order o
+     WHERE o.status = 'queued' AND o.rank <= %(rank)s AND o.eligible_at <= %(now)s
+       AND (o.pinned_shop = w.name
+            OR (o.pinned_shop = ''
+                AND o.bucket IN (SELECT b.number FROM workers_bucket b WHERE b.owner_id = w.id)))),
+    (SELECT COUNT(*) FROM orders_order o
+     WHERE o.status = 'queued' AND o.rank <= %(rank)s AND o.eligible_at <= %(now)s
+       AND (o.pinned_shop = w.name
+            OR (o.pinned_shop = ''
+                AND o.bucket IN (SELECT b.number FROM workers_bucket b WHERE b.owner_id = w.id)))),
+    (SELECT COUNT(*) FROM orders_order o WHERE o.status = 'preparing' AND o.worker_id = w.id),
+    (SELECT COALESCE(SUM(o.estimated_seconds), 0) FROM orders_order o
+     WHERE o.status = 'preparing' AND o.worker_id = w.id)
+FROM workers_worker w LEFT JOIN orders_shoppace p ON p.shop = w.name
+WHERE w.status = 'alive'
+  AND CASE WHEN CAST(%(shop)s AS TEXT) IS NOT NULL THEN w.name = CAST(%(shop)s AS TEXT)
+      ELSE w.id = COALESCE(CAST(%(worker)s AS BIGINT),
+                           (SELECT b.owner_id FROM workers_bucket b WHERE b.number = %(bucket)s)) END
+ORDER BY w.incarnation DESC
+LIMIT 1;

@@ -7,7 +7,11 @@ so a page and its live updates never disagree.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from orders.handlers import READY, STAGES, may_cancel
 from orders.shops import display_name
@@ -50,6 +54,7 @@ KIND_LABELS: dict[str, str] = {
     OrderEvent.Kind.CANCELLED: "cancelled",
     OrderEvent.Kind.LEASE_LOST: "kitchen stopped",
     OrderEvent.Kind.PRIORITY_RAISED: "rushed",
+    OrderEvent.Kind.PROMISED: "promise revised",
 }
 LEASE_LOST_LINE = "The kitchen stopped making it: the order was cancelled or moved."
 # The order's status right after an event of each kind (None: unchanged).
@@ -65,6 +70,7 @@ STATUS_AFTER: dict[str, str | None] = {
     OrderEvent.Kind.CANCELLED: Order.Status.CANCELLED,
     OrderEvent.Kind.LEASE_LOST: None,
     OrderEvent.Kind.PRIORITY_RAISED: None,
+    OrderEvent.Kind.PROMISED: None,
 }
 # Kitchen-internal events that customers do not need to see.
 PRIVATE_KINDS = {OrderEvent.Kind.LEASE_LOST}
@@ -150,9 +156,31 @@ def describe(event: OrderEvent, worker: str | None) -> str:
         return f"Order cancelled ({event.message})." if event.message else "Order cancelled."
     if kind == OrderEvent.Kind.PRIORITY_RAISED:
         return "Rushed: your order moves up the queue."
+    if kind == OrderEvent.Kind.PROMISED:
+        return promise_line(event)
     if kind == OrderEvent.Kind.LEASE_LOST:
         return f"A kitchen that lost this order tried to {LOST_ACTION.get(data.get('action', ''), 'go on with')} it; ignored."
     return event.message or kind
+
+
+def promise_line(event: OrderEvent) -> str:
+    """A revised promise in the customer's words: later ("Running late: now by 19:40."), or sooner."""
+    by = promised_by(event)
+    was = parse_datetime(event.data.get("was") or "")
+    if by is None:
+        return "Your order's promised time changed."
+    when = timezone.localtime(by).strftime("%H:%M:%S")
+    if was is not None and by < was:
+        return f"Good news: now by {when}."
+    if event.data.get("why") == "due":
+        return f"Your order is due now: by {when}."
+    return f"Running late: now by {when}."
+
+
+def promised_by(event: OrderEvent) -> datetime | None:
+    """The new promised time a `promised` event carries."""
+    by = event.data.get("by") if isinstance(event.data, dict) else None
+    return parse_datetime(by) if isinstance(by, str) else None
 
 
 def shop_gone(event: OrderEvent) -> str:
@@ -259,6 +287,8 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         and event.data.get("reason") == recovery.SHOP_UNAVAILABLE,
         # A delivery order moved to another shop (SPEC §7b): the shop that makes it now.
         "to_shop": event.data.get("to_shop") if event.kind == OrderEvent.Kind.REASSIGNED else None,
+        # A revised promise (ISO time): the tracking page's "Promised by" follows it.
+        "promised_at": event.data.get("by") if event.kind == OrderEvent.Kind.PROMISED else None,
         # Whether the customer may still cancel the order after this event (until the oven).
         "may_cancel": may_cancel(status, event.stage) if status else None,
     }

@@ -86,6 +86,19 @@ def env_pairs(name: str) -> dict[str, str]:
     return pairs
 
 
+def env_seconds_by_key(name: str) -> dict[str, float]:
+    """`key=seconds` pairs (`env_pairs`), each a number of seconds, at least 0."""
+    seconds: dict[str, float] = {}
+    for key, value in env_pairs(name).items():
+        try:
+            seconds[key] = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {key}={value!r} is not a number of seconds") from None
+        if not seconds[key] >= 0:
+            raise ImproperlyConfigured(f"{name}: {key}={value!r} must be at least 0")
+    return seconds
+
+
 def _dev_secret_key() -> str:
     """A per-checkout key, kept in a git-ignored file so sessions survive restarts."""
     path = BASE_DIR / ".dev-secret-key"
@@ -350,6 +363,21 @@ PIZZAQUEUE_STAGE_DEADLINE_FACTOR = env_float("PIZZAQUEUE_STAGE_DEADLINE_FACTOR",
 PIZZAQUEUE_STAGE_RETRY = env_bool("PIZZAQUEUE_STAGE_RETRY", False)
 # The function of an order that returns its current stage's limit in seconds (None: none).
 PIZZAQUEUE_STAGE_LIMIT = env_str("PIZZAQUEUE_STAGE_LIMIT", "orders.deadlines.stage_limit")
+
+# --- Promises ---------------------------------------------------------------------
+# The function that quotes new orders' promised times from the live queue (empty: no quotes).
+PIZZAQUEUE_QUOTE = env_str("PIZZAQUEUE_QUOTE", "orders.promises.quote")
+# A function of the time the monitor calls every round: the shop keeps its promises there.
+PIZZAQUEUE_MONITOR_DUTY = env_str("PIZZAQUEUE_MONITOR_DUTY", "orders.promises.keep")
+# Seconds from ready to the customer's hands: at the counter, and on the road to an area
+# (PIZZAQUEUE_DELIVERY_SECONDS, or the area's own in PIZZAQUEUE_AREA_DELIVERY_SECONDS "north=900,harbour=600").
+PIZZAQUEUE_COLLECTION_SECONDS = env_float("PIZZAQUEUE_COLLECTION_SECONDS", 0.0, minimum=0.0)
+PIZZAQUEUE_DELIVERY_SECONDS = env_float("PIZZAQUEUE_DELIVERY_SECONDS", 0.0, minimum=0.0)
+PIZZAQUEUE_AREA_DELIVERY_SECONDS = env_seconds_by_key("PIZZAQUEUE_AREA_DELIVERY_SECONDS")
+# A promise is revised when the queue says it will be off by more than this share of the
+# time it has left, and at least PIZZAQUEUE_PROMISE_TOLERANCE seconds.
+PIZZAQUEUE_PROMISE_THRESHOLD = env_float("PIZZAQUEUE_PROMISE_THRESHOLD", 0.25, minimum=0.0)
+PIZZAQUEUE_PROMISE_TOLERANCE = env_float("PIZZAQUEUE_PROMISE_TOLERANCE", 60.0, minimum=0.0)
 
 # --- Live updates ---------------------------------------------------------------
 # The in-memory layer fans out only within one web process; events cross

@@ -355,6 +355,9 @@ class Order(models.Model):
     # first, for one heartbeat timeout (the `claimable` statement); then the usual owner again.
     avoid_worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     estimated_seconds = models.PositiveIntegerField(default=0)
+    # When its customer is promised it: quoted at placing (PIZZAQUEUE_QUOTE, the shop's to say),
+    # revised with a `promised` event (`queue.revise_promises`). NULL: placed before quotes.
+    promised_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     cancel_reason = models.CharField(max_length=200, blank=True)
     # NULL, not "", for "no key": the unique constraint must not treat keyless orders as duplicates.
@@ -491,6 +494,8 @@ class OrderEvent(models.Model):
         LEASE_LOST = "lease-lost"
         # Its priority was raised while it waited (the shop's "Rush" button).
         PRIORITY_RAISED = "priority-raised"
+        # Its promised time was revised (`data`: `by`, `was`, `why`); nothing else changed.
+        PROMISED = "promised"
 
     id = models.BigAutoField(primary_key=True)
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")

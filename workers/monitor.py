@@ -73,6 +73,8 @@ def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = floa
        (`resize_buckets`). Once the table matches, this step only reads.
     4. With PIZZAQUEUE_STAGE_RETRY, give orders whose stage overran its limit to
        another worker (`retry_overdue_stages`).
+    5. Run the application's own duty (PIZZAQUEUE_MONITOR_DUTY, a function of the
+       time): the shop keeps its customers' promises there (`run_duty`).
     """
     now = now or clock.now()
     # The walk of a resize this process made, whether or not it holds the election.
@@ -108,6 +110,7 @@ def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = floa
             logger.warning("monitor skipped rebalancing this round: %s", exc)
     if settings.PIZZAQUEUE_STAGE_RETRY:
         report.requeued += retry_overdue_stages(now, monitor_id=worker_id)
+    run_duty(settings.PIZZAQUEUE_MONITOR_DUTY, now)
     if report:
         logger.warning(
             "monitor worker=%s dead=%s requeued=%d failed=%d cancelled=%d moved=%d",
@@ -119,6 +122,18 @@ def tick(worker_id: int, now: datetime | None = None, in_touch_for: float = floa
             report.moved_buckets,
         )
     return report
+
+
+def run_duty(path: str, now: datetime) -> None:
+    """The application's duty for this round, by its dotted path ("" for none), at the
+    database's time. It is the application's code: whatever it raises is logged and the
+    round goes on, so a fault in it never keeps the monitor from recovering orders."""
+    if not path:
+        return
+    try:
+        import_string(path)(now)
+    except Exception:
+        logger.exception("monitor duty %s failed this round", path)
 
 
 # --- The election ------------------------------------------------------------------

@@ -114,7 +114,8 @@ SELECT id, pg_notify('pizzaqueue_events', '') FROM done;
 -- bucket, the only worker that may claim it. Its clock is the server's, read
 -- once: `created_at`, and `eligible_at` (its `not_before`, never before it was
 -- placed) and `rank` (`intake.rank_for`: the eligible time in microseconds, less
--- the priority's offset) from it. `synchronous_commit` is 'off' for a statement
+-- the priority's offset) from it, and `promised_at` (the shop's quote, seconds from
+-- `eligible_at`). `synchronous_commit` is 'off' for a statement
 -- that is its own transaction and waits for the flush after (`place_then_flush`
 -- in `workers.sql`); NULL leaves a caller's transaction as it is.
 WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now),
@@ -123,24 +124,25 @@ placed AS (
     INSERT INTO orders_order (
         id, status, kind, items, note, customer_name, area, bucket, pinned_shop, priority,
         rank, eligible_at, attempts, max_attempts, worker_id, lease_token, lease_expires_at,
-        stage, stage_started_at, avoid_worker_id, estimated_seconds, last_error, cancel_reason,
+        stage, stage_started_at, avoid_worker_id, estimated_seconds, promised_at, last_error, cancel_reason,
         idempotency_key, request_hash, created_at, claimed_at, finished_at, placed_by_id,
         placed_by_session
     )
     SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(note)s, %(customer_name)s, %(area)s, %(bucket)s, '',
         %(priority)s, (EXTRACT(EPOCH FROM due.at) * 1000000)::bigint - %(rank_offset)s, due.at, 0,
-        %(max_attempts)s, NULL, NULL, NULL, '', NULL, NULL, %(estimated_seconds)s, '', '',
+        %(max_attempts)s, NULL, NULL, NULL, '', NULL, NULL, %(estimated_seconds)s,
+        due.at + %(promise_seconds)s::float8 * interval '1 second', '', '',
         %(idempotency_key)s, %(request_hash)s, clock.now, NULL, NULL, %(placed_by_id)s,
         %(placed_by_session)s
     FROM clock, due
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, created_at, eligible_at, rank, bucket
+    RETURNING id, created_at, eligible_at, rank, bucket, promised_at
 ),
 recorded AS (
     INSERT INTO orders_orderevent (order_id, kind, created_at, worker_id, stage, message, data)
     SELECT id, 'placed', created_at, NULL, '', '', '{}'::jsonb FROM placed
 )
-SELECT created_at, eligible_at, rank, pg_notify('pizzaqueue_events', ''),
+SELECT created_at, eligible_at, rank, promised_at, pg_notify('pizzaqueue_events', ''),
     pg_notify('pizzaqueue_orders', COALESCE((SELECT owner_id::text FROM workers_bucket WHERE number = placed.bucket), '')),
     set_config('synchronous_commit', COALESCE(%(synchronous_commit)s, current_setting('synchronous_commit')), true)
 FROM placed;

@@ -141,6 +141,9 @@
           item.appendChild(element("span", "text", event.text));
           timeline.appendChild(item);
         }
+        if (event.promised_at) {
+          revisePromise(event.promised_at);
+        }
         if (FINAL[event.status]) {
           // A finished or stopped order's promise is history: no "Promised by", no "late".
           var promise = root.querySelector(".promise");
@@ -166,6 +169,26 @@
         late.hidden = false;
       }
     }, 1000);
+  }
+
+  // A revised promise (the keeper told the customer on the timeline): "Promised by" follows it,
+  // and "running late" waits for the new time to pass.
+  function revisePromise(iso) {
+    var promise = document.getElementById("promise");
+    var late = document.getElementById("late");
+    var line = document.getElementById("promise-line");
+    if (!promise) {
+      return;
+    }
+    promise.setAttribute("datetime", iso);
+    promise.textContent = localTime(iso);
+    if (late) {
+      late.hidden = Date.now() <= Date.parse(iso);
+    }
+    if (line) {
+      line.dataset.late = late && !late.hidden ? "true" : "false";
+      line.dataset.revised = "true";
+    }
   }
 
   // The same move told twice in a row (its queue's, then its kitchen's hand-back) is one line.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -598,3 +599,35 @@ def test_no_takeaway_order_is_taken_for_a_draining_kitchen() -> None:
 
     assert refused.value.message_dict == {"shop": ["No open shop named 'shop-draining'."]}
     assert not Order.objects.exists()
+
+
+def test_the_monitor_runs_the_applications_duty_each_round_at_its_time(settings: Any) -> None:
+    settings.PIZZAQUEUE_MONITOR_DUTY = "tests.engine.test_monitor.record_duty"
+    DUTY_CALLS.clear()
+    boss = make_worker("shop-boss", now=at(0))
+
+    monitor.tick(boss.pk, now=at(1))
+
+    assert [at(1)] == DUTY_CALLS
+
+
+def test_a_failing_application_duty_does_not_stop_the_round(settings: Any) -> None:
+    settings.PIZZAQUEUE_MONITOR_DUTY = "tests.engine.test_monitor.failing_duty"
+    boss = make_worker("shop-boss", now=at(0))
+    victim = make_worker("shop-victim", now=at(0))
+    membership.heartbeat(boss.pk, now=at(20))
+
+    report = monitor.tick(boss.pk, now=at(20))
+
+    assert report is not None and report.dead == [victim.pk]
+
+
+DUTY_CALLS: list[datetime] = []
+
+
+def record_duty(now: datetime) -> None:
+    DUTY_CALLS.append(now)
+
+
+def failing_duty(now: datetime) -> None:
+    raise RuntimeError("the application's duty broke")

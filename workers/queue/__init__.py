@@ -11,7 +11,8 @@ nothing else writes an order's status. The rooms:
   `check_lease`, `advance_stage`, `complete_many`, `fail`, `release`,
   `hand_back_unanswered`;
 - `operators`: people's actions: `cancel`, `requeue`, `raise_priority`, `purge`;
-- `outbox`: writing events and waking listeners.
+- `outbox`: writing events and waking listeners;
+- `promises`: an order's promised time revised, with the event that tells its customer.
 
 What the monitor does to a departed worker's orders is `workers.recovery`,
 beside the monitor. The names below are the ones callers use (`queue.claim`).
@@ -54,6 +55,7 @@ from workers.queue.operators import (
     requeue,
 )
 from workers.queue.outbox import notify_work
+from workers.queue.promises import Revision, revise_promises
 
 __all__ = [
     "HANDED_OVER",
@@ -85,4 +87,6 @@ __all__ = [
     "report_stage",
     "requeue",
     "retry_delay",
+    "revise_promises",
+    "Revision",
 ]

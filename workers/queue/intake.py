@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from workers import clock, ring, sql
 from workers.models import Order, Worker
@@ -154,6 +155,20 @@ def _new_order(
     )
 
 
+def quote(orders: Sequence[Order], now: datetime) -> list[float | None]:
+    """Seconds from each new order's `eligible_at` to the time its customer is promised:
+    the shop's to say (PIZZAQUEUE_QUOTE names a function of the unsaved orders and
+    the time), as the stage limit is. None: no promise (no quote configured)."""
+    path = settings.PIZZAQUEUE_QUOTE
+    if not path or not orders:
+        return [None] * len(orders)
+    return list(import_string(path)(orders, now))
+
+
+def _promise(order: Order, seconds: float | None) -> None:
+    order.promised_at = order.eligible_at + timedelta(seconds=seconds) if seconds is not None else None
+
+
 def _require_open_shop(name: str, now: datetime) -> None:
     """A takeaway order's shop must be open (`WorkerQuerySet.open_shop`): up, or away for less
     than PIZZAQUEUE_SHOP_CLOSED_AFTER. A shop that closes as this commits is no hole: the
@@ -212,6 +227,7 @@ def place_in_transaction(
             if request.kind == Order.Fulfilment.TAKEAWAY:
                 _require_open_shop(request.pinned_to, now)
             order = _new_order(request, now, idempotency_key, fingerprint, owner)
+            _promise(order, quote([order], now)[0])
             order.save(force_insert=True)
             record([event(order.id, Event.PLACED, now)], work=True)
     except IntegrityError:
@@ -244,6 +260,8 @@ def place_in_one_statement(
     """
     # Its times are the server's, read by the statement itself (placeholders until then).
     order = _new_order(request, now or timezone.now(), idempotency_key, fingerprint, owner)
+    # Quoted before the statement, by this process's clock: the quote is seconds from when it is due.
+    (promise_seconds,) = quote([order], order.created_at)
     inside = connection.in_atomic_block
     statement, synchronous_commit = _place_statement(inside)
     parameters = {
@@ -261,6 +279,7 @@ def place_in_one_statement(
         "priority": order.priority,
         "max_attempts": order.max_attempts,
         "estimated_seconds": order.estimated_seconds,
+        "promise_seconds": promise_seconds,
         "idempotency_key": order.idempotency_key,
         "request_hash": order.request_hash,
         "placed_by_id": order.placed_by_id,
@@ -271,7 +290,7 @@ def place_in_one_statement(
         rows = cursor.fetchall()  # the first statement's rows
     if not rows:
         return None
-    order.created_at, order.eligible_at, order.rank = rows[0][:3]
+    order.created_at, order.eligible_at, order.rank, order.promised_at = rows[0][:4]
     order._state.adding, order._state.db = False, connection.alias  # as save() leaves it
     return order
 
@@ -314,6 +333,8 @@ def place_many(
         for name in {r.pinned_to for r in requests if r.kind == Order.Fulfilment.TAKEAWAY}:
             _require_open_shop(name, now)
         orders = [_new_order(r, now, owner=owner) for r in requests]
+        for order, seconds in zip(orders, quote(orders, now), strict=True):
+            _promise(order, seconds)
         Order.objects.bulk_create(orders)
         record((event(o.id, Event.PLACED, now) for o in orders), work=True)
     return orders

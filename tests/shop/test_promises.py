@@ -1,0 +1,359 @@
+"""Promises quoted from the live queue (`orders.promises`): the work ahead at the shop
+that will make the order, that shop's measured pace, the order's own make time and
+its hand-over; revised, and told, when the queue says they will not hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from orders import promises
+from orders.deadlines import late_orders, promised_at
+from orders.handlers import STAFFED_HANDLER
+from orders.intake import clean_order_request
+from orders.models import ShopPace
+from orders.timeline import customer_message
+from tests.base import T0, at, fresh, make_worker
+from tests.factory import order_data, placed_at
+from workers import membership, queue
+from workers.models import Order, OrderEvent, Worker
+
+pytestmark = pytest.mark.django_db
+
+MARGHERITA = 40  # the menu's kitchen seconds for a medium one
+
+
+@pytest.fixture(autouse=True)
+def _speed(settings: Any, menu: None) -> None:
+    settings.PIZZAQUEUE_KITCHEN_SPEED = 1.0
+    settings.PIZZAQUEUE_MONITOR_INTERVAL = 1.0
+    settings.PIZZAQUEUE_PROMISE_TOLERANCE = 10.0
+    settings.PIZZAQUEUE_PROMISE_THRESHOLD = 0.25
+    promises.KEEPER.last_event_id = None
+
+
+def lead(order: Order) -> float:
+    """Seconds from when the order became due to its promise."""
+    assert order.promised_at is not None
+    return (order.promised_at - order.eligible_at).total_seconds()
+
+
+def shop(name: str = "shop-1", concurrency: int = 1, handler: str = "") -> Worker:
+    worker = make_worker(name, concurrency=concurrency, now=T0)
+    if handler:
+        Worker.objects.filter(pk=worker.pk).update(handler=handler)
+    return fresh(worker)
+
+
+def test_an_order_is_quoted_the_work_queued_ahead_of_it_at_its_shop() -> None:
+    shop("shop-1", concurrency=1)
+    first, second, third = (placed_at(at(n / 1000)) for n in range(3))
+
+    # Its own 40 s, then 40 s for each order ahead; a tenth of that as margin (at least three rounds).
+    assert lead(first) == pytest.approx(40 + 4)
+    assert lead(second) == pytest.approx(80 + 8)
+    assert lead(third) == pytest.approx(120 + 12)
+    assert promised_at(third) == third.promised_at
+
+
+def test_a_batch_is_quoted_as_if_placed_one_by_one_with_a_statement_per_shop() -> None:
+    shop("shop-1", concurrency=1)
+    shop("shop-2", concurrency=1)
+    requests = [clean_order_request(order_data(kind="takeaway", shop=f"shop-{1 + n % 2}"), now=T0) for n in range(6)]
+
+    with CaptureQueriesContext(connection) as queries:
+        orders = queue.place_many(requests, now=T0)
+
+    assert [lead(o) for o in orders] == pytest.approx([44, 44, 88, 88, 132, 132])
+    # One quote per shop, not per order (a prepared one, on PostgreSQL, logs no text).
+    quotes = [q for q in queries.captured_queries if q["sql"] is None or "orders_shoppace" in q["sql"]]
+    assert len(quotes) == 2
+
+
+def test_a_shop_with_more_slots_shares_the_work_ahead_among_them() -> None:
+    shop("shop-1", concurrency=2)
+    quotes = [lead(placed_at(T0)) for _ in range(4)]
+
+    # Two start at once; the third waits for (40 + 40) / 2 s of work; the fourth for 120 / 2.
+    assert quotes == pytest.approx([44, 44, 88, 110])
+
+
+def test_orders_queued_at_another_shop_are_not_ahead() -> None:
+    one = shop("shop-1")
+    two = shop("shop-2")
+    for _ in range(5):
+        placed_at(T0, kind="takeaway", shop="shop-1")
+
+    at_two = placed_at(T0, kind="takeaway", shop="shop-2")
+
+    assert at_two.pinned_shop == two.name != one.name
+    assert lead(at_two) == pytest.approx(44)
+
+
+def test_an_order_in_the_kitchen_counts_as_half_made() -> None:
+    worker = shop("shop-1", concurrency=1)
+    placed_at(T0)
+    queue.claim(worker.pk, 1, now=T0)
+
+    waiting = placed_at(T0)
+
+    assert lead(waiting) == pytest.approx(20 + 40 + 6)
+
+
+def test_the_quote_reads_the_shops_measured_pace() -> None:
+    shop("shop-1")
+    ShopPace.objects.create(shop="shop-1", factor=0.5, samples=20, updated_at=T0)
+    placed_at(T0)
+
+    second = placed_at(T0)
+
+    assert lead(second) == pytest.approx(20 + 20 + 4)
+
+
+def test_a_staffed_shop_is_quoted_at_peoples_pace_until_it_has_a_measured_one(settings: Any) -> None:
+    settings.PIZZAQUEUE_KITCHEN_SPEED = 0.1
+    shop("staffed-1", handler=STAFFED_HANDLER)
+    shop("shop-2")
+
+    staffed = placed_at(T0, kind="takeaway", shop="staffed-1")
+    simulated = placed_at(T0, kind="takeaway", shop="shop-2")
+
+    # People work in the menu's own seconds, not a simulation's tenth of them.
+    assert lead(staffed) == pytest.approx(40 + 4)
+    assert lead(simulated) == pytest.approx(4 + 3)
+
+
+def test_a_staffed_shops_stand_in_cook_takes_each_tap_after_its_standby(settings: Any) -> None:
+    settings.PIZZAQUEUE_KITCHEN_SPEED = 0.1
+    settings.PIZZAQUEUE_STAFFED_STANDBY = 20.0
+    settings.PIZZAQUEUE_KITCHEN_CHECK_INTERVAL = 0.5
+    shop("staffed-1", handler=STAFFED_HANDLER)
+    ShopPace.objects.create(shop="staffed-1", factor=0.1, samples=20, updated_at=T0)
+
+    order = placed_at(T0, kind="takeaway", shop="staffed-1")
+
+    assert lead(order) == pytest.approx(4 * 20.5 + 8.2)
+
+
+def test_the_hand_over_is_part_of_the_promise(settings: Any) -> None:
+    settings.PIZZAQUEUE_COLLECTION_SECONDS = 60.0
+    settings.PIZZAQUEUE_DELIVERY_SECONDS = 600.0
+    settings.PIZZAQUEUE_AREA_DELIVERY_SECONDS = {"harbour": 300.0}
+    shop("shop-1", concurrency=4)
+
+    collected = placed_at(T0, kind="takeaway", shop="shop-1")
+    far = placed_at(T0, area="hills")
+    near = placed_at(T0, area="harbour")
+
+    assert lead(collected) == pytest.approx(40 + 60 + 10)
+    assert lead(far) == pytest.approx(40 + 600 + 64)
+    assert lead(near) == pytest.approx(40 + 300 + 34)
+
+
+def test_a_scheduled_order_is_promised_from_when_it_is_due() -> None:
+    worker = shop("shop-1")
+    for _ in range(10):
+        placed_at(T0)
+    queue.claim(worker.pk, 1, now=T0)
+
+    later = placed_at(T0, not_before=at(3600).isoformat())
+
+    # Whatever waits now is long made by then: its own make time from when it is due.
+    assert later.eligible_at == at(3600)
+    assert lead(later) == pytest.approx(44)
+
+
+def test_no_open_shop_quotes_the_simulated_kitchen_with_nothing_ahead() -> None:
+    order = placed_at(T0)
+    assert lead(order) == pytest.approx(44)
+
+
+def test_the_keeper_measures_a_shops_pace_from_the_orders_it_finished() -> None:
+    worker = shop("shop-1", concurrency=4)
+    promises.keep(T0)  # the keeper starts reading events from here
+    for _ in range(4):
+        placed_at(T0)
+    for claim in queue.claim(worker.pk, 4, now=T0):
+        # Twice the menu's 40 s.
+        queue.complete(claim.order.pk, claim.token, worker.pk, now=at(80))
+
+    promises.keep(at(80))
+
+    pace = ShopPace.objects.get(shop="shop-1")
+    assert pace.samples == 4
+    assert (pace.base, pace.factor) == pytest.approx((0.0, 2.0))
+    assert lead(placed_at(at(80))) == pytest.approx(80 + 8)
+
+
+def test_a_kitchen_that_takes_the_same_time_over_any_pizza_is_measured_per_order() -> None:
+    worker = shop("shop-1", concurrency=8)
+    promises.keep(T0)
+    sizes = ["small", "medium", "large"] * 2
+    for size in sizes:
+        placed_at(T0, items=[{"pizza": "capricciosa", "size": size, "quantity": 1}])
+    for claim in queue.claim(worker.pk, len(sizes), now=T0):
+        queue.complete(claim.order.pk, claim.token, worker.pk, now=at(20))
+
+    promises.keep(at(20))
+
+    pace = ShopPace.objects.get(shop="shop-1")
+    assert (pace.base, pace.factor) == pytest.approx((20.0, 0.0), abs=1e-6)
+
+
+def test_a_shop_keeps_its_prior_until_enough_orders_are_finished() -> None:
+    worker = shop("shop-1", concurrency=2)
+    promises.keep(T0)
+    placed_at(T0)
+    placed_at(T0)
+    for claim in queue.claim(worker.pk, 2, now=T0):
+        queue.complete(claim.order.pk, claim.token, worker.pk, now=at(400))
+
+    promises.keep(at(400))
+
+    pace = ShopPace.objects.get(shop="shop-1")
+    assert (pace.samples, pace.base, pace.factor) == (2, 0.0, 1.0)
+
+
+def test_a_promise_the_queue_will_miss_is_revised_and_the_customer_told() -> None:
+    worker = shop("shop-1")
+    orders = [placed_at(at(n / 1000)) for n in range(3)]
+    # The shop turns out four times slower than quoted.
+    ShopPace.objects.create(shop="shop-1", factor=4.0, samples=20, updated_at=T0)
+    queue.claim(worker.pk, 1, now=T0)
+
+    revised = promises.keep(at(1))
+
+    assert set(revised) == {o.pk for o in orders}
+    last = fresh(orders[2])
+    assert last.promised_at is not None and last.promised_at > orders[2].promised_at
+    # Its two predecessors take 160 s each, then its own 160 s; a tenth of the 479 s left as margin.
+    assert (last.promised_at - T0).total_seconds() == pytest.approx(480 + 47.9)
+    event = OrderEvent.objects.get(order=last, kind=OrderEvent.Kind.PROMISED)
+    assert event.data["why"] == promises.QUEUE
+    assert event.data["was"] == orders[2].promised_at.isoformat()
+    message = customer_message(event)
+    assert message is not None and message["public"] is True
+    assert message["text"] == f"Running late: now by {last.promised_at:%H:%M:%S}."
+    assert message["promised_at"] == last.promised_at.isoformat()
+    assert message["status"] is None  # nothing else about the order changed
+
+
+def test_a_promise_that_holds_is_left_alone() -> None:
+    worker = shop("shop-1", concurrency=2)
+    placed_at(T0)
+    placed_at(T0)
+    queue.claim(worker.pk, 2, now=T0)
+
+    assert promises.keep(at(1)) == []
+    membership.heartbeat(worker.pk, now=at(30))
+    assert promises.keep(at(30)) == []
+    assert not OrderEvent.objects.filter(kind=OrderEvent.Kind.PROMISED).exists()
+
+
+def test_a_promise_about_to_pass_is_revised_before_it_does() -> None:
+    worker = shop("shop-1")
+    order = placed_at(T0)
+    queue.claim(worker.pk, 1, now=T0)
+    assert order.promised_at == at(44)
+
+    # Still in the oven two seconds before its promise, running over its 40 s: told now.
+    membership.heartbeat(worker.pk, now=at(42))
+    assert promises.keep(at(42)) == [order.pk]
+
+    assert fresh(order).promised_at > at(44)
+    assert late_orders(at(44)) == []
+
+
+def test_a_sooner_order_is_told_the_good_news() -> None:
+    worker = shop("shop-1")
+    orders = [placed_at(at(n / 1000)) for n in range(6)]
+    # A second kitchen with four slots joins and takes half the buckets: the queue is far shorter.
+    membership.register("shop-2", "test-host", 1, 4, now=T0)
+    ShopPace.objects.create(shop="shop-1", factor=0.25, samples=20, updated_at=T0)
+    del worker
+
+    revised = promises.keep(at(1))
+
+    assert orders[-1].pk in revised
+    event = OrderEvent.objects.get(order=orders[-1], kind=OrderEvent.Kind.PROMISED)
+    assert customer_message(event)["text"].startswith("Good news: now by ")  # type: ignore[index]
+
+
+def test_orders_of_a_shop_gone_quiet_are_revised_as_moving_to_the_next(settings: Any) -> None:
+    settings.PIZZAQUEUE_HEARTBEAT_INTERVAL = 5.0
+    settings.PIZZAQUEUE_HEARTBEAT_TIMEOUT = 15.0
+    quiet = shop("shop-1", concurrency=1)
+    other = shop("shop-2", concurrency=1)
+    mine = [placed_at(at(n / 1000), area=f"a{n}") for n in range(12)]
+    membership.heartbeat(other.pk, now=at(20))
+
+    revised = set(promises.keep(at(20)))
+
+    # shop-1's orders are made once it is declared dead, 16 s after its last beat, behind shop-2's own:
+    # its first ones, promised within the minute, will not make it.
+    at_quiet = [o for o in mine if o.bucket in quiet_buckets(quiet)]
+    first = min(at_quiet, key=lambda o: o.promised_at or T0)
+    assert first.pk in revised
+    whys = set(
+        OrderEvent.objects.filter(order__in=at_quiet, kind=OrderEvent.Kind.PROMISED).values_list("data__why", flat=True)
+    )
+    assert whys == {promises.SHOP_DOWN}
+    assert all(fresh(o).promised_at >= at(16 + 40) for o in at_quiet if o.pk in revised)
+
+
+def quiet_buckets(worker: Worker) -> set[int]:
+    return set(worker.buckets.values_list("number", flat=True))
+
+
+def test_a_takeaway_order_of_a_shop_gone_quiet_keeps_its_promise_until_it_is_cancelled(settings: Any) -> None:
+    settings.PIZZAQUEUE_HEARTBEAT_INTERVAL = 5.0
+    shop("shop-1")
+    other = shop("shop-2")
+    takeaway = placed_at(T0, kind="takeaway", shop="shop-1")
+    membership.heartbeat(other.pk, now=at(20))
+
+    assert takeaway.pk not in promises.keep(at(20))
+
+
+def test_finished_and_cancelled_orders_are_not_revised_and_show_no_promise(client: Client) -> None:
+    worker = shop("shop-1")
+    done, cancelled = placed_at(T0), placed_at(T0)
+    (claim,) = queue.claim(worker.pk, 1, now=T0)
+    queue.complete(claim.order.pk, claim.token, worker.pk, now=at(5))
+    queue.cancel(cancelled.pk, reason="cancelled by customer", now=at(5))
+    ShopPace.objects.create(shop="shop-1", factor=10.0, samples=20, updated_at=T0)
+
+    assert promises.keep(at(6)) == []
+    for order in (done, cancelled):
+        page = client.get(f"/orders/{order.pk}/").content.decode()
+        assert "Promised by" not in page
+
+
+def test_the_tracking_page_shows_the_revised_promise_and_its_line() -> None:
+    worker = shop("shop-1")
+    orders = [placed_at(at(n / 1000)) for n in range(3)]
+    ShopPace.objects.create(shop="shop-1", factor=4.0, samples=20, updated_at=T0)
+    queue.claim(worker.pk, 1, now=T0)
+    promises.keep(at(1))
+    last = fresh(orders[2])
+    assert last.promised_at is not None
+
+    page = Client().get(f"/orders/{last.pk}/").content.decode()
+
+    assert f'datetime="{last.promised_at.isoformat()}"' in page
+    assert f"Running late: now by {last.promised_at:%H:%M:%S}." in page
+
+
+def test_a_revision_is_fenced_by_the_promise_it_replaces() -> None:
+    shop("shop-1")
+    order = placed_at(T0)
+    stale = queue.Revision(order.pk, at(1), at(100), promises.QUEUE)
+    current = queue.Revision(order.pk, order.promised_at, at(90), promises.QUEUE)
+
+    assert queue.revise_promises([stale], at(2)) == []
+    assert queue.revise_promises([current, current], at(2)) == [order.pk]
+    assert fresh(order).promised_at == at(90)

@@ -1,0 +1,64 @@
+"""Promises: an order's promised time, and each revision of it with the event that tells its customer.
+
+When an order is promised is the shop's to say (PIZZAQUEUE_QUOTE quotes it at
+placing, in the order's own row; the shop's monitor duty revises it). The
+engine keeps it on the order and writes a revision and its `promised` event in
+one transaction, so the timeline never disagrees with the order, and a
+revision is fenced by the promise it replaces: two revisers that read the same
+promise revise it once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+
+from workers import clock
+from workers.models import Order
+from workers.queue.outbox import Event, event, record
+
+# Orders whose promise is still ahead of them: a finished or cancelled order's is history.
+PROMISE_KEPT_FOR = (Order.Status.QUEUED, Order.Status.PREPARING)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A new promise for an order: `by`, replacing `was` (as the reviser read it), because `why`."""
+
+    order_id: uuid.UUID
+    was: datetime | None
+    by: datetime
+    why: str
+
+
+def revise_promises(revisions: Iterable[Revision], now: datetime | None = None) -> list[uuid.UUID]:
+    """Write each revision with its `promised` event (data: `by`, `was`, `why`), in one
+    transaction; returns the orders revised. An order finished meanwhile, or whose
+    promise changed since it was read, is left as it is."""
+    now = now or clock.now()
+    revised: list[uuid.UUID] = []
+    events = []
+    with transaction.atomic():
+        for revision in revisions:
+            changed = Order.objects.filter(
+                id=revision.order_id, status__in=PROMISE_KEPT_FOR, promised_at=revision.was
+            ).update(promised_at=revision.by)
+            if changed != 1:
+                continue
+            revised.append(revision.order_id)
+            events.append(
+                event(
+                    revision.order_id,
+                    Event.PROMISED,
+                    now,
+                    by=revision.by.isoformat(),
+                    was=revision.was.isoformat() if revision.was else None,
+                    why=revision.why,
+                )
+            )
+        record(events)
+    return revised
