@@ -22,7 +22,9 @@ from django.utils.html import format_html, format_html_join
 
 from orders import deadlines
 from orders.handlers import operator_may_cancel
-from orders.models import KitchenStaff, Pizza
+from orders.models import DeliveryFee, KitchenStaff, Pizza
+from orders.money import money
+from orders.receipts import pizza_names, receipt_lines
 from orders.timeline import KIND_LABELS
 from workers import clock, queue
 from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
@@ -171,6 +173,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         "order_age",
         "priority",
         "kind",
+        "total_readable",
         "attempts_used",
     )
     list_display_links = ("short_id",)
@@ -232,19 +235,15 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.display(description="items")
     def items_readable(self, order: Order) -> str:
-        """One line per item with its price, and the total, as the customer ordered it."""
-        prices = dict(Pizza.objects.values_list("slug", "price_cents"))
-        names = dict(Pizza.objects.values_list("slug", "name"))
-        lines, total = [], 0
-        for item in order.items:
-            quantity = int(item.get("quantity", 1))
-            cents = prices.get(item.get("pizza"), 0) * quantity
-            total += cents
-            name = names.get(item.get("pizza"), item.get("pizza"))
-            lines.append(f"{quantity} × {name} ({item.get('size', 'medium')}): {cents / 100:.2f}")
-        return format_html_join("\n", "<div>{}</div>", ((line,) for line in lines)) + format_html(
-            "<div><strong>Total: {}</strong></div>", f"{total / 100:.2f}"
-        )
+        """One line per item at the price it was ordered at, the delivery fee and the total."""
+        lines = receipt_lines(order, pizza_names())
+        return format_html_join(
+            "\n", "<div>{}: {}</div>", ((line, money(amount)) for line, amount in lines)
+        ) + format_html("<div><strong>Total: {}</strong></div>", money(order.total))
+
+    @admin.display(description="total")
+    def total_readable(self, order: Order) -> str:
+        return money(order.total)
 
     @admin.display(description="lease left")
     def lease_left(self, order: Order) -> str:
@@ -353,11 +352,19 @@ class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
 class PizzaAdmin(admin.ModelAdmin):
     """The menu: operators edit it; orders are checked against it at intake."""
 
-    list_display = ("name", "slug", "price_cents", "bake_seconds", "available")
+    list_display = ("name", "slug", "price_small", "price_medium", "price_large", "bake_seconds", "available")
     list_editable = ("available",)
     list_filter = ("available",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(DeliveryFee)
+class DeliveryFeeAdmin(admin.ModelAdmin):
+    """Delivery areas with a fee of their own; every other area pays PIZZAQUEUE_DELIVERY_FEE."""
+
+    list_display = ("area", "fee")
+    search_fields = ("area",)
 
 
 @admin.register(KitchenStaff)

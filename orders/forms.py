@@ -7,12 +7,14 @@ The form only gathers what was typed; the one validation of an order is
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from orders import money
 from orders.intake import clean_order_request
 from orders.models import Pizza, Size
 from orders.shops import display_name
@@ -72,8 +74,35 @@ class OrderForm(forms.Form):
         return cls(data, pizzas=pizzas, shops=shops, **kwargs)
 
     def menu_rows(self) -> list[tuple[Pizza, str, forms.BoundField, forms.BoundField]]:
-        """(pizza, price, quantity field, size field) for each pizza on the menu."""
-        return [(p, f"€{p.price_cents / 100:.2f}", self[f"qty_{p.slug}"], self[f"size_{p.slug}"]) for p in self.pizzas]
+        """(pizza, its prices by size, quantity field, size field) for each pizza on the menu."""
+        return [
+            (
+                p,
+                " · ".join(f"{size.label[0]} {money.money(p.price(size))}" for size in Size),
+                self[f"qty_{p.slug}"],
+                self[f"size_{p.slug}"],
+            )
+            for p in self.pizzas
+        ]
+
+    def quote(self) -> tuple[Decimal, Decimal, int]:
+        """(total, delivery fee, pizzas) of what the form holds so far, for the live total: the
+        pizzas chosen with a sensible quantity and size, priced from the menu as the intake will.
+        Anything not yet valid counts for nothing here; the intake reports it on sending."""
+        data = self.data if self.is_bound else {}
+        items, count = [], 0
+        for pizza in self.pizzas:
+            quantity = str(data.get(f"qty_{pizza.slug}") or "").strip()
+            size = data.get(f"size_{pizza.slug}") or Size.MEDIUM
+            if not (quantity.isascii() and quantity.isdigit()) or size not in Size.values:
+                continue
+            if 1 <= int(quantity) <= settings.PIZZAQUEUE_MAX_QUANTITY:
+                items.append({"price": pizza.price(size), "quantity": int(quantity)})
+                count += int(quantity)
+        delivery = (data.get("kind") or Order.Fulfilment.DELIVERY) == Order.Fulfilment.DELIVERY
+        area = str(data.get("area") or "")[:64].replace("\x00", "")
+        fee = money.delivery_fee(area) if delivery and items else Decimal(0)
+        return money.total(items, fee), fee, count
 
     def detail_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in ("kind", "area", "shop", "customer_name", "note")]

@@ -29,7 +29,8 @@ from orders import clients, customers, logins, navigation, roles
 from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
-from orders.models import Pizza
+from orders.money import money
+from orders.receipts import item_line, pizza_names, receipt_lines
 from orders.redirection import reorder_context
 from orders.shops import display_name
 from orders.timeline import (
@@ -90,10 +91,24 @@ class LoginView(logins.ThrottledLoginView):
 # --- Customers -------------------------------------------------------------------
 
 
+def menu_context(form: OrderForm) -> dict[str, Any]:
+    """The menu page's context: the form and the total of what it holds."""
+    total, fee, _count = form.quote()
+    return {"form": form, "quote_total": money(total), "quote_fee": money(fee) if fee else ""}
+
+
 @require_GET
 def menu(request: HtmxHttpRequest) -> HttpResponse:
     form = OrderForm.for_menu(initial={"token": uuid.uuid4()})
-    return render(request, "orders/menu.html", {"form": form})
+    return render(request, "orders/menu.html", menu_context(form))
+
+
+@require_GET
+def quote(request: HtmxHttpRequest) -> HttpResponse:
+    """The live total of the order form (htmx sends the form's fields): priced by the server,
+    from the menu, exactly as placing the order will price it."""
+    form = OrderForm.for_menu(request.GET)
+    return render(request, "orders/_total.html", menu_context(form))
 
 
 class FormIntakeThrottle(SimpleRateThrottle):
@@ -123,7 +138,7 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
         form.is_valid()
         form.errors.clear()
         form.add_error(None, f"Too many orders from here; try again in {wait:.0f} seconds.")
-        response = render(request, "orders/menu.html", {"form": form}, status=429)
+        response = render(request, "orders/menu.html", menu_context(form), status=429)
         response["Retry-After"] = f"{wait:.0f}"
         return response
     form = OrderForm.for_menu(request.POST)
@@ -147,7 +162,7 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
     data = cast(QueryDict, form.data).copy()
     data["token"] = str(uuid.uuid4())
     form.data = data
-    return render(request, "orders/menu.html", {"form": form}, status=status)
+    return render(request, "orders/menu.html", menu_context(form), status=status)
 
 
 @require_GET
@@ -173,6 +188,7 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
         "shop_name": display_name(order.pinned_worker.name) if order.pinned_worker else "",
         "items": item_lines(order, pizza_names()),
+        "total": money(order.total),
         "mine": mine,
         "can_cancel": mine
         and (
@@ -185,6 +201,22 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         else "",
     }
     return render(request, "orders/track.html", context)
+
+
+@require_GET
+def receipt(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    """The order's receipt: each item at the price it was ordered at, the delivery fee, the
+    total and whether (and how) it was paid. Like the tracking page, the link is the key;
+    nothing personal is on it."""
+    order = get_object_or_404(Order.objects.select_related("worker", "pinned_worker"), pk=order_id)
+    shop = order.pinned_worker or order.worker
+    context = {
+        "order": order,
+        "lines": [(line, money(amount)) for line, amount in receipt_lines(order, pizza_names())],
+        "total": money(order.total),
+        "shop_name": display_name(shop.name) if shop is not None else "",
+    }
+    return render(request, "orders/receipt.html", context)
 
 
 def changeable(request: HttpRequest) -> OrderQuerySet:
@@ -217,12 +249,8 @@ def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     return redirect("track-order", order_id=order_id)
 
 
-def pizza_names() -> dict[str, str]:
-    return dict(Pizza.objects.values_list("slug", "name"))
-
-
 def item_lines(order: Order, names: dict[str, str]) -> list[str]:
-    return [f"{item['quantity']} × {names.get(item['pizza'], item['pizza'])} ({item['size']})" for item in order.items]
+    return [item_line(item, names) for item in order.items]
 
 
 # --- The kitchen display ---------------------------------------------------------
@@ -301,6 +329,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     for order in preparing + waiting:
         order.promise_seconds = promised_seconds(order)
         order.item_lines = item_lines(order, names)
+        order.total_text = money(order.total)
         order.stage_label = stage_label(order.status, order.stage)
         order.overdue = overdue(order, now)
         order.next_tap = next_tap(order.stage) if staffed and order.status == Order.Status.PREPARING else None

@@ -14,6 +14,8 @@ urlpatterns = [
     # Browsers ask for /favicon.ico on pages that name no icon (admin, Swagger UI): the site's own, not a 404.
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True), name="favicon"),
     path("orders/", views.place_order, name="place-order"),
+    path("orders/quote/", views.quote, name="quote"),
+    path("orders/<uuid:order_id>/receipt/", views.receipt, name="receipt"),
     path("orders/<uuid:order_id>/", views.track_order, name="track-order"),
     path("orders/<uuid:order_id>/cancel/", views.cancel_order, name="cancel-order"),
     path("orders/<uuid:order_id>/reorder/", kitchen_views.reorder, name="reorder"),

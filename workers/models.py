@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -308,6 +309,10 @@ class Order(models.Model):
         max_length=max(len(k) for k in Fulfilment.values), choices=Fulfilment.choices, default=Fulfilment.DELIVERY
     )
     items = models.JSONField()
+    # What the customer pays, priced by the shop when the order was placed (its items carry
+    # their unit prices), in the installation's one currency; never taken from a client.
+    total = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"), db_default=Decimal("0"))
+    delivery_fee = models.DecimalField(max_digits=7, decimal_places=2, default=Decimal("0"), db_default=Decimal("0"))
     note = models.TextField(blank=True)
     customer_name = models.CharField(max_length=100, blank=True)
     # The delivery area: the routing key. Empty means "route by the order id".
@@ -367,6 +372,7 @@ class Order(models.Model):
                 condition=Q(attempts__lte=models.F("max_attempts")), name="order_attempts_within_max"
             ),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="order_max_attempts_positive"),
+            models.CheckConstraint(condition=Q(total__gte=0, delivery_fee__gte=0), name="order_money_not_negative"),
             # The fencing token exists exactly while a worker holds the order.
             models.CheckConstraint(
                 condition=(

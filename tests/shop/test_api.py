@@ -90,7 +90,8 @@ def test_it_places_an_order_and_answers_201_with_it(client: APIClient) -> None:
     order = Order.objects.get()
     assert body["id"] == str(order.pk)
     assert body["status"] == "queued"
-    assert body["items"] == [MARGHERITA]
+    assert body["items"] == [{**MARGHERITA, "price": "11.50"}]
+    assert (body["total"], body["delivery_fee"], body["currency"]) == ("23.00", "0.00", "EUR")
     assert body["area"] == "north"
     assert body["priority"] == 3
     assert body["note"] == "ring twice"

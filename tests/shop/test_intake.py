@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -468,8 +469,8 @@ def test_a_good_request_is_normalised(menu: None) -> None:
 
     assert request == OrderRequest(
         items=[
-            {"pizza": "diavola", "size": "medium", "quantity": 2},
-            {"pizza": "margherita", "size": "large", "quantity": 1},
+            {"pizza": "diavola", "size": "medium", "quantity": 2, "price": "11.00"},
+            {"pizza": "margherita", "size": "large", "quantity": 1, "price": "11.50"},
         ],
         kind="delivery",
         area="north",
@@ -480,6 +481,7 @@ def test_a_good_request_is_normalised(menu: None) -> None:
         max_attempts=5,
     )
     assert request.not_before == not_before
+    assert (request.total, request.delivery_fee) == (Decimal("33.50"), Decimal("0.00"))
 
 
 def test_a_naive_not_before_is_read_in_the_current_time_zone(menu: None, settings: Any) -> None:
@@ -500,7 +502,8 @@ def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> Non
     assert stored.pk == order.pk
     assert stored.status == Order.Status.QUEUED
     assert stored.kind == Order.Fulfilment.DELIVERY
-    assert stored.items == [{"pizza": "margherita", "size": "medium", "quantity": 1}]
+    assert stored.items == [{"pizza": "margherita", "size": "medium", "quantity": 1, "price": "9.00"}]
+    assert stored.total == Decimal("9.00")
     assert stored.note == "ring twice"
     assert stored.customer_name == "Ada"
     assert stored.priority == 3

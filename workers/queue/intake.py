@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -48,11 +49,16 @@ class OrderRequest:
     not_before: datetime | None = None
     max_attempts: int | None = None
     estimated_seconds: int = field(default=0, compare=False)
+    # The price the shop put on it (its items carry their unit prices); not part of the
+    # request's content, so a retry after a price change is still the same request.
+    total: Decimal = field(default=Decimal("0"), compare=False)
+    delivery_fee: Decimal = field(default=Decimal("0"), compare=False)
 
     def fingerprint(self) -> str:
         """Identifies the request's content, to tell a retry from a different order reusing a key."""
         body = {
-            "items": self.items,
+            # What was asked for, without the prices the shop added.
+            "items": [{k: v for k, v in item.items() if k != "price"} for item in self.items],
             "kind": self.kind,
             "area": self.area,
             "shop": self.pinned_to,  # the key fingerprints already stored were hashed with
@@ -137,6 +143,8 @@ def _new_order(
         id=order_id,
         kind=request.kind,
         items=request.items,
+        total=request.total,
+        delivery_fee=request.delivery_fee,
         note=request.note,
         customer_name=request.customer_name,
         area=request.area,
@@ -257,6 +265,8 @@ def place_in_one_statement(
         "id": order.id,
         "kind": order.kind,
         "items": Order._meta.get_field("items").get_db_prep_save(order.items, connection),
+        "total": order.total,
+        "delivery_fee": order.delivery_fee,
         "note": order.note,
         "customer_name": order.customer_name,
         "area": order.area,
