@@ -194,7 +194,8 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders"]
     inlines = [OrderEventInline]
     fieldsets = [
-        (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note", "customer_name")}),
+        (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note")}),
+        ("Customer (personal data)", {"fields": ("customer_name", "address", "phone")}),
         ("Routing", {"fields": ("area", "bucket", "pinned_worker", "priority", "rank", "eligible_at")}),
         (
             "Kitchen",

@@ -32,7 +32,9 @@ class OrderForm(forms.Form):
             "invalid": "This form has expired; please check your order and send it again.",
         },
     )
-    customer_name = forms.CharField(label="Your name", required=False, max_length=100)
+    customer_name = forms.CharField(
+        label="Your name", required=False, max_length=100, help_text="A takeaway order is called by this name."
+    )
     kind = forms.ChoiceField(
         label="How", choices=Order.Fulfilment.choices, initial=Order.Fulfilment.DELIVERY, widget=forms.RadioSelect
     )
@@ -42,8 +44,25 @@ class OrderForm(forms.Form):
         max_length=64,
         help_text="Your postcode or district; orders for one area go to one shop.",
     )
-    shop = forms.ChoiceField(label="Collect from", required=False, help_text="For takeaway orders.")
+    address = forms.CharField(
+        label="Address",
+        required=False,
+        max_length=200,
+        help_text="Street and house number, floor or door.",
+        widget=forms.TextInput(attrs={"autocomplete": "street-address"}),
+    )
+    phone = forms.CharField(
+        label="Phone",
+        required=False,
+        max_length=40,
+        help_text="For the driver, if they cannot find you.",
+        widget=forms.TextInput(attrs={"autocomplete": "tel", "inputmode": "tel", "type": "tel"}),
+    )
+    shop = forms.ChoiceField(label="Collect from", required=False)
     note = forms.CharField(label="Note for the kitchen", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    # Which fields only one kind of order has: the page shows them for that kind alone.
+    FOR_KIND = {"area": "delivery", "address": "delivery", "phone": "delivery", "shop": "takeaway"}
 
     def __init__(self, *args: Any, pizzas: list[Pizza], shops: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,8 +123,10 @@ class OrderForm(forms.Form):
         fee = money.delivery_fee(area) if delivery and items else Decimal(0)
         return money.total(items, fee), fee, count
 
-    def detail_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in ("kind", "area", "shop", "customer_name", "note")]
+    def detail_fields(self) -> list[tuple[forms.BoundField, str]]:
+        """Each detail field, and the kind of order it is for ("" for both): the page shows it for that kind only."""
+        names = ("kind", "area", "address", "phone", "shop", "customer_name", "note")
+        return [(self[name], self.FOR_KIND.get(name, "")) for name in names]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -120,15 +141,15 @@ class OrderForm(forms.Form):
             fields_of_item.append(pizza.slug)
         if not items:
             raise ValidationError("Choose at least one pizza.")
+        kind = data.get("kind") or Order.Fulfilment.DELIVERY
         request = {
             "items": items,
-            "kind": data.get("kind") or Order.Fulfilment.DELIVERY,
-            "area": data.get("area", ""),
+            "kind": kind,
             "customer_name": data.get("customer_name", ""),
             "note": data.get("note", ""),
         }
-        if data.get("shop"):
-            request["shop"] = data["shop"]
+        # A field of the other kind of order is left out, whatever was typed in it before switching.
+        request |= {name: data[name] for name, only_for in self.FOR_KIND.items() if only_for == kind and data.get(name)}
         try:
             self.order_request = clean_order_request(request)
         except ValidationError as exc:

@@ -34,6 +34,8 @@ ALLOWED_FIELDS = {
     "priority",
     "note",
     "customer_name",
+    "address",
+    "phone",
     "not_before",
     "max_attempts",
     # Optional: the total the client showed its customer; refused unless it is the server's.
@@ -45,6 +47,12 @@ PRICE_FROM_MENU = "Prices come from the menu: leave `price` out."
 
 
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
+# A phone number as people write it: digits with spaces, dots, dashes or brackets between,
+# an optional leading +; stored as the + and digits alone.
+_PHONE_SEPARATORS = re.compile(r"[\s.\-()/]")
+_PHONE = re.compile(r"\+?[0-9]{6,15}")
+PHONE_MESSAGE = "A phone number: 6 to 15 digits, an optional leading +, e.g. +44 20 7946 0958."
+MIN_ADDRESS = 5
 
 
 def _int(value: Any, name: str, low: int, high: int, errors: dict[str, list[str]]) -> int | None:
@@ -139,6 +147,36 @@ def _items(raw: Any, errors: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
     return items, round(seconds)
 
 
+def _phone(value: Any, errors: dict[str, list[str]]) -> str:
+    """The phone number with its separators dropped (`+442079460958`); "" with an error if it is not one."""
+    text = _text(value, "phone", 40, errors)
+    number = _PHONE_SEPARATORS.sub("", text)
+    if text and "phone" not in errors and not _PHONE.fullmatch(number):
+        errors["phone"] = [PHONE_MESSAGE]
+    return number if "phone" not in errors else ""
+
+
+def _contact(kind: str, data: Mapping[str, Any], errors: dict[str, list[str]]) -> tuple[str, str, str]:
+    """(customer name, address, phone), as the kind of order needs them: a delivery order an
+    address to go to and a phone its driver can call; a takeaway order the name the counter calls."""
+    name = _text(data.get("customer_name"), "customer_name", 100, errors)
+    address = _text(data.get("address"), "address", 200, errors)
+    phone = _phone(data.get("phone"), errors)
+    if kind == Order.Fulfilment.DELIVERY:
+        if not address and "address" not in errors:
+            errors["address"] = ["A delivery order needs the address to bring it to."]
+        elif len(address) < MIN_ADDRESS and "address" not in errors:
+            errors["address"] = ["Too short to find: give the street and house number."]
+        if not phone and "phone" not in errors:
+            errors["phone"] = ["A delivery order needs a phone number the driver can call."]
+    elif kind == Order.Fulfilment.TAKEAWAY:
+        if not name and "customer_name" not in errors:
+            errors["customer_name"] = ["A takeaway order needs the name the counter calls."]
+        if address and "address" not in errors:
+            errors["address"] = ["Only delivery orders have an address."]
+    return name, address, phone
+
+
 # Optimization: fixed SQL, 3x faster than the ORM query on PostgreSQL (0.33 vs 1.0 ms per order, bench/fastpaths.py).
 def _on_the_menu(slugs: set[str]) -> dict[str, MenuEntry]:
     """Bake seconds and prices of those pizzas that are on the menu now, by slug (the `menu` statement)."""
@@ -209,6 +247,7 @@ def clean_order_request(data: Any, now: datetime | None = None) -> OrderRequest:
         errors["not_before"] = [error]
         not_before = None
 
+    customer_name, address, phone = _contact(kind, data, errors)
     area = _text(data.get("area"), "area", 64, errors)
     fee = money.delivery_fee(area) if kind == Order.Fulfilment.DELIVERY and "area" not in errors else Decimal(0)
     total = money.total(items, fee)
@@ -229,7 +268,9 @@ def clean_order_request(data: Any, now: datetime | None = None) -> OrderRequest:
         pinned_to=shop,
         priority=priority if priority is not None else 0,
         note=_text(data.get("note"), "note", settings.PIZZAQUEUE_MAX_NOTE, errors),
-        customer_name=_text(data.get("customer_name"), "customer_name", 100, errors),
+        customer_name=customer_name,
+        address=address,
+        phone=phone,
         not_before=not_before,
         max_attempts=max_attempts,
         estimated_seconds=seconds,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from orders.models import KitchenStaff
+from workers.models import reads_every_order
 
 KITCHEN_STAFF = "kitchen staff"
 OPERATORS = "operators"
@@ -77,3 +78,22 @@ def works_kitchen(user: Any, shop: str) -> bool:
     if user.has_perm(CHANGE_ORDERS):
         return True
     return user.has_perm(WORK_KITCHEN) and KitchenStaff.objects.filter(user=user, shop=shop).exists()
+
+
+def shop_of(order: Any) -> str:
+    """The shop an order belongs to for its people: the one it is pinned to, else the kitchen
+    that has (or had) it. "" while a delivery order waits in the queue for any shop."""
+    worker = order.pinned_worker if order.pinned_worker_id else order.worker if order.worker_id else None
+    return worker.name if worker is not None else ""
+
+
+def sees_customer(user: Any, order: Any) -> bool:
+    """Whether a logged-in person may read an order's personal data (name, address, phone):
+    operators, and the people of the order's shop (its kitchen staff). The browser that
+    placed it is decided by its placing key (`Order.objects.changeable_by`), not here."""
+    if not (user.is_active and user.is_authenticated):
+        return False
+    if reads_every_order(user):
+        return True
+    shop = shop_of(order)
+    return bool(shop) and works_kitchen(user, shop)

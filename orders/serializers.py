@@ -72,7 +72,18 @@ class OrderCreateSerializer(serializers.Serializer):
         help_text="Takeaway only: the name of an open shop (a live worker).",
     )
     priority = serializers.IntegerField(min_value=Order.MIN_PRIORITY, max_value=Order.MAX_PRIORITY, default=0)
-    customer_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    customer_name = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, help_text="Takeaway: required, the name the counter calls."
+    )
+    address = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="Delivery: required, where to bring it."
+    )
+    phone = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        help_text="Delivery: required, for the driver; 6 to 15 digits, an optional leading +, separators allowed.",
+    )
     not_before = serializers.DateTimeField(required=False, allow_null=True, help_text="Bake no earlier than this.")
     max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False, allow_null=True)
     total = serializers.DecimalField(
@@ -134,7 +145,9 @@ class OrderSerializer(serializers.Serializer):
     )
     currency = serializers.SerializerMethodField(help_text="ISO 4217 code of every amount (PIZZAQUEUE_CURRENCY).")
     note = serializers.CharField(read_only=True)
-    customer_name = serializers.CharField(read_only=True)
+    customer_name = serializers.CharField(read_only=True, help_text="Personal data: shown to the order's owner.")
+    address = serializers.CharField(read_only=True, help_text="Personal data: shown to the order's owner.")
+    phone = serializers.CharField(read_only=True, help_text="Personal data, as digits with an optional leading +.")
     area = serializers.CharField(read_only=True)
     bucket = serializers.IntegerField(read_only=True)
     shop = WorkerRefSerializer(
@@ -171,6 +184,8 @@ class OrderSerializer(serializers.Serializer):
             "currency": settings.PIZZAQUEUE_CURRENCY,
             "note": order.note,
             "customer_name": order.customer_name,
+            "address": order.address,
+            "phone": order.phone,
             "area": order.area,
             "bucket": order.bucket,
             "shop": _worker_ref(order.pinned_worker),

@@ -190,6 +190,8 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "items": item_lines(order, pizza_names()),
         "total": money(order.total),
         "mine": mine,
+        # Name, address and phone: for the placing browser and the shop's people, never the link alone.
+        "sees_customer": mine or roles.sees_customer(request.user, order),
         "can_cancel": mine
         and (
             order.status == Order.Status.QUEUED

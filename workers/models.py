@@ -315,6 +315,10 @@ class Order(models.Model):
     delivery_fee = models.DecimalField(max_digits=7, decimal_places=2, default=Decimal("0"), db_default=Decimal("0"))
     note = models.TextField(blank=True)
     customer_name = models.CharField(max_length=100, blank=True)
+    # Where a delivery order goes and whom the driver calls: personal data, shown only to the
+    # order's owner and the shop's people (docs/security.md), gone when the order is purged.
+    address = models.CharField(max_length=200, blank=True, default="", db_default="")
+    phone = models.CharField(max_length=20, blank=True, default="", db_default="")
     # The delivery area: the routing key. Empty means "route by the order id".
     area = models.CharField(max_length=64, blank=True)
     bucket = models.PositiveIntegerField()

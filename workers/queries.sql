@@ -118,14 +118,15 @@ WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS n
 due AS (SELECT GREATEST(COALESCE(%(not_before)s::timestamptz, clock.now), clock.now) AS at FROM clock),
 placed AS (
     INSERT INTO orders_order (
-        id, status, kind, items, total, delivery_fee, note, customer_name, area, bucket, pinned_worker_id, priority,
+        id, status, kind, items, total, delivery_fee, note, customer_name, address, phone, area, bucket,
+        pinned_worker_id, priority,
         rank, eligible_at, attempts, max_attempts, worker_id, lease_token, lease_expires_at,
         stage, stage_started_at, avoid_worker_id, estimated_seconds, last_error, cancel_reason,
         idempotency_key, request_hash, created_at, claimed_at, finished_at, placed_by_id,
         placed_by_session
     )
-    SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(total)s, %(delivery_fee)s, %(note)s, %(customer_name)s, %(area)s,
-        %(bucket)s, NULL,
+    SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(total)s, %(delivery_fee)s, %(note)s, %(customer_name)s, %(address)s,
+        %(phone)s, %(area)s, %(bucket)s, NULL,
         %(priority)s, (EXTRACT(EPOCH FROM due.at) * 1000000)::bigint - %(rank_offset)s, due.at, 0,
         %(max_attempts)s, NULL, NULL, NULL, '', NULL, NULL, %(estimated_seconds)s, '', '',
         %(idempotency_key)s, %(request_hash)s, clock.now, NULL, NULL, %(placed_by_id)s,

@@ -28,6 +28,13 @@ def prices_per_size(apps, schema_editor):
         pizza.save(update_fields=["price_small", "price_medium", "price_large"])
 
 
+def cents_from_medium(apps, schema_editor):
+    """Back to one price: the medium's, in cents."""
+    for pizza in apps.get_model("orders", "Pizza").objects.all():
+        pizza.price_cents = int(pizza.price_medium * 100)
+        pizza.save(update_fields=["price_cents"])
+
+
 def seed(apps, schema_editor):
     from orders.menu import seed_menu
 
@@ -51,7 +58,9 @@ class Migration(migrations.Migration):
         migrations.AddField("pizza", "price_small", _price("small price"), preserve_default=False),
         migrations.AddField("pizza", "price_medium", _price("medium price"), preserve_default=False),
         migrations.AddField("pizza", "price_large", _price("large price"), preserve_default=False),
-        migrations.RunPython(prices_per_size, migrations.RunPython.noop),
+        migrations.RunPython(prices_per_size, cents_from_medium),
+        # A default, so that migrating back can add the column to a table with rows.
+        migrations.AlterField("pizza", "price_cents", models.PositiveIntegerField(default=0)),
         migrations.RemoveField("pizza", "price_cents"),
         migrations.RunPython(seed, migrations.RunPython.noop),
         migrations.AddConstraint(

@@ -255,10 +255,32 @@
     window.pizzaqueue.stream = stream;
   }
 
+  // --- The order form ---------------------------------------------------------
+
+  // Show each field only for the kind of order it belongs to (an address for a delivery, the
+  // shop to collect from for a takeaway); without JavaScript every field shows, and the server
+  // leaves out what belongs to the other kind.
+  function orderForm(form) {
+    function show() {
+      var checked = form.querySelector("input[name=kind]:checked");
+      var kind = checked ? checked.value : "delivery";
+      var fields = form.querySelectorAll("[data-for-kind]");
+      for (var i = 0; i < fields.length; i++) {
+        fields[i].hidden = fields[i].dataset.forKind !== kind;
+      }
+    }
+    form.addEventListener("change", show);
+    show();
+  }
+
   window.pizzaqueue = {};
 
   document.addEventListener("DOMContentLoaded", function () {
     localiseTimes(document);
+    var orderFormRoot = document.querySelector("form.order-form");
+    if (orderFormRoot) {
+      orderForm(orderFormRoot);
+    }
     var tracking = document.getElementById("tracking");
     var events = document.getElementById("events");
     var kitchenRoot = document.getElementById("kitchen");

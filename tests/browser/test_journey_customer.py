@@ -37,6 +37,8 @@ def order_margherita(page: Page, base: str, name: str) -> Order:
     page.goto(f"{base}/")
     page.fill("#id_qty_margherita", "1")
     page.fill("#id_area", "Old Town")
+    page.fill("#id_address", "1 Harbour Street")
+    page.fill("#id_phone", "020 7946 0958")
     page.fill("#id_customer_name", name)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))

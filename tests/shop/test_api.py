@@ -275,7 +275,9 @@ def test_an_empty_json_body_is_a_400_naming_items(client: APIClient) -> None:
         response = client.post(ORDERS, data=b"", content_type="application/json")
 
     assert assert_error(response, 400, "invalid")["errors"] == {
-        "items": ["Must be a non-empty list of {pizza, size, quantity}."]
+        "items": ["Must be a non-empty list of {pizza, size, quantity}."],
+        "address": ["A delivery order needs the address to bring it to."],
+        "phone": ["A delivery order needs a phone number the driver can call."],
     }
 
 

@@ -25,7 +25,11 @@ MARGHERITA = {"pizza": "margherita", "size": "medium", "quantity": 1}
 
 
 def place_raw(data: Any, idempotency_key: str | None = None, now: datetime | None = None) -> tuple[Order, bool]:
-    """The path every caller takes: check the raw request, then place it."""
+    """The path every caller takes: check the raw request, then place it (with the contact
+    details its kind needs, unless the request names them)."""
+    if isinstance(data, dict) and all(isinstance(key, str) for key in data):
+        data = {**order_data(kind=data.get("kind")), "items": None, **data}
+        data = {key: value for key, value in data.items() if value is not None or key not in ("items", "kind")}
     return queue.place(clean_order_request(data), idempotency_key=idempotency_key, now=now)
 
 
@@ -461,6 +465,8 @@ def test_a_good_request_is_normalised(menu: None) -> None:
             "priority": "7",
             "note": " no onions ",
             "customer_name": "Ada",
+            "address": "  1 Harbour Street ",
+            "phone": "+44 (20) 7946-0958",
             "not_before": "2030-01-01T18:00:00Z",
             "max_attempts": 5,
         },
@@ -477,6 +483,8 @@ def test_a_good_request_is_normalised(menu: None) -> None:
         priority=7,
         note="no onions",
         customer_name="Ada",
+        address="1 Harbour Street",
+        phone="+442079460958",
         not_before=not_before,
         max_attempts=5,
     )

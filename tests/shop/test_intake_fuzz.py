@@ -118,6 +118,9 @@ def order_bodies(draw: st.DrawFn) -> dict[str, Any]:
                 "priority": mostly(st.integers(min_value=0, max_value=9), numbers | st.none()),
                 "note": mostly(st.text(plain, max_size=500), text | st.text(min_size=501, max_size=600) | numbers),
                 "customer_name": mostly(st.text(plain, max_size=100), text | numbers),
+                "address": mostly(st.just("1 Harbour Street"), text | numbers),
+                "phone": mostly(st.sampled_from(["+44 20 7946 0958", "020-7946-0958"]), text | numbers),
+                "total": mostly(st.sampled_from(["9.00", "0", "1e9"]), text | numbers | st.none()),
                 "not_before": mostly(schedulable, not_before),
                 "max_attempts": mostly(st.integers(min_value=1, max_value=20), numbers | st.none()),
             },
@@ -203,6 +206,8 @@ def form_bodies(draw: st.DrawFn) -> dict[str, Any]:
                 "area": mostly(st.text(plain, max_size=64), form_value),
                 "note": mostly(st.text(plain, max_size=500), form_value),
                 "customer_name": mostly(st.text(plain, max_size=100), form_value),
+                "address": mostly(st.just("1 Harbour Street"), form_value),
+                "phone": mostly(st.just("020 7946 0958"), form_value),
                 **{
                     f"qty_{slug}": mostly(st.sampled_from(["0", "1", "20"]), form_value, one_in=12)
                     for slug in SLUGS[1:]

@@ -27,6 +27,11 @@ pytestmark = pytest.mark.usefixtures("menu")
 def form_data(**kw: Any) -> dict[str, Any]:
     kw.setdefault("token", str(uuid.uuid4()))
     kw.setdefault("kind", "delivery")
+    if kw["kind"] == "delivery":
+        kw.setdefault("address", "1 Harbour Street")
+        kw.setdefault("phone", "020 7946 0958")
+    else:
+        kw.setdefault("customer_name", "Ada")
     kw.setdefault("qty_margherita", "1")
     kw.setdefault("size_margherita", "medium")
     return kw

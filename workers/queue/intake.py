@@ -46,6 +46,9 @@ class OrderRequest:
     priority: int = 0
     note: str = ""
     customer_name: str = ""
+    # A delivery order's address and the phone its driver calls (the shop's rules say when they are needed).
+    address: str = ""
+    phone: str = ""
     not_before: datetime | None = None
     max_attempts: int | None = None
     estimated_seconds: int = field(default=0, compare=False)
@@ -68,6 +71,8 @@ class OrderRequest:
             "not_before": self.not_before.isoformat() if self.not_before else None,
             "max_attempts": self.max_attempts,
         }
+        # Only when given: the fingerprints of keys stored before orders had them are unchanged.
+        body.update({name: value for name, value in (("address", self.address), ("phone", self.phone)) if value})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -147,6 +152,8 @@ def _new_order(
         delivery_fee=request.delivery_fee,
         note=request.note,
         customer_name=request.customer_name,
+        address=request.address,
+        phone=request.phone,
         area=request.area,
         bucket=ring.bucket_for(request.area or str(order_id), settings.PIZZAQUEUE_BUCKETS),
         pinned_worker_id=pinned_to,
@@ -269,6 +276,8 @@ def place_in_one_statement(
         "delivery_fee": order.delivery_fee,
         "note": order.note,
         "customer_name": order.customer_name,
+        "address": order.address,
+        "phone": order.phone,
         "area": order.area,
         "bucket": order.bucket,
         "priority": order.priority,
