@@ -177,7 +177,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         "attempts_used",
     )
     list_display_links = ("short_id",)
-    list_filter = ("status", "kind", PriorityFilter, "worker")
+    list_filter = ("status", "handover", "kind", PriorityFilter, "worker")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return clock.with_db_now(super().get_queryset(request))
@@ -191,7 +191,7 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     sortable_by = ()
     search_fields = ("=id",)
     search_help_text = "An order's short id (#372e0100) or full id, the customer's name, or the delivery area."
-    actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders"]
+    actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders", "put_back_on_the_shelf"]
     inlines = [OrderEventInline]
     fieldsets = [
         (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note")}),
@@ -213,6 +213,10 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
             },
         ),
         ("Intake", {"fields": ("idempotency_key", "request_hash", "created_at", "claimed_at", "finished_at")}),
+        (
+            "Hand-over",
+            {"fields": ("handover", "driver", "out_at", "handed_over_at", "paid_at", "payment_method", "total")},
+        ),
     ]
 
     # Read-only: every change of state goes through an action calling `workers.queue`.
@@ -317,6 +321,18 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     def raise_priority_of_orders(self, request: HttpRequest, queryset: QuerySet) -> None:
         actor = request.user.pk
         self._apply(request, queryset, lambda order_id: queue.raise_priority(order_id, actor_id=actor), "rushed")
+
+    @admin.action(description="Put selected orders out for delivery back on their shelf", permissions=["operate"])
+    def put_back_on_the_shelf(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """A driver who cannot go on: the order goes back on its shop's shelf for another, and
+        the driver's phone changes nothing any more (its token is revoked)."""
+        actor = request.user.pk
+
+        def back(order_id: uuid.UUID) -> None:
+            if not queue.back_to_shelf(order_id, actor_id=actor):
+                raise queue.InvalidTransitionError("Not out for delivery.")
+
+        self._apply(request, queryset, back, "put back on the shelf")
 
 
 @admin.register(OrderEvent)

@@ -86,3 +86,19 @@ class KitchenStaff(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} at {self.shop}"
+
+
+class Driver(models.Model):
+    """A person who delivers a shop's orders (the `drivers` role, `orders.roles`): they take
+    them off the shop's shelf, one driver per order, and hand them over."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries_for")
+    # A shop is a kitchen's (worker's) name, as for kitchen staff.
+    shop = models.CharField(max_length=100)
+
+    class Meta:
+        permissions = [("drive_for_shop", "Can take and deliver the orders on the shelf of the shops they drive for")]
+        constraints = [models.UniqueConstraint(fields=["user", "shop"], name="driver_unique_shop")]
+
+    def __str__(self) -> str:
+        return f"{self.user} drives for {self.shop}"

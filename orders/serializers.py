@@ -164,7 +164,22 @@ class OrderSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     eligible_at = serializers.DateTimeField(read_only=True, help_text="Not baked before this.")
     claimed_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the kitchen made it (`done`), failed or was cancelled."
+    )
+    handover = serializers.ChoiceField(
+        choices=Order.Handover.choices,
+        read_only=True,
+        help_text="After `done`, where the made order is: `counter` (takeaway, to collect and pay), `shelf` "
+        "(delivery, waiting for a driver), `out` (a driver has it), then `collected` or `delivered` (paid: the end). "
+        "Empty before the kitchen has made it.",
+    )
+    out_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When a driver took it.")
+    handed_over_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    paid_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    payment_method = serializers.ChoiceField(
+        choices=[("", "not paid"), *Order.Payment.choices], read_only=True, help_text="Empty until it is paid."
+    )
 
     def get_currency(self, order: Order) -> str:
         return str(settings.PIZZAQUEUE_CURRENCY)
@@ -201,6 +216,11 @@ class OrderSerializer(serializers.Serializer):
             "eligible_at": _datetime(order.eligible_at),
             "claimed_at": _datetime(order.claimed_at),
             "finished_at": _datetime(order.finished_at),
+            "handover": order.handover,
+            "out_at": _datetime(order.out_at),
+            "handed_over_at": _datetime(order.handed_over_at),
+            "paid_at": _datetime(order.paid_at),
+            "payment_method": order.payment_method,
         }
 
 

@@ -37,8 +37,10 @@ from orders.timeline import (
     SHOP_STATUS_LABELS,
     customer_message,
     event_message,
+    handover_line,
     progress,
     public_timeline,
+    shop_closed_line,
     stage_label,
 )
 from workers import clock, queue, recovery
@@ -108,7 +110,7 @@ def quote(request: HtmxHttpRequest) -> HttpResponse:
     """The live total of the order form (htmx sends the form's fields): priced by the server,
     from the menu, exactly as placing the order will price it."""
     form = OrderForm.for_menu(request.GET)
-    return render(request, "orders/_total.html", menu_context(form))
+    return render(request, "orders/_total_amount.html", menu_context(form))
 
 
 class FormIntakeThrottle(SimpleRateThrottle):
@@ -180,8 +182,9 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         # The last event this page was rendered from (private ones too), read in the same
         # query: the stream resumes after it, so an event committed since is sent, not lost.
         "last_event_id": rows[-1].id if rows else 0,
-        "status_label": stage_label(order.status, order.stage),
+        "status_label": stage_label(order.status, order.stage, order.handover),
         "progress": progress(order.status, order.stage),
+        **handover_context(order),
         "promised_at": promise,
         # The promise is the customer's until the order is made (or stopped): after that it is history.
         "late": not order.is_final and order.eligible_at <= (now := clock.now()) and promise < now,
@@ -219,6 +222,25 @@ def receipt(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "shop_name": display_name(shop.name) if shop is not None else "",
     }
     return render(request, "orders/receipt.html", context)
+
+
+def handover_context(order: Order) -> dict[str, Any]:
+    """The tracking page's hand-over: the line under a made order's status, the line it shows
+    when the kitchen's `done` arrives live (where this order waits), and, while it waits at
+    a shop that went down or closed, what happens to it (it is not moved)."""
+    made_at = order.pinned_worker or order.worker
+    shop_name = display_name(made_at.name) if made_at is not None else ""
+    waits_at = Order.Handover.COUNTER if order.kind == Order.Fulfilment.TAKEAWAY else Order.Handover.SHELF
+    closed = ""
+    if order.status == Order.Status.DONE and order.handover in (Order.Handover.COUNTER, Order.Handover.SHELF):
+        now_there = shop(made_at.name) if made_at is not None else None
+        if now_there is not None and not now_there.is_live:
+            closed = shop_closed_line(order, shop_name)
+    return {
+        "handover_line": handover_line(order.handover, shop_name),
+        "ready_line": handover_line(waits_at, shop_name),
+        "shop_closed": closed,
+    }
 
 
 def changeable(request: HttpRequest) -> OrderQuerySet:
@@ -335,9 +357,18 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
         order.stage_label = stage_label(order.status, order.stage)
         order.overdue = overdue(order, now)
         order.next_tap = next_tap(order.stage) if staffed and order.status == Order.Status.PREPARING else None
+    # After the kitchen: the takeaway orders on its counter, and how many wait on its shelf.
+    waiting_here = Order.objects.awaiting_handover().at_shop(worker.name)
+    counter = list(waiting_here.filter(handover=Order.Handover.COUNTER).order_by("finished_at")[:TICKETS_SHOWN])
+    for order in counter:
+        order.item_lines = item_lines(order, names)
+        order.total_text = money(order.total)
     context = {
         "staffed": staffed,
         "worker": worker,
+        "counter": counter,
+        "payments": Order.Payment.choices,
+        "on_shelf": waiting_here.filter(handover=Order.Handover.SHELF).count(),
         # Cooks read their shop's name and whether it is open; hosts, pids and incarnations are the board's.
         "shop_name": display_name(worker.name),
         "status_label": SHOP_STATUS_LABELS.get(worker.status, worker.status),
@@ -413,9 +444,24 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "queued_total": sum(n for _priority, n in depth_by_priority),
         "preparing_total": sum(preparing_by_worker.values()),
         "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
+        **_handover_panel(),
         "overdue": overdue_stages(now)[:20],
         "late": _with_promises(late_orders(now, limit=20)),
     }
+
+
+def _handover_panel() -> dict[str, Any]:
+    """Each shop's counter, shelf and drivers out: only orders awaiting their hand-over are
+    read (`order_handover_pending_idx`), never the table."""
+    waiting = Order.objects.awaiting_handover()
+    by_shop: dict[str, dict[str, Any]] = {}
+    for name, step, count in waiting.values_list("worker__name", "handover").annotate(n=Count("pk")).order_by():
+        row = by_shop.setdefault(name or "—", {"shop": name or "—", "counter": 0, "shelf": 0, "out": 0})
+        row[step] = count
+    drivers_out = list(
+        waiting.filter(handover=Order.Handover.OUT).select_related("driver", "worker").order_by("out_at")[:20]
+    )
+    return {"handover": sorted(by_shop.values(), key=lambda row: row["shop"]), "drivers_out": drivers_out}
 
 
 def _with_promises(orders: list[Order]) -> list[Order]:

@@ -7,7 +7,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from orders import kitchen_views, views
+from orders import handover_views, kitchen_views, views
 
 urlpatterns = [
     path("", views.menu, name="menu"),
@@ -22,6 +22,11 @@ urlpatterns = [
     path("kitchen/<str:name>/", views.kitchen, name="kitchen"),
     path("kitchen/<str:name>/tap/", kitchen_views.tap, name="kitchen-tap"),
     path("kitchen/<str:name>/rush/<uuid:order_id>/", views.raise_order_priority, name="raise-order-priority"),
+    path("kitchen/<str:name>/counter/", handover_views.counter_collect, name="counter-collect"),
+    path("shelf/<str:name>/", handover_views.shelf, name="shelf"),
+    path("shelf/<str:name>/take/", handover_views.take, name="shelf-take"),
+    path("shelf/<str:name>/deliver/", handover_views.deliver, name="shelf-deliver"),
+    path("shelf/<str:name>/give-back/", handover_views.give_back, name="shelf-give-back"),
     path("board/", views.board, name="board"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="menu"), name="logout"),

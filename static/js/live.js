@@ -145,7 +145,10 @@
           // A finished or stopped order's promise is history: no "Promised by", no "late".
           var promise = root.querySelector(".promise");
           if (promise && event.status === "done") {
-            promise.textContent = "Ready — enjoy!";
+            // Where the made order is now: the event's hand-over step, or (the kitchen's
+            // `done`) where this order waits, which the page was rendered with.
+            var ready = event.ready_lines ? event.ready_lines[root.dataset.kind] : null;
+            promise.textContent = event.handover_line || ready || root.dataset.ready;
           } else if (promise) {
             promise.remove();
           }

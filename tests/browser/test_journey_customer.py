@@ -84,7 +84,9 @@ def test_a_customer_watches_the_order_move_shops_run_late_and_be_made_with_one_s
 
     queue.complete(order.pk, claim.token, old_town.pk)
     expect(phone.locator("#status")).to_have_text("Ready")
-    expect(phone.locator(".promise")).to_have_text("Ready — enjoy!")
+    expect(phone.locator(".promise")).to_have_text(
+        "Ready on Old Town's shelf, waiting for a driver: pay the driver when it arrives."
+    )
     expect(phone.locator("#late")).to_have_count(0)
     expect(phone.locator("#cancel-form button")).to_be_hidden()
     page = phone.content()

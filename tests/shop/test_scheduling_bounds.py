@@ -115,8 +115,9 @@ def old_order(models: Any, status: str, eligible_at: datetime, worker: Any = Non
 
 
 def test_orders_scheduled_out_of_range_before_the_bound_are_cancelled_and_every_page_shows_them(
-    before_the_bound: None, live_menu: None
+    live_menu: None, before_the_bound: None
 ) -> None:
+    # The menu first: seeded as today's models have it, it is migrated back and forth with the rest.
     models = MigrationExecutor(connection).loader.project_state(("workers", "0002_order_orderevent_move_in")).apps
     now = django_timezone.now()
     worker = models.get_model("workers", "Worker").objects.create(

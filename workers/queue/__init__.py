@@ -11,6 +11,7 @@ nothing else writes an order's status. The rooms:
   `check_lease`, `advance_stage`, `complete_many`, `fail`, `release`,
   `hand_back_unanswered`;
 - `operators`: people's actions: `cancel`, `requeue`, `raise_priority`, `purge`;
+- `handover`: after the kitchen: `take`, `deliver`, `collect`, `back_to_shelf`;
 - `outbox`: writing events and waking listeners.
 
 What the monitor does to a departed worker's orders is `workers.recovery`,
@@ -19,6 +20,7 @@ beside the monitor. The names below are the ones callers use (`queue.claim`).
 
 from __future__ import annotations
 
+from workers.queue.handover import back_to_shelf, collect, deliver, take
 from workers.queue.intake import (
     IdempotencyConflictError,
     OrderRequest,
@@ -63,11 +65,14 @@ __all__ = [
     "OrderRequest",
     "Owner",
     "advance_stage",
+    "back_to_shelf",
     "cancel",
     "check_lease",
     "claim",
     "complete",
+    "collect",
     "complete_many",
+    "deliver",
     "fail",
     "hand_back_unanswered",
     "lease_duration",
@@ -83,4 +88,5 @@ __all__ = [
     "report_stage",
     "requeue",
     "retry_delay",
+    "take",
 ]
