@@ -34,7 +34,7 @@ RACER = textwrap.dedent(
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    body = json.dumps({"items": [{"pizza": "margherita", "size": "small", "quantity": 1}]}).encode()
+    body = json.dumps(order_data(items=[{"pizza": "margherita", "size": "small", "quantity": 1}])).encode()
     mine, answers = [], []
     theirs = []
     for n in range(rounds):
