@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 
 from orders import deadlines
 from orders.handlers import operator_may_cancel
-from orders.models import DeliveryFee, KitchenStaff, Pizza
+from orders.models import DeliveryFee, Driver, KitchenStaff, Pizza
 from orders.money import money
 from orders.receipts import pizza_names, receipt_lines
 from orders.timeline import KIND_LABELS
@@ -382,6 +382,16 @@ class DeliveryFeeAdmin(admin.ModelAdmin):
 
     list_display = ("area", "fee")
     search_fields = ("area",)
+
+
+@admin.register(Driver)
+class DriverAdmin(admin.ModelAdmin):
+    """Who drives for which shop: a member of the `drivers` group works these shops' shelves only."""
+
+    list_display = ("user", "shop")
+    list_select_related = ("user",)
+    search_fields = ("=user__username", "=shop")
+    raw_id_fields = ("user",)
 
 
 @admin.register(KitchenStaff)

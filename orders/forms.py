@@ -7,6 +7,7 @@ The form only gathers what was typed; the one validation of an order is
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +21,9 @@ from orders.models import Pizza, Size
 from orders.shops import display_name
 from workers.models import Order, Worker
 from workers.queue import OrderRequest
+
+# A quantity the live total counts: plain digits, few of them (the intake checks the bounds).
+QUANTITY = re.compile(r"[0-9]{1,4}")
 
 
 class OrderForm(forms.Form):
@@ -113,7 +117,7 @@ class OrderForm(forms.Form):
         for pizza in self.pizzas:
             quantity = str(data.get(f"qty_{pizza.slug}") or "").strip()
             size = data.get(f"size_{pizza.slug}") or Size.MEDIUM
-            if not (quantity.isascii() and quantity.isdigit()) or size not in Size.values:
+            if not QUANTITY.fullmatch(quantity) or size not in Size.values:
                 continue
             if 1 <= int(quantity) <= settings.PIZZAQUEUE_MAX_QUANTITY:
                 items.append({"price": pizza.price(size), "quantity": int(quantity)})

@@ -237,6 +237,8 @@ def handover_context(order: Order) -> dict[str, Any]:
         if now_there is not None and not now_there.is_live:
             closed = shop_closed_line(order, shop_name)
     return {
+        # Still on its way to the customer: a page without JavaScript keeps refreshing.
+        "on_its_way": not order.is_final or order.handover in Order.HANDOVER_PENDING,
         "handover_line": handover_line(order.handover, shop_name),
         "ready_line": handover_line(waits_at, shop_name),
         "shop_closed": closed,

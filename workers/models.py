@@ -437,9 +437,10 @@ class Order(models.Model):
                 | Q(handover__in=["", "shelf", "out", "delivered"], kind="delivery"),
                 name="order_handover_matches_kind",
             ),
-            # The hand-over's fence exists exactly while one driver has the order.
+            # The hand-over's fence exists exactly while one driver has the order (whose
+            # account may be deleted meanwhile: the token still fences the phone).
             models.CheckConstraint(
-                condition=Q(handover="out", handover_token__isnull=False, driver__isnull=False)
+                condition=Q(handover="out", handover_token__isnull=False)
                 | (~Q(handover="out") & Q(handover_token__isnull=True)),
                 name="order_handover_token_iff_out",
             ),

@@ -147,6 +147,7 @@ def test_a_driver_takes_a_delivery_a_second_phone_is_refused_and_the_customer_se
         dora, dan = doras.new_page(), dans.new_page()
         log_in(dora, daphne.origin, "/shelf/shop-1/", "dora", PASSWORD)
         log_in(dan, daphne.origin, "/shelf/shop-1/", "dan", PASSWORD)
+        expect(dora.locator("#live-state")).to_have_text("● live")  # the shop's stream admits its drivers
         expect(dan.locator(f'[data-shelf="{order.pk}"] button.take')).to_be_visible()
 
         dora.locator(f'[data-shelf="{order.pk}"] button.take').click()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection  # noqa: F401 - read by the skipif condition
 
 from tests.base import fresh, make_order, make_worker, wait_until
 from tests.engine.test_races import InAnotherConnection, waiting_for_a_lock

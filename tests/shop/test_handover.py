@@ -15,7 +15,7 @@ from django.test import Client
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orders import roles
+from orders import navigation, roles
 from orders.metrics import QueueCollector
 from orders.models import Driver
 from tests.base import T0, at, fresh, in_role, integrator, kitchen_staff, logged_in, make_worker, operator
@@ -276,3 +276,13 @@ def test_the_api_shows_the_hand_over_and_the_payment(shop: Any) -> None:
     assert (body["status"], body["handover"], body["payment_method"]) == ("done", "delivered", "card")
     assert body["paid_at"] is not None and body["out_at"] is not None
     assert [e["kind"] for e in body["events"]][-2:] == ["out-for-delivery", "delivered"]
+
+
+def test_a_driver_lands_on_their_shelf_and_is_sent_back_there_from_another(shop: Any) -> None:
+    user = driver()
+
+    board = logged_in(user).get("/board/", follow=True)
+
+    assert navigation.home_for(user) == "/shelf/shop-1/"
+    assert board.redirect_chain[-1][0] == "/shelf/shop-1/"
+    assert "Shelf Shop 1" in board.content.decode()

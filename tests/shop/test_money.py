@@ -175,3 +175,10 @@ def test_a_malformed_delivery_fee_setting_is_refused(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("FEE", "two")
     with pytest.raises(ImproperlyConfigured, match="FEE must be an amount like 2.50, got 'two'"):
         env_money("FEE", "0")
+
+
+def test_the_live_total_counts_nothing_it_cannot_read(menu: None, client: Client) -> None:
+    quoted = client.get("/orders/quote/", {"qty_margherita": "9" * 5000, "qty_funghi": "1", "kind": "takeaway"})
+
+    assert quoted.status_code == 200
+    assert '<strong id="total-amount">€10.00</strong>' in quoted.content.decode()

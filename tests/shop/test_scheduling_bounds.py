@@ -153,3 +153,10 @@ def test_orders_scheduled_out_of_range_before_the_bound_are_cancelled_and_every_
     assert list(cancelled.events.values_list("kind", flat=True)) == ["placed", "cancelled"]
     assert Order.objects.get(pk=finished.pk).status == Order.Status.DONE
     assert Order.objects.get(pk=fine.pk).status == Order.Status.QUEUED
+
+
+def test_a_not_before_with_an_offset_no_database_stores_is_a_400(staff: Client) -> None:
+    response = post_order(staff, {"items": [MARGHERITA], **CONTACT, "not_before": "2030-03-21T23:13:25+23:33"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"not_before": ["Must have a time zone offset within ±15:59."]}

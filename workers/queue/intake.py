@@ -120,6 +120,10 @@ def not_before_error(not_before: datetime | None, now: datetime) -> str | None:
     if timezone.is_naive(not_before):
         not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
     days = settings.PIZZAQUEUE_MAX_SCHEDULE_DAYS
+    offset = not_before.utcoffset()
+    if offset is not None and abs(offset) >= timedelta(hours=16):
+        # Python takes offsets up to a day; PostgreSQL refuses one past ±15:59 (a DataError).
+        return "Must have a time zone offset within ±15:59."
     try:
         in_utc = not_before.astimezone(UTC)
     except OverflowError:
