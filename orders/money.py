@@ -33,7 +33,8 @@ def parse_amount(value: Any) -> Decimal | None:
         parsed = Decimal(str(value).strip())
     except InvalidOperation:
         return None
-    if not parsed.is_finite() or parsed < 0 or parsed != parsed.quantize(CENT) or parsed >= 10**9:
+    # The size first: quantizing a huge number (`1e100`) would overflow the context's precision.
+    if not parsed.is_finite() or parsed < 0 or parsed >= 10**9 or parsed != parsed.quantize(CENT):
         return None
     return parsed.quantize(CENT)
 

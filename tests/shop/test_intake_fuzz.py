@@ -171,6 +171,9 @@ def assert_readable(client: Client, order_id: str) -> None:
 @example(body={"items": [{"pizza": "margherita"}], "not_before": "9999-12-31T23:59:59-12:00"})
 @example(body={"items": [{"pizza": "margherita"}], "not_before": "0001-01-01T00:00:00+14:00"})
 @example(body={"items": [{"pizza": "marg\x00herita"}]})
+@example(
+    body={"items": [{"pizza": "margherita"}], "address": "1 Harbour Street", "phone": "020 7946 0958", "total": "1e100"}
+)
 def test_the_api_never_fails_and_a_refused_order_writes_nothing(
     unthrottled_staff: Client, body: dict[str, Any]
 ) -> None:

@@ -163,7 +163,7 @@ def test_admin_shows_the_total_and_each_items_price(menu: None) -> None:
 
 def test_amounts_are_read_strictly_and_written_in_the_currency(settings: Any) -> None:
     assert parse_amount("12.5") == Decimal("12.50")
-    assert [parse_amount(v) for v in ("1e3x", "Infinity", "0.001", -1, None, [1])] == [None] * 6
+    assert [parse_amount(v) for v in ("1e3x", "Infinity", "0.001", -1, None, [1], "1e100", 1e300)] == [None] * 8
     settings.PIZZAQUEUE_CURRENCY = "SEK"
     assert money(Decimal("1234.5")) == "SEK 1,234.50"
 
