@@ -81,6 +81,8 @@ def order_body(rng: random.Random) -> dict[str, Any]:
         "area": f"area-{rng.randint(1, 200)}",
         "priority": rng.randint(0, 9),
         "customer_name": "Bench",
+        "address": "1 Bench Street",
+        "phone": "+15550000000",
     }
 
 

@@ -261,7 +261,14 @@ def order_requests(count: int) -> list[Any]:
     from orders.menu import HOUSE_MENU
 
     templates = [
-        clean_order_request({"items": [{"pizza": slug, "size": "medium", "quantity": 1}], "customer_name": "Bench"})
+        clean_order_request(
+            {
+                "items": [{"pizza": slug, "size": "medium", "quantity": 1}],
+                "customer_name": "Bench",
+                "address": "1 Bench Street",
+                "phone": "+15550000000",
+            }
+        )
         for slug, *_ in HOUSE_MENU
     ]
     return [templates[n % len(templates)] for n in range(count)]

@@ -60,7 +60,12 @@ def takeaway(shop: str) -> Any:
 
     order, _created = queue.place(
         clean_order_request(
-            {"items": [{"pizza": "margherita", "size": "medium", "quantity": 1}], "kind": "takeaway", "shop": shop}
+            {
+                "items": [{"pizza": "margherita", "size": "medium", "quantity": 1}],
+                "kind": "takeaway",
+                "shop": shop,
+                "customer_name": "Bench",
+            }
         )
     )
     return order

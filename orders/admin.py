@@ -22,7 +22,9 @@ from django.utils.html import format_html, format_html_join
 
 from orders import deadlines
 from orders.handlers import operator_may_cancel
-from orders.models import KitchenStaff, Pizza
+from orders.models import DeliveryFee, Driver, KitchenStaff, Pizza
+from orders.money import money
+from orders.receipts import pizza_names, receipt_lines
 from orders.timeline import KIND_LABELS
 from workers import clock, queue
 from workers.admin import FastChangeList, ReadOnlyAdmin, age, format_duration
@@ -171,10 +173,11 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         "order_age",
         "priority",
         "kind",
+        "total_readable",
         "attempts_used",
     )
     list_display_links = ("short_id",)
-    list_filter = ("status", "kind", PriorityFilter, "worker")
+    list_filter = ("status", "handover", "kind", PriorityFilter, "worker")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return clock.with_db_now(super().get_queryset(request))
@@ -188,10 +191,11 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
     sortable_by = ()
     search_fields = ("=id",)
     search_help_text = "An order's short id (#372e0100) or full id, the customer's name, or the delivery area."
-    actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders"]
+    actions = ["requeue_orders", "cancel_orders", "raise_priority_of_orders", "put_back_on_the_shelf"]
     inlines = [OrderEventInline]
     fieldsets = [
-        (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note", "customer_name")}),
+        (None, {"fields": ("id", "status", "stage", "kind", "items_readable", "note")}),
+        ("Customer (personal data)", {"fields": ("customer_name", "address", "phone")}),
         ("Routing", {"fields": ("area", "bucket", "pinned_shop", "priority", "rank", "eligible_at")}),
         (
             "Kitchen",
@@ -209,6 +213,10 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
             },
         ),
         ("Intake", {"fields": ("idempotency_key", "request_hash", "created_at", "claimed_at", "finished_at")}),
+        (
+            "Hand-over",
+            {"fields": ("handover", "driver", "out_at", "handed_over_at", "paid_at", "payment_method", "total")},
+        ),
     ]
 
     # Read-only: every change of state goes through an action calling `workers.queue`.
@@ -232,19 +240,15 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
 
     @admin.display(description="items")
     def items_readable(self, order: Order) -> str:
-        """One line per item with its price, and the total, as the customer ordered it."""
-        prices = dict(Pizza.objects.values_list("slug", "price_cents"))
-        names = dict(Pizza.objects.values_list("slug", "name"))
-        lines, total = [], 0
-        for item in order.items:
-            quantity = int(item.get("quantity", 1))
-            cents = prices.get(item.get("pizza"), 0) * quantity
-            total += cents
-            name = names.get(item.get("pizza"), item.get("pizza"))
-            lines.append(f"{quantity} × {name} ({item.get('size', 'medium')}): {cents / 100:.2f}")
-        return format_html_join("\n", "<div>{}</div>", ((line,) for line in lines)) + format_html(
-            "<div><strong>Total: {}</strong></div>", f"{total / 100:.2f}"
-        )
+        """One line per item at the price it was ordered at, the delivery fee and the total."""
+        lines = receipt_lines(order, pizza_names())
+        return format_html_join(
+            "\n", "<div>{}: {}</div>", ((line, money(amount)) for line, amount in lines)
+        ) + format_html("<div><strong>Total: {}</strong></div>", money(order.total))
+
+    @admin.display(description="total")
+    def total_readable(self, order: Order) -> str:
+        return money(order.total)
 
     @admin.display(description="lease left")
     def lease_left(self, order: Order) -> str:
@@ -318,6 +322,18 @@ class OrderAdmin(FastChangeList, ReadOnlyAdmin):
         actor = request.user.pk
         self._apply(request, queryset, lambda order_id: queue.raise_priority(order_id, actor_id=actor), "rushed")
 
+    @admin.action(description="Put selected orders out for delivery back on their shelf", permissions=["operate"])
+    def put_back_on_the_shelf(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """A driver who cannot go on: the order goes back on its shop's shelf for another, and
+        the driver's phone changes nothing any more (its token is revoked)."""
+        actor = request.user.pk
+
+        def back(order_id: uuid.UUID) -> None:
+            if not queue.back_to_shelf(order_id, actor_id=actor):
+                raise queue.InvalidTransitionError("Not out for delivery.")
+
+        self._apply(request, queryset, back, "put back on the shelf")
+
 
 @admin.register(OrderEvent)
 class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
@@ -353,11 +369,29 @@ class OrderEventAdmin(FastChangeList, ReadOnlyAdmin):
 class PizzaAdmin(admin.ModelAdmin):
     """The menu: operators edit it; orders are checked against it at intake."""
 
-    list_display = ("name", "slug", "price_cents", "bake_seconds", "available")
+    list_display = ("name", "slug", "price_small", "price_medium", "price_large", "bake_seconds", "available")
     list_editable = ("available",)
     list_filter = ("available",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(DeliveryFee)
+class DeliveryFeeAdmin(admin.ModelAdmin):
+    """Delivery areas with a fee of their own; every other area pays PIZZAQUEUE_DELIVERY_FEE."""
+
+    list_display = ("area", "fee")
+    search_fields = ("area",)
+
+
+@admin.register(Driver)
+class DriverAdmin(admin.ModelAdmin):
+    """Who drives for which shop: a member of the `drivers` group works these shops' shelves only."""
+
+    list_display = ("user", "shop")
+    list_select_related = ("user",)
+    search_fields = ("=user__username", "=shop")
+    raw_id_fields = ("user",)
 
 
 @admin.register(KitchenStaff)

@@ -142,7 +142,8 @@ def may_read_every_order(user: Any) -> bool:
 
 @database_sync_to_async
 def may_work_kitchen(user: Any, shop: str) -> bool:
-    return roles.works_kitchen(user, shop)
+    """The shop's people: its kitchen staff (the display) and its drivers (the shelf), or operators."""
+    return roles.works_shop(user, shop)
 
 
 @database_sync_to_async

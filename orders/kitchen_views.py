@@ -20,7 +20,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from orders import customers
 from orders.handlers import next_tap
-from orders.intake import clean_order_request
+from orders.intake import ITEM_FIELDS, clean_order_request
 from orders.redirection import can_reorder, reorder_context, reorder_key
 from orders.timeline import stage_label
 from orders.views import HtmxHttpRequest, _render_kitchen, changeable, kitchen_staff_required
@@ -119,12 +119,14 @@ def reorder(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     if not shop or len(shop) > 100 or "\x00" in shop:
         return HttpResponseBadRequest("shop: Choose one of the open shops.", content_type="text/plain")
     data: dict[str, Any] = {
-        "items": order.items,
+        # What was ordered, priced again at the new shop's menu as every order is.
+        "items": [{k: v for k, v in item.items() if k in ITEM_FIELDS} for item in order.items],
         "kind": Order.Fulfilment.TAKEAWAY,
         "shop": shop,
         "priority": order.priority,
         "note": order.note,
         "customer_name": order.customer_name,
+        "phone": order.phone,
         "area": order.area,
     }
     try:

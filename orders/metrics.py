@@ -33,6 +33,8 @@ from workers.models import Bucket, Order, OrderEvent, Worker
 # Seconds; pickup is milliseconds on PostgreSQL, orders take minutes in a real kitchen.
 PICKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 ORDER_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600)
+# Seconds a made order waits at its shop, and a driver takes from shelf to door.
+HANDOVER_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200)
 # Most events read per scrape; a backlog is caught up over the next scrapes.
 MAX_EVENTS_PER_SCRAPE = 100_000
 
@@ -67,6 +69,8 @@ class QueueCollector(Collector):
         self._pickup = _Histogram(PICKUP_BUCKETS)
         self._order = _Histogram(ORDER_BUCKETS)
         self._overdue_retries = 0
+        self._shelf = _Histogram(HANDOVER_BUCKETS)
+        self._delivery = _Histogram(HANDOVER_BUCKETS)
 
     def _read_new_events(self) -> None:
         if self._last_event_id is None:
@@ -84,6 +88,10 @@ class QueueCollector(Collector):
                 self._pickup.observe(max(waited, 0.0))
             elif kind == OrderEvent.Kind.DONE:
                 self._order.observe(max(waited, 0.0))
+            elif kind == OrderEvent.Kind.OUT_FOR_DELIVERY and data.get("shelf_seconds") is not None:
+                self._shelf.observe(float(data["shelf_seconds"]))
+            elif kind == OrderEvent.Kind.DELIVERED and data.get("delivery_seconds") is not None:
+                self._delivery.observe(float(data["delivery_seconds"]))
             elif kind == OrderEvent.Kind.RETRIED and data.get("reason") == "stage-overdue":
                 self._overdue_retries += 1
             self._last_event_id = event_id
@@ -101,6 +109,12 @@ class QueueCollector(Collector):
             yield events
             yield self._pickup.family("pizzaqueue_pickup_seconds", "From placing an order to its first claim.")
             yield self._order.family("pizzaqueue_order_seconds", "From placing an order to done.")
+            yield self._shelf.family(
+                "pizzaqueue_shelf_seconds", "From a delivery order made (done) to a driver taking it off the shelf."
+            )
+            yield self._delivery.family(
+                "pizzaqueue_delivery_seconds", "From a driver taking a delivery order to it delivered and paid."
+            )
             yield CounterMetricFamily(
                 "pizzaqueue_stage_overdue_retries",
                 "Orders given to another kitchen because a stage overran its limit, since this web process was first scraped.",
@@ -117,6 +131,16 @@ class QueueCollector(Collector):
         for status in (Order.Status.QUEUED, Order.Status.PREPARING):
             depth.add_metric([status], counts.get(status, 0))
         yield depth
+        handover = GaugeMetricFamily(
+            "pizzaqueue_orders_awaiting_handover",
+            "Made orders not yet handed over, by where they are: counter, shelf, out (with a driver).",
+            labels=["at"],
+        )
+        # Served by `order_handover_pending_idx`, which holds only these.
+        waiting = dict(Order.objects.awaiting_handover().values_list("handover").annotate(n=Count("id")).order_by())
+        for step in Order.HANDOVER_PENDING:
+            handover.add_metric([step], waiting.get(step, 0))
+        yield handover
 
         now = clock.now()
         yield GaugeMetricFamily(

@@ -15,13 +15,14 @@ from django.http import HttpRequest
 from django.urls import Resolver404, resolve, reverse
 
 from orders import roles
-from orders.models import KitchenStaff
+from orders.models import Driver, KitchenStaff
 from orders.shops import display_name
 from workers.models import reads_every_order
 
 # The pages only operators open, by URL name (and everything under the admin).
 OPERATOR_PAGES = {"board": "The operations board"}
-KITCHEN_PAGES = {"kitchen", "kitchen-tap", "raise-order-priority"}
+KITCHEN_PAGES = {"kitchen", "kitchen-tap", "raise-order-priority", "counter-collect"}
+SHELF_PAGES = {"shelf", "shelf-take", "shelf-deliver", "shelf-give-back"}
 
 
 def kitchen_shops(user: Any) -> list[str]:
@@ -29,6 +30,13 @@ def kitchen_shops(user: Any) -> list[str]:
     if not (user.is_authenticated and user.has_perm(roles.WORK_KITCHEN)):
         return []
     return list(KitchenStaff.objects.filter(user=user).order_by("shop").values_list("shop", flat=True))
+
+
+def driver_shops(user: Any) -> list[str]:
+    """The shops whose shelf this person drives for (drivers), in name order."""
+    if not (user.is_authenticated and user.has_perm(roles.DRIVE)):
+        return []
+    return list(Driver.objects.filter(user=user).order_by("shop").values_list("shop", flat=True))
 
 
 def home_for(user: Any) -> str:
@@ -39,6 +47,9 @@ def home_for(user: Any) -> str:
         shops = kitchen_shops(user)
         if shops:
             return reverse("kitchen", args=[shops[0]])
+        shelves = driver_shops(user)
+        if shelves:
+            return reverse("shelf", args=[shelves[0]])
         if user.has_perm(roles.PLACE_ORDERS):
             return reverse("docs")
     return reverse("menu")
@@ -60,6 +71,8 @@ def refusal(user: Any, path: str) -> str | None:
         return f"{page} is for operators; here is your page."
     if match.url_name in KITCHEN_PAGES and not roles.works_kitchen(user, match.kwargs.get("name", "")):
         return f"The kitchen display of {match.kwargs.get('name', '')} is for its kitchen staff; here is your page."
+    if match.url_name in SHELF_PAGES and not roles.drives_for(user, match.kwargs.get("name", "")):
+        return f"The shelf of {match.kwargs.get('name', '')} is for its drivers; here is your page."
     return None
 
 
@@ -71,6 +84,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
         if reads_every_order(user):
             links += [("Board", reverse("board")), ("Admin", reverse("admin:index"))]
         links += [(f"Kitchen {display_name(shop)}", reverse("kitchen", args=[shop])) for shop in kitchen_shops(user)]
+        links += [(f"Shelf {display_name(shop)}", reverse("shelf", args=[shop])) for shop in driver_shops(user)]
     if not user.is_authenticated or reads_every_order(user) or user.has_perm(roles.PLACE_ORDERS):
         links.append(("API docs", reverse("docs")))
     return {"nav_links": links}

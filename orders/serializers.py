@@ -10,21 +10,37 @@ accept and refuse exactly the same requests.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from orders import money
 from orders.models import Size
 from orders.timeline import operator_note
 from workers import clock
 from workers.models import Bucket, Order, OrderEvent, Worker, reads_every_order
 
+MONEY_HELP = "An amount in the shop's one currency (`currency`), as a string with two decimals."
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{money.amount(value):.2f}"
+
 
 class OrderItemSerializer(serializers.Serializer):
     pizza = serializers.SlugField(max_length=50, help_text="A pizza's slug from the menu.")
     size = serializers.ChoiceField(choices=Size.choices, default=Size.MEDIUM)
+    price = serializers.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        read_only=True,
+        allow_null=True,
+        help_text="The unit price it was ordered at, from the menu (never sent by the client). "
+        "Null for orders placed before prices were recorded.",
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # Limits come from settings when the schema is built, never at import time.
@@ -56,9 +72,28 @@ class OrderCreateSerializer(serializers.Serializer):
         help_text="Takeaway only: the name of an open shop (a live worker).",
     )
     priority = serializers.IntegerField(min_value=Order.MIN_PRIORITY, max_value=Order.MAX_PRIORITY, default=0)
-    customer_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    customer_name = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, help_text="Takeaway: required, the name the counter calls."
+    )
+    address = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="Delivery: required, where to bring it."
+    )
+    phone = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        help_text="Delivery: required, for the driver; 6 to 15 digits, an optional leading +, separators allowed.",
+    )
     not_before = serializers.DateTimeField(required=False, allow_null=True, help_text="Bake no earlier than this.")
     max_attempts = serializers.IntegerField(min_value=1, max_value=20, required=False, allow_null=True)
+    total = serializers.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        min_value=0,
+        required=False,
+        help_text="Optional: the total you showed your customer. The server prices the order from the menu; "
+        "a total that differs from its own is a 400, so a price change is never charged unseen.",
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         limits: dict[str, serializers.Field] = {
@@ -102,8 +137,17 @@ class OrderSerializer(serializers.Serializer):
     stage = serializers.CharField(read_only=True, help_text="Kitchen stage while preparing, e.g. oven.")
     kind = serializers.ChoiceField(choices=Order.Fulfilment.choices, read_only=True)
     items = OrderItemSerializer(many=True, read_only=True)
+    total = serializers.DecimalField(
+        max_digits=10, decimal_places=2, read_only=True, help_text="What the customer pays. " + MONEY_HELP
+    )
+    delivery_fee = serializers.DecimalField(
+        max_digits=7, decimal_places=2, read_only=True, help_text="Part of the total; 0 for takeaway. " + MONEY_HELP
+    )
+    currency = serializers.SerializerMethodField(help_text="ISO 4217 code of every amount (PIZZAQUEUE_CURRENCY).")
     note = serializers.CharField(read_only=True)
-    customer_name = serializers.CharField(read_only=True)
+    customer_name = serializers.CharField(read_only=True, help_text="Personal data: shown to the order's owner.")
+    address = serializers.CharField(read_only=True, help_text="Personal data: shown to the order's owner.")
+    phone = serializers.CharField(read_only=True, help_text="Personal data, as digits with an optional leading +.")
     area = serializers.CharField(read_only=True)
     bucket = serializers.IntegerField(read_only=True)
     shop = serializers.SerializerMethodField(
@@ -120,7 +164,25 @@ class OrderSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     eligible_at = serializers.DateTimeField(read_only=True, help_text="Not baked before this.")
     claimed_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the kitchen made it (`done`), failed or was cancelled."
+    )
+    handover = serializers.ChoiceField(
+        choices=Order.Handover.choices,
+        read_only=True,
+        help_text="After `done`, where the made order is: `counter` (takeaway, to collect and pay), `shelf` "
+        "(delivery, waiting for a driver), `out` (a driver has it), then `collected` or `delivered` (paid: the end). "
+        "Empty before the kitchen has made it.",
+    )
+    out_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When a driver took it.")
+    handed_over_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    paid_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    payment_method = serializers.ChoiceField(
+        choices=[("", "not paid"), *Order.Payment.choices], read_only=True, help_text="Empty until it is paid."
+    )
+
+    def get_currency(self, order: Order) -> str:
+        return str(settings.PIZZAQUEUE_CURRENCY)
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_shop(self, order: Order) -> str | None:
@@ -132,9 +194,17 @@ class OrderSerializer(serializers.Serializer):
             "status": order.status,
             "stage": order.stage,
             "kind": order.kind,
-            "items": [{"pizza": i["pizza"], "size": i["size"], "quantity": i["quantity"]} for i in order.items],
+            "items": [
+                {"pizza": i["pizza"], "size": i["size"], "quantity": i["quantity"], "price": i.get("price")}
+                for i in order.items
+            ],
+            "total": _money(order.total),
+            "delivery_fee": _money(order.delivery_fee),
+            "currency": settings.PIZZAQUEUE_CURRENCY,
             "note": order.note,
             "customer_name": order.customer_name,
+            "address": order.address,
+            "phone": order.phone,
             "area": order.area,
             "bucket": order.bucket,
             "shop": order.pinned_shop or None,
@@ -150,6 +220,11 @@ class OrderSerializer(serializers.Serializer):
             "eligible_at": _datetime(order.eligible_at),
             "claimed_at": _datetime(order.claimed_at),
             "finished_at": _datetime(order.finished_at),
+            "handover": order.handover,
+            "out_at": _datetime(order.out_at),
+            "handed_over_at": _datetime(order.handed_over_at),
+            "paid_at": _datetime(order.paid_at),
+            "payment_method": order.payment_method,
         }
 
 

@@ -33,6 +33,23 @@ STATUS_LABELS: dict[str, str] = {
     Order.Status.FAILED: "Could not be made",
     Order.Status.CANCELLED: "Cancelled",
 }
+# A made order's hand-over as the status line names it (`Order.handover`).
+HANDOVER_LABELS: dict[str, str] = {
+    # Made and waiting at the shop: "Ready", as the kitchen's `done` says it live; the line
+    # under it says where (`handover_line`).
+    Order.Handover.COUNTER: "Ready",
+    Order.Handover.SHELF: "Ready",
+    Order.Handover.OUT: "Out for delivery",
+    Order.Handover.DELIVERED: "Delivered",
+    Order.Handover.COLLECTED: "Collected",
+}
+# Each hand-over event's step: the order's `handover` right after it.
+HANDOVER_AFTER: dict[str, str] = {
+    OrderEvent.Kind.OUT_FOR_DELIVERY: Order.Handover.OUT,
+    OrderEvent.Kind.BACK_ON_SHELF: Order.Handover.SHELF,
+    OrderEvent.Kind.DELIVERED: Order.Handover.DELIVERED,
+    OrderEvent.Kind.COLLECTED: Order.Handover.COLLECTED,
+}
 # A shop's state as every page, admin and the docs name it (docs/glossary.md): the
 # engine's kitchen statuses in the shop's words.
 SHOP_STATUS_LABELS: dict[str, str] = {
@@ -55,6 +72,10 @@ KIND_LABELS: dict[str, str] = {
     OrderEvent.Kind.LEASE_LOST: "kitchen stopped",
     OrderEvent.Kind.PRIORITY_RAISED: "rushed",
     OrderEvent.Kind.PROMISED: "promise revised",
+    OrderEvent.Kind.OUT_FOR_DELIVERY: "out for delivery",
+    OrderEvent.Kind.BACK_ON_SHELF: "back on the shelf",
+    OrderEvent.Kind.DELIVERED: "delivered",
+    OrderEvent.Kind.COLLECTED: "collected",
 }
 LEASE_LOST_LINE = "The kitchen stopped making it: the order was cancelled or moved."
 # The order's status right after an event of each kind (None: unchanged).
@@ -71,6 +92,7 @@ STATUS_AFTER: dict[str, str | None] = {
     OrderEvent.Kind.LEASE_LOST: None,
     OrderEvent.Kind.PRIORITY_RAISED: None,
     OrderEvent.Kind.PROMISED: None,
+    **dict.fromkeys(HANDOVER_AFTER, Order.Status.DONE),
 }
 # Kitchen-internal events that customers do not need to see.
 PRIVATE_KINDS = {OrderEvent.Kind.LEASE_LOST}
@@ -101,10 +123,38 @@ def progress(status: str | None, stage: str = "") -> int | None:
     return None
 
 
-def stage_label(status: str, stage: str = "") -> str:
+def stage_label(status: str, stage: str = "", handover: str = "") -> str:
     if status == Order.Status.PREPARING and stage:
         return STAGE_LABELS.get(stage, stage.capitalize())
+    if status == Order.Status.DONE and handover:
+        return HANDOVER_LABELS.get(handover, handover)
     return STATUS_LABELS.get(status, status)
+
+
+def handover_line(handover: str, shop: str = "") -> str:
+    """The sentence under a made order's status at a hand-over step: where it is and how it
+    is paid, with the display name of the `shop` where it waits. A made order stays there."""
+    at = f"{shop}'s" if shop else "the shop's"
+    lines: dict[str, str] = {
+        Order.Handover.COUNTER: f"Ready at {at} counter: pay when you collect it.",
+        Order.Handover.SHELF: f"Ready on {at} shelf, waiting for a driver: pay the driver when it arrives.",
+        Order.Handover.OUT: "Out for delivery: pay the driver when it arrives.",
+        Order.Handover.DELIVERED: "Delivered and paid — enjoy!",
+        Order.Handover.COLLECTED: "Collected and paid — enjoy!",
+    }
+    return lines.get(handover, "Ready — enjoy!")
+
+
+def shop_closed_line(order: Order, shop: str) -> str:
+    """What the customer of a made order waiting at a shop that went down or closed reads:
+    the order is not moved (a made pizza is where it was made), and what happens next."""
+    name = shop or "Your shop"
+    if order.kind == Order.Fulfilment.TAKEAWAY:
+        return f"{name} is not open just now. Your order was made and waits there; collect it when it opens again."
+    return (
+        f"{name} is not open just now. Your order was made and stays there, not moved to another shop; "
+        "a driver brings it from there as soon as they can."
+    )
 
 
 # Why an order went back to the queue, by the `reason` its event records.
@@ -158,6 +208,13 @@ def describe(event: OrderEvent, worker: str | None) -> str:
         return "Rushed: your order moves up the queue."
     if kind == OrderEvent.Kind.PROMISED:
         return promise_line(event)
+    if kind == OrderEvent.Kind.OUT_FOR_DELIVERY:
+        return "Out for delivery: a driver is on the way."
+    if kind == OrderEvent.Kind.BACK_ON_SHELF:
+        return "Back on the shelf: the next driver takes it."
+    if kind in (OrderEvent.Kind.DELIVERED, OrderEvent.Kind.COLLECTED):
+        paid = f" ({data['method']})" if data.get("method") else ""
+        return f"{'Delivered' if kind == OrderEvent.Kind.DELIVERED else 'Collected'} and paid{paid}. Enjoy!"
     if kind == OrderEvent.Kind.LEASE_LOST:
         return f"A kitchen that lost this order tried to {LOST_ACTION.get(data.get('action', ''), 'go on with')} it; ignored."
     return event.message or kind
@@ -280,7 +337,18 @@ def event_message(event: OrderEvent) -> dict[str, Any]:
         "public": event.kind not in PRIVATE_KINDS
         and not (event.kind == OrderEvent.Kind.STAGE and event.stage == READY),
         "status": status,
-        "status_label": stage_label(status, event.stage) if status else None,
+        "status_label": stage_label(status, event.stage, HANDOVER_AFTER.get(event.kind, "")) if status else None,
+        # The hand-over step the order is at after this event (None: not a hand-over event).
+        "handover": HANDOVER_AFTER.get(event.kind),
+        "handover_line": handover_line(HANDOVER_AFTER[event.kind]) if event.kind in HANDOVER_AFTER else None,
+        # The kitchen made it: where it waits now, by the order's kind (the page knows which),
+        # at the shop that made it (an order placed for any shop learns which only now).
+        "ready_lines": {
+            Order.Fulfilment.TAKEAWAY: handover_line(Order.Handover.COUNTER, display_name(worker)),
+            Order.Fulfilment.DELIVERY: handover_line(Order.Handover.SHELF, display_name(worker)),
+        }
+        if event.kind == OrderEvent.Kind.DONE
+        else None,
         "progress": progress(status, event.stage),
         # A takeaway order whose shop closed: the tracking page offers it at an open shop.
         "shop_unavailable": event.kind == OrderEvent.Kind.CANCELLED

@@ -29,15 +29,18 @@ from orders import clients, customers, logins, navigation, roles
 from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
-from orders.models import Pizza
+from orders.money import money
+from orders.receipts import item_line, pizza_names, receipt_lines
 from orders.redirection import reorder_context
 from orders.shops import display_name
 from orders.timeline import (
     SHOP_STATUS_LABELS,
     customer_message,
     event_message,
+    handover_line,
     progress,
     public_timeline,
+    shop_closed_line,
     stage_label,
 )
 from workers import clock, queue, recovery
@@ -90,10 +93,24 @@ class LoginView(logins.ThrottledLoginView):
 # --- Customers -------------------------------------------------------------------
 
 
+def menu_context(form: OrderForm) -> dict[str, Any]:
+    """The menu page's context: the form and the total of what it holds."""
+    total, fee, _count = form.quote()
+    return {"form": form, "quote_total": money(total), "quote_fee": money(fee) if fee else ""}
+
+
 @require_GET
 def menu(request: HtmxHttpRequest) -> HttpResponse:
     form = OrderForm.for_menu(initial={"token": uuid.uuid4()})
-    return render(request, "orders/menu.html", {"form": form})
+    return render(request, "orders/menu.html", menu_context(form))
+
+
+@require_GET
+def quote(request: HtmxHttpRequest) -> HttpResponse:
+    """The live total of the order form (htmx sends the form's fields): priced by the server,
+    from the menu, exactly as placing the order will price it."""
+    form = OrderForm.for_menu(request.GET)
+    return render(request, "orders/_total_amount.html", menu_context(form))
 
 
 class FormIntakeThrottle(SimpleRateThrottle):
@@ -123,7 +140,7 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
         form.is_valid()
         form.errors.clear()
         form.add_error(None, f"Too many orders from here; try again in {wait:.0f} seconds.")
-        response = render(request, "orders/menu.html", {"form": form}, status=429)
+        response = render(request, "orders/menu.html", menu_context(form), status=429)
         response["Retry-After"] = f"{wait:.0f}"
         return response
     form = OrderForm.for_menu(request.POST)
@@ -147,7 +164,7 @@ def place_order(request: HtmxHttpRequest) -> HttpResponse:
     data = cast(QueryDict, form.data).copy()
     data["token"] = str(uuid.uuid4())
     form.data = data
-    return render(request, "orders/menu.html", {"form": form}, status=status)
+    return render(request, "orders/menu.html", menu_context(form), status=status)
 
 
 @require_GET
@@ -165,15 +182,19 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         # The last event this page was rendered from (private ones too), read in the same
         # query: the stream resumes after it, so an event committed since is sent, not lost.
         "last_event_id": rows[-1].id if rows else 0,
-        "status_label": stage_label(order.status, order.stage),
+        "status_label": stage_label(order.status, order.stage, order.handover),
         "progress": progress(order.status, order.stage),
+        **handover_context(order),
         "promised_at": promise,
         # The promise is the customer's until the order is made (or stopped): after that it is history.
         "late": not order.is_final and order.eligible_at <= (now := clock.now()) and promise < now,
         "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
         "shop_name": display_name(order.pinned_shop),
         "items": item_lines(order, pizza_names()),
+        "total": money(order.total),
         "mine": mine,
+        # Name, address and phone: for the placing browser and the shop's people, never the link alone.
+        "sees_customer": mine or roles.sees_customer(request.user, order),
         "can_cancel": mine
         and (
             order.status == Order.Status.QUEUED
@@ -185,6 +206,43 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         else "",
     }
     return render(request, "orders/track.html", context)
+
+
+@require_GET
+def receipt(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    """The order's receipt: each item at the price it was ordered at, the delivery fee, the
+    total and whether (and how) it was paid. Like the tracking page, the link is the key;
+    nothing personal is on it."""
+    order = get_object_or_404(Order.objects.select_related("worker"), pk=order_id)
+    made_by = order.pinned_shop or (order.worker.name if order.worker is not None else "")
+    context = {
+        "order": order,
+        "lines": [(line, money(amount)) for line, amount in receipt_lines(order, pizza_names())],
+        "total": money(order.total),
+        "shop_name": display_name(made_by),
+    }
+    return render(request, "orders/receipt.html", context)
+
+
+def handover_context(order: Order) -> dict[str, Any]:
+    """The tracking page's hand-over: the line under a made order's status, the line it shows
+    when the kitchen's `done` arrives live (where this order waits), and, while it waits at
+    a shop that went down or closed, what happens to it (it is not moved)."""
+    made_at = order.pinned_shop or (order.worker.name if order.worker is not None else "")
+    shop_name = display_name(made_at)
+    waits_at = Order.Handover.COUNTER if order.kind == Order.Fulfilment.TAKEAWAY else Order.Handover.SHELF
+    closed = ""
+    waiting = order.status == Order.Status.DONE and order.handover in (Order.Handover.COUNTER, Order.Handover.SHELF)
+    # Down means no live process of the shop: during a redeploy the newest may not be the one up.
+    if waiting and made_at and shop(made_at) is not None and not Worker.objects.live().filter(name=made_at).exists():
+        closed = shop_closed_line(order, shop_name)
+    return {
+        # Still on its way to the customer: a page without JavaScript keeps refreshing.
+        "on_its_way": not order.is_final or order.handover in Order.HANDOVER_PENDING,
+        "handover_line": handover_line(order.handover, shop_name),
+        "ready_line": handover_line(waits_at, shop_name),
+        "shop_closed": closed,
+    }
 
 
 def changeable(request: HttpRequest) -> OrderQuerySet:
@@ -217,12 +275,8 @@ def cancel_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
     return redirect("track-order", order_id=order_id)
 
 
-def pizza_names() -> dict[str, str]:
-    return dict(Pizza.objects.values_list("slug", "name"))
-
-
 def item_lines(order: Order, names: dict[str, str]) -> list[str]:
-    return [f"{item['quantity']} × {names.get(item['pizza'], item['pizza'])} ({item['size']})" for item in order.items]
+    return [item_line(item, names) for item in order.items]
 
 
 # --- The kitchen display ---------------------------------------------------------
@@ -305,12 +359,22 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     for order in preparing + waiting:
         order.promise_seconds = promised_seconds(order)
         order.item_lines = item_lines(order, names)
+        order.total_text = money(order.total)
         order.stage_label = stage_label(order.status, order.stage)
         order.overdue = overdue(order, now)
         order.next_tap = next_tap(order.stage) if staffed and order.status == Order.Status.PREPARING else None
+    # After the kitchen: the takeaway orders on its counter, and how many wait on its shelf.
+    waiting_here = Order.objects.awaiting_handover().at_shop(worker.name)
+    counter = list(waiting_here.filter(handover=Order.Handover.COUNTER).order_by("finished_at")[:TICKETS_SHOWN])
+    for order in counter:
+        order.item_lines = item_lines(order, names)
+        order.total_text = money(order.total)
     context = {
         "staffed": staffed,
         "worker": worker,
+        "counter": counter,
+        "payments": Order.Payment.choices,
+        "on_shelf": waiting_here.filter(handover=Order.Handover.SHELF).count(),
         # Cooks read their shop's name and whether it is open; hosts, pids and incarnations are the board's.
         "shop_name": display_name(worker.name),
         "status_label": SHOP_STATUS_LABELS.get(worker.status, worker.status),
@@ -386,9 +450,24 @@ def _board_panels(now: datetime) -> dict[str, Any]:
         "queued_total": sum(n for _priority, n in depth_by_priority),
         "preparing_total": sum(preparing_by_worker.values()),
         "done_last_minute": OrderEvent.objects.done_since(now - timedelta(minutes=1)),
+        **_handover_panel(),
         "overdue": overdue_stages(now)[:20],
         "late": _with_promises(late_orders(now, limit=20)),
     }
+
+
+def _handover_panel() -> dict[str, Any]:
+    """Each shop's counter, shelf and drivers out: only orders awaiting their hand-over are
+    read (`order_handover_pending_idx`), never the table."""
+    waiting = Order.objects.awaiting_handover()
+    by_shop: dict[str, dict[str, Any]] = {}
+    for name, step, count in waiting.values_list("worker__name", "handover").annotate(n=Count("pk")).order_by():
+        row = by_shop.setdefault(name or "—", {"shop": name or "—", "counter": 0, "shelf": 0, "out": 0})
+        row[step] = count
+    drivers_out = list(
+        waiting.filter(handover=Order.Handover.OUT).select_related("driver", "worker").order_by("out_at")[:20]
+    )
+    return {"handover": sorted(by_shop.values(), key=lambda row: row["shop"]), "drivers_out": drivers_out}
 
 
 def _with_promises(orders: list[Order]) -> list[Order]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,18 @@ def env_int(name: str, default: int, minimum: int | None = None, maximum: int | 
 
 def env_float(name: str, default: float, minimum: float | None = None) -> float:
     return float(_env_number(name, default, float, "a number", minimum))
+
+
+def env_money(name: str, default: str) -> Decimal:
+    """An amount of money: a non-negative decimal with at most two places (`2.50`)."""
+    raw = os.environ.get(name, default).strip()
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be an amount like 2.50, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise ImproperlyConfigured(f"{name} must be a non-negative amount with at most two decimals, got {raw!r}")
+    return value.quantize(Decimal("0.01"))
 
 
 def env_networks(name: str, default: str = "") -> list[str]:
@@ -354,6 +368,14 @@ PIZZAQUEUE_STAFFED_STANDBY = env_float("PIZZAQUEUE_STAFFED_STANDBY", 0.0, minimu
 # What customers call each shop: "name=Display Name" pairs, comma-separated
 # (orders/shops.py); a shop not listed is shown by its name in words.
 PIZZAQUEUE_SHOP_NAMES = env_pairs("PIZZAQUEUE_SHOP_NAMES")
+
+# --- Money -------------------------------------------------------------------------
+# The one currency every price and total is in (ISO 4217 code; orders/money.py shows it).
+PIZZAQUEUE_CURRENCY = env_str("PIZZAQUEUE_CURRENCY", "EUR").strip().upper()
+if not re.fullmatch(r"[A-Z]{3}", PIZZAQUEUE_CURRENCY):
+    raise ImproperlyConfigured(f"PIZZAQUEUE_CURRENCY must be a three-letter code, got {PIZZAQUEUE_CURRENCY!r}")
+# The delivery fee of an area that has no fee of its own (`DeliveryFee` rows, edited in admin).
+PIZZAQUEUE_DELIVERY_FEE = env_money("PIZZAQUEUE_DELIVERY_FEE", "0")
 
 # --- Stage deadlines --------------------------------------------------------------
 # A stage may take its share of the order's estimated time times this factor before

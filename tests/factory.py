@@ -12,10 +12,20 @@ from orders.intake import clean_order_request
 from workers import queue
 from workers.models import Order
 
+# Where a delivery order of the tests goes, and whom its driver calls.
+ADDRESS = "1 Harbour Street"
+PHONE = "+442079460958"
+
 
 def order_data(**kw: Any) -> dict[str, Any]:
-    """A request as the shop receives it: one medium margherita unless `items` says otherwise."""
+    """A request as the shop receives it: one medium margherita unless `items` says otherwise,
+    with what its kind needs (a delivery's address and phone, a takeaway's name) unless given."""
     kw.setdefault("items", [{"pizza": "margherita", "size": "medium", "quantity": 1}])
+    if kw.get("kind", "delivery") in ("delivery", None, ""):
+        kw.setdefault("address", ADDRESS)
+        kw.setdefault("phone", PHONE)
+    else:
+        kw.setdefault("customer_name", "Ada")
     return kw
 
 

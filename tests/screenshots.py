@@ -2,7 +2,10 @@
 
     .venv/bin/python -m tests.screenshots [--out docs/img]
 
-Starts `manage.py demo` on a scratch SQLite database, runs a dinner rush, cuts
+Starts `manage.py demo` on a scratch SQLite database; follows a delivery and a
+takeaway order on the customer's tracking page through each step of their
+hand-over (on the shelf, out for delivery, delivered; on the counter,
+collected), the shop's side tapped by the operator; then runs a dinner rush, cuts
 shop-2's power (`manage.py shop down shop-2`) and photographs what each person
 sees: a customer whose order moved, the staffed kitchen's display, the
 operator's board and admin, the integrator's Swagger UI. Not a test: the
@@ -83,6 +86,7 @@ def main() -> None:
         if not all(accounts.values()):
             raise SystemExit(f"the demo printed no accounts:\n{printed}")
         secret = {name: match.group(1) for name, match in accounts.items() if match}
+        shoot_handover(base, secret, out, env)
         manage(env, "rush", "--orders", "30", "--areas", "6", "--priority-mix")
         manage(env, "shop", "down", "shop-2", "--wait", "30")
         shoot(base, secret, out, env)
@@ -127,6 +131,53 @@ def shoot(base: str, secret: dict[str, str], out: Path, env: dict[str, str]) -> 
         browser.close()
 
 
+def shoot_handover(base: str, secret: dict[str, str], out: Path, env: dict[str, str]) -> None:
+    """The tracking page at each step after the kitchen (docs/img/handover-*.png)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        phone = browser.new_context(viewport={"width": 430, "height": 900}).new_page()
+        staff = browser.new_context(viewport={"width": 1024, "height": 768}).new_page()
+        log_in(staff, base, "operator", secret["operator"])
+
+        phone.goto(f"{base}/")
+        phone.fill("#id_qty_margherita", "2")
+        phone.select_option("#id_size_margherita", "large")
+        phone.fill("#id_area", "Old Town")
+        phone.fill("#id_address", "1 Harbour Street, 2nd floor")
+        phone.fill("#id_phone", "020 7946 0958")
+        phone.click("button[type=submit]")
+        phone.wait_for_url("**/orders/*/")
+        expect(phone.locator("#status")).to_have_text("Ready", timeout=90_000)
+        phone.screenshot(path=out / "handover-1-shelf.png", full_page=True)
+        order = phone.url.rstrip("/").rsplit("/", 1)[1]
+        shop = manage(env, "shell", "-v", "0", "-c", MADE_BY.format(order=order)).strip().splitlines()[-1]
+        staff.goto(f"{base}/shelf/{shop}/")
+        staff.locator(f'[data-shelf="{order}"] button.take').click()
+        expect(phone.locator("#status")).to_have_text("Out for delivery")
+        phone.screenshot(path=out / "handover-2-out.png", full_page=True)
+        staff.locator(f'[data-out="{order}"]').get_by_role("button", name="Delivered, paid card").click()
+        expect(phone.locator("#status")).to_have_text("Delivered")
+        phone.screenshot(path=out / "handover-3-delivered.png", full_page=True)
+
+        phone.goto(f"{base}/")
+        phone.fill("#id_qty_margherita", "1")
+        phone.check("input[name=kind][value=takeaway]")
+        phone.select_option("#id_shop", "shop-1")
+        phone.fill("#id_customer_name", "Grace")
+        phone.click("button[type=submit]")
+        phone.wait_for_url("**/orders/*/")
+        expect(phone.locator("#status")).to_have_text("Ready", timeout=90_000)
+        phone.screenshot(path=out / "handover-4-counter.png", full_page=True)
+        order = phone.url.rstrip("/").rsplit("/", 1)[1]
+        staff.goto(f"{base}/kitchen/shop-1/")
+        staff.locator(f'[data-counter="{order}"]').get_by_role("button", name="Collected, paid cash").click()
+        expect(phone.locator("#status")).to_have_text("Collected")
+        phone.screenshot(path=out / "handover-5-collected.png", full_page=True)
+        browser.close()
+
+
 def log_in(page: object, base: str, username: str, password: str) -> None:
     page.goto(f"{base}/accounts/login/")  # type: ignore[attr-defined]
     page.fill("#id_username", username)  # type: ignore[attr-defined]
@@ -140,6 +191,10 @@ MOVED_ORDER = (
     "from workers.models import OrderEvent; "
     "print(OrderEvent.objects.filter(kind='reassigned').order_by('-id').values_list('order_id', flat=True)[0])"
 )
+
+
+# The shop whose kitchen made an order (it waits on that shop's shelf), as `manage.py shell -c` prints it.
+MADE_BY = "from workers.models import Order; print(Order.objects.get(pk='{order}').worker.name)"
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -262,6 +263,15 @@ class OrderQuerySet(models.QuerySet["Order"]):
         """Orders being prepared whose lease ran out without a heartbeat to extend it."""
         return self.filter(status=Order.Status.PREPARING, lease_expires_at__lt=now)
 
+    def awaiting_handover(self) -> OrderQuerySet:
+        """Made orders not yet handed over: on a counter, on a shelf or out with a driver
+        (served by `order_handover_pending_idx`)."""
+        return self.filter(status=Order.Status.DONE, handover__in=Order.HANDOVER_PENDING)
+
+    def at_shop(self, name: str) -> OrderQuerySet:
+        """Orders made by the shop (worker) called `name`, any incarnation: a made order stays there."""
+        return self.filter(worker__name=name)
+
     def finished(self) -> OrderQuerySet:
         """Orders in a final state."""
         return self.filter(status__in=Order.FINAL_STATUSES)
@@ -320,6 +330,28 @@ class Order(models.Model):
         # Pinned to one shop (any incarnation of it); cancelled if that shop closes.
         TAKEAWAY = "takeaway"
 
+    class Handover(models.TextChoices):
+        # After the kitchen (`done`): where the made order is on its way to the customer.
+        # Not made yet, failed or cancelled; or made before hand-overs were recorded.
+        NONE = "", "not handed over"
+        # A takeaway order waits on its shop's counter to be collected and paid.
+        COUNTER = "counter"
+        # A delivery order waits on its shop's shelf for a driver.
+        SHELF = "shelf"
+        # One driver took it (holding `handover_token`) and is on the way.
+        OUT = "out"
+        # The driver handed it over and was paid: the end of a delivery order's life.
+        DELIVERED = "delivered"
+        # Collected at the counter and paid: the end of a takeaway order's life.
+        COLLECTED = "collected"
+
+    class Payment(models.TextChoices):
+        CASH = "cash"
+        CARD = "card"
+
+    # Made and waiting at its shop, or on the way: the hand-over is not over.
+    HANDOVER_PENDING = (Handover.COUNTER, Handover.SHELF, Handover.OUT)
+    HANDED_OVER = (Handover.DELIVERED, Handover.COLLECTED)
     FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
     MIN_PRIORITY = 0
     MAX_PRIORITY = 9
@@ -332,8 +364,16 @@ class Order(models.Model):
         max_length=max(len(k) for k in Fulfilment.values), choices=Fulfilment.choices, default=Fulfilment.DELIVERY
     )
     items = models.JSONField()
+    # What the customer pays, priced by the shop when the order was placed (its items carry
+    # their unit prices), in the installation's one currency; never taken from a client.
+    total = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"), db_default=Decimal("0"))
+    delivery_fee = models.DecimalField(max_digits=7, decimal_places=2, default=Decimal("0"), db_default=Decimal("0"))
     note = models.TextField(blank=True)
     customer_name = models.CharField(max_length=100, blank=True)
+    # Where a delivery order goes and whom the driver calls: personal data, shown only to the
+    # order's owner and the shop's people (docs/security.md), gone when the order is purged.
+    address = models.CharField(max_length=200, blank=True, default="", db_default="")
+    phone = models.CharField(max_length=20, blank=True, default="", db_default="")
     # The delivery area: the routing key. Empty means "route by the order id".
     area = models.CharField(max_length=64, blank=True)
     bucket = models.PositiveIntegerField()
@@ -380,6 +420,27 @@ class Order(models.Model):
         db_index=False,
     )
     placed_by_session = models.CharField(max_length=64, blank=True)
+    # The hand-over, after the kitchen: set to the counter or the shelf by the completion,
+    # then changed only by `workers.queue.handover`, each step fenced like a kitchen's.
+    handover = models.CharField(
+        max_length=max(len(h) for h in Handover.values),
+        choices=Handover.choices,
+        blank=True,
+        default=Handover.NONE,
+        db_default=Handover.NONE,
+    )
+    # The person (a driver) who took a delivery order off the shelf, and the token that fences
+    # their later taps: a phone whose token is not the order's changes nothing.
+    driver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    handover_token = models.UUIDField(null=True, blank=True)
+    out_at = models.DateTimeField(null=True, blank=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    payment_method = models.CharField(
+        max_length=max(len(p) for p in Payment.values), choices=Payment.choices, blank=True, default="", db_default=""
+    )
 
     objects = OrderQuerySet.as_manager()
 
@@ -393,6 +454,28 @@ class Order(models.Model):
                 condition=Q(attempts__lte=models.F("max_attempts")), name="order_attempts_within_max"
             ),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="order_max_attempts_positive"),
+            models.CheckConstraint(condition=Q(total__gte=0, delivery_fee__gte=0), name="order_money_not_negative"),
+            # A hand-over begins only once the kitchen has made the order (exactly once: `done`).
+            models.CheckConstraint(condition=Q(handover="") | Q(status="done"), name="order_handover_only_when_done"),
+            # A takeaway order goes over the counter, a delivery order off the shelf and out.
+            models.CheckConstraint(
+                condition=Q(handover__in=["", "counter", "collected"], kind="takeaway")
+                | Q(handover__in=["", "shelf", "out", "delivered"], kind="delivery"),
+                name="order_handover_matches_kind",
+            ),
+            # The hand-over's fence exists exactly while one driver has the order (whose
+            # account may be deleted meanwhile: the token still fences the phone).
+            models.CheckConstraint(
+                condition=Q(handover="out", handover_token__isnull=False)
+                | (~Q(handover="out") & Q(handover_token__isnull=True)),
+                name="order_handover_token_iff_out",
+            ),
+            # Handed over means paid, and only that.
+            models.CheckConstraint(
+                condition=(Q(handover__in=["delivered", "collected"], paid_at__isnull=False) & ~Q(payment_method=""))
+                | (~Q(handover__in=["delivered", "collected"]) & Q(paid_at__isnull=True, payment_method="")),
+                name="order_paid_iff_handed_over",
+            ),
             # The fencing token exists exactly while a worker holds the order.
             models.CheckConstraint(
                 condition=(
@@ -424,6 +507,13 @@ class Order(models.Model):
             models.Index(fields=["worker"], condition=Q(status="preparing"), name="order_preparing_worker_idx"),
             # Serves expired-lease recovery.
             models.Index(fields=["lease_expires_at"], condition=Q(status="preparing"), name="order_lease_expiry_idx"),
+            # Serves each shop's counter, shelf and drivers out (hand-over pages, the board,
+            # `/metrics`); orders handed over, and all before it, are not in it.
+            models.Index(
+                fields=["worker", "handover"],
+                condition=Q(handover__in=["counter", "shelf", "out"]),
+                name="order_handover_pending_idx",
+            ),
             # Serves status-filtered lists newest first, and purging old finished orders.
             models.Index(fields=["status", "created_at"], name="order_status_created_idx"),
             # Serves an API user's own lists (`visible_to`), newest first per status as the
@@ -496,6 +586,12 @@ class OrderEvent(models.Model):
         PRIORITY_RAISED = "priority-raised"
         # Its promised time was revised (`data`: `by`, `was`, `why`); nothing else changed.
         PROMISED = "promised"
+        # The hand-over (`workers.queue.handover`): a driver took it off the shelf,
+        # gave it back, delivered it and was paid; or it was collected and paid.
+        OUT_FOR_DELIVERY = "out-for-delivery"
+        BACK_ON_SHELF = "back-on-shelf"
+        DELIVERED = "delivered"
+        COLLECTED = "collected"
 
     id = models.BigAutoField(primary_key=True)
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")

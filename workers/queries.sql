@@ -87,13 +87,15 @@ SELECT claimed.*, pg_notify('pizzaqueue_events', '') FROM claimed;
 
 -- name: complete
 -- Completion on PostgreSQL: each order fenced by its own token, and the `done`
--- events written from the UPDATE's rows, in one statement (the ORM: a
+-- events written from the UPDATE's rows, in one statement; a made order then
+-- waits at its shop, a takeaway on the counter, a delivery on the shelf (the ORM: a
 -- transaction of five). Under READ COMMITTED a row re-queued meanwhile is
 -- re-checked against its new version, so a lost lease is never completed.
 WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now),
 held (id, token) AS (SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])),
 done AS (
     UPDATE orders_order o SET status = 'done', finished_at = clock.now,
+        handover = CASE WHEN o.kind = 'takeaway' THEN 'counter' ELSE 'shelf' END,
         lease_token = NULL, lease_expires_at = NULL, stage = '', stage_started_at = NULL
     FROM held, clock
     WHERE o.id = held.id AND o.lease_token = held.token AND o.status = 'preparing'
@@ -122,18 +124,20 @@ WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS n
 due AS (SELECT GREATEST(COALESCE(%(not_before)s::timestamptz, clock.now), clock.now) AS at FROM clock),
 placed AS (
     INSERT INTO orders_order (
-        id, status, kind, items, note, customer_name, area, bucket, pinned_shop, priority,
+        id, status, kind, items, total, delivery_fee, note, customer_name, address, phone, area, bucket,
+        pinned_shop, priority,
         rank, eligible_at, attempts, max_attempts, worker_id, lease_token, lease_expires_at,
         stage, stage_started_at, avoid_worker_id, estimated_seconds, promised_at, last_error, cancel_reason,
         idempotency_key, request_hash, created_at, claimed_at, finished_at, placed_by_id,
-        placed_by_session
+        placed_by_session, handover, driver_id, handover_token, out_at, handed_over_at, paid_at, payment_method
     )
-    SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(note)s, %(customer_name)s, %(area)s, %(bucket)s, '',
+    SELECT %(id)s, 'queued', %(kind)s, %(items)s, %(total)s, %(delivery_fee)s, %(note)s, %(customer_name)s, %(address)s,
+        %(phone)s, %(area)s, %(bucket)s, '',
         %(priority)s, (EXTRACT(EPOCH FROM due.at) * 1000000)::bigint - %(rank_offset)s, due.at, 0,
         %(max_attempts)s, NULL, NULL, NULL, '', NULL, NULL, %(estimated_seconds)s,
         due.at + %(promise_seconds)s::float8 * interval '1 second', '', '',
         %(idempotency_key)s, %(request_hash)s, clock.now, NULL, NULL, %(placed_by_id)s,
-        %(placed_by_session)s
+        %(placed_by_session)s, '', NULL, NULL, NULL, NULL, NULL, ''
     FROM clock, due
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, created_at, eligible_at, rank, bucket, promised_at

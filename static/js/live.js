@@ -148,7 +148,10 @@
           // A finished or stopped order's promise is history: no "Promised by", no "late".
           var promise = root.querySelector(".promise");
           if (promise && event.status === "done") {
-            promise.textContent = "Ready — enjoy!";
+            // Where the made order is now: the event's hand-over step, or (the kitchen's
+            // `done`) where this order waits, which the page was rendered with.
+            var ready = event.ready_lines ? event.ready_lines[root.dataset.kind] : null;
+            promise.textContent = event.handover_line || ready || root.dataset.ready;
           } else if (promise) {
             promise.remove();
           }
@@ -278,10 +281,32 @@
     window.pizzaqueue.stream = stream;
   }
 
+  // --- The order form ---------------------------------------------------------
+
+  // Show each field only for the kind of order it belongs to (an address for a delivery, the
+  // shop to collect from for a takeaway); without JavaScript every field shows, and the server
+  // leaves out what belongs to the other kind.
+  function orderForm(form) {
+    function show() {
+      var checked = form.querySelector("input[name=kind]:checked");
+      var kind = checked ? checked.value : "delivery";
+      var fields = form.querySelectorAll("[data-for-kind]");
+      for (var i = 0; i < fields.length; i++) {
+        fields[i].hidden = fields[i].dataset.forKind !== kind;
+      }
+    }
+    form.addEventListener("change", show);
+    show();
+  }
+
   window.pizzaqueue = {};
 
   document.addEventListener("DOMContentLoaded", function () {
     localiseTimes(document);
+    var orderFormRoot = document.querySelector("form.order-form");
+    if (orderFormRoot) {
+      orderForm(orderFormRoot);
+    }
     var tracking = document.getElementById("tracking");
     var events = document.getElementById("events");
     var kitchenRoot = document.getElementById("kitchen");

@@ -48,6 +48,8 @@ def test_a_customer_orders_through_the_form_and_watches_it_reach_done_without_re
     page.fill("#id_qty_margherita", "1")
     page.select_option("#id_size_margherita", "large")
     page.fill("#id_area", "Old Town")
+    page.fill("#id_address", "1 Harbour Street")
+    page.fill("#id_phone", "020 7946 0958")
     page.fill("#id_customer_name", "Ada")
     page.screenshot(path=ARTIFACTS / "menu.png", full_page=True)
     page.click("button[type=submit]")
@@ -153,6 +155,8 @@ def test_every_page_runs_under_the_content_security_policy_without_a_violation(d
 
     page.goto(daphne.url("/"))
     page.fill("#id_qty_margherita", "1")
+    page.fill("#id_address", "1 Harbour Street")
+    page.fill("#id_phone", "020 7946 0958")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/orders/[0-9a-f-]+/$"))
     expect(page.locator("#live-state")).to_have_text("● live")  # its WebSocket is allowed
@@ -185,6 +189,8 @@ def test_a_second_real_browser_follows_the_order_live_while_its_cancel_is_refuse
         placing = first.new_page()
         placing.goto(daphne.url("/"))
         placing.fill("#id_qty_margherita", "1")
+        placing.fill("#id_address", "1 Harbour Street")
+        placing.fill("#id_phone", "020 7946 0958")
         placing.click("button[type=submit]")
         placing.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
         order_id = placing.url.rstrip("/").rsplit("/", 1)[1]

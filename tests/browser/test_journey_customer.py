@@ -37,6 +37,8 @@ def order_margherita(page: Page, base: str, name: str) -> Order:
     page.goto(f"{base}/")
     page.fill("#id_qty_margherita", "1")
     page.fill("#id_area", "Old Town")
+    page.fill("#id_address", "1 Harbour Street")
+    page.fill("#id_phone", "020 7946 0958")
     page.fill("#id_customer_name", name)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
@@ -82,7 +84,9 @@ def test_a_customer_watches_the_order_move_shops_run_late_and_be_made_with_one_s
 
     queue.complete(order.pk, claim.token, old_town.pk)
     expect(phone.locator("#status")).to_have_text("Ready")
-    expect(phone.locator(".promise")).to_have_text("Ready — enjoy!")
+    expect(phone.locator(".promise")).to_have_text(
+        "Ready on Old Town's shelf, waiting for a driver: pay the driver when it arrives."
+    )
     expect(phone.locator("#late")).to_have_count(0)
     expect(phone.locator("#cancel-form button")).to_be_hidden()
     page = phone.content()

@@ -46,7 +46,12 @@ def test_an_integrator_reads_the_docs_without_a_password_and_places_an_order_wit
     create = laptop.locator(".opblock-post", has_text="/api/orders/").first
     create.locator(".opblock-summary").click()
     create.locator(".try-out__btn").click()
-    body = {"items": [{"pizza": "margherita", "size": "large", "quantity": 1}], "area": "Old Town"}
+    body = {
+        "items": [{"pizza": "margherita", "size": "large", "quantity": 1}],
+        "area": "Old Town",
+        "address": "1 Harbour Street",
+        "phone": "+442079460958",
+    }
     create.locator("textarea.body-param__text").fill(json.dumps(body))
     create.locator(".execute").click()
     expect(create.locator(".live-responses-table tbody .response-col_status").first).to_contain_text("201")

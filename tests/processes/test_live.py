@@ -175,7 +175,7 @@ def test_the_demo_starts_the_web_server_three_kitchens_and_a_staffed_one_and_sto
     assert browser.get("/kitchen/shop-2/").status_code == 200
     integrator = APIClient()
     integrator.credentials(HTTP_AUTHORIZATION=f"Token {token.group(1)}")
-    placed = integrator.post("/api/orders/", {"items": [{"pizza": "margherita"}]}, format="json")
+    placed = integrator.post("/api/orders/", order_data(items=[{"pizza": "margherita"}]), format="json")
     assert placed.status_code == 201, placed.content
     assert sorted(Worker.objects.values_list("name", "status", "handler")) == [
         ("shop-1", "stopped", "orders.handlers.kitchen"),

@@ -34,7 +34,8 @@ RACER = textwrap.dedent(
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    body = json.dumps({"items": [{"pizza": "margherita", "size": "small", "quantity": 1}]}).encode()
+    body = json.dumps({"items": [{"pizza": "margherita", "size": "small", "quantity": 1}],
+        "address": "1 Harbour Street", "phone": "+442079460958"}).encode()
     mine, answers = [], []
     theirs = []
     for n in range(rounds):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -206,7 +207,9 @@ def test_the_menu_is_editable(operator: Client) -> None:
         "slug": "margherita",
         "name": "Margherita",
         "description": pizza.description,
-        "price_cents": 950,
+        "price_small": "7.90",
+        "price_medium": "9.50",
+        "price_large": "12.00",
         "bake_seconds": pizza.bake_seconds,
         "available": "on",
     }
@@ -215,7 +218,11 @@ def test_the_menu_is_editable(operator: Client) -> None:
 
     assert response.status_code == 302
     pizza.refresh_from_db()
-    assert pizza.price_cents == 950
+    assert (pizza.price_small, pizza.price_medium, pizza.price_large) == (
+        Decimal("7.90"),
+        Decimal("9.50"),
+        Decimal("12.00"),
+    )
 
 
 # --- Worker actions and columns ----------------------------------------------------------

@@ -90,7 +90,8 @@ def test_it_places_an_order_and_answers_201_with_it(client: APIClient) -> None:
     order = Order.objects.get()
     assert body["id"] == str(order.pk)
     assert body["status"] == "queued"
-    assert body["items"] == [MARGHERITA]
+    assert body["items"] == [{**MARGHERITA, "price": "11.50"}]
+    assert (body["total"], body["delivery_fee"], body["currency"]) == ("23.00", "0.00", "EUR")
     assert body["area"] == "north"
     assert body["priority"] == 3
     assert body["note"] == "ring twice"
@@ -274,7 +275,9 @@ def test_an_empty_json_body_is_a_400_naming_items(client: APIClient) -> None:
         response = client.post(ORDERS, data=b"", content_type="application/json")
 
     assert assert_error(response, 400, "invalid")["errors"] == {
-        "items": ["Must be a non-empty list of {pizza, size, quantity}."]
+        "items": ["Must be a non-empty list of {pizza, size, quantity}."],
+        "address": ["A delivery order needs the address to bring it to."],
+        "phone": ["A delivery order needs a phone number the driver can call."],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -24,7 +25,11 @@ MARGHERITA = {"pizza": "margherita", "size": "medium", "quantity": 1}
 
 
 def place_raw(data: Any, idempotency_key: str | None = None, now: datetime | None = None) -> tuple[Order, bool]:
-    """The path every caller takes: check the raw request, then place it."""
+    """The path every caller takes: check the raw request, then place it (with the contact
+    details its kind needs, unless the request names them)."""
+    if isinstance(data, dict) and all(isinstance(key, str) for key in data):
+        data = {**order_data(kind=data.get("kind")), "items": None, **data}
+        data = {key: value for key, value in data.items() if value is not None or key not in ("items", "kind")}
     return queue.place(clean_order_request(data), idempotency_key=idempotency_key, now=now)
 
 
@@ -465,6 +470,8 @@ def test_a_good_request_is_normalised(menu: None) -> None:
             "priority": "7",
             "note": " no onions ",
             "customer_name": "Ada",
+            "address": "  1 Harbour Street ",
+            "phone": "+44 (20) 7946-0958",
             "not_before": "2030-01-01T18:00:00Z",
             "max_attempts": 5,
         },
@@ -473,18 +480,21 @@ def test_a_good_request_is_normalised(menu: None) -> None:
 
     assert request == OrderRequest(
         items=[
-            {"pizza": "diavola", "size": "medium", "quantity": 2},
-            {"pizza": "margherita", "size": "large", "quantity": 1},
+            {"pizza": "diavola", "size": "medium", "quantity": 2, "price": "11.00"},
+            {"pizza": "margherita", "size": "large", "quantity": 1, "price": "11.50"},
         ],
         kind="delivery",
         area="north",
         priority=7,
         note="no onions",
         customer_name="Ada",
+        address="1 Harbour Street",
+        phone="+442079460958",
         not_before=not_before,
         max_attempts=5,
     )
     assert request.not_before == not_before
+    assert (request.total, request.delivery_fee) == (Decimal("33.50"), Decimal("0.00"))
 
 
 def test_a_naive_not_before_is_read_in_the_current_time_zone(menu: None, settings: Any) -> None:
@@ -505,7 +515,8 @@ def test_a_good_request_writes_one_order_and_one_placed_event(menu: None) -> Non
     assert stored.pk == order.pk
     assert stored.status == Order.Status.QUEUED
     assert stored.kind == Order.Fulfilment.DELIVERY
-    assert stored.items == [{"pizza": "margherita", "size": "medium", "quantity": 1}]
+    assert stored.items == [{"pizza": "margherita", "size": "medium", "quantity": 1, "price": "9.00"}]
+    assert stored.total == Decimal("9.00")
     assert stored.note == "ring twice"
     assert stored.customer_name == "Ada"
     assert stored.priority == 3

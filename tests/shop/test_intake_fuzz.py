@@ -118,6 +118,9 @@ def order_bodies(draw: st.DrawFn) -> dict[str, Any]:
                 "priority": mostly(st.integers(min_value=0, max_value=9), numbers | st.none()),
                 "note": mostly(st.text(plain, max_size=500), text | st.text(min_size=501, max_size=600) | numbers),
                 "customer_name": mostly(st.text(plain, max_size=100), text | numbers),
+                "address": mostly(st.just("1 Harbour Street"), text | numbers),
+                "phone": mostly(st.sampled_from(["+44 20 7946 0958", "020-7946-0958"]), text | numbers),
+                "total": mostly(st.sampled_from(["9.00", "0", "1e9"]), text | numbers | st.none()),
                 "not_before": mostly(schedulable, not_before),
                 "max_attempts": mostly(st.integers(min_value=1, max_value=20), numbers | st.none()),
             },
@@ -168,6 +171,9 @@ def assert_readable(client: Client, order_id: str) -> None:
 @example(body={"items": [{"pizza": "margherita"}], "not_before": "9999-12-31T23:59:59-12:00"})
 @example(body={"items": [{"pizza": "margherita"}], "not_before": "0001-01-01T00:00:00+14:00"})
 @example(body={"items": [{"pizza": "marg\x00herita"}]})
+@example(
+    body={"items": [{"pizza": "margherita"}], "address": "1 Harbour Street", "phone": "020 7946 0958", "total": "1e100"}
+)
 def test_the_api_never_fails_and_a_refused_order_writes_nothing(
     unthrottled_staff: Client, body: dict[str, Any]
 ) -> None:
@@ -203,6 +209,8 @@ def form_bodies(draw: st.DrawFn) -> dict[str, Any]:
                 "area": mostly(st.text(plain, max_size=64), form_value),
                 "note": mostly(st.text(plain, max_size=500), form_value),
                 "customer_name": mostly(st.text(plain, max_size=100), form_value),
+                "address": mostly(st.just("1 Harbour Street"), form_value),
+                "phone": mostly(st.just("020 7946 0958"), form_value),
                 **{
                     f"qty_{slug}": mostly(st.sampled_from(["0", "1", "20"]), form_value, one_in=12)
                     for slug in SLUGS[1:]

@@ -135,7 +135,14 @@ def test_an_idempotent_retry_never_returns_another_integrators_order(menu: None)
 
 
 def form_order(browser: Client) -> Order:
-    form = {"token": str(uuid.uuid4()), "kind": "delivery", "qty_margherita": "1", "size_margherita": "medium"}
+    form = {
+        "token": str(uuid.uuid4()),
+        "kind": "delivery",
+        "qty_margherita": "1",
+        "size_margherita": "medium",
+        "address": "1 Harbour Street",
+        "phone": "020 7946 0958",
+    }
     response = browser.post("/orders/", form)
     assert response.status_code == 302, response.content
     return Order.objects.get(pk=response["Location"].split("/")[2])

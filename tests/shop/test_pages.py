@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -26,6 +27,11 @@ pytestmark = pytest.mark.usefixtures("menu")
 def form_data(**kw: Any) -> dict[str, Any]:
     kw.setdefault("token", str(uuid.uuid4()))
     kw.setdefault("kind", "delivery")
+    if kw["kind"] == "delivery":
+        kw.setdefault("address", "1 Harbour Street")
+        kw.setdefault("phone", "020 7946 0958")
+    else:
+        kw.setdefault("customer_name", "Ada")
     kw.setdefault("qty_margherita", "1")
     kw.setdefault("size_margherita", "medium")
     return kw
@@ -50,9 +56,10 @@ def test_a_valid_order_is_placed_and_redirects_to_its_tracking_page(client: Clie
     assert response.status_code == 302
     assert response["Location"] == f"/orders/{order.id}/"
     assert order.items == [
-        {"pizza": "diavola", "size": "large", "quantity": 2},
-        {"pizza": "margherita", "size": "medium", "quantity": 1},
+        {"pizza": "diavola", "size": "large", "quantity": 2, "price": "14.00"},
+        {"pizza": "margherita", "size": "medium", "quantity": 1, "price": "9.00"},
     ]
+    assert order.total == Decimal("37.00")
     assert (order.area, order.customer_name, order.status) == ("N1", "Ada", Order.Status.QUEUED)
     assert list(order.events.values_list("kind", flat=True)) == ["placed"]
 

@@ -11,6 +11,7 @@ nothing else writes an order's status. The rooms:
   `check_lease`, `advance_stage`, `complete_many`, `fail`, `release`,
   `hand_back_unanswered`;
 - `operators`: people's actions: `cancel`, `requeue`, `raise_priority`, `purge`;
+- `handover`: after the kitchen: `take`, `deliver`, `collect`, `back_to_shelf`;
 - `outbox`: writing events and waking listeners;
 - `promises`: an order's promised time revised, with the event that tells its customer.
 
@@ -20,6 +21,7 @@ beside the monitor. The names below are the ones callers use (`queue.claim`).
 
 from __future__ import annotations
 
+from workers.queue.handover import back_to_shelf, collect, deliver, take
 from workers.queue.intake import (
     IdempotencyConflictError,
     OrderRequest,
@@ -67,11 +69,14 @@ __all__ = [
     "OrderRequest",
     "Owner",
     "advance_stage",
+    "back_to_shelf",
     "cancel",
     "check_lease",
     "claim",
     "complete",
+    "collect",
     "complete_many",
+    "deliver",
     "fail",
     "hand_back_unanswered",
     "lease_duration",
@@ -89,4 +94,5 @@ __all__ = [
     "retry_delay",
     "revise_promises",
     "Revision",
+    "take",
 ]

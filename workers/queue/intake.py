@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -46,14 +47,22 @@ class OrderRequest:
     priority: int = 0
     note: str = ""
     customer_name: str = ""
+    # A delivery order's address and the phone its driver calls (the shop's rules say when they are needed).
+    address: str = ""
+    phone: str = ""
     not_before: datetime | None = None
     max_attempts: int | None = None
     estimated_seconds: int = field(default=0, compare=False)
+    # The price the shop put on it (its items carry their unit prices); not part of the
+    # request's content, so a retry after a price change is still the same request.
+    total: Decimal = field(default=Decimal("0"), compare=False)
+    delivery_fee: Decimal = field(default=Decimal("0"), compare=False)
 
     def fingerprint(self) -> str:
         """Identifies the request's content, to tell a retry from a different order reusing a key."""
         body = {
-            "items": self.items,
+            # What was asked for, without the prices the shop added.
+            "items": [{k: v for k, v in item.items() if k != "price"} for item in self.items],
             "kind": self.kind,
             "area": self.area,
             "shop": self.pinned_to,  # the key fingerprints already stored were hashed with
@@ -63,6 +72,8 @@ class OrderRequest:
             "not_before": self.not_before.isoformat() if self.not_before else None,
             "max_attempts": self.max_attempts,
         }
+        # Only when given: the fingerprints of keys stored before orders had them are unchanged.
+        body.update({name: value for name, value in (("address", self.address), ("phone", self.phone)) if value})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -110,6 +121,10 @@ def not_before_error(not_before: datetime | None, now: datetime) -> str | None:
     if timezone.is_naive(not_before):
         not_before = timezone.make_aware(not_before, timezone.get_current_timezone())
     days = settings.PIZZAQUEUE_MAX_SCHEDULE_DAYS
+    offset = not_before.utcoffset()
+    if offset is not None and abs(offset) >= timedelta(hours=16):
+        # Python takes offsets up to a day; PostgreSQL refuses one past ±15:59 (a DataError).
+        return "Must have a time zone offset within ±15:59."
     try:
         in_utc = not_before.astimezone(UTC)
     except OverflowError:
@@ -137,8 +152,12 @@ def _new_order(
         id=order_id,
         kind=request.kind,
         items=request.items,
+        total=request.total,
+        delivery_fee=request.delivery_fee,
         note=request.note,
         customer_name=request.customer_name,
+        address=request.address,
+        phone=request.phone,
         area=request.area,
         bucket=ring.bucket_for(request.area or str(order_id), settings.PIZZAQUEUE_BUCKETS),
         pinned_shop=request.pinned_to if request.kind == Order.Fulfilment.TAKEAWAY else "",
@@ -272,8 +291,12 @@ def place_in_one_statement(
         "id": order.id,
         "kind": order.kind,
         "items": Order._meta.get_field("items").get_db_prep_save(order.items, connection),
+        "total": order.total,
+        "delivery_fee": order.delivery_fee,
         "note": order.note,
         "customer_name": order.customer_name,
+        "address": order.address,
+        "phone": order.phone,
         "area": order.area,
         "bucket": order.bucket,
         "priority": order.priority,

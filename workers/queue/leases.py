@@ -36,6 +36,12 @@ LEASE_CLEARED: dict[str, Any] = {"lease_token": None, "lease_expires_at": None, 
 # An order taken from its worker and waiting again.
 BACK_IN_QUEUE: dict[str, Any] = {"status": Status.QUEUED, "worker": None, **LEASE_CLEARED}
 
+# Where a made order waits at its shop, by its kind: the counter or the shelf (the
+# `complete` statement sets the same; a test holds them together).
+WAITS_AT_SHOP = Case(
+    When(kind=Order.Fulfilment.TAKEAWAY, then=Value(Order.Handover.COUNTER)), default=Value(Order.Handover.SHELF)
+)
+
 # Why a worker gave an order back without an attempt charged (`release`'s reasons).
 STOPPING = "stopping"  # a graceful stop: never started
 INTERRUPTED = "interrupted"  # the database went away while it was being made
@@ -262,7 +268,9 @@ def complete_in_transaction(
             # Lock the rows that are still ours, so the UPDATE below changes exactly these.
             mine = set(Order.objects.select_for_update().leased(ids, token).values_list("id", flat=True))
             if mine:
-                Order.objects.filter(id__in=mine).update(status=Status.DONE, finished_at=now, **LEASE_CLEARED)
+                Order.objects.filter(id__in=mine).update(
+                    status=Status.DONE, finished_at=now, handover=WAITS_AT_SHOP, **LEASE_CLEARED
+                )
                 done |= mine
             lost = not_done_by([i for i in ids if i not in mine], worker_id)
             if lost:

@@ -2,7 +2,7 @@
 
 1. Migrate the database (SQLite by default) and seed the menu.
 2. Create one account per role and print their credentials: an operator,
-   kitchen staff of the staffed shop, an integrator with an API token. The
+   kitchen staff of the staffed shop, a driver of its shelf, an integrator with an API token. The
    passwords are derived from the checkout's SECRET_KEY and the token is kept,
    so a second run prints the same ones and a saved token still works.
 3. Start daphne and three simulated kitchens as child processes, with a kitchen
@@ -43,7 +43,7 @@ from rest_framework.authtoken.models import Token
 from orders import power, roles
 from orders.handlers import STAFFED_HANDLER
 from orders.menu import seed_menu
-from orders.models import KitchenStaff, Pizza
+from orders.models import Driver, KitchenStaff, Pizza
 from pizzaqueue.haproxy import render, web_environment
 from workers.arguments import non_negative_float, non_negative_int, positive_int
 
@@ -212,11 +212,14 @@ class Command(BaseCommand):
         user, password = self.account("kitchen", roles.KITCHEN_STAFF)
         KitchenStaff.objects.get_or_create(user=user, shop=first_shop)
         kitchen_line = line("Kitchen staff", f"{user.get_username()} / {password}  (the {first_shop} display only)")
+        user, password = self.account("driver", roles.DRIVERS)
+        Driver.objects.get_or_create(user=user, shop=first_shop)
+        driver_line = line("Driver", f"{user.get_username()} / {password}  (the {first_shop} shelf only)")
         user, _password = self.account("integrator", roles.INTEGRATORS)
         # Kept across runs: a token saved in a script or in Swagger UI goes on working.
         token, _created = Token.objects.get_or_create(user=user)
         token_line = line("Integrator token", f"{token.key}  (the API and its docs, for its own orders)")
-        return [operator_line, kitchen_line, token_line]
+        return [operator_line, kitchen_line, driver_line, token_line]
 
     def account(self, username: str, role: str, is_staff: bool = False) -> tuple[Any, str]:
         """A user in the role's group (and no other), with the demo's password for that name.

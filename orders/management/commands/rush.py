@@ -61,6 +61,9 @@ class Command(BaseCommand):
                     for _ in range(rng.randint(1, 3))
                 ],
                 "customer_name": f"Rush customer {n + 1}",
+                # Synthetic, like the rest: a street of the demo's town, a number nobody answers.
+                "address": f"{n + 1} Rush Street",
+                "phone": f"+1555{n % 10_000_000:07d}",
             }
             if options["areas"]:
                 data["area"] = f"area-{rng.randrange(options['areas'])}"
