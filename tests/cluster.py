@@ -1,0 +1,397 @@
+"""A PostgreSQL cluster managed by Patroni, each node a machine of its own.
+
+`Cluster` brings up, from Debian's packages (`patroni`, `etcd-server`, and
+PostgreSQL 15's binaries), what deploy/patroni/ describes for production:
+
+- one network namespace per node, all on one bridge (10.232.K.0/24, K free
+  for this run; kitchens' hosts use 10.231): the nodes reach each other and
+  this namespace over their own link only, and a link can be cut
+  (`ip link set … down`) and healed, as when a cable is pulled;
+- etcd (one member, the DCS) in this namespace, on the bridge's address, so
+  a node whose link is cut loses the DCS as well as its peers;
+- Patroni on every node, as the `postgres` user (PostgreSQL refuses root),
+  with synchronous_mode_strict: a commit returns only once the synchronous
+  standby has it, so "confirmed" means on two machines;
+- a node's clock shifted by libfaketime if asked ("+4s", "-4s"), Patroni and
+  its PostgreSQL both (the monotonic clock left true, as on tests/hosts.py).
+
+The cluster's data lives under a directory of its own in /tmp (the `postgres`
+user must reach it, which pytest's private tmp_path does not allow), removed
+with everything else by `Cluster.teardown`. The shared PostgreSQL server on
+127.0.0.1:5432 is never touched.
+
+Run as `python -m tests.cluster` it brings up the cluster for a person to
+watch (deploy/cluster.sh is that command).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.hosts import clock_env, ip, libfaketime, pid_alive
+
+INSTALL = "apt-get install -y patroni etcd-server faketime iproute2"
+SUBNET = "10.232"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_PORT = 5432
+REST_PORT = 8008
+ETCD_PORT = 2379
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "patroni"
+
+
+def missing() -> str | None:
+    """Why a cluster cannot be brought up here, or None when it can."""
+    if os.geteuid() != 0:
+        return f"network namespaces need root (and {INSTALL})"
+    for tool in ("patroni", "etcd", "ip"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is missing: {INSTALL}"
+    if not (PG_BIN / "postgres").exists():
+        return f"PostgreSQL 15's binaries are missing from {PG_BIN}: apt-get install -y postgresql-15"
+    if libfaketime() is None:
+        return f"libfaketime is missing: {INSTALL}"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "there is no `postgres` user to run PostgreSQL as (PostgreSQL's package makes it)"
+    return None
+
+
+def free_subnet() -> int:
+    """A K whose bridge nobody has: another run (or developer) may hold some."""
+    names = set(os.listdir("/sys/class/net"))
+    for k in range(1, 255):
+        if f"pqbr{k}" not in names:
+            return k
+    raise OSError("no free 10.232.K.0/24 for a cluster")
+
+
+@dataclass
+class Node:
+    name: str
+    number: int
+    subnet: int
+    root: Path
+    clock: str | None = None
+    patroni: subprocess.Popen[bytes] | None = None
+
+    @property
+    def namespace(self) -> str:
+        return f"pqdb-{os.getpid()}-{self.subnet}-{self.number}"
+
+    @property
+    def outside(self) -> str:
+        return f"pq{self.subnet}n{self.number}o"
+
+    @property
+    def inside(self) -> str:
+        return f"pq{self.subnet}n{self.number}i"
+
+    @property
+    def address(self) -> str:
+        return f"{SUBNET}.{self.subnet}.{self.number + 1}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / self.name / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError, PermissionError):
+            return None
+
+    def rest(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Patroni's REST API on this node: (status, JSON answer); (0, None) when unreachable."""
+        request = urllib.request.Request(  # noqa: S310 - the node's own address
+            f"http://{self.address}:{REST_PORT}{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=3) as response:  # noqa: S310
+                text = response.read().decode()
+                return response.status, json.loads(text) if text.startswith(("{", "[")) else text
+        except urllib.error.HTTPError as error:
+            return error.code, None
+        except OSError:
+            return 0, None
+
+
+@dataclass
+class Cluster:
+    """Brings a Patroni cluster up, works its failures, and removes every trace of it."""
+
+    size: int = 2
+    clocks: dict[str, str] = field(default_factory=dict)
+    scope: str = "pizzaqueue"
+    subnet: int = 0
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pizzaqueue-cluster-")))
+    nodes: list[Node] = field(default_factory=list)
+    etcd: subprocess.Popen[bytes] | None = None
+    bridge: str = ""
+
+    # --- bringing it up ---------------------------------------------------------------
+
+    def up(self, timeout: float = 60) -> None:
+        """The bridge and each node's link, etcd, then Patroni node by node (the first
+        bootstraps the cluster, each next one copies it): returns once the leader has a
+        streaming synchronous standby. Anything made is undone on a failure."""
+        try:
+            self._wire()
+            self._start_etcd()
+            for node in self.nodes:
+                self._start_patroni(node)
+                self.wait(lambda n=node: self.role(n) in ("leader", "sync_standby", "replica"), timeout, f"{node.name}")
+            self.wait(self.synchronous, timeout, "a streaming synchronous standby")
+        except BaseException:
+            self.teardown()
+            raise
+
+    def _wire(self) -> None:
+        os.chmod(self.root, 0o755)  # noqa: S103 - the postgres user reaches its node's folder
+        self.subnet = self.subnet or free_subnet()
+        self.bridge = f"pqbr{self.subnet}"
+        ip("link", "add", self.bridge, "type", "bridge")
+        ip("addr", "add", f"{SUBNET}.{self.subnet}.1/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+        postgres = pwd.getpwnam("postgres")
+        for number in range(1, self.size + 1):
+            node = Node(f"node{number}", number, self.subnet, self.root, self.clocks.get(f"node{number}"))
+            self.nodes.append(node)
+            ip("link", "add", node.outside, "type", "veth", "peer", "name", node.inside)
+            ip("netns", "add", node.namespace)
+            ip("link", "set", node.inside, "netns", node.namespace)
+            ip("link", "set", node.outside, "master", self.bridge)
+            ip("link", "set", node.outside, "up")
+            ip("addr", "add", f"{node.address}/24", "dev", node.inside, namespace=node.namespace)
+            ip("link", "set", node.inside, "up", namespace=node.namespace)
+            ip("link", "set", "lo", "up", namespace=node.namespace)
+            folder = self.root / node.name
+            folder.mkdir(mode=0o700)
+            os.chown(folder, postgres.pw_uid, postgres.pw_gid)
+
+    def _start_etcd(self) -> None:
+        address = f"http://{SUBNET}.{self.subnet}.1"
+        log = open(self.root / "etcd.log", "wb")  # noqa: SIM115 - lives with the process
+        self.etcd = subprocess.Popen(  # noqa: S603 - Debian's etcd, on the bridge's address only
+            [
+                "etcd",
+                "--name=dcs",
+                f"--data-dir={self.root / 'etcd'}",
+                f"--listen-client-urls={address}:{ETCD_PORT}",
+                f"--advertise-client-urls={address}:{ETCD_PORT}",
+                f"--listen-peer-urls={address}:{ETCD_PORT + 1}",
+                f"--initial-advertise-peer-urls={address}:{ETCD_PORT + 1}",
+                f"--initial-cluster=dcs={address}:{ETCD_PORT + 1}",
+                "--enable-v2=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait(lambda: _reachable(f"{SUBNET}.{self.subnet}.1", ETCD_PORT), 30, "etcd")
+
+    def config(self, node: Node) -> str:
+        """The node's patroni.yml: deploy/patroni/node.yml with this node's names and addresses."""
+        template = (DEPLOY / "node.yml").read_text()
+        values = {
+            "SCOPE": self.scope,
+            "NODE": node.name,
+            "ADDRESS": node.address,
+            "NETWORK": f"{SUBNET}.{self.subnet}.0/24",
+            "ETCD": f"{SUBNET}.{self.subnet}.1:{ETCD_PORT}",
+            "DATA_DIR": str(node.data_dir),
+            "SOCKET_DIR": str(node.data_dir.parent),
+            "BIN_DIR": str(PG_BIN),
+        }
+        for key, value in values.items():
+            template = template.replace("{{" + key + "}}", value)
+        return template
+
+    def _start_patroni(self, node: Node) -> None:
+        path = self.root / node.name / "patroni.yml"
+        path.write_text(self.config(node))
+        postgres = pwd.getpwnam("postgres")
+        os.chown(path, postgres.pw_uid, postgres.pw_gid)
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(self.root / node.name),
+        }
+        # The clock is set after the change of user, by `env`: libfaketime loaded into the
+        # root part of the chain would make its shared state root's, out of Patroni's reach.
+        clock = [f"{key}={value}" for key, value in clock_env(node.clock).items()]
+        log = open(node.log, "ab")  # noqa: SIM115 - lives with the process
+        # `ip netns exec`, `setpriv` and `env` all exec: the pid is Patroni's own.
+        node.patroni = subprocess.Popen(  # noqa: S603 - our own command
+            [
+                "ip",
+                "netns",
+                "exec",
+                node.namespace,
+                "setpriv",
+                f"--reuid={postgres.pw_uid}",
+                f"--regid={postgres.pw_gid}",
+                "--init-groups",
+                "env",
+                *clock,
+                "patroni",
+                str(path),
+            ],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root / node.name,
+        )
+
+    # --- reading it -------------------------------------------------------------------
+
+    def members(self) -> list[dict[str, Any]]:
+        """Patroni's view of the cluster, asked of any node that answers."""
+        for node in self.nodes:
+            status, answer = node.rest("/cluster")
+            if status == 200 and isinstance(answer, dict):
+                return list(answer.get("members", []))
+        return []
+
+    def role(self, node: Node) -> str | None:
+        for member in self.members():
+            if member["name"] == node.name:
+                return str(member.get("role"))
+        return None
+
+    def leader(self) -> Node | None:
+        for member in self.members():
+            if member.get("role") == "leader" and member.get("state") == "running":
+                return self.node(member["name"])
+        return None
+
+    def node(self, name: str) -> Node:
+        return next(node for node in self.nodes if node.name == name)
+
+    def synchronous(self) -> bool:
+        """A leader running and a synchronous standby streaming from it."""
+        members = self.members()
+        leader = any(m.get("role") == "leader" and m.get("state") == "running" for m in members)
+        standby = any(m.get("role") == "sync_standby" and m.get("state") in ("streaming", "running") for m in members)
+        return leader and standby
+
+    def url(self, database: str = "postgres", **query: str) -> str:
+        """libpq's multi-host URL of the cluster: every node, the writable one chosen."""
+        nodes = ",".join(f"{node.address}:{PG_PORT}" for node in self.nodes)
+        query = {"target_session_attrs": "read-write", **query}
+        return f"postgres://postgres@{nodes}/{database}?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+    def node_url(self, node: Node, database: str = "postgres") -> str:
+        """One node only, whatever its role: how a stale client would reach it."""
+        return f"postgres://postgres@{node.address}:{PG_PORT}/{database}"
+
+    def connect(self, database: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
+        hosts = ",".join(node.address for node in self.nodes)
+        ports = ",".join(str(PG_PORT) for _ in self.nodes)
+        return psycopg.connect(
+            host=hosts,
+            port=ports,
+            user="postgres",
+            dbname=database,
+            target_session_attrs="read-write",
+            connect_timeout=3,
+            autocommit=True,
+            **kwargs,
+        )
+
+    def create_database(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    # --- working its failures ---------------------------------------------------------
+
+    def kill_postmaster(self, node: Node) -> None:
+        """SIGKILL the node's postmaster: its backends exit, and Patroni fails over."""
+        pid = node.postmaster_pid()
+        assert pid is not None, f"{node.name} has no postmaster"
+        os.kill(pid, signal.SIGKILL)
+
+    def cut(self, node: Node) -> None:
+        """Pull the node's cable: its peers, etcd and every client lose it, nobody is told."""
+        ip("link", "set", node.outside, "down")
+
+    def heal(self, node: Node) -> None:
+        ip("link", "set", node.outside, "up")
+
+    def switchover(self, candidate: Node) -> None:
+        """A planned switchover to `candidate` (maintenance), as `patronictl switchover` does."""
+        leader = self.leader()
+        assert leader is not None, "no leader to switch over from"
+        status, answer = leader.rest("/switchover", "POST", {"leader": leader.name, "candidate": candidate.name})
+        assert status == 200, f"switchover refused: {status} {answer}"
+
+    def wait(self, condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}\n{self.logs()[-6000:]}")
+            time.sleep(0.2)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in sorted(self.root.glob("*.log"))
+        )
+
+    # --- taking it down ---------------------------------------------------------------
+
+    def teardown(self) -> None:
+        """Patroni first (else it restarts PostgreSQL), then every postmaster, etcd, the links."""
+        for node in self.nodes:
+            if node.patroni is not None and node.patroni.poll() is None:
+                node.patroni.kill()
+                node.patroni.wait(timeout=10)
+        for node in self.nodes:
+            pid = node.postmaster_pid()
+            if pid is not None and pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        if self.etcd is not None and self.etcd.poll() is None:
+            self.etcd.kill()
+            self.etcd.wait(timeout=10)
+        for node in self.nodes:
+            with contextlib.suppress(OSError):
+                ip("netns", "del", node.namespace)
+            with contextlib.suppress(OSError):
+                ip("link", "del", node.outside)
+        if self.bridge:
+            with contextlib.suppress(OSError):
+                ip("link", "del", self.bridge)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
