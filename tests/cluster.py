@@ -195,7 +195,7 @@ class Cluster:
         address = f"http://{SUBNET}.{self.subnet}.1"
         log = open(self.root / "etcd.log", "wb")  # noqa: SIM115 - lives with the process
         self.etcd = subprocess.Popen(  # noqa: S603 - Debian's etcd, on the bridge's address only
-            [
+            [  # noqa: S607 - found on PATH, as Debian installs it
                 "etcd",
                 "--name=dcs",
                 f"--data-dir={self.root / 'etcd'}",
@@ -244,7 +244,7 @@ class Cluster:
         log = open(node.log, "ab")  # noqa: SIM115 - lives with the process
         # `ip netns exec`, `setpriv` and `env` all exec: the pid is Patroni's own.
         node.patroni = subprocess.Popen(  # noqa: S603 - our own command
-            [
+            [  # noqa: S607 - found on PATH, as Debian installs them
                 "ip",
                 "netns",
                 "exec",
@@ -286,6 +286,13 @@ class Cluster:
                 return self.node(member["name"])
         return None
 
+    def sync_standby(self) -> Node | None:
+        """The standby Patroni would promote: the synchronous one."""
+        for member in self.members():
+            if member.get("role") == "sync_standby":
+                return self.node(member["name"])
+        return None
+
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
 
@@ -294,7 +301,8 @@ class Cluster:
         members = self.members()
         leader = any(m.get("role") == "leader" and m.get("state") == "running" for m in members)
         standby = any(m.get("role") == "sync_standby" and m.get("state") in ("streaming", "running") for m in members)
-        return leader and standby
+        replicas = sum(1 for m in members if m.get("role") in ("replica", "sync_standby"))
+        return leader and standby and replicas == len(self.nodes) - 1
 
     def url(self, database: str = "postgres", **query: str) -> str:
         """libpq's multi-host URL of the cluster: every node, the writable one chosen."""
@@ -355,9 +363,7 @@ class Cluster:
             time.sleep(0.2)
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in sorted(self.root.glob("*.log"))
-        )
+        return "\n".join(f"--- {path.name}\n{_quiet(path)[-4000:]}" for path in sorted(self.root.glob("*.log")))
 
     # --- taking it down ---------------------------------------------------------------
 
@@ -395,3 +401,8 @@ def _reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _quiet(path: Path) -> str:
+    """A log without Patroni's once-a-second "no action" lines."""
+    return "\n".join(line for line in path.read_text(errors="replace").splitlines() if "INFO: no action." not in line)
