@@ -114,6 +114,10 @@ class Node:
     def log(self) -> Path:
         return self.root / f"{self.name}.log"
 
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` run on this node: in its namespace, behind its link."""
+        return ["ip", "netns", "exec", self.namespace, *argv]
+
     def postmaster_pid(self) -> int | None:
         try:
             return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -150,6 +154,7 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
     bridge: str = ""
+    cut_off: set[str] = field(default_factory=set)
 
     # --- bringing it up ---------------------------------------------------------------
 
@@ -267,8 +272,8 @@ class Cluster:
     # --- reading it -------------------------------------------------------------------
 
     def members(self) -> list[dict[str, Any]]:
-        """Patroni's view of the cluster, asked of any node that answers."""
-        for node in self.nodes:
+        """Patroni's view of the cluster, asked of any node that answers (a cut one last)."""
+        for node in sorted(self.nodes, key=lambda node: node.name in self.cut_off):
             status, answer = node.rest("/cluster")
             if status == 200 and isinstance(answer, dict):
                 return list(answer.get("members", []))
@@ -344,9 +349,11 @@ class Cluster:
     def cut(self, node: Node) -> None:
         """Pull the node's cable: its peers, etcd and every client lose it, nobody is told."""
         ip("link", "set", node.outside, "down")
+        self.cut_off.add(node.name)
 
     def heal(self, node: Node) -> None:
         ip("link", "set", node.outside, "up")
+        self.cut_off.discard(node.name)
 
     def switchover(self, candidate: Node) -> None:
         """A planned switchover to `candidate` (maintenance), as `patronictl switchover` does."""
