@@ -413,3 +413,66 @@ def _reachable(host: str, port: int) -> bool:
 def _quiet(path: Path) -> str:
     """A log without Patroni's once-a-second "no action" lines."""
     return "\n".join(line for line in path.read_text(errors="replace").splitlines() if "INFO: no action." not in line)
+
+
+def main() -> None:
+    """Bring a local cluster up for a person (deploy/cluster.sh): migrated, its URL and
+    Patroni's commands printed, until Ctrl-C, which takes every part of it down."""
+    import argparse
+
+    import django
+
+    parser = argparse.ArgumentParser(description="A local Patroni cluster for pizzaqueue, until Ctrl-C.")
+    parser.add_argument("--nodes", type=int, default=3, help="PostgreSQL nodes (default 3; at least 2).")
+    parser.add_argument("--database", default="pizzaqueue", help="The database to create and migrate.")
+    options = parser.parse_args()
+    reason = missing()
+    if reason is not None:
+        raise SystemExit(reason)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pizzaqueue.settings")
+    django.setup()
+    cluster = Cluster(size=max(2, options.nodes))
+    stopping = False
+
+    def stop(_signal: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"bringing up {cluster.size} nodes and etcd under {cluster.root} …", flush=True)  # noqa: T201
+    cluster.up()
+    try:
+        cluster.create_database(options.database)
+        url = cluster.url(options.database)
+        root = Path(__file__).resolve().parent.parent
+        subprocess.run(  # noqa: S603 - our own command
+            [os.environ.get("PYTHON", "python3"), "manage.py", "migrate", "-v", "0"],
+            cwd=root,
+            env={**os.environ, "DATABASE_URL": url},
+            check=True,
+        )
+        config = cluster.root / cluster.nodes[0].name / "patroni.yml"
+        leader = cluster.leader()
+        print(  # noqa: T201 - this command's whole point
+            f"""
+The cluster is up: {", ".join(f"{n.name} {n.address}" for n in cluster.nodes)}; leader {leader.name if leader else "?"}.
+
+  export DATABASE_URL='{url}'
+
+  patronictl -c {config} list                     # who leads, who is synchronous
+  patronictl -c {config} switchover --force       # maintenance: hand the leadership over
+  kill -9 $(head -1 {cluster.root}/NODE/data/postmaster.pid)   # a crash: the standby is promoted
+  ip link set {cluster.nodes[0].outside} down     # cut node1's cable (… up to heal it)
+
+Ctrl-C takes the cluster down and removes it.""",
+            flush=True,
+        )
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        cluster.teardown()
+
+
+if __name__ == "__main__":
+    main()
