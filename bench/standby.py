@@ -67,7 +67,8 @@ def run(script: str, *argv: str) -> dict[str, Any]:
 def measure(targets: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """Each benchmark on each database in turn, for --rounds rounds, the databases' order
     reversed every other round, so the machine's drift weighs on each alike."""
-    benches = {
+    benches: dict[str, Any] = {
+        "commit": lambda url: commit_latency(url, args.commits),
         "drain": lambda url: run(
             "drain.py",
             "--db",
@@ -100,6 +101,7 @@ def measure(targets: dict[str, str], args: argparse.Namespace) -> dict[str, Any]
             )
         ),
     }
+    benches = {name: bench for name, bench in benches.items() if name in args.benchmarks}
     results: dict[str, Any] = {label: {bench: [] for bench in benches} for label in targets}
     for bench, measure_one in benches.items():
         for number in range(args.rounds):
@@ -107,6 +109,33 @@ def measure(targets: dict[str, str], args: argparse.Namespace) -> dict[str, Any]
             for label in labels:
                 results[label][bench].append(measure_one(targets[label]))
     return results
+
+
+def commit_latency(url: str, commits: int) -> dict[str, float]:
+    """The cost at its root: one small transaction's commit, one after another, in ms.
+    Each waits for the WAL flush, and on the cluster for the standby's too."""
+    import psycopg
+
+    database = with_database(url, urlsplit(url).path.lstrip("/") + "_commit")
+    admin = with_database(url, "postgres")
+    name = urlsplit(database).path.lstrip("/")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    samples = []
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE commits (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+        for _ in range(commits):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO commits DEFAULT VALUES")
+            samples.append((time.perf_counter() - started) * 1000)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    return {
+        "commits": commits,
+        "p50_ms": round(harness.percentile(samples, 50), 2),
+        "p99_ms": round(harness.percentile(samples, 99), 2),
+    }
 
 
 def intake(api: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +154,14 @@ def main() -> None:
     p.add_argument("--pickup-orders", type=int, default=100, help="Orders per pickup run (default: %(default)s).")
     p.add_argument("--api-seconds", type=float, default=5.0, help="Seconds per API load run (default: %(default)s).")
     p.add_argument("--api-rate", type=float, default=100.0, help="API open-loop orders/s (default: %(default)s).")
+    p.add_argument("--commits", type=int, default=500, help="Commits timed one by one (default: %(default)s).")
+    p.add_argument(
+        "--benchmarks",
+        nargs="+",
+        choices=("commit", "drain", "pickup", "api"),
+        default=["commit", "drain", "pickup", "api"],
+        help="Which to run (default: all).",
+    )
     p.add_argument("--rounds", type=int, default=2, help="Rounds over the three databases (default: %(default)s).")
     p.add_argument("--json-only", action="store_true", help="Print the JSON result only, no table.")
     args = p.parse_args()
@@ -159,6 +196,8 @@ def main() -> None:
         "api_seconds": args.api_seconds,
         "api_rate": args.api_rate,
         "rounds": args.rounds,
+        "commits": args.commits,
+        "benchmarks": args.benchmarks,
         "nodes": 2,
     }
     print(
@@ -178,48 +217,31 @@ def main() -> None:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    """Each figure the median over the rounds."""
-    rows = []
-    for label, r in results.items():
+    """Each figure the median over the rounds; a benchmark not run is left out."""
+    columns: dict[str, Any] = {
+        "commit p50 ms": ("commit", lambda runs: statistics.median(each["p50_ms"] for each in runs)),
+        "commit p99 ms": ("commit", lambda runs: statistics.median(each["p99_ms"] for each in runs)),
+        "drain 1 w/s": ("drain", lambda runs: _drain(runs, 1)),
+        "drain 2 w/s": ("drain", lambda runs: _drain(runs, 2)),
+        "pickup p50 ms": ("pickup", lambda runs: statistics.median(each[0]["p50_ms"] for each in runs)),
+        "pickup p99 ms": ("pickup", lambda runs: statistics.median(each[0]["p99_ms"] for each in runs)),
+        "API closed/s": ("api", lambda runs: _api(runs, "closed_loop", "orders_per_second")),
+        "API closed p50 ms": ("api", lambda runs: _api(runs, "closed_loop", "p50_ms")),
+        "API open p50 ms": ("api", lambda runs: _api(runs, "open_loop", "p50_ms")),
+        "API open p99 ms": ("api", lambda runs: _api(runs, "open_loop", "p99_ms")),
+    }
+    ran = next(iter(results.values()))
+    shown = {title: column for title, column in columns.items() if column[0] in ran}
+    rows = [(label, *(figure(r[bench]) for bench, figure in shown.values())) for label, r in results.items()]
+    print(harness.table(("database", *shown), rows))
 
-        def drain(workers: int, runs: list[list[dict[str, Any]]] = r["drain"]) -> float:
-            return statistics.median(run["orders_per_s"] for each in runs for run in each if run["workers"] == workers)
 
-        def pickup(key: str, runs: list[list[dict[str, Any]]] = r["pickup"]) -> float:
-            return statistics.median(each[0][key] for each in runs)
+def _drain(runs: list[list[dict[str, Any]]], workers: int) -> float:
+    return statistics.median(run["orders_per_s"] for each in runs for run in each if run["workers"] == workers)
 
-        def api(loop: str, key: str, runs: list[dict[str, Any]] = r["api"]) -> float:
-            return statistics.median(each[loop][key] for each in runs)
 
-        rows.append(
-            (
-                label,
-                drain(1),
-                drain(2),
-                pickup("p50_ms"),
-                pickup("p99_ms"),
-                api("closed_loop", "orders_per_second"),
-                api("closed_loop", "p50_ms"),
-                api("open_loop", "p50_ms"),
-                api("open_loop", "p99_ms"),
-            )
-        )
-    print(
-        harness.table(
-            (
-                "database",
-                "drain 1 w/s",
-                "drain 2 w/s",
-                "pickup p50 ms",
-                "pickup p99 ms",
-                "API closed/s",
-                "API closed p50 ms",
-                "API open p50 ms",
-                "API open p99 ms",
-            ),
-            rows,
-        )
-    )
+def _api(runs: list[dict[str, Any]], loop: str, key: str) -> float:
+    return statistics.median(each[loop][key] for each in runs)
 
 
 if __name__ == "__main__":
