@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -70,6 +71,43 @@ def missing() -> str | None:
     except KeyError:
         return "there is no `postgres` user to run PostgreSQL as (PostgreSQL's package makes it)"
     return None
+
+
+def sweep_leftovers() -> None:
+    """Remove what the clusters of earlier runs that were killed before their teardown
+    left: the processes in their namespaces (Patroni, PostgreSQL), the namespaces,
+    links, bridges and folders. etcd ran in this namespace and is found by its bridge address."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)  # noqa: S607
+    subnets: set[int] = set()
+    for line in listing.stdout.splitlines():
+        match = re.match(r"pqdb-(\d+)-(\d+)-(\d+)\b", line)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", match.group(0)], capture_output=True, text=True, check=False)  # noqa: S607
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            ip("netns", "del", match.group(0))
+        with contextlib.suppress(OSError):
+            ip("link", "del", f"pq{match.group(2)}n{match.group(3)}o")
+        subnets.add(int(match.group(2)))
+    for folder in Path(tempfile.gettempdir()).glob("pizzaqueue-cluster-*-*"):
+        owner = folder.name.split("-")[2]
+        if owner.isdigit() and not pid_alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    for k in subnets:
+        etcd = subprocess.run(  # noqa: S603
+            ["pgrep", "-f", f"etcd --name=dcs .*{SUBNET}.{k}.1:"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,  # noqa: S607
+        )
+        for pid in etcd.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            ip("link", "del", f"pqbr{k}")
 
 
 def free_subnet() -> int:
@@ -150,7 +188,7 @@ class Cluster:
     clocks: dict[str, str] = field(default_factory=dict)
     scope: str = "pizzaqueue"
     subnet: int = 0
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pizzaqueue-cluster-")))
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=f"pizzaqueue-cluster-{os.getpid()}-")))
     nodes: list[Node] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
     bridge: str = ""
@@ -162,6 +200,7 @@ class Cluster:
         """The bridge and each node's link, etcd, then Patroni node by node (the first
         bootstraps the cluster, each next one copies it): returns once the leader has a
         streaming synchronous standby. Anything made is undone on a failure."""
+        sweep_leftovers()
         try:
             self._wire()
             self._start_etcd()
