@@ -20,8 +20,8 @@ user must reach it, which pytest's private tmp_path does not allow), removed
 with everything else by `Cluster.teardown`. The shared PostgreSQL server on
 127.0.0.1:5432 is never touched.
 
-Run as `python -m tests.cluster` it brings up the cluster for a person to
-watch (deploy/cluster.sh is that command).
+`main()` brings the cluster up for a person to watch, until Ctrl-C:
+`sudo deploy/cluster.sh` runs it.
 """
 
 from __future__ import annotations
