@@ -16,8 +16,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from workers import database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -226,9 +227,12 @@ TEMPLATES = [
 # transactions so a transaction takes the write lock when it begins (two
 # claimers then queue up on the busy timeout instead of deadlocking on a lock
 # upgrade), and a busy timeout long enough to ride out a burst of writers.
+# A PostgreSQL cluster is named by libpq's multi-host form
+# (postgres://user@db1:5432,db2:5432/pizzaqueue?target_session_attrs=read-write):
+# workers/database_url.py, and docs/operations.md "Running on a PostgreSQL cluster".
 SQLITE_PATH = BASE_DIR / "db.sqlite3"
 DATABASES = {
-    "default": dj_database_url.parse(
+    "default": database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
         # 0: each request closes its connection (back to the pool with
         # `?pool=true`, which web processes on PostgreSQL should use). Requests

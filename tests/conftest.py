@@ -123,12 +123,14 @@ def database_url() -> str:
 class WorkerProcesses:
     """Starts real `manage.py worker` processes against the test database."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, database: str = "") -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tmp_path = tmp_path
+        # Another database than the test database (a cluster's URL, tests/cluster.py).
+        self.database = database
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        environment = {**os.environ, **FAST_WORKER_ENV, **env, "DATABASE_URL": database_url()}
+        environment = {**os.environ, **FAST_WORKER_ENV, **env, "DATABASE_URL": self.database or database_url()}
         log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "worker", "-v", "2", *args],
@@ -189,9 +191,11 @@ def worker_processes(live_menu: None, tmp_path: Path) -> Iterator[WorkerProcesse
 class Daphne:
     """`daphne pizzaqueue.asgi:application` on a free port, sharing the test database."""
 
-    def __init__(self, tmp_path: Path, name: str = "daphne") -> None:
+    def __init__(self, tmp_path: Path, name: str = "daphne", database: str = "") -> None:
         self.tmp_path = tmp_path
         self.name = name
+        # Another database than the test database (a cluster's URL, tests/cluster.py).
+        self.database = database
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -209,7 +213,7 @@ class Daphne:
             **FAST_WORKER_ENV,
             "PIZZAQUEUE_RELAY_POLL_INTERVAL": "0.05",
             **env,
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": self.database or database_url(),
         }
         # Set by the browser tests for their own process; the server must keep Django's guard.
         environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

@@ -11,16 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import dj_database_url
 from django.conf import settings
 from django.db import connections
 
-# A connection that only listens never sends: without TCP keepalives a half-open one
-# (the database's machine gone, a firewall or NAT that forgot the connection) would
-# wait for a NOTIFY for ever. With these (libpq's parameters) the kernel probes an idle
-# connection after 10 s and gives up after 3 unanswered probes 5 s apart, so
-# `notifies()` fails within about 25 s and the listener reconnects.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+from workers import database_url
+from workers.database_url import KEEPALIVES
 
 
 def for_worker(payload: str, worker_id: int | None) -> bool:
@@ -38,13 +33,15 @@ def listen_params(application_name: str) -> dict[str, Any]:
     """psycopg.connect() keyword arguments for a LISTEN-only connection."""
     url = settings.PIZZAQUEUE_LISTEN_DATABASE_URL
     if url:
-        parsed = dj_database_url.parse(url)
+        # A cluster's node list and its options (target_session_attrs, timeouts) come along.
+        parsed = database_url.parse(url, "PIZZAQUEUE_LISTEN_DATABASE_URL")
         params: dict[str, Any] = {
             "dbname": parsed["NAME"],
             "user": parsed["USER"],
             "password": parsed["PASSWORD"],
             "host": parsed["HOST"],
             "port": parsed["PORT"],
+            **{key: value for key, value in parsed.get("OPTIONS", {}).items() if key != "pool"},
         }
         params = {key: value for key, value in params.items() if value}
     else:

@@ -37,6 +37,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
 from django.utils.crypto import salted_hmac
 from rest_framework.authtoken.models import Token
 
@@ -311,7 +312,14 @@ class Command(BaseCommand):
                     f"the board shows it down, its delivery orders move to the other shops and its takeaway "
                     f"customers are told. Bring it back: {command_line('shop up', name)}"
                 )
-            for name, action in power.pending(kitchens).items():
+            try:
+                requests = power.pending(kitchens)
+            except DatabaseError:
+                # The database is away (a restart, a failover): the kitchens and the web
+                # tier ride it out on their own, and so does the demo: it asks again.
+                connections.close_all()
+                continue
+            for name, action in requests.items():
                 child = children[name]
                 if action == power.DOWN and child.poll() is None:
                     child.kill()  # SIGKILL: no goodbye, no hand-back, like a power cut
