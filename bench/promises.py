@@ -5,8 +5,8 @@ shop's intake and `queue.place` (as the form and the API place them) at a rate
 that rises and falls, made by real `manage.py worker` processes: three
 simulated shops and a staffed one (`orders.handlers.staffed`, its stand-in cook
 taking every step), with one simulated shop SIGKILLed a third of the way in (its
-delivery orders move when the monitor declares it dead, its takeaway orders are
-cancelled). Every order that was made is then judged twice from the database:
+delivery orders move when the monitor declares it dead; its takeaway orders wait
+for it, and are cancelled once it has stayed down for PIZZAQUEUE_SHOP_CLOSED_AFTER). Every order that was made is then judged twice from the database:
 
 - today's fixed estimate (`orders.deadlines.fixed_seconds`: the order's own
   kitchen time with 50 % slack, from when it was due, whatever waits ahead);
@@ -53,6 +53,7 @@ SETTINGS = {
     "kitchen_check_interval": 0.1,
     "staffed_standby": 15.0 * SCALE,
     "promise_tolerance": 60.0 * SCALE,
+    "shop_closed_after": 300.0 * SCALE,
 }
 SIMULATED = ("shop-1", "shop-2", "shop-3")
 STAFFED = "staffed-1"

@@ -1,8 +1,9 @@
 """Client redirection (SPEC §7b): what a customer whose shop went down is offered.
 
 A delivery order moves with its bucket and its page says which shop took it
-(the `reassigned` events of `workers.queue`); a takeaway order is cancelled
-with its shop, and its page offers the same order at an open shop in one
+(the `reassigned` events of `workers.queue`); a takeaway order waits for its
+shop, and is cancelled only when the shop closes (`workers.recovery.close_shops`):
+its page then offers the same order at an open shop in one
 click, placed once however often the button is pressed (`reorder_key`).
 """
 

@@ -378,7 +378,7 @@ class Order(models.Model):
     area = models.CharField(max_length=64, blank=True)
     bucket = models.PositiveIntegerField()
     # A takeaway order's shop: the name its kitchens run under, whichever incarnation is up.
-    pinned_shop = models.CharField(max_length=100, blank=True)
+    pinned_shop = models.CharField(max_length=100, blank=True, default="", db_default="")
     priority = models.SmallIntegerField(default=0)
     # Claim order key in microseconds: smaller goes first (see `queue.intake.rank_for`).
     rank = models.BigIntegerField()

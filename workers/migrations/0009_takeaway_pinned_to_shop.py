@@ -30,8 +30,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="order",
             name="pinned_shop",
-            field=models.CharField(blank=True, default="", max_length=100),
-            preserve_default=False,
+            field=models.CharField(blank=True, db_default="", default="", max_length=100),
         ),
         migrations.RunPython(pin_to_shop_names, pin_to_newest_incarnations),
         migrations.RemoveConstraint(model_name="order", name="order_only_takeaway_pinned"),
