@@ -137,7 +137,7 @@ def rush(seed: int, count: int) -> list[tuple[float, dict[str, Any]]]:
         if rng.random() < 0.2:
             data.update(kind="takeaway", shop=rng.choice([*SIMULATED, STAFFED]))
         else:
-            data["area"] = f"area-{rng.randrange(AREAS)}"
+            data.update(area=f"area-{rng.randrange(AREAS)}", address=f"{n + 1} Rush Street", phone="+15550000000")
         if rng.random() < 0.1:
             data["priority"] = rng.choice([3, 6, 9])
         if rng.random() < 0.05:

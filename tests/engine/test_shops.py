@@ -143,3 +143,18 @@ def test_a_handed_over_delivery_ticket_starts_afresh_where_its_area_is_made_now(
 
     waiting = fresh(order)
     assert (waiting.status, waiting.stage, waiting.stage_started_at, waiting.attempts) == ("queued", "", None, 0)
+
+
+def test_a_cancelled_handed_over_ticket_requeued_by_an_operator_starts_afresh() -> None:
+    old = make_worker("corner", now=T0)
+    order = place_at(T0, kind="takeaway", pinned_to="corner")
+    [claim] = queue.claim(old.pk, 1, now=T0)
+    assert queue.advance_stage(order.pk, claim.token, "", "dough", now=at(1))
+    queue.release([(order.pk, claim.token)], old.pk, now=at(2), reason=queue.HANDED_OVER)
+
+    queue.cancel(order.pk, "changed my mind", now=at(3))
+    assert (fresh(order).status, fresh(order).stage) == ("cancelled", "")
+    queue.requeue(order.pk, now=at(4))
+
+    [taken] = queue.claim(old.pk, 1, now=at(5))
+    assert (taken.order.pk, taken.order.stage) == (order.pk, "")

@@ -72,8 +72,9 @@ def cancel(
         order = _get(order_id, among, lock=True)
         now = now or clock.now()
         if order.status == Status.QUEUED:
+            # A queued order may carry a handed-over ticket's stage: a cancel ends it too.
             Order.objects.filter(id=order.id, status=Status.QUEUED).update(
-                status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now
+                status=Status.CANCELLED, cancel_reason=reason[:200], finished_at=now, **LEASE_CLEARED
             )
             record([event(order.id, Event.CANCELLED, now, message=reason, actor_id=actor_id)])
         elif order.status == Status.PREPARING and order.lease_token is not None and if_held is not None:
