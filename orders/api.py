@@ -210,11 +210,14 @@ class OrderFilterForm(forms.Form):
     status = forms.ChoiceField(choices=Order.Status.choices, required=False)
     worker = forms.CharField(max_length=100, required=False, help_text="A worker's name or numeric id.")
     priority = forms.IntegerField(min_value=Order.MIN_PRIORITY, max_value=Order.MAX_PRIORITY, required=False)
+    handover = forms.ChoiceField(choices=[c for c in Order.Handover.choices if c[0]], required=False)
 
     def filter(self, orders: Any) -> Any:
         data = self.cleaned_data
         if data["status"]:
             orders = orders.filter(status=data["status"])
+        if data["handover"]:
+            orders = orders.filter(handover=data["handover"])
         if data["priority"] is not None:
             orders = orders.filter(priority=data["priority"])
         worker = data["worker"]
@@ -241,6 +244,12 @@ ORDER_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, desc
 ORDER_FILTERS = [
     OpenApiParameter("status", str, enum=Order.Status.values, description="Only orders in this status."),
     OpenApiParameter("worker", str, description="Only orders handled by this worker (name or numeric id)."),
+    OpenApiParameter(
+        "handover",
+        str,
+        enum=[v for v in Order.Handover.values if v],
+        description="Only made orders at this hand-over step: `shelf` lists what waits for a driver.",
+    ),
     OpenApiParameter(
         "priority",
         {"type": "integer", "minimum": Order.MIN_PRIORITY, "maximum": Order.MAX_PRIORITY},

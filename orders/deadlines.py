@@ -4,8 +4,8 @@ A stage is overdue when it has made no progress for longer than its limit:
 its share of the order's estimated kitchen time (`handlers.STAGES`) times
 PIZZAQUEUE_STAGE_DEADLINE_FACTOR. The monitor asks `stage_limit` too (through
 PIZZAQUEUE_STAGE_LIMIT) when PIZZAQUEUE_STAGE_RETRY gives overdue orders to
-another kitchen. An order is late when it is unfinished past the time its
-customer was promised (`orders.promises` quotes and revises it), counted from
+another kitchen. An order is late when it is unfinished, or a made delivery
+order not yet at its customer's door, past the time its customer was promised (`orders.promises` quotes and revises it), counted from
 when it became due (`due_at`): when it was placed, or when it was scheduled for.
 """
 
@@ -112,6 +112,17 @@ def promised_at(order: Order) -> datetime:
     return fixed_promise(order.rank, order.priority, order.estimated_seconds)
 
 
+def promise_open(order: Order) -> bool:
+    """Whether the customer still waits on the order's promise: until it is made, and a
+    delivery order until it is at their door. A takeaway order's ends at the counter;
+    a failed or cancelled order's is history."""
+    on_the_way = order.kind == Order.Fulfilment.DELIVERY and order.handover in (
+        Order.Handover.SHELF,
+        Order.Handover.OUT,
+    )
+    return not order.is_final or (order.status == Order.Status.DONE and on_the_way)
+
+
 def late(now: datetime, status: str) -> QuerySet[Order]:
     """Orders of `status` (queued or preparing) past their promised time, the longest
     due first: filtered by the database, so every late order is found however many
@@ -146,11 +157,17 @@ def late(now: datetime, status: str) -> QuerySet[Order]:
 LATE_STATUSES = (Order.Status.QUEUED, Order.Status.PREPARING)
 
 
+def late_on_the_way(now: datetime) -> QuerySet[Order]:
+    """Made delivery orders still on a shelf or out with a driver past their promised
+    time (their customer's door): a few, read through the hand-over's partial index."""
+    waiting = Order.objects.filter(queue.PROMISE_KEPT, status=Order.Status.DONE, promised_at__lt=now)
+    return waiting.select_related("worker").order_by(*CLAIM_ORDER)
+
+
 def late_orders(now: datetime, limit: int | None = None) -> list[Order]:
     """The first `limit` late orders (every one without a limit), the longest due first."""
     found: list[Order] = []
-    for status in LATE_STATUSES:
-        matching = late(now, status)
+    for matching in (*(late(now, status) for status in LATE_STATUSES), late_on_the_way(now)):
         found += matching if limit is None else matching[:limit]
     found.sort(key=lambda order: (order.rank, order.created_at))
     return found if limit is None else found[:limit]
@@ -158,7 +175,7 @@ def late_orders(now: datetime, limit: int | None = None) -> list[Order]:
 
 def late_count(now: datetime) -> int:
     """How many orders are late: the /metrics gauge."""
-    return sum(late(now, status).count() for status in LATE_STATUSES)
+    return sum(late(now, status).count() for status in LATE_STATUSES) + late_on_the_way(now).count()
 
 
 # Why a cancelled order is not requeued, in the operator's words (admin, `manage.py requeue`).

@@ -22,11 +22,13 @@ then is the keeper's to judge.
 1. measure each shop's pace from the orders finished since the last round
    (`ShopPace`; before any, a simulated kitchen's speed, or for a staffed one
    the menu's own seconds and its stand-in cook's steps);
-2. predict when every unfinished order will be ready, walking each shop's queue
+2. predict when every unfinished order will leave its shop, walking each shop's queue
    in claim order over its slots; a shop whose heartbeat went quiet is counted
    as down, its orders moving to the shops the ring gives its buckets once the
    monitor declares it dead;
-3. revise every promise the prediction says will be missed within the next
+3. add the made delivery orders still on their way: on a shelf (leaving now at the
+   soonest) or out with a driver (on the road for the area's delivery time);
+4. revise every promise the prediction says will be missed within the next
    rounds, or is off by more than PIZZAQUEUE_PROMISE_THRESHOLD of the time left
    (at least PIZZAQUEUE_PROMISE_TOLERANCE seconds): `queue.revise_promises`
    writes each with the `promised` event the customer reads live ("Running
@@ -75,6 +77,7 @@ MOVED = "moved"
 SHOP_DOWN = "shop-down"
 QUEUE = "queue"
 DUE = "due"
+ON_THE_WAY = "on-the-way"
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,8 @@ class Unfinished:
     created_at: datetime
     rank: int
     priority: int
+    handover: str = ""  # a made delivery order's step: on the shelf or out with a driver
+    out_at: datetime | None = None
 
 
 FIELDS = (
@@ -377,11 +382,13 @@ FIELDS = (
     "rank",
     "priority",
 )
+ON_THE_WAY_FIELDS = (*FIELDS, "handover", "out_at")
 
 
 def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]:
-    """When each unfinished order will be ready (out of the kitchen): (ready, order,
-    whether its shop is down). Orders a down shop will cancel (its takeaway orders) are left out."""
+    """When each unfinished order will leave its shop: (then, order, whether its shop is
+    down). A made delivery order on a shelf leaves now at the soonest; one out with a
+    driver left when it was taken. Orders a down shop will cancel (its takeaway orders) are left out."""
     live = list(Worker.objects.live().values_list("id", "name", "concurrency", "handler", "status", "last_heartbeat"))
     paces = {shop: (base, factor) for shop, base, factor in ShopPace.objects.values_list("shop", "base", "factor")}
     quiet = now - timedelta(seconds=2 * settings.PIZZAQUEUE_HEARTBEAT_INTERVAL)
@@ -406,7 +413,7 @@ def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]
     ]
     slots: dict[int, list[float]] = {pk: [0.0] * shop.slots for pk, shop in shops.items()}
     start = now.timestamp()
-    ready: dict[uuid.UUID, tuple[datetime, Unfinished, bool]] = {}
+    ready: dict[uuid.UUID, tuple[datetime, Unfinished, bool]] = on_the_way(now)
     moving: list[tuple[Unfinished, float]] = []  # orders a down shop holds: made again elsewhere
 
     def schedule(order: Unfinished, shop_id: int, not_before: float, down: bool) -> None:
@@ -451,6 +458,26 @@ def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]
     return ready
 
 
+def on_the_way(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]:
+    """Made delivery orders whose promise is still ahead (on a shelf, or out with a driver),
+    and when each leaves, or left, its shop: those on a shelf now at the soonest, so a
+    shelf nobody empties slips its promise round by round and its customer is told;
+    those out when they were taken, or, once their drive has run over, as if taken a
+    quarter of a drive ago (the driver is slower than the area's time)."""
+    found: dict[uuid.UUID, tuple[datetime, Unfinished, bool]] = {}
+    waiting = Order.objects.filter(queue.PROMISE_KEPT, status=Order.Status.DONE).values_list(*ON_THE_WAY_FIELDS)
+    for row in waiting[:WALK_LIMIT]:
+        order = Unfinished(*row)
+        left = now
+        if order.handover == Order.Handover.OUT and order.out_at is not None:
+            left, drive = order.out_at, handover_seconds(order.kind, order.area)
+            if (now - left).total_seconds() >= drive:
+                more = max(0.25 * drive, 2 * settings.PIZZAQUEUE_MONITOR_INTERVAL)
+                left = now - timedelta(seconds=drive - more)
+        found[order.id] = (left, order, False)
+    return found
+
+
 def _successors(owners: Mapping[int, int | None], members: list[int], down: dict[int, datetime]) -> dict[int, int]:
     """Who owns each bucket once the down shops are declared dead: the ring without them."""
     alive = [pk for pk in members if pk not in down]
@@ -488,7 +515,9 @@ def judge(now: datetime, moved: Iterable[uuid.UUID] = ()) -> list[queue.Revision
         if not (missing or sooner):
             continue
         by = promise_for(ready, order.kind, order.area, now)
-        if order.id in moved:
+        if order.status == Order.Status.DONE:
+            why = ON_THE_WAY
+        elif order.id in moved:
             why = MOVED
         elif down:
             why = SHOP_DOWN

@@ -18,6 +18,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orders import money
+from orders.deadlines import promised_at
 from orders.models import Size
 from orders.timeline import operator_note
 from workers import clock
@@ -174,6 +175,12 @@ class OrderSerializer(serializers.Serializer):
         "(delivery, waiting for a driver), `out` (a driver has it), then `collected` or `delivered` (paid: the end). "
         "Empty before the kitchen has made it.",
     )
+    promised_at = serializers.DateTimeField(
+        read_only=True,
+        help_text="When its customer is promised it: at the door for a delivery order (the drive included), ready "
+        "to collect for a takeaway one. Quoted from the live queue at placing and revised while it holds "
+        "(each revision is a `promised` event).",
+    )
     out_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When a driver took it.")
     handed_over_at = serializers.DateTimeField(read_only=True, allow_null=True)
     paid_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -221,6 +228,7 @@ class OrderSerializer(serializers.Serializer):
             "claimed_at": _datetime(order.claimed_at),
             "finished_at": _datetime(order.finished_at),
             "handover": order.handover,
+            "promised_at": _datetime(promised_at(order)),
             "out_at": _datetime(order.out_at),
             "handed_over_at": _datetime(order.handed_over_at),
             "paid_at": _datetime(order.paid_at),

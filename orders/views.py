@@ -26,7 +26,7 @@ from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
 from orders import clients, customers, logins, navigation, roles
-from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, promised_seconds
+from orders.deadlines import late_orders, overdue, overdue_stages, promise_open, promised_at, promised_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.money import money
@@ -186,8 +186,9 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "progress": progress(order.status, order.stage),
         **handover_context(order),
         "promised_at": promise,
-        # The promise is the customer's until the order is made (or stopped): after that it is history.
-        "late": not order.is_final and order.eligible_at <= (now := clock.now()) and promise < now,
+        # The promise is the customer's until the order is made (a delivery order: at their door), or stopped.
+        "promise_open": promise_open(order),
+        "late": promise_open(order) and order.eligible_at <= (now := clock.now()) and promise < now,
         "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
         "shop_name": display_name(order.pinned_shop),
         "items": item_lines(order, pizza_names()),

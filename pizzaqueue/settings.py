@@ -395,10 +395,12 @@ PIZZAQUEUE_STAGE_LIMIT = env_str("PIZZAQUEUE_STAGE_LIMIT", "orders.deadlines.sta
 PIZZAQUEUE_QUOTE = env_str("PIZZAQUEUE_QUOTE", "orders.promises.quote")
 # A function of the time the monitor calls every round: the shop keeps its promises there.
 PIZZAQUEUE_MONITOR_DUTY = env_str("PIZZAQUEUE_MONITOR_DUTY", "orders.promises.keep")
-# Seconds from ready to the customer's hands: at the counter, and on the road to an area
-# (PIZZAQUEUE_DELIVERY_SECONDS, or the area's own in PIZZAQUEUE_AREA_DELIVERY_SECONDS "north=900,harbour=600").
+# Seconds from ready to the customer's hands, added to the promise: at the counter (a
+# takeaway order is promised ready to collect), and on the road to an area (a delivery
+# order is promised at the door: PIZZAQUEUE_DELIVERY_SECONDS, or the area's own in
+# PIZZAQUEUE_AREA_DELIVERY_SECONDS "north=900,harbour=600").
 PIZZAQUEUE_COLLECTION_SECONDS = env_float("PIZZAQUEUE_COLLECTION_SECONDS", 0.0, minimum=0.0)
-PIZZAQUEUE_DELIVERY_SECONDS = env_float("PIZZAQUEUE_DELIVERY_SECONDS", 0.0, minimum=0.0)
+PIZZAQUEUE_DELIVERY_SECONDS = env_float("PIZZAQUEUE_DELIVERY_SECONDS", 900.0, minimum=0.0)
 PIZZAQUEUE_AREA_DELIVERY_SECONDS = env_seconds_by_key("PIZZAQUEUE_AREA_DELIVERY_SECONDS")
 # A promise is revised when the queue says it will be off by more than this share of the
 # time it has left, and at least PIZZAQUEUE_PROMISE_TOLERANCE seconds.

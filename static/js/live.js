@@ -145,19 +145,27 @@
           revisePromise(event.promised_at);
         }
         if (FINAL[event.status]) {
-          // A finished or stopped order's promise is history: no "Promised by", no "late".
-          var promise = root.querySelector(".promise");
-          if (promise && event.status === "done") {
+          var handover = document.getElementById("handover");
+          var step = "";
+          if (event.status === "done") {
             // Where the made order is now: the event's hand-over step, or (the kitchen's
             // `done`) where this order waits, which the page was rendered with.
             var ready = event.ready_lines ? event.ready_lines[root.dataset.kind] : null;
-            promise.textContent = event.handover_line || ready || root.dataset.ready;
-          } else if (promise) {
-            promise.remove();
+            handover.textContent = event.handover_line || ready || root.dataset.ready;
+            handover.hidden = false;
+            step = event.handover || (event.kind === "done" && root.dataset.kind === "delivery" ? "shelf" : "");
+          } else {
+            handover.hidden = true;
           }
-          var late = document.getElementById("late");
-          if (late) {
-            late.remove();
+          // The promise is the customer's door for a delivery order on its way; otherwise it is
+          // history once the order is made or stopped: no "Promised by", no "late".
+          if (step !== "shelf" && step !== "out") {
+            ["promise-line", "late"].forEach(function (id) {
+              var gone = document.getElementById(id);
+              if (gone) {
+                gone.remove();
+              }
+            });
           }
         }
         announce(event);

@@ -1,6 +1,6 @@
 """The promise on the tracking page, live in Chromium: when the customer's kitchen dies
 and the order moves to a busy one, the page says "Running late: now by …" on its
-timeline and its "Promised by" follows, without a reload."""
+timeline and its promised time follows, without a reload."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def test_the_tracking_page_shows_a_revised_promise_live(
 ) -> None:
     settings.PIZZAQUEUE_KITCHEN_SPEED = float(SPEED)
     settings.PIZZAQUEUE_MONITOR_INTERVAL = float(FAST_WORKER_ENV["PIZZAQUEUE_MONITOR_INTERVAL"])
-    env = {"PIZZAQUEUE_KITCHEN_SPEED": SPEED}
+    # The kitchen's part of the promise: a drive would dwarf the queue's slip.
+    settings.PIZZAQUEUE_DELIVERY_SECONDS = 0.0
+    env = {"PIZZAQUEUE_KITCHEN_SPEED": SPEED, "PIZZAQUEUE_DELIVERY_SECONDS": "0"}
     daphne.start(**env)
     worker_processes.start("--name", "shop-1", "--concurrency", "1", **env)
     doomed = worker_processes.start("--name", "shop-2", "--concurrency", "1", **env)

@@ -54,7 +54,7 @@ def test_a_customer_watches_the_order_move_shops_run_late_and_be_made_with_one_s
     order = order_margherita(phone, daphne.origin, "Ada")
     cancel = phone.locator("#cancel-form button")
     expect(cancel).to_be_visible()
-    expect(phone.locator("#promise-line")).to_contain_text("Promised by")
+    expect(phone.locator("#promise-line")).to_contain_text("At your door by")
 
     (claim,) = queue.claim(harbour.pk, 1)
     queue.report_stage(order.pk, claim.token, "dough", harbour.pk)
@@ -76,7 +76,9 @@ def test_a_customer_watches_the_order_move_shops_run_late_and_be_made_with_one_s
     expect(cancel).to_be_hidden()  # in the oven: too late to cancel
 
     # Placed long ago: the promise has passed, and the page says so.
-    Order.objects.filter(pk=order.pk).update(created_at=order.created_at - timedelta(hours=1))
+    Order.objects.filter(pk=order.pk).update(
+        created_at=order.created_at - timedelta(hours=1), promised_at=order.created_at - timedelta(minutes=1)
+    )
     phone.reload()
     expect(phone.locator("#late")).to_be_visible()
     expect(phone.locator("#late")).to_contain_text("Running late")
@@ -84,10 +86,12 @@ def test_a_customer_watches_the_order_move_shops_run_late_and_be_made_with_one_s
 
     queue.complete(order.pk, claim.token, old_town.pk)
     expect(phone.locator("#status")).to_have_text("Ready")
-    expect(phone.locator(".promise")).to_have_text(
+    expect(phone.locator("#handover")).to_have_text(
         "Ready on Old Town's shelf, waiting for a driver: pay the driver when it arrives."
     )
-    expect(phone.locator("#late")).to_have_count(0)
+    # A delivery order's promise is the door: on the shelf it still stands, and is still late.
+    expect(phone.locator("#promise-line")).to_contain_text("At your door by")
+    expect(phone.locator("#late")).to_be_visible()
     expect(phone.locator("#cancel-form button")).to_be_hidden()
     page = phone.content()
     for internal in ("shop-1", "shop-2", "Incarnation", "pid"):
@@ -100,7 +104,7 @@ def test_a_customer_cancels_a_waiting_order_and_the_page_stops_promising(daphne:
     phone.click("#cancel-form button")
     expect(phone.locator("#status")).to_have_text("Cancelled")
     expect(phone.locator("#timeline li .text").last).to_have_text("Order cancelled (cancelled by customer).")
-    expect(phone.locator(".promise")).to_have_count(0)  # no "Promised by" for an order that will not come
+    expect(phone.locator(".promise")).to_have_count(0)  # no promise for an order that will not come
     order.refresh_from_db()
     assert order.status == Order.Status.CANCELLED
 

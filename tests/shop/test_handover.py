@@ -278,6 +278,27 @@ def test_the_api_shows_the_hand_over_and_the_payment(shop: Any) -> None:
     assert [e["kind"] for e in body["events"]][-2:] == ["out-for-delivery", "delivered"]
 
 
+def test_the_api_lists_orders_at_a_hand_over_step_with_their_promise(shop: Any) -> None:
+    api = integrator()
+    on_the_shelf = make_made(shop, placed_by=api.user)  # type: ignore[attr-defined]
+    on_the_counter = make_made(shop, kind="takeaway", shop="shop-1", placed_by=api.user)  # type: ignore[attr-defined]
+    make_order(placed_by=api.user)  # type: ignore[attr-defined]
+
+    def listed(query: str) -> list[str]:
+        response = api.get(f"/api/orders/?{query}")
+        assert response.status_code == 200
+        return [o["id"] for o in response.json()["results"]]
+
+    assert listed("handover=shelf") == [str(on_the_shelf.pk)]
+    assert listed("handover=counter&status=done") == [str(on_the_counter.pk)]
+    assert listed("handover=delivered") == []
+    body = api.get(f"/api/orders/{on_the_shelf.pk}/").json()
+    assert body["promised_at"] == on_the_shelf.promised_at.isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+    refused = api.get("/api/orders/?handover=lost")
+    assert refused.status_code == 400
+    assert list(refused.json()["errors"]) == ["handover"]
+
+
 def test_a_driver_lands_on_their_shelf_and_is_sent_back_there_from_another(shop: Any) -> None:
     user = driver()
 

@@ -141,7 +141,7 @@ def test_the_tracking_page_shows_stage_progress_promise_and_timeline(client: Cli
     assert response.status_code == 200
     assert '<p class="status" id="status">In the oven</p>' in page
     assert '<progress id="progress" max="100" value="62">' in page
-    assert "Promised by" in page
+    assert "At your door by" in page
     assert "2 × Margherita (large)" in page
     timeline = re.findall(r'<span class="text">([^<]*)</span>', page)
     assert timeline == ["Order confirmed.", "Shop 1 started on your order.", "Stretching the dough.", "In the oven."]

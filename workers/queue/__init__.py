@@ -57,7 +57,7 @@ from workers.queue.operators import (
     requeue,
 )
 from workers.queue.outbox import notify_work
-from workers.queue.promises import Revision, revise_promises
+from workers.queue.promises import PROMISE_KEPT, Revision, revise_promises
 
 __all__ = [
     "HANDED_OVER",
@@ -93,6 +93,7 @@ __all__ = [
     "requeue",
     "retry_delay",
     "revise_promises",
+    "PROMISE_KEPT",
     "Revision",
     "take",
 ]

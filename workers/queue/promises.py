@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 
 from workers import clock
 from workers.models import Order
 from workers.queue.outbox import Event, event, record
 
-# Orders whose promise is still ahead of them: a finished or cancelled order's is history.
-PROMISE_KEPT_FOR = (Order.Status.QUEUED, Order.Status.PREPARING)
+# Orders whose promise is still ahead of them: unfinished ones, and made delivery orders
+# on their way (the promise is the customer's door). A takeaway order's ends at the
+# counter, and a delivered, collected, failed or cancelled order's is history.
+PROMISE_KEPT = Q(status__in=(Order.Status.QUEUED, Order.Status.PREPARING)) | Q(
+    status=Order.Status.DONE, kind=Order.Fulfilment.DELIVERY, handover__in=(Order.Handover.SHELF, Order.Handover.OUT)
+)
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,16 @@ class Revision:
 
 def revise_promises(revisions: Iterable[Revision], now: datetime | None = None) -> list[uuid.UUID]:
     """Write each revision with its `promised` event (data: `by`, `was`, `why`), in one
-    transaction; returns the orders revised. An order finished meanwhile, or whose
+    transaction; returns the orders revised. An order handed over meanwhile, or whose
     promise changed since it was read, is left as it is."""
     now = now or clock.now()
     revised: list[uuid.UUID] = []
     events = []
     with transaction.atomic():
         for revision in revisions:
-            changed = Order.objects.filter(
-                id=revision.order_id, status__in=PROMISE_KEPT_FOR, promised_at=revision.was
-            ).update(promised_at=revision.by)
+            changed = Order.objects.filter(PROMISE_KEPT, id=revision.order_id, promised_at=revision.was).update(
+                promised_at=revision.by
+            )
             if changed != 1:
                 continue
             revised.append(revision.order_id)

@@ -9,8 +9,10 @@
    speed that makes an order take 10-20 s, so every stage can be watched, and
    one staffed kitchen whose stages are tapped on its display (a stand-in cook
    takes a step nobody taps within a few seconds, so no order waits on a
-   display nobody watches). With `--web N` (N > 1), N daphne processes on the
-   next ports behind HAProxy (deploy/haproxy.cfg) on the given port.
+   display nobody watches). Stand-ins for the counter and a driver
+   (`manage.py standins`) hand each made order over the same way, so every
+   order runs to "delivered" or "collected". With `--web N` (N > 1), N daphne
+   processes on the next ports behind HAProxy (deploy/haproxy.cfg) on the given port.
 4. Print the URLs, then watch the children. A kitchen that dies (a crash, a
    `kill -9`, `manage.py shop down NAME`) is reported and the demo goes on
    serving: that is the story the demo is there to show, its orders moving to
@@ -51,12 +53,16 @@ from workers.arguments import non_negative_float, non_negative_int, positive_int
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 # The web tier's processes: if one of them dies, nothing is served and the demo stops.
 WEB_TIER = ("daphne", "haproxy")
+# The stand-ins for the counter and the drivers: no shop of their own.
+STAND_INS = "stand-ins"
 # The demo's clocks: quick heartbeats, so a shop that goes down is noticed in seconds.
 HEARTBEAT_INTERVAL = 1
 HEARTBEAT_TIMEOUT = 5
 # A shop down this long is closed and its takeaway customers told: long enough that
 # `shop up` within it carries on as the same shop, short enough to watch the telling.
 SHOP_CLOSED_AFTER = 30
+# A drive to a customer, at the demo's pace (the kitchen's speed makes an order 10-20 s).
+DELIVERY_SECONDS = 30
 # What the demo's customers call its shops, in the order they are started.
 DISPLAY_NAMES = ("Harbour Street", "Old Town", "Riverside", "Market Square", "Station Road", "Castle Hill")
 # Labels of the printed lines are padded to this width, so the values line up.
@@ -120,7 +126,10 @@ class Command(BaseCommand):
             "--standby",
             type=non_negative_float,
             default=4.0,
-            help="Seconds a staffed kitchen's ticket waits for a tap before a stand-in cook takes the step (0: never).",
+            help=(
+                "Seconds a staffed kitchen's ticket, or a made order at a counter or on a shelf, waits for a "
+                "person's tap before a stand-in takes the step (0: never; only people move them)."
+            ),
         )
         parser.add_argument("--username", default="operator", help="The operator account to create.")
         parser.add_argument(
@@ -151,13 +160,15 @@ class Command(BaseCommand):
             "PIZZAQUEUE_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
             "PIZZAQUEUE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "PIZZAQUEUE_SHOP_CLOSED_AFTER": str(SHOP_CLOSED_AFTER),
+            "PIZZAQUEUE_DELIVERY_SECONDS": str(DELIVERY_SECONDS),
             **os.environ,
             "PIZZAQUEUE_KITCHEN_SPEED": str(options["kitchen_speed"]),
             "PIZZAQUEUE_SHUTDOWN_GRACE": str(options["grace"]),
             "PIZZAQUEUE_STAFFED_STANDBY": str(options["standby"]),
         }
         self.timeout = float(env["PIZZAQUEUE_HEARTBEAT_TIMEOUT"])
-        self.standby = options["standby"] if staffed else 0.0
+        self.standby = options["standby"]
+        self.drive = float(env["PIZZAQUEUE_DELIVERY_SECONDS"])
         host, port = options["host"], options["port"]
         commands = self.web_tier(host, port, options["web"], haproxy)
         if "haproxy" in commands:
@@ -168,6 +179,8 @@ class Command(BaseCommand):
             name: [sys.executable, str(MANAGE_PY), "worker", "--name", name, "--handler", STAFFED_HANDLER]
             for name in staffed
         }
+        if options["standby"]:
+            commands[STAND_INS] = [sys.executable, str(MANAGE_PY), "standins", "--standby", str(options["standby"])]
         names += staffed
 
         stop = threading.Event()
@@ -256,6 +269,7 @@ class Command(BaseCommand):
             *accounts,
             "",
             *self.staffed_lines(kitchens),
+            *self.handover_lines(),
             line("A dinner rush", command_line("rush --orders 30 --rate 2 --areas 6 --priority-mix")),
             line(
                 "A power cut",
@@ -282,6 +296,16 @@ class Command(BaseCommand):
             "",
         ]
 
+    def handover_lines(self) -> list[str]:
+        """What the notice says about the made orders: who hands them over."""
+        if not self.standby:
+            return ["  Made orders wait at the counter and on the shelves for people to hand them over.", ""]
+        return [
+            f"  Made orders wait at the counter and on the shelves: tap them through as the driver, or after "
+            f"{self.standby:g} s a stand-in does (a drive takes {self.drive:g} s).",
+            "",
+        ]
+
     def wait(
         self,
         children: dict[str, subprocess.Popen[bytes]],
@@ -296,7 +320,7 @@ class Command(BaseCommand):
         Power requests (`manage.py shop`) are taken here, as the children's parent.
         """
         reported: set[str] = set()
-        kitchens = [name for name in children if not name.startswith(WEB_TIER)]
+        kitchens = [name for name in children if not name.startswith(WEB_TIER) and name != STAND_INS]
         while not stop.wait(0.5):
             for name, child in children.items():
                 if child.poll() is None or name in reported:
@@ -307,6 +331,11 @@ class Command(BaseCommand):
                     )
                     return True
                 reported.add(name)
+                if name == STAND_INS:
+                    self.stderr.write(
+                        f"The stand-ins exited ({self.how(child.returncode)}): made orders now wait for people."
+                    )
+                    continue
                 self.stderr.write(
                     f"{name} went down ({self.how(child.returncode)}). The demo goes on: within {self.timeout:g} s "
                     f"the board shows it down, its delivery orders move to the other shops and its takeaway "
