@@ -6,16 +6,23 @@ that rises and falls, made by real `manage.py worker` processes: three
 simulated shops and a staffed one (`orders.handlers.staffed`, its stand-in cook
 taking every step), with one simulated shop SIGKILLed a third of the way in (its
 delivery orders move when the monitor declares it dead; its takeaway orders wait
-for it, and are cancelled once it has stayed down for PIZZAQUEUE_SHOP_CLOSED_AFTER). Every order that was made is then judged twice from the database:
+for it, and are cancelled once it has stayed down for PIZZAQUEUE_SHOP_CLOSED_AFTER).
+Stand-ins (`manage.py standins`) hand every made order over: a driver takes a
+delivery order off its shelf after 1.5 s and drives for its area's time (30,
+60 or 90 s), the counter hands a takeaway order over. Every order that was made
+is then judged twice from the database, against when its customer had it: a
+delivery order at the door (its `delivered` event), a takeaway order ready to
+collect (its `done` event, plus PIZZAQUEUE_COLLECTION_SECONDS):
 
 - today's fixed estimate (`orders.deadlines.fixed_seconds`: the order's own
-  kitchen time with 50 % slack, from when it was due, whatever waits ahead);
+  kitchen time with 50 % slack, from when it was due, whatever waits ahead),
+  plus the same hand-over time the quote adds;
 - the quote (`orders.promises`): the promise made at placing, and every
-  revision the keeper told the customer before the order was ready.
+  revision the keeper told the customer before the order was there.
 
-For each: p50 and p90 of |promised − ready| (the quote's at placing, and the
-last one the customer read), the share of orders ready after their promise,
-and the share *silently* late: ready after a promise nobody revised before it
+For each: p50 and p90 of |promised − actual| (the quote's at placing, and the
+last one the customer read), the share of orders there after their promise,
+and the share *silently* late: there after a promise nobody revised before it
 passed (the fixed estimate is never revised, so each of its late orders is).
 Also the quote's cost: the statement at placing, and the keeper's round.
 
@@ -54,7 +61,14 @@ SETTINGS = {
     "staffed_standby": 15.0 * SCALE,
     "promise_tolerance": 60.0 * SCALE,
     "shop_closed_after": 300.0 * SCALE,
+    # A drive: ten minutes, five to the nearest areas, a quarter of an hour to the farthest.
+    "delivery_seconds": 600.0 * SCALE,
+    "area_delivery_seconds": ",".join(
+        [f"area-{n}={300.0 * SCALE:g}" for n in range(4)] + [f"area-{n}={900.0 * SCALE:g}" for n in range(8, 12)]
+    ),
 }
+# A made order waits this long for a person before a stand-in hands it over (`manage.py standins`).
+STANDBY = 15.0 * SCALE
 SIMULATED = ("shop-1", "shop-2", "shop-3")
 STAFFED = "staffed-1"
 DOOMED = "shop-2"
@@ -85,6 +99,16 @@ class Kitchens:
             )
             log.close()
         harness.wait_until(self.ready, 60, interval=0.1, what="the kitchens to join")
+        log = open(self.logdir / "standins.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs["standins"] = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "manage.py", "standins", "--standby", str(STANDBY), "--every", "0.1"],
+            cwd=harness.ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
         return self
 
     def ready(self) -> bool:
@@ -94,7 +118,9 @@ class Kitchens:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited:\n{self.logs()}")
         live = set(Worker.objects.live().filter(name__in=list(self.procs)).values_list("pk", flat=True))
-        return len(live) == len(self.procs) and set(Bucket.objects.values_list("owner_id", flat=True)) == live
+        return (
+            len(live) == len([*SIMULATED, STAFFED]) and set(Bucket.objects.values_list("owner_id", flat=True)) == live
+        )
 
     def kill(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGKILL)
@@ -233,14 +259,17 @@ def measure_cost(promises: Any, clock: Any) -> dict[str, Any]:
 
 
 def judge_promises() -> dict[str, Any]:
-    """Each made order's promises against when it was ready (its `done` event)."""
+    """Each made order's promises against when its customer had it: a delivery order's
+    `delivered` event, a takeaway order's `done` plus the collection time."""
     from collections import defaultdict
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from orders.deadlines import fixed_promise
+    from orders.promises import handover_seconds
     from workers.models import Order, OrderEvent
 
     done_at = dict(OrderEvent.objects.filter(kind=OrderEvent.Kind.DONE).values_list("order_id", "created_at"))
+    delivered_at = dict(OrderEvent.objects.filter(kind=OrderEvent.Kind.DELIVERED).values_list("order_id", "created_at"))
     revisions: dict[Any, list[tuple[datetime, datetime, datetime | None]]] = defaultdict(list)
     for order_id, created_at, data in (
         OrderEvent.objects.filter(kind=OrderEvent.Kind.PROMISED)
@@ -258,11 +287,13 @@ def judge_promises() -> dict[str, Any]:
     fixed_errors, first_errors, last_errors = [], [], []
     fixed_late = first_late = last_late = silent = revised = 0
     made = Order.objects.filter(status=Order.Status.DONE).values_list(
-        "id", "rank", "priority", "estimated_seconds", "promised_at"
+        "id", "kind", "area", "rank", "priority", "estimated_seconds", "promised_at"
     )
-    for order_id, rank, priority, estimated, promised in made:
-        ready = done_at[order_id]
-        fixed = fixed_promise(rank, priority, estimated)
+    for order_id, kind, area, rank, priority, estimated, promised in made:
+        handover = timedelta(seconds=handover_seconds(kind, area))
+        # When its customer had it: at the door, or ready to collect.
+        ready = delivered_at[order_id] if kind == Order.Fulfilment.DELIVERY else done_at[order_id] + handover
+        fixed = fixed_promise(rank, priority, estimated) + handover
         history = revisions.get(order_id, [])
         first = history[0][2] if history else promised
         fixed_errors.append(abs((fixed - ready).total_seconds()))
@@ -307,6 +338,12 @@ def judge_promises() -> dict[str, Any]:
     }
 
 
+def handed_over() -> bool:
+    from workers.models import Order
+
+    return not Order.objects.awaiting_handover().exists()
+
+
 def measure(db: harness.BenchDatabase, orders: int, seed: int) -> dict[str, Any]:
     db.fresh()
     plan = rush(seed, orders)
@@ -314,6 +351,7 @@ def measure(db: harness.BenchDatabase, orders: int, seed: int) -> dict[str, Any]
     with Kitchens(db) as kitchens:
         placed = place_rush(plan, kitchens, kill_at)
         harness.wait_until(lambda: not harness.unfinished(), 600, interval=0.2, what="the rush to be made")
+        harness.wait_until(handed_over, 600, interval=0.2, what="every made order to be handed over")
     result = judge_promises()
     place_ms = placed.pop("place_ms")
     result["cost"] = {
