@@ -105,7 +105,8 @@ def test_the_counter_marks_a_takeaway_collected_and_paid(daphne: Daphne, browser
 
     make(order, kitchen)
     expect(phone.locator("#status")).to_have_text("Ready")
-    expect(phone.locator(".promise")).to_have_text("Ready at Harbour's counter: pay when you collect it.")
+    expect(phone.locator("#handover")).to_have_text("Ready at Harbour's counter: pay when you collect it.")
+    expect(phone.locator("#promise-line")).to_have_count(0)  # ready to collect: the promise is kept
 
     tablet = browser.new_context(viewport={"width": 1024, "height": 768})
     try:
@@ -120,7 +121,7 @@ def test_the_counter_marks_a_takeaway_collected_and_paid(daphne: Daphne, browser
         tablet.close()
 
     expect(phone.locator("#status")).to_have_text("Collected")
-    expect(phone.locator(".promise")).to_have_text("Collected and paid — enjoy!")
+    expect(phone.locator("#handover")).to_have_text("Collected and paid — enjoy!")
     expect(phone.locator("#timeline li .text").last).to_have_text("Collected and paid (cash). Enjoy!")
     order.refresh_from_db()
     assert (order.handover, order.payment_method) == (Order.Handover.COLLECTED, "cash")
@@ -136,9 +137,10 @@ def test_a_driver_takes_a_delivery_a_second_phone_is_refused_and_the_customer_se
     order = place(phone, daphne.origin)
     make(order, kitchen)
     expect(phone.locator("#status")).to_have_text("Ready")
-    expect(phone.locator(".promise")).to_have_text(
+    expect(phone.locator("#handover")).to_have_text(
         "Ready on Harbour's shelf, waiting for a driver: pay the driver when it arrives."
     )
+    expect(phone.locator("#promise-line")).to_contain_text("At your door by")  # the promise is the door
 
     doras = browser.new_context(viewport=PHONE)
     # Dan's phone shows the shelf as it was when he looked: no script refreshes it.
@@ -155,7 +157,7 @@ def test_a_driver_takes_a_delivery_a_second_phone_is_refused_and_the_customer_se
         expect(out).to_contain_text("1 Harbour Street, 2nd floor")
         expect(out).to_contain_text("To collect: €23.00")
         expect(phone.locator("#status")).to_have_text("Out for delivery")
-        expect(phone.locator(".promise")).to_have_text("Out for delivery: pay the driver when it arrives.")
+        expect(phone.locator("#handover")).to_have_text("Out for delivery: pay the driver when it arrives.")
         expect(phone.locator("#timeline li .text").last).to_have_text("Out for delivery: a driver is on the way.")
 
         dan.locator(f'[data-shelf="{order.pk}"] button.take').click()  # his stale screen's button
@@ -171,7 +173,8 @@ def test_a_driver_takes_a_delivery_a_second_phone_is_refused_and_the_customer_se
         dans.close()
 
     expect(phone.locator("#status")).to_have_text("Delivered")
-    expect(phone.locator(".promise")).to_have_text("Delivered and paid — enjoy!")
+    expect(phone.locator("#handover")).to_have_text("Delivered and paid — enjoy!")
+    expect(phone.locator("#promise-line")).to_have_count(0)  # kept: history now
     expect(phone.locator("#timeline li .text").last).to_have_text("Delivered and paid (card). Enjoy!")
     phone.screenshot(path=ARTIFACTS / "journey-handover-delivered.png", full_page=True)
     order.refresh_from_db()
