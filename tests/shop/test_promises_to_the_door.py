@@ -15,9 +15,9 @@ from django.test import Client
 from orders import promises, standins
 from orders.deadlines import late_count, late_orders
 from orders.timeline import customer_message
-from tests.base import T0, at, fresh, make_worker
+from tests.base import T0, at, fresh, logged_in, make_worker, operator
 from tests.factory import make_order
-from workers import queue
+from workers import clock, queue
 from workers.models import Order, OrderEvent, Worker
 
 pytestmark = pytest.mark.django_db
@@ -140,6 +140,16 @@ def test_a_delivery_order_past_its_promise_on_its_way_is_late_until_delivered(sh
     assert late_count(past) == 1
     assert queue.deliver(order.pk, token, "card", now=past) is True
     assert late_orders(past) == [] and late_count(past) == 0
+
+
+def test_the_board_lists_a_delivery_order_late_on_the_shelf(shop: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    order = made(shop, 40)
+    monkeypatch.setattr(clock, "now", lambda: order.promised_at + timedelta(seconds=30))
+
+    page = logged_in(operator()).get("/board/").content.decode()
+
+    assert f'data-late="{order.pk}"' in page
+    assert "done · on the shelf" in page
 
 
 def test_the_stand_ins_hand_each_made_order_over_after_their_standby(shop: Worker) -> None:
