@@ -235,7 +235,7 @@ def handover_context(order: Order) -> dict[str, Any]:
     closed = ""
     waiting = order.status == Order.Status.DONE and order.handover in (Order.Handover.COUNTER, Order.Handover.SHELF)
     # Down means no live process of the shop: during a redeploy the newest may not be the one up.
-    if waiting and made_at and shop(made_at) is not None and not Worker.objects.live().filter(name=made_at).exists():
+    if waiting and made_at and shop(made_at) is not None and not Worker.objects.up_at(made_at).exists():
         closed = shop_closed_line(order, shop_name)
     return {
         # Still on its way to the customer: a page without JavaScript keeps refreshing.
@@ -347,7 +347,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     if worker.is_live:
         # Every live process of the shop's tickets: in a redeploy the old one's stay on
         # the display until it hands them over to the new one.
-        processes = Worker.objects.live().filter(name=worker.name)
+        processes = Worker.objects.up_at(worker.name)
         held = Order.objects.filter(status=Order.Status.PREPARING, worker__in=processes)
         preparing = list(held.order_by("claimed_at")[:TICKETS_SHOWN])
         # What its kitchen would claim next, by the claim's own rule and order.

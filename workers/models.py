@@ -33,6 +33,11 @@ class WorkerQuerySet(models.QuerySet["Worker"]):
         """Workers still running (alive or draining): they heartbeat and hold leases."""
         return self.filter(status__in=Worker.LIVE_STATUSES)
 
+    def up_at(self, name: str) -> WorkerQuerySet:
+        """The live processes of the shop `name`: during a restart or a redeploy there may be
+        two incarnations, or none for a moment, and its newest may not be the one up."""
+        return self.live().filter(name=name)
+
     def in_ring(self) -> WorkerQuerySet:
         """Workers that own buckets and take new orders: alive, not draining.
 

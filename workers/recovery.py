@@ -78,7 +78,7 @@ def _how_it_ended(name: str) -> str:
 def _nobody_up(name: str) -> bool:
     """No incarnation of the shop is running, draining included: a closing kitchen's
     queued takeaway orders wait for its stop, as it may still hand tickets over."""
-    return not Worker.objects.live().filter(name=name).exists()
+    return not Worker.objects.up_at(name).exists()
 
 
 def take_back(
