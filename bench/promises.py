@@ -88,20 +88,16 @@ class Kitchens:
     def __enter__(self) -> Kitchens:
         for name in (*SIMULATED, STAFFED):
             args = ["--handler", "orders.handlers.staffed"] if name == STAFFED else []
-            log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-            self.procs[name] = subprocess.Popen(  # noqa: S603 - our own command
-                [sys.executable, "manage.py", "worker", "--name", name, *args],
-                cwd=harness.ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            log.close()
+            self.start(name, "worker", "--name", name, *args)
         harness.wait_until(self.ready, 60, interval=0.1, what="the kitchens to join")
-        log = open(self.logdir / "standins.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs["standins"] = subprocess.Popen(  # noqa: S603 - our own command
-            [sys.executable, "manage.py", "standins", "--standby", str(STANDBY), "--every", "0.1"],
+        self.start("standins", "standins", "--standby", str(STANDBY), "--every", "0.1")
+        return self
+
+    def start(self, name: str, *command: str) -> None:
+        """`manage.py COMMAND` in its own session, its output in the log folder."""
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "manage.py", *command],
             cwd=harness.ROOT,
             env=self.env,
             stdout=log,
@@ -109,7 +105,6 @@ class Kitchens:
             start_new_session=True,
         )
         log.close()
-        return self
 
     def ready(self) -> bool:
         from workers.models import Bucket, Worker
