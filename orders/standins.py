@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from orders.promises import handover_seconds
 from workers import clock, queue
@@ -48,9 +47,9 @@ class Pass:
     delivered: int = 0
 
 
-def stand_in_driver() -> AbstractBaseUser:
+def stand_in_driver() -> User:
     """The stand-in driver's account, made on first use; nobody can log in as it."""
-    user, created = get_user_model().objects.get_or_create(
+    user, created = User.objects.get_or_create(
         username=DRIVER_USERNAME, defaults={"first_name": "Stand-in", "last_name": "driver"}
     )
     if created:
@@ -63,7 +62,7 @@ def payment(order_id: object) -> str:
     return Order.Payment.CARD if int(str(order_id)[-1], 16) % 3 else Order.Payment.CASH
 
 
-def step(standby: float, now: datetime | None = None, driver: AbstractBaseUser | None = None) -> Pass:
+def step(standby: float, now: datetime | None = None, driver: User | None = None) -> Pass:
     """One pass over every shop's counter, shelf and the stand-in driver's round."""
     now = now or clock.now()
     driver = driver or stand_in_driver()
@@ -88,7 +87,7 @@ def step(standby: float, now: datetime | None = None, driver: AbstractBaseUser |
         .values_list("id", "handover_token", "area", "kind", "out_at")
     )
     for pk, token, area, kind, out_at in out[:BATCH]:
-        if out_at + timedelta(seconds=handover_seconds(kind, area)) <= now:
+        if token is not None and out_at is not None and out_at + timedelta(seconds=handover_seconds(kind, area)) <= now:
             delivered += queue.deliver(pk, token, payment(pk), now=now, actor_id=driver.pk)
     done = Pass(collected, taken, delivered)
     if collected or taken or delivered:
