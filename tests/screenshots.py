@@ -68,7 +68,8 @@ def main() -> None:
     base = f"http://localhost:{port}"
     log = open(scratch / "demo.log", "w+")  # noqa: SIM115 - lives with the demo
     demo = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "manage.py", "demo", "--port", str(port), "--grace", "1"],
+        # The operator hands the photographed orders over: the stand-ins wait a minute first.
+        [sys.executable, "manage.py", "demo", "--port", str(port), "--grace", "1", "--handover-standby", "60"],
         cwd=ROOT,
         env=env,
         stdout=log,

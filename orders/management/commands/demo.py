@@ -131,6 +131,13 @@ class Command(BaseCommand):
                 "person's tap before a stand-in takes the step (0: never; only people move them)."
             ),
         )
+        parser.add_argument(
+            "--handover-standby",
+            type=non_negative_float,
+            default=None,
+            help="Seconds a made order waits at a counter or on a shelf before a stand-in hands it over "
+            "(default: --standby; 0: never).",
+        )
         parser.add_argument("--username", default="operator", help="The operator account to create.")
         parser.add_argument(
             "--web",
@@ -168,6 +175,8 @@ class Command(BaseCommand):
         }
         self.timeout = float(env["PIZZAQUEUE_HEARTBEAT_TIMEOUT"])
         self.standby = options["standby"]
+        handover_standby = options["handover_standby"]
+        self.handover_standby = self.standby if handover_standby is None else handover_standby
         self.drive = float(env["PIZZAQUEUE_DELIVERY_SECONDS"])
         host, port = options["host"], options["port"]
         commands = self.web_tier(host, port, options["web"], haproxy)
@@ -179,8 +188,8 @@ class Command(BaseCommand):
             name: [sys.executable, str(MANAGE_PY), "worker", "--name", name, "--handler", STAFFED_HANDLER]
             for name in staffed
         }
-        if options["standby"]:
-            commands[STAND_INS] = [sys.executable, str(MANAGE_PY), "standins", "--standby", str(options["standby"])]
+        if self.handover_standby:
+            commands[STAND_INS] = [sys.executable, str(MANAGE_PY), "standins", "--standby", str(self.handover_standby)]
         names += staffed
 
         stop = threading.Event()
@@ -298,11 +307,11 @@ class Command(BaseCommand):
 
     def handover_lines(self) -> list[str]:
         """What the notice says about the made orders: who hands them over."""
-        if not self.standby:
+        if not self.handover_standby:
             return ["  Made orders wait at the counter and on the shelves for people to hand them over.", ""]
         return [
             f"  Made orders wait at the counter and on the shelves: tap them through as the driver, or after "
-            f"{self.standby:g} s a stand-in does (a drive takes {self.drive:g} s).",
+            f"{self.handover_standby:g} s a stand-in does (a drive takes {self.drive:g} s).",
             "",
         ]
 
