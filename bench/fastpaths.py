@@ -428,9 +428,13 @@ def claims(args: argparse.Namespace) -> list[dict[str, Any]]:
 def synchronous_place(request: Any, now: Any = None) -> Any:
     """place() as one INSERT committed synchronously: no flush-waiting tail."""
     from workers import queue, sql
-    from workers.queue import intake
 
-    with patched(intake, _place_statement=lambda inside: (sql.queries["place"], None)):
+    def committed_with_its_flush(name: str, params: Any) -> Any:
+        with sql.prepared_cursor() as cursor:
+            cursor.execute(sql.queries[name], {**params, "synchronous_commit": None})
+            return cursor.fetchall()
+
+    with patched(sql, committed_then_flushed=committed_with_its_flush):
         return queue.place(request, now=now)
 
 

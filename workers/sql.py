@@ -9,8 +9,10 @@ apply, and `prepared_cursor` runs the workers' hottest statements prepared.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,13 +49,48 @@ queries = read_queries(Path(__file__).with_name("queries.sql"))
 ORDERS_CHANNEL = "pizzaqueue_orders"
 EVENTS_CHANNEL = "pizzaqueue_events"
 
-# `place` as its own transaction, then a second one that waits for the log, sent in
-# one simple query (one round trip). Optimization: the order's commit does not wait
-# for its flush (`place` turns `synchronous_commit` off for it), so the workers see it
-# at once; the flush is waited for before the caller is answered, so confirmed still
-# means durable. A commit waits for the log up to its own record and the log is
-# flushed in order, so the second commit flushes the first.
-PLACE_THEN_FLUSH = "; ".join([queries["place"], "COMMIT", queries["wait_for_flush"]])
+
+def committed_then_flushed(name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run the statement `name` as its own transaction, then a second transaction that
+    waits for the log to reach the disk; returns the statement's rows. The statement
+    commits without waiting for its flush (it sets `synchronous_commit` off for itself),
+    so whoever it notifies sees it at once, and the flush is waited for before the
+    caller is answered: a commit waits for the log up to its own record, and the log
+    is flushed in order, so the second commit flushes the first.
+
+    Optimization: both go in one round trip, prepared: a pipeline of the two with a
+    Sync between them (the Sync ends the first transaction). Unprepared, the place
+    statement's planning was a quarter of its cost (docs/performance.md, "Intake").
+    With PIZZAQUEUE_PREPARED_STATEMENTS off they go as one simple query instead.
+    """
+    text = "; ".join([queries[name], "COMMIT", queries["wait_for_flush"]])
+    if not settings.PIZZAQUEUE_PREPARED_STATEMENTS:
+        with connection.cursor() as cursor:
+            cursor.execute(text, params)
+            return cursor.fetchall()
+    connection.ensure_connection()
+    raw = connection.connection
+    raw.prepare_threshold = 0
+
+    def pipelined(_text: str, params: Any, _many: bool, _context: Any) -> list[tuple[Any, ...]]:
+        with connection.wrap_database_errors:
+            statement, flush = psycopg.Cursor(raw), psycopg.Cursor(raw)
+            with raw.pipeline() as pipeline:
+                statement.execute(queries[name], params, prepare=True)
+                pipeline.sync()
+                flush.execute(queries["wait_for_flush"], prepare=True)
+            return statement.fetchall()
+
+    # Through the connection's execute wrappers and its query log, as Django's own cursors
+    # run theirs: whoever watches this connection's statements sees the two as one.
+    execute: Callable[..., list[tuple[Any, ...]]] = pipelined
+    for wrapper in reversed(connection.execute_wrappers):
+        execute = functools.partial(wrapper, execute)
+    started = time.monotonic()
+    rows = execute(text, params, False, {"connection": connection, "cursor": None})
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": text, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
 
 
 def prepared_cursor() -> CursorWrapper:

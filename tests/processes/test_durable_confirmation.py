@@ -58,14 +58,14 @@ def on_disk(lsn: str) -> bool:
 
 
 @contextlib.contextmanager
-def log_position_after_first_statement() -> Iterator[list[str]]:
-    """Where the log ended right after this connection's next statement (for the
-    order's INSERT, that is past its commit record)."""
+def log_position_after_the_order() -> Iterator[list[str]]:
+    """Where the log ended right after this connection's statement that writes an order
+    (past its commit record); the statements before it (the promise's quote) only read."""
     seen: list[str] = []
 
     def note(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
-        if not seen:
+        if not seen and "INSERT INTO orders_order" in sql:
             # A cursor of its own, so the statement's rows stay for its caller.
             seen.append(str(connection.connection.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]))
         return result
@@ -94,11 +94,11 @@ def test_a_placed_order_is_on_disk_when_place_returns(live_menu: None, unwaited_
         control = one("SELECT pg_current_wal_insert_lsn()::text")
         assert not on_disk(control), "the WAL writer still flushes: the test could not tell"
 
-        with log_position_after_first_statement() as seen:
+        with log_position_after_the_order() as seen:
             order, created = queue.place(request)
 
         assert created
-        assert seen, "place ran no statement"
+        assert seen, "place wrote no order"
         assert on_disk(seen[0]), "place returned before its order was flushed to disk"
     assert Order.objects.filter(pk=order.pk).exists()
 
@@ -107,7 +107,7 @@ def test_a_retried_key_is_answered_only_once_the_first_order_is_on_disk(live_men
     request = clean_order_request(order_data())
     with wal_writer_paused():
         # The first request's commit is visible before its flush (as between the two
-        # halves of `sql.PLACE_THEN_FLUSH`): here it commits and nothing flushes it.
+        # transactions of `sql.committed_then_flushed`): here it commits and nothing flushes it.
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")

@@ -7,7 +7,6 @@ key makes a retried request return the first order, never a second one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -271,9 +270,9 @@ def place_in_one_statement(
 
     Outside a transaction the statement is its own transaction, whose commit
     does not wait for the disk, and the flush is waited for in the same round
-    trip (`sql.PLACE_THEN_FLUSH`): the caller is answered only once the order
-    is on disk; and a worker makes nothing that is not durable, because its
-    claim commits synchronously later in the same log, which is flushed in
+    trip (`sql.committed_then_flushed`): the caller is answered only once the
+    order is on disk; and a worker makes nothing that is not durable, because
+    its claim commits synchronously later in the same log, which is flushed in
     order. Inside a caller's transaction, a savepoint keeps a failed statement
     from spoiling it, and the caller's commit is the durable one.
     """
@@ -282,12 +281,13 @@ def place_in_one_statement(
     # Quoted before the statement, by this process's clock: the quote is seconds from when it is due.
     (promise_seconds,) = quote([order], order.created_at)
     inside = connection.in_atomic_block
-    statement, synchronous_commit = _place_statement(inside)
     parameters = {
         "now": now,
         "not_before": request.not_before,
         "rank_offset": rank_offset(order.priority),
-        "synchronous_commit": synchronous_commit,
+        # Off for a statement that is its own transaction, its flush waited for after; None
+        # leaves a caller's transaction as it is.
+        "synchronous_commit": None if inside else "off",
         "id": order.id,
         "kind": order.kind,
         "items": Order._meta.get_field("items").get_db_prep_save(order.items, connection),
@@ -308,21 +308,17 @@ def place_in_one_statement(
         "placed_by_id": order.placed_by_id,
         "placed_by_session": order.placed_by_session,
     }
-    with transaction.atomic() if inside else contextlib.nullcontext(), connection.cursor() as cursor:
-        cursor.execute(statement, parameters)
-        rows = cursor.fetchall()  # the first statement's rows
+    if inside:
+        with transaction.atomic(), sql.prepared_cursor() as cursor:
+            cursor.execute(sql.queries["place"], parameters)
+            rows = cursor.fetchall()
+    else:
+        rows = sql.committed_then_flushed("place", parameters)
     if not rows:
         return None
     order.created_at, order.eligible_at, order.rank, order.promised_at = rows[0][:4]
     order._state.adding, order._state.db = False, connection.alias  # as save() leaves it
     return order
-
-
-def _place_statement(inside: bool) -> tuple[str, str | None]:
-    """The statement `place_in_one_statement` sends, and the `synchronous_commit` it sets:
-    inside a caller's transaction `place`, leaving the commit to the caller; as its own
-    transaction `place` committed without waiting for the disk, then the wait for it."""
-    return (sql.queries["place"], None) if inside else (sql.PLACE_THEN_FLUSH, "off")
 
 
 def _holder_of(idempotency_key: str) -> Order | None:
@@ -333,7 +329,7 @@ def _same_request(existing: Order, fingerprint: str) -> Order:
     """A retry's answer: the first order, once it is on disk.
 
     On PostgreSQL the first request's commit is visible before its flush
-    (`sql.PLACE_THEN_FLUSH`). Outside a transaction the retry's own statement
+    (`sql.committed_then_flushed`). Outside a transaction the retry's own statement
     already waits for the log; inside a caller's transaction the retry writes
     nothing, so its commit would not wait at all. The log message makes it
     wait to reach past the first order, as the first request itself does: the
