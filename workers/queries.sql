@@ -118,8 +118,8 @@ SELECT id, pg_notify('pizzaqueue_events', '') FROM done;
 -- placed) and `rank` (`intake.rank_for`: the eligible time in microseconds, less
 -- the priority's offset) from it, and `promised_at` (the shop's quote, seconds from
 -- `eligible_at`). `synchronous_commit` is 'off' for a statement
--- that is its own transaction and waits for the flush after (`place_then_flush`
--- in `workers.sql`); NULL leaves a caller's transaction as it is.
+-- that is its own transaction and waits for the flush after
+-- (`committed_then_flushed` in `workers.sql`); NULL leaves a caller's transaction as it is.
 WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now),
 due AS (SELECT GREATEST(COALESCE(%(not_before)s::timestamptz, clock.now), clock.now) AS at FROM clock),
 placed AS (
