@@ -57,6 +57,24 @@ class WorkerQuerySet(models.QuerySet["Worker"]):
             return True
         return newest["status"] != Worker.Status.DRAINING and not shop_closed(newest, now)
 
+    def closed_shops(self, names: Iterable[str], now: datetime) -> list[str]:
+        """Of the shops `names`, those closed at `now`: no process of theirs up (a closing one
+        included), and their newest incarnation closed by an operator or gone past
+        PIZZAQUEUE_SHOP_CLOSED_AFTER; a shop that never ran is closed. Two queries for any
+        number of shops, for the monitor's round (`recovery.close_shops`)."""
+        names = set(names)
+        down = names - set(self.live().filter(name__in=names).values_list("name", flat=True))
+        if not down:
+            return []
+        newest_incarnation = self.filter(name=OuterRef("name")).order_by("-incarnation").values("incarnation")[:1]
+        newest = {
+            row["name"]: row
+            for row in self.filter(name__in=down, incarnation=Subquery(newest_incarnation)).values(
+                "name", "status", "stopped_at", "stop_reason"
+            )
+        }
+        return sorted(name for name in down if name not in newest or shop_closed(newest[name], now))
+
     def stale(self, now: datetime, timeout: float) -> WorkerQuerySet:
         """Live workers whose last heartbeat is older than the timeout."""
         return self.live().filter(last_heartbeat__lt=now - timedelta(seconds=timeout))

@@ -46,7 +46,7 @@ def close_shops(now: datetime, names: Iterable[str] | None = None, actor_id: int
     if names is not None:
         waiting = waiting.filter(pinned_shop__in=list(names))
     shops = set(waiting.values_list("pinned_shop", flat=True).distinct())
-    closed = [name for name in sorted(shops) if not Worker.objects.open_shop(name, now) and _nobody_up(name)]
+    closed = Worker.objects.closed_shops(shops, now)
     if not closed:
         return []
     pinned = dict(
@@ -73,12 +73,6 @@ def _how_it_ended(name: str) -> str:
     """How the shop ended, for its customers: "died" when its newest process did, else "stopped"."""
     newest = Worker.objects.filter(name=name).order_by("-incarnation").values_list("status", flat=True).first()
     return "died" if newest == Worker.Status.DEAD else "stopped"
-
-
-def _nobody_up(name: str) -> bool:
-    """No incarnation of the shop is running, draining included: a closing kitchen's
-    queued takeaway orders wait for its stop, as it may still hand tickets over."""
-    return not Worker.objects.up_at(name).exists()
 
 
 def take_back(

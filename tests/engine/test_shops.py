@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.base import T0, area_owned_by, at, fresh, make_worker, place_at
 from workers import membership, monitor, queue
@@ -158,3 +160,27 @@ def test_a_cancelled_handed_over_ticket_requeued_by_an_operator_starts_afresh() 
 
     [taken] = queue.claim(old.pk, 1, now=at(5))
     assert (taken.order.pk, taken.order.stage) == (order.pk, "")
+
+
+def test_the_monitor_judges_any_number_of_shops_in_two_queries() -> None:
+    # Open: one up; one down within the allowance; one whose old process died while a new one runs.
+    # Closed: one down past the allowance; one closed by an operator; one that never ran.
+    make_worker("up", now=T0)
+    recent = make_worker("recent", now=T0)
+    restarted = make_worker("restarted", now=T0)
+    make_worker("restarted", now=T0)
+    long_gone = make_worker("long-gone", now=T0)
+    closed = make_worker("closed", now=T0)
+    membership.stop(recent.pk, now=at(CLOSED_AFTER))
+    membership.stop(restarted.pk, now=at(1))
+    membership.stop(long_gone.pk, now=at(1))
+    membership.stop(closed.pk, reason=CLOSED, now=at(CLOSED_AFTER))
+    names = ["up", "recent", "restarted", "long-gone", "closed", "never-ran"]
+
+    with CaptureQueriesContext(connection) as queries:
+        found = Worker.objects.closed_shops(names, at(CLOSED_AFTER + 1))
+
+    assert found == ["closed", "long-gone", "never-ran"]
+    assert len(queries.captured_queries) == 2
+    # The one rule: a closed shop is not open to takeaway orders, and the others are.
+    assert {name for name in names if not Worker.objects.open_shop(name, at(CLOSED_AFTER + 1))} == set(found)
