@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +28,28 @@ from tests.base import wait_until
 from tests.conftest import Daphne
 
 INSTALL = "apt-get install -y haproxy"
+
+
+def post_order(url: str, token: str, key: str, body: dict[str, Any]) -> str | None:
+    """POST an order to the API as an integrator's client does, with its Idempotency-Key:
+    the order's id when it is confirmed (200 or 201), None when the web tier did not
+    answer (no answer, a 5xx: the client sends it again). A 4xx fails the test: the
+    request was good."""
+    request = urllib.request.Request(  # noqa: S310 - our own server
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json", "Idempotency-Key": key},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own server
+            assert response.status in (200, 201), response.status
+            return str(json.load(response)["id"])
+    except urllib.error.HTTPError as error:
+        assert error.code >= 500, f"{error.code}: {error.read()!r}"
+        return None
+    except OSError:
+        return None
 
 
 def require_haproxy() -> str:

@@ -15,14 +15,11 @@ cut, and every order it was told is confirmed is on the new primary.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +33,7 @@ from tests.base import ROOT
 from tests.cluster import INSTALL, Cluster, Node, missing
 from tests.conftest import Daphne, WorkerProcesses
 from tests.factory import order_data
+from tests.webtier import post_order
 
 pytestmark = pytest.mark.processes
 
@@ -106,25 +104,11 @@ class Rush(threading.Thread):
             self.error = error
 
     def place(self, key: str) -> bool:
-        request = urllib.request.Request(  # noqa: S310 - our own server
-            self.url,
-            data=json.dumps(order_data(area=f"area-{key[:2]}", note="0.02")).encode(),
-            method="POST",
-            headers={
-                "Authorization": f"Token {self.token}",
-                "Content-Type": "application/json",
-                "Idempotency-Key": key,
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own server
-                self.confirmed[key] = json.load(response)["id"]
-                return True
-        except urllib.error.HTTPError as error:
-            assert error.code >= 500, f"{error.code}: {error.read()!r}"
+        answer = post_order(self.url, self.token, key, order_data(area=f"area-{key[:2]}", note="0.02"))
+        if answer is None:
             return False
-        except OSError:
-            return False
+        self.confirmed[key] = answer
+        return True
 
 
 def under_way(rushes: list[Rush], confirmed: int) -> bool:

@@ -8,14 +8,10 @@ must lose no confirmed order and get no second order for a key.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -27,7 +23,7 @@ from orders.timeline import event_message
 from tests.base import in_role, wait_until
 from tests.conftest import WorkerProcesses
 from tests.factory import make_order, order_data
-from tests.webtier import WebTier
+from tests.webtier import WebTier, post_order
 from workers.models import Order, OrderEvent, Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -172,27 +168,10 @@ class Client(threading.Thread):
             self.error = error
 
     def place(self, key: str) -> bool:
-        body = json.dumps(order_data(area=f"area-{key[:4]}", note=key)).encode()
-        request = urllib.request.Request(  # noqa: S310 - our own server
-            self.url,
-            data=body,
-            method="POST",
-            headers={
-                "Authorization": f"Token {self.token}",
-                "Content-Type": "application/json",
-                "Idempotency-Key": key,
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own server
-                answer: dict[str, Any] = json.load(response)
-                assert response.status in (200, 201), response.status
-        except urllib.error.HTTPError as error:
-            assert error.code >= 500, f"{error.code}: {error.read()!r}"
+        answer = post_order(self.url, self.token, key, order_data(area=f"area-{key[:4]}", note=key))
+        if answer is None:
             return False
-        except OSError:
-            return False
-        self.answers.setdefault(key, []).append(answer["id"])
+        self.answers.setdefault(key, []).append(answer)
         return True
 
 
