@@ -5,8 +5,9 @@ its share of the order's estimated kitchen time (`handlers.STAGES`) times
 PIZZAQUEUE_STAGE_DEADLINE_FACTOR. The monitor asks `stage_limit` too (through
 PIZZAQUEUE_STAGE_LIMIT) when PIZZAQUEUE_STAGE_RETRY gives overdue orders to
 another kitchen. An order is late when it is unfinished, or a made delivery
-order not yet at its customer's door, past the time its customer was promised (`orders.promises` quotes and revises it), counted from
-when it became due (`due_at`): when it was placed, or when it was scheduled for.
+order not yet at its customer's door, past the time its customer was promised
+(`orders.promises` quotes and revises it), counted from when it became due
+(`due_at`): when it was placed, or when it was scheduled for.
 """
 
 from __future__ import annotations
