@@ -21,6 +21,7 @@ from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, 
 from django.db.models.functions import Round
 
 from orders.handlers import READY, STAGES
+from orders.promises import handover_seconds
 from workers import queue
 from workers.models import CLAIM_ORDER, Order
 
@@ -78,6 +79,15 @@ def promised_seconds(order: Order) -> int:
     if order.promised_at is not None:
         return max(0, round((order.promised_at - due_at(order)).total_seconds()))
     return fixed_seconds(order.estimated_seconds)
+
+
+def ready_seconds(order: Order) -> int:
+    """Seconds from when the order became due to when its kitchen must have it made for
+    its promise to hold: the promise less its hand-over (a delivery order's drive). The
+    kitchen display's ticket timer runs against it."""
+    if order.promised_at is None:
+        return fixed_seconds(order.estimated_seconds)  # the fixed estimate is the kitchen's alone
+    return max(1, promised_seconds(order) - round(handover_seconds(order.kind, order.area)))
 
 
 def fixed_seconds(estimated_seconds: int) -> int:

@@ -26,7 +26,7 @@ from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
 from orders import clients, customers, logins, navigation, roles
-from orders.deadlines import late_orders, overdue, overdue_stages, promise_open, promised_at, promised_seconds
+from orders.deadlines import late_orders, overdue, overdue_stages, promise_open, promised_at, ready_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.money import money
@@ -358,7 +358,7 @@ def _render_kitchen(request: HtmxHttpRequest, name: str, notice: str = "") -> Ht
     staffed = worker.handler == STAFFED_HANDLER
     order: Any  # each ticket carries what the display shows
     for order in preparing + waiting:
-        order.promise_seconds = promised_seconds(order)
+        order.promise_seconds = ready_seconds(order)
         order.item_lines = item_lines(order, names)
         order.total_text = money(order.total)
         order.stage_label = stage_label(order.status, order.stage)

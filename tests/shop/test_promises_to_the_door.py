@@ -5,6 +5,7 @@ person does, through the same fenced steps, and a person's tap wins."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -65,6 +66,16 @@ def test_a_delivery_order_is_promised_at_the_door_and_a_takeaway_ready_to_collec
     # Its 40 s in the kitchen, the drive, and a tenth of the lead as margin.
     assert promised_seconds(delivery) == pytest.approx(40 + DRIVE + 64)
     assert promised_seconds(takeaway) == pytest.approx(40 + 4)
+
+
+def test_the_kitchen_display_times_a_ticket_against_its_ready_time_not_the_door(shop: Worker) -> None:
+    order = make_order()  # due now: the display shows what its kitchen claims next
+
+    page = logged_in(operator()).get("/kitchen/shop-1/").content.decode()
+
+    (ticket,) = re.findall(rf'<article[^>]*data-ticket="{order.pk}"[^>]*>', page)
+    # The promise (40 + 600 + 64 s) less the drive: the kitchen has 104 s.
+    assert 'data-promise="104"' in ticket
 
 
 def test_the_tracking_page_keeps_a_delivery_orders_promise_until_it_is_at_the_door(shop: Worker) -> None:
