@@ -138,6 +138,11 @@ def handover_seconds(kind: str, area: str) -> float:
     return settings.PIZZAQUEUE_AREA_DELIVERY_SECONDS.get(area, settings.PIZZAQUEUE_DELIVERY_SECONDS)
 
 
+def longest_drive() -> float:
+    """The longest delivery time of any area."""
+    return max([settings.PIZZAQUEUE_DELIVERY_SECONDS, *settings.PIZZAQUEUE_AREA_DELIVERY_SECONDS.values()])
+
+
 def margin(lead: float) -> float:
     """Slack over a prediction `lead` seconds ahead: a share of it, and at least a few
     monitor rounds, so the keeper sees a slip and tells the customer before the promise passes."""
@@ -459,13 +464,20 @@ def predict(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]
 
 
 def on_the_way(now: datetime) -> dict[uuid.UUID, tuple[datetime, Unfinished, bool]]:
-    """Made delivery orders whose promise is still ahead (on a shelf, or out with a driver),
-    and when each leaves, or left, its shop: those on a shelf now at the soonest, so a
-    shelf nobody empties slips its promise round by round and its customer is told;
-    those out when they were taken, or, once their drive has run over, as if taken a
-    quarter of a drive ago (the driver is slower than the area's time)."""
+    """Made delivery orders whose promise may slip (on a shelf, or out with a driver), and
+    when each leaves, or left, its shop: those on a shelf now at the soonest, so a shelf
+    nobody empties slips its promise round by round and its customer is told; those out
+    when they were taken, or, once their drive has run over, as if taken a quarter of a
+    drive ago (the driver is slower than the area's time).
+
+    Only those whose promise falls within the longest drive and two rounds from now: no
+    other can be at the door later than promised, and a made order is told only that it
+    runs late, so the rest are not read every round."""
     found: dict[uuid.UUID, tuple[datetime, Unfinished, bool]] = {}
-    waiting = Order.objects.filter(queue.PROMISE_KEPT, status=Order.Status.DONE).values_list(*ON_THE_WAY_FIELDS)
+    reach = longest_drive() + 2 * settings.PIZZAQUEUE_MONITOR_INTERVAL
+    waiting = Order.objects.filter(
+        queue.PROMISE_KEPT, status=Order.Status.DONE, promised_at__lt=now + timedelta(seconds=reach)
+    ).values_list(*ON_THE_WAY_FIELDS)
     for row in waiting[:WALK_LIMIT]:
         order = Unfinished(*row)
         left = now
@@ -511,7 +523,8 @@ def judge(now: datetime, moved: Iterable[uuid.UUID] = ()) -> list[queue.Revision
         # Will not make it with a round to spare: told now if the promise is near, or the slip is large.
         missing = slip > -tick and (left <= 3 * tick or slip > tolerance)
         # Far sooner than promised: the queue ahead shrank (a shop joined, orders were cancelled).
-        sooner = -slip > tolerance + margin((expected - now).total_seconds())
+        # A made order is not told (`on_the_way` reads only those that may run late).
+        sooner = order.status != Order.Status.DONE and -slip > tolerance + margin((expected - now).total_seconds())
         if not (missing or sooner):
             continue
         by = promise_for(ready, order.kind, order.area, now)
