@@ -123,17 +123,6 @@ def promised_at(order: Order) -> datetime:
     return fixed_promise(order.rank, order.priority, order.estimated_seconds)
 
 
-def promise_open(order: Order) -> bool:
-    """Whether the customer still waits on the order's promise: until it is made, and a
-    delivery order until it is at their door. A takeaway order's ends at the counter;
-    a failed or cancelled order's is history."""
-    on_the_way = order.kind == Order.Fulfilment.DELIVERY and order.handover in (
-        Order.Handover.SHELF,
-        Order.Handover.OUT,
-    )
-    return not order.is_final or (order.status == Order.Status.DONE and on_the_way)
-
-
 def late(now: datetime, status: str) -> QuerySet[Order]:
     """Orders of `status` (queued or preparing) past their promised time, the longest
     due first: filtered by the database, so every late order is found however many

@@ -26,7 +26,7 @@ from django_htmx.middleware import HtmxDetails
 from rest_framework.throttling import SimpleRateThrottle
 
 from orders import clients, customers, logins, navigation, roles
-from orders.deadlines import late_orders, overdue, overdue_stages, promise_open, promised_at, ready_seconds
+from orders.deadlines import late_orders, overdue, overdue_stages, promised_at, ready_seconds
 from orders.forms import OrderForm
 from orders.handlers import STAFFED_HANDLER, customer_may_cancel, next_tap, operator_may_cancel
 from orders.money import money
@@ -187,8 +187,8 @@ def track_order(request: HtmxHttpRequest, order_id: uuid.UUID) -> HttpResponse:
         **handover_context(order),
         "promised_at": promise,
         # The promise is the customer's until the order is made (a delivery order: at their door), or stopped.
-        "promise_open": promise_open(order),
-        "late": promise_open(order) and order.eligible_at <= (now := clock.now()) and promise < now,
+        "promise_open": (promise_open := queue.promise_kept(order)),
+        "late": promise_open and order.eligible_at <= (now := clock.now()) and promise < now,
         "shop_unavailable": order.cancel_reason == recovery.SHOP_UNAVAILABLE,
         "shop_name": display_name(order.pinned_shop),
         "items": item_lines(order, pizza_names()),

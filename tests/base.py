@@ -9,8 +9,11 @@ through the shop's intake (a menu, form or API data) are `tests.factory`'s.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -162,3 +165,21 @@ def kitchen_staff(shop: str, username: str = "cook") -> User:
     user = in_role(User.objects.create_user(username), roles.KITCHEN_STAFF)
     KitchenStaff.objects.create(user=user, shop=shop)
     return user
+
+
+# --- The demo ---------------------------------------------------------------------
+
+
+def stop_the_demo(demo: subprocess.Popen[bytes]) -> None:
+    """Whatever happened, leave none of its processes behind for the next test: the demo
+    stops its children on SIGTERM; a kitchen still up after that is killed by its pid."""
+    if demo.poll() is None:
+        demo.send_signal(signal.SIGTERM)
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+    for pid in Worker.objects.live().values_list("pid", flat=True):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -27,7 +27,7 @@ from django.test import Client
 
 from orders import power
 from orders.management.commands.demo import Command as Demo
-from tests.base import ROOT, make_worker, wait_until
+from tests.base import ROOT, make_worker, stop_the_demo, wait_until
 from tests.conftest import database_url
 from tests.factory import make_order
 from workers.models import Order, OrderEvent, Worker
@@ -69,13 +69,7 @@ def demo(live_menu: None, tmp_path: Path) -> Iterator[RunningDemo]:
         wait_until(lambda: Worker.objects.live().count() == 4, what="four kitchens", timeout=60)
         yield running
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_the_demo(proc)
 
 
 def newest(name: str) -> Worker:

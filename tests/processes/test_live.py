@@ -7,7 +7,6 @@ orders and listens, like a customer's browser.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from websockets.sync.client import ClientConnection
 
 from orders import roles
 from orders.intake import clean_order_request
-from tests.base import ROOT, in_role, wait_until
+from tests.base import ROOT, in_role, stop_the_demo, wait_until
 from tests.conftest import Daphne, WorkerProcesses, database_url
 from tests.factory import make_order, order_data
 from workers import queue
@@ -116,21 +115,6 @@ def test_a_websocket_from_another_site_is_refused(daphne: Daphne) -> None:
         daphne.ws(f"/ws/orders/{order.id}/", origin="http://evil.example")
     with pytest.raises(InvalidStatus, match="403"):
         daphne.ws("/ws/board/")  # no staff session
-
-
-def stop_the_demo(demo: subprocess.Popen[bytes]) -> None:
-    """Whatever happened, leave none of its processes behind for the next test: the demo
-    stops its children on SIGTERM; a kitchen still up after that is killed by its pid."""
-    if demo.poll() is None:
-        demo.send_signal(signal.SIGTERM)
-        try:
-            demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.wait()
-    for pid in Worker.objects.live().values_list("pid", flat=True):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_demo_starts_the_web_server_three_kitchens_and_a_staffed_one_and_stops_them_all_on_sigterm(

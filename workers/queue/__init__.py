@@ -57,7 +57,7 @@ from workers.queue.operators import (
     requeue,
 )
 from workers.queue.outbox import notify_work
-from workers.queue.promises import PROMISE_KEPT, Revision, revise_promises
+from workers.queue.promises import PROMISE_KEPT, Revision, promise_kept, revise_promises
 
 __all__ = [
     "HANDED_OVER",
@@ -94,6 +94,7 @@ __all__ = [
     "retry_delay",
     "revise_promises",
     "PROMISE_KEPT",
+    "promise_kept",
     "Revision",
     "take",
 ]

@@ -30,6 +30,17 @@ PROMISE_KEPT = Q(status__in=(Order.Status.QUEUED, Order.Status.PREPARING)) | Q(
 )
 
 
+def promise_kept(order: Order) -> bool:
+    """`PROMISE_KEPT` for an order in hand: whether its customer still waits on its promise."""
+    on_the_way = order.kind == Order.Fulfilment.DELIVERY and order.handover in (
+        Order.Handover.SHELF,
+        Order.Handover.OUT,
+    )
+    return order.status in (Order.Status.QUEUED, Order.Status.PREPARING) or (
+        order.status == Order.Status.DONE and on_the_way
+    )
+
+
 @dataclass(frozen=True)
 class Revision:
     """A new promise for an order: `by`, replacing `was` (as the reviser read it), because `why`."""
