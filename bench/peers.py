@@ -9,7 +9,9 @@ the system's own command. For each system:
 - drain rate, 1 and 2 workers: noop jobs made available all at once (one
   transaction; for Celery, queued before the workers start consuming), timed
   until none is left;
-- intake: noop jobs enqueued one by one, no worker running;
+- intake: noop jobs enqueued one by one, no worker running; then the same
+  number from 8 producer processes at once (each its own connection, as
+  several web processes);
 - pickup latency: one idle worker, jobs enqueued one at a time a fixed gap
   apart; enqueue to start, from the system's own timestamps;
 - crash recovery: two workers, one job that hangs on its first run; SIGKILL
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -272,6 +275,10 @@ class System:
         """Around a series of enqueues (opens a client where the system needs one)."""
         yield
 
+    def before_fork(self) -> None:
+        """Close the connections a forked producer must not share (a PostgreSQL
+        connection closed in a child would end the parent's session too)."""
+
     def enqueue_batch(self, count: int) -> float:
         """Make `count` noop jobs available at once; returns the time they became available."""
         raise NotImplementedError
@@ -363,6 +370,11 @@ class Pizzaqueue(System):
         from workers import queue
 
         queue.place(self.requests[0])
+
+    def before_fork(self) -> None:
+        from django.db import connections
+
+        connections.close_all()
 
     def enqueue_stamped(self) -> None:
         self.enqueue_one()  # the handler reads the order's created_at
@@ -482,6 +494,9 @@ class Procrastinate(System):
 
     def enqueue_one(self) -> None:
         self.tasks.noop.defer()
+
+    def before_fork(self) -> None:
+        self.pg.close()
 
     def enqueue_stamped(self) -> None:
         self.tasks.stamp.defer(sent=time.time())
@@ -610,6 +625,12 @@ class DjangoTasksDb(System):
 
     def enqueue_one(self) -> None:
         self.tasks.noop.enqueue()
+
+    def before_fork(self) -> None:
+        from django.db import connections
+
+        self.pg.close()
+        connections.close_all()
 
     def enqueue_stamped(self) -> None:
         self.tasks.stamp.enqueue(time.time())
@@ -825,6 +846,55 @@ def intake(system: System, jobs: int) -> dict[str, Any]:
     }
 
 
+PRODUCERS = 8
+
+
+def _produce(system: System, jobs: int, start: Any, ready: Any, out: Any) -> None:
+    """One producer process: enqueue its jobs one by one, from the common start."""
+    with system.session():
+        system.enqueue_one()  # connect and warm up outside the timed part
+        ready.release()
+        start.wait()
+        t = time.perf_counter()
+        for _ in range(jobs):
+            system.enqueue_one()
+        out.put(time.perf_counter() - t)
+
+
+def intake_producers(system: System, jobs: int, producers: int = PRODUCERS) -> dict[str, Any]:
+    """`jobs` noop jobs enqueued one by one from `producers` processes at once (forked from
+    this one, each with connections of its own), timed from the common start to the last."""
+    system.fresh()
+    each = jobs // producers
+    system.before_fork()
+    ctx = multiprocessing.get_context("fork")  # the children inherit the loaded system
+    start, ready, out = ctx.Event(), ctx.Semaphore(0), ctx.Queue()
+    procs = [ctx.Process(target=_produce, args=(system, each, start, ready, out)) for _ in range(producers)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            if not ready.acquire(timeout=60):
+                raise TimeoutError(f"{system.name} producers did not start")
+        began = time.perf_counter()
+        start.set()
+        for proc in procs:
+            proc.join(120)
+        seconds = time.perf_counter() - began
+        slowest = max(out.get(timeout=5) for _ in procs)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    return {
+        "producers": producers,
+        "jobs": each * producers,
+        "seconds": round(seconds, 3),
+        "jobs_per_s": harness.rate(each * producers, seconds),
+        "slowest_producer_s": round(slowest, 3),
+    }
+
+
 def pickup(system: System, jobs: int, gap_ms: float, plan: Plan) -> dict[str, Any]:
     """From just before the enqueue call to the start of the job's code, for every system
     the same way; the system's own timestamps (where it keeps them) in `own_timestamps`."""
@@ -909,6 +979,11 @@ def measure(name: str, plan: Plan, only_drain: bool = False) -> dict[str, Any]:
         if only_drain:
             return result
         result["intake"] = intake(system, plan.intake_jobs)
+        producers = intake_producers(system, plan.intake_jobs)
+        result["intake_producers"] = {
+            **producers,
+            "of_one_producer": round(producers["jobs_per_s"] / result["intake"]["jobs_per_s"], 2),
+        }
         result["pickup"] = pickup(system, plan.pickup_jobs, plan.pickup_gap_ms, plan)
         result["crash"] = crash(system, plan)
     finally:
@@ -1060,6 +1135,7 @@ METRICS: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None], bool], 
     ("drain, 1 worker", "jobs/s", lambda r: r["drain"][0]["jobs_per_s"], True),
     ("drain, 2 workers", "jobs/s", lambda r: r["drain"][1]["jobs_per_s"], True),
     ("intake, one by one", "jobs/s", lambda r: r["intake"]["jobs_per_s"], True),
+    (f"intake, {PRODUCERS} producers", "jobs/s", lambda r: r["intake_producers"]["jobs_per_s"], True),
     ("pickup p50", "ms", lambda r: r["pickup"]["p50_ms"], False),
     ("pickup p95", "ms", lambda r: r["pickup"]["p95_ms"], False),
     ("crash recovery", "s", lambda r: r["crash"]["recovered_after_s"], False),
@@ -1157,6 +1233,15 @@ def goals(results: dict[str, Any], boxed: dict[str, Any] | None = None) -> dict[
         for pct, target in ((50, 5.0), (95, 10.0)):
             measured = pickup[f"p{pct}_ms"]
             out[f"pickup_p{pct}_ms{suffix}"] = {"target": target, "measured": measured, "met": measured <= target}
+    # Intake one by one at 1.2 x the best database peer's, and pickup p50 at Celery's, in the same run.
+    db_peers = [results[n]["intake"]["jobs_per_s"] for n in DATABASE_PEERS if "intake" in results.get(n, {})]
+    if db_peers:
+        ratio = pq["intake"]["jobs_per_s"] / max(db_peers)
+        out["intake_vs_best_db_peer"] = {"target": 1.2, "ratio": round(ratio, 2), "met": ratio >= 1.2}
+    celery = results.get("celery", {})
+    if "pickup" in celery:
+        measured, theirs = pq["pickup"]["p50_ms"], celery["pickup"]["p50_ms"]
+        out["pickup_p50_vs_celery"] = {"target": theirs, "measured": measured, "met": measured <= theirs}
     rec = pq["crash"]
     out["crash_recovery_s"] = {
         "target": PQ_RECOVERY_BOUND,
@@ -1203,10 +1288,20 @@ def chart(results: dict[str, Any], boxed: dict[str, Any], systems: list[str], pa
     ax.legend(fontsize=7, ncol=4, loc="upper center")
 
     ax = axes[0][1]
-    values = [results[n]["intake"]["jobs_per_s"] for n in ok]
-    bars = ax.bar(ok, values, color=[colors[n] for n in ok])
-    ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    ax.set_title("Intake, one by one (jobs/s, higher is better)")
+    for i, (key, hatch) in enumerate((("intake", ""), ("intake_producers", "//"))):
+        values = [results[n][key]["jobs_per_s"] if key in results[n] else 0.0 for n in ok]
+        bars = ax.bar(
+            [x + i * 0.4 for x in range(len(ok))],
+            values,
+            0.4,
+            color=[colors[n] for n in ok],
+            hatch=hatch,
+            label="one producer" if i == 0 else f"{PRODUCERS} producers",
+        )
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks([x + 0.2 for x in range(len(ok))], ok, fontsize=8)
+    ax.set_title(f"Intake, one by one: 1 and {PRODUCERS} producers (jobs/s, higher is better)")
+    ax.legend(fontsize=7)
 
     ax = axes[1][0]
     for i, pct in enumerate((50, 95)):

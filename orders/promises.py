@@ -167,33 +167,81 @@ def queue_wait(shop: Shop, queued: int, queued_estimate: int, preparing: int, pr
     return (shop.work(queued, queued_estimate) + 0.5 * shop.work(preparing, preparing_estimate)) / shop.slots
 
 
-def quote(orders: Sequence[Order], now: datetime) -> list[float]:
+class LiveQueueQuote:
     """PIZZAQUEUE_QUOTE: seconds from each new (unsaved) order's `eligible_at` to its promise.
 
-    One statement for an order due now (`quote`: its shop, pace and the work
-    ahead of it there). A batch (`place_many`) reads its buckets' owners once and
-    each shop once, and adds each order's work to the next one's at its shop.
-    A scheduled order is quoted its make time and hand-over from when it is due.
+    Called with a batch: one statement for an order due now (`quote`: its shop,
+    pace and the work ahead of it there). A batch (`place_many`) reads its
+    buckets' owners once and each shop once, and adds each order's work to the
+    next one's at its shop. A scheduled order is quoted its make time and
+    hand-over from when it is due, with no statement.
+
+    `in_statement` gives the same quote of one order due now as SQL, which `place`
+    runs inside the order's own statement on PostgreSQL.
     """
-    due = [order for order in orders if order.eligible_at <= now]
-    work = _work_at_shops(due, now) if len(due) > 1 else None
-    added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))  # orders, menu seconds this batch put ahead
-    seconds: list[float] = []
-    for order in orders:
-        if order.eligible_at > now:
-            shop = shop_of(0, "", 1, "")
-            ready = order.eligible_at + timedelta(seconds=shop.make(order.estimated_seconds))
-        else:
+
+    def __call__(self, orders: Sequence[Order], now: datetime) -> list[float]:
+        due = [order for order in orders if order.eligible_at <= now]
+        work = _work_at_shops(due, now) if len(due) > 1 else None
+        added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))  # orders, menu seconds this batch put ahead
+        seconds: list[float] = []
+        for order in orders:
+            if order.eligible_at > now:
+                seconds.append(_unquoted(order))
+                continue
             key = ("shop", order.pinned_shop) if order.pinned_shop else (work or {}).get(("bucket", order.bucket))
             found = work.get(key) if work is not None else _shop_and_work(order, now)
             shop, queued, queued_estimate, preparing, preparing_estimate = found or (shop_of(0, "", 1, ""), 0, 0, 0, 0)
             count, seconds_ahead = added[shop.id]
             wait = queue_wait(shop, queued + count, queued_estimate + seconds_ahead, preparing, preparing_estimate)
             added[shop.id] = (count + 1, seconds_ahead + order.estimated_seconds)
-            ready = now + timedelta(seconds=wait + shop.make(order.estimated_seconds))
-        promised = promise_for(ready, order.kind, order.area, max(now, order.eligible_at))
-        seconds.append(max(0.0, (promised - order.eligible_at).total_seconds()))
-    return seconds
+            seconds.append(_lead(order, wait + shop.make(order.estimated_seconds)))
+        return seconds
+
+    def in_statement(self, order: Order, now: datetime) -> tuple[str, dict[str, Any]]:
+        """The quote of `order`, due at `now`, as one SELECT of one row and column (its
+        seconds): `quote` spliced into `quote_seconds`, the arithmetic of `queue_wait`,
+        `Shop` and `promise_for` in SQL. Optimization: the order's statement computes its
+        promise itself, so placing it is one round trip, not two (docs/performance.md, "Intake")."""
+        staffed_base, staffed_factor = prior(STAFFED_HANDLER)
+        params = {
+            **_quote_parameters(order, now),
+            "estimated_seconds": order.estimated_seconds,
+            "unquoted": _unquoted(order),
+            "handover": handover_seconds(order.kind, order.area),
+            "margin_share": MARGIN_SHARE,
+            "margin_floor": margin(0.0),
+            "speed": settings.PIZZAQUEUE_KITCHEN_SPEED,
+            "staffed": STAFFED_HANDLER,
+            "staffed_base": staffed_base,
+            "staffed_factor": staffed_factor,
+            "staffed_floor": floor_for(STAFFED_HANDLER),
+        }
+        return _QUOTE_IN_STATEMENT, params
+
+
+quote = LiveQueueQuote()
+
+_QUOTE_IN_STATEMENT = (
+    "WITH shop (id, name, concurrency, handler, base, factor, queued_estimate, queued, preparing, preparing_estimate)"
+    + " AS ("
+    + sql.queries["quote"]
+    + ") "
+    + sql.queries["quote_seconds"]
+)
+
+
+def _lead(order: Order, ready_in: float) -> float:
+    """Seconds from when `order` is due to its promise, for an order ready `ready_in` seconds after that."""
+    due = order.eligible_at
+    promised = promise_for(due + timedelta(seconds=ready_in), order.kind, order.area, due)
+    return max(0.0, (promised - due).total_seconds())
+
+
+def _unquoted(order: Order) -> float:
+    """The quote with no shop to read: the simulated kitchen's make time with nothing ahead
+    (a scheduled order; an order due now when no shop is open)."""
+    return _lead(order, shop_of(0, "", 1, "").make(order.estimated_seconds))
 
 
 Work = tuple[Shop, int, int, int, int]  # the shop; queued orders and their menu seconds; the same in its kitchen
@@ -220,13 +268,7 @@ def _work_at_shops(orders: Sequence[Order], now: datetime) -> dict[Any, Any]:
 def _shop_and_work(order: Order, now: datetime, worker_id: int | None = None) -> Work | None:
     """The shop that will make `order` (its takeaway shop, the process `worker_id`, or its
     bucket's owner) and the work ahead of it there, in one statement; None when no shop is open."""
-    params = {
-        "shop": order.pinned_shop or None,
-        "worker": worker_id,
-        "bucket": order.bucket,
-        "rank": order.rank,
-        "now": connection.ops.adapt_datetimefield_value(now),
-    }
+    params = _quote_parameters(order, now, worker_id)
     # Optimization: prepared on PostgreSQL, where planning its subqueries took four times
     # as long as running them (0.44 ms against 0.09 ms).
     with prepared_cursor() as cursor:
@@ -243,6 +285,17 @@ def _shop_and_work(order: Order, now: datetime, worker_id: int | None = None) ->
         preparing,
         preparing_estimate,
     )
+
+
+def _quote_parameters(order: Order, now: datetime, worker_id: int | None = None) -> dict[str, Any]:
+    """The `quote` statement's parameters for `order` (see `_shop_and_work`)."""
+    return {
+        "shop": order.pinned_shop or None,
+        "worker": worker_id,
+        "bucket": order.bucket,
+        "rank": order.rank,
+        "as_of": connection.ops.adapt_datetimefield_value(now),
+    }
 
 
 # --- Keeping promises: the monitor's duty ----------------------------------------------

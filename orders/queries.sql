@@ -77,25 +77,49 @@ EXPLAIN (FORMAT JSON) SELECT 1 FROM orders_order WHERE status = %s;
 -- and measured pace, and the work ahead of it there: the menu seconds and count of
 -- the queued orders it claims first (no higher rank, due by now: `order_claim_idx`, only
 -- those of its buckets or pinned to it), and the count and menu seconds of the
--- orders in its kitchen (`order_preparing_worker_idx`). No row: no open shop.
-SELECT w.id, w.name, w.concurrency, w.handler, p.base, p.factor,
-    (SELECT COALESCE(SUM(o.estimated_seconds), 0) FROM orders_order o
-     WHERE o.status = 'queued' AND o.rank <= %(rank)s AND o.eligible_at <= %(now)s
+-- orders in its kitchen (`order_preparing_worker_idx`), as of `as_of`. No row: no open shop.
+WITH w AS (
+    SELECT id, name, concurrency, handler FROM workers_worker
+    WHERE status = 'alive'
+      AND CASE WHEN CAST(%(shop)s AS TEXT) IS NOT NULL THEN name = CAST(%(shop)s AS TEXT)
+          ELSE id = COALESCE(CAST(%(worker)s AS BIGINT),
+                             (SELECT b.owner_id FROM workers_bucket b WHERE b.number = %(bucket)s)) END
+    ORDER BY incarnation DESC LIMIT 1
+)
+SELECT w.id, w.name, w.concurrency, w.handler, p.base, p.factor, queued.*, preparing.*
+FROM w LEFT JOIN orders_shoppace p ON p.shop = w.name,
+    (SELECT COALESCE(SUM(o.estimated_seconds), 0), COUNT(*) FROM orders_order o, w
+     WHERE o.status = 'queued' AND o.rank <= %(rank)s AND o.eligible_at <= %(as_of)s
        AND (o.pinned_shop = w.name
-            OR (o.pinned_shop = ''
-                AND o.bucket IN (SELECT b.number FROM workers_bucket b WHERE b.owner_id = w.id)))),
-    (SELECT COUNT(*) FROM orders_order o
-     WHERE o.status = 'queued' AND o.rank <= %(rank)s AND o.eligible_at <= %(now)s
-       AND (o.pinned_shop = w.name
-            OR (o.pinned_shop = ''
-                AND o.bucket IN (SELECT b.number FROM workers_bucket b WHERE b.owner_id = w.id)))),
-    (SELECT COUNT(*) FROM orders_order o WHERE o.status = 'preparing' AND o.worker_id = w.id),
-    (SELECT COALESCE(SUM(o.estimated_seconds), 0) FROM orders_order o
-     WHERE o.status = 'preparing' AND o.worker_id = w.id)
-FROM workers_worker w LEFT JOIN orders_shoppace p ON p.shop = w.name
-WHERE w.status = 'alive'
-  AND CASE WHEN CAST(%(shop)s AS TEXT) IS NOT NULL THEN w.name = CAST(%(shop)s AS TEXT)
-      ELSE w.id = COALESCE(CAST(%(worker)s AS BIGINT),
-                           (SELECT b.owner_id FROM workers_bucket b WHERE b.number = %(bucket)s)) END
-ORDER BY w.incarnation DESC
-LIMIT 1;
+            OR (o.pinned_shop = '' AND o.bucket IN (SELECT b.number FROM workers_bucket b WHERE b.owner_id = w.id)))
+    ) AS queued,
+    (SELECT COUNT(*), COALESCE(SUM(o.estimated_seconds), 0) FROM orders_order o, w
+     WHERE o.status = 'preparing' AND o.worker_id = w.id) AS preparing;
+
+
+-- name: quote_seconds
+-- `quote.in_statement`: the seconds `quote` gives an order due now, from its shop's
+-- `quote` row (spliced in ahead of this as `shop`); no row, no open shop: `unquoted`.
+-- The same arithmetic as `Shop.make`, `Shop.work`, `queue_wait` and `promise_for`
+-- (a test holds the two together), written in SQL so that `place` quotes a delivery
+-- order inside its own statement instead of in a round trip before it.
+SELECT COALESCE(MAX(GREATEST(0, lead + GREATEST(CAST(%(margin_share)s AS float8) * GREATEST(lead, 0),
+                                                CAST(%(margin_floor)s AS float8)))),
+                CAST(%(unquoted)s AS float8))
+FROM (
+    SELECT CASE WHEN queued + preparing < slots THEN 0
+                ELSE (base * queued + factor * queued_estimate
+                      + 0.5 * (base * preparing + factor * preparing_estimate)) / slots END
+           + GREATEST(base + factor * %(estimated_seconds)s, floor)
+           + CAST(%(handover)s AS float8) AS lead
+    FROM (
+        SELECT GREATEST(1, concurrency) AS slots, queued, queued_estimate, preparing, preparing_estimate,
+            CASE WHEN base IS NOT NULL AND factor IS NOT NULL THEN base
+                 WHEN handler = %(staffed)s THEN CAST(%(staffed_base)s AS float8) ELSE 0 END AS base,
+            CASE WHEN base IS NOT NULL AND factor IS NOT NULL THEN factor
+                 WHEN handler = %(staffed)s THEN CAST(%(staffed_factor)s AS float8)
+                 ELSE CAST(%(speed)s AS float8) END AS factor,
+            CASE WHEN handler = %(staffed)s THEN CAST(%(staffed_floor)s AS float8) ELSE 0 END AS floor
+        FROM shop
+    ) AS paced
+) AS work;

@@ -342,6 +342,11 @@ PIZZAQUEUE_LISTEN_DATABASE_URL = env_str("PIZZAQUEUE_LISTEN_DATABASE_URL")
 # off for a pooler in transaction mode that does not track them (PgBouncer before
 # 1.21, or with max_prepared_statements = 0).
 PIZZAQUEUE_PREPARED_STATEMENTS = env_bool("PIZZAQUEUE_PREPARED_STATEMENTS", True)
+# How a delivery order placed on PostgreSQL waits for the disk. false: its one statement
+# commits synchronously (fastest for each order). true: it commits without waiting and a
+# second transaction in the same round trip waits for the flush, so that many producers
+# share flushes on a disk whose flush, not the CPU, is the limit (docs/performance.md).
+PIZZAQUEUE_INTAKE_SHARED_FLUSH = env_bool("PIZZAQUEUE_INTAKE_SHARED_FLUSH", False)
 PIZZAQUEUE_POLL_INTERVAL = env_float("PIZZAQUEUE_POLL_INTERVAL", 0.25, minimum=0.001)
 PIZZAQUEUE_SHUTDOWN_GRACE = env_float("PIZZAQUEUE_SHUTDOWN_GRACE", 30.0, minimum=0.0)
 # A shop with no kitchen process up for this long is closed: its takeaway customers are

@@ -117,9 +117,9 @@ SELECT id, pg_notify('pizzaqueue_events', '') FROM done;
 -- once: `created_at`, and `eligible_at` (its `not_before`, never before it was
 -- placed) and `rank` (`intake.rank_for`: the eligible time in microseconds, less
 -- the priority's offset) from it, and `promised_at` (the shop's quote, seconds from
--- `eligible_at`). `synchronous_commit` is 'off' for a statement
--- that is its own transaction and waits for the flush after
--- (`committed_then_flushed` in `workers.sql`); NULL leaves a caller's transaction as it is.
+-- `eligible_at`: a parameter, or its SQL spliced in by `intake.place_statement`).
+-- `synchronous_commit` is 'off' where the flush is waited for after, in a second
+-- transaction (`committed_then_flushed` in `workers.sql`); NULL leaves it as it is.
 WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now),
 due AS (SELECT GREATEST(COALESCE(%(not_before)s::timestamptz, clock.now), clock.now) AS at FROM clock),
 placed AS (

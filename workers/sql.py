@@ -50,20 +50,25 @@ ORDERS_CHANNEL = "pizzaqueue_orders"
 EVENTS_CHANNEL = "pizzaqueue_events"
 
 
-def committed_then_flushed(name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Run the statement `name` as its own transaction, then a second transaction that
+def committed_then_flushed(statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run `statement` as its own transaction, then a second transaction that
     waits for the log to reach the disk; returns the statement's rows. The statement
     commits without waiting for its flush (it sets `synchronous_commit` off for itself),
     so whoever it notifies sees it at once, and the flush is waited for before the
     caller is answered: a commit waits for the log up to its own record, and the log
     is flushed in order, so the second commit flushes the first.
 
+    `place` runs its statement so with PIZZAQUEUE_INTAKE_SHARED_FLUSH: PostgreSQL serialises
+    the commits of transactions that NOTIFY, flush included, so a statement committed
+    synchronously with its NOTIFY makes each producer's flush wait for the one before;
+    the flush-only second transaction lets producers share flushes, where the disk and
+    not the CPU is the limit (docs/performance.md, "Intake").
+
     Optimization: both go in one round trip, prepared: a pipeline of the two with a
-    Sync between them (the Sync ends the first transaction). Unprepared, the place
-    statement's planning was a quarter of its cost (docs/performance.md, "Intake").
-    With PIZZAQUEUE_PREPARED_STATEMENTS off they go as one simple query instead.
+    Sync between them (the Sync ends the first transaction). With
+    PIZZAQUEUE_PREPARED_STATEMENTS off they go as one simple query instead.
     """
-    text = "; ".join([queries[name], "COMMIT", queries["wait_for_flush"]])
+    text = "; ".join([statement, "COMMIT", queries["wait_for_flush"]])
     if not settings.PIZZAQUEUE_PREPARED_STATEMENTS:
         with connection.cursor() as cursor:
             cursor.execute(text, params)
@@ -74,12 +79,12 @@ def committed_then_flushed(name: str, params: Mapping[str, Any]) -> list[tuple[A
 
     def pipelined(_text: str, params: Any, _many: bool, _context: Any) -> list[tuple[Any, ...]]:
         with connection.wrap_database_errors:
-            statement, flush = psycopg.Cursor(raw), psycopg.Cursor(raw)
+            first, flush = psycopg.Cursor(raw), psycopg.Cursor(raw)
             with raw.pipeline() as pipeline:
-                statement.execute(queries[name], params, prepare=True)
+                first.execute(statement, params, prepare=True)
                 pipeline.sync()
                 flush.execute(queries["wait_for_flush"], prepare=True)
-            return statement.fetchall()
+            return first.fetchall()
 
     # Through the connection's execute wrappers and its query log, as Django's own cursors
     # run theirs: whoever watches this connection's statements sees the two as one.

@@ -1,6 +1,7 @@
-"""Confirmed means durable (SPEC §4.1), on PostgreSQL, where an order's
-commit does not wait for the disk and its confirmation does
-(`workers.queue.intake.place_in_one_statement`).
+"""Confirmed means durable (SPEC §4.1), on PostgreSQL, whichever way a delivery
+order waits for the disk (`workers.queue.intake.place_in_one_statement`): its
+statement committed synchronously, or, with PIZZAQUEUE_INTAKE_SHARED_FLUSH, committed
+without waiting and its flush waited for after.
 
 The proof pauses PostgreSQL's WAL writer (SIGSTOP), the process that would
 otherwise flush an unwaited commit within a fraction of a second: while it
@@ -83,7 +84,11 @@ def unwaited_commit() -> Iterator[None]:
         cursor.execute("DROP TABLE unwaited_commit")
 
 
-def test_a_placed_order_is_on_disk_when_place_returns(live_menu: None, unwaited_commit: None) -> None:
+@pytest.mark.parametrize("shared_flush", [False, True], ids=["its own commit", "a shared flush"])
+def test_a_placed_order_is_on_disk_when_place_returns(
+    live_menu: None, unwaited_commit: None, settings: Any, shared_flush: bool
+) -> None:
+    settings.PIZZAQUEUE_INTAKE_SHARED_FLUSH = shared_flush
     request = clean_order_request(order_data())
     with wal_writer_paused():
         # The pause works: a commit that does not wait for the disk stays off it.

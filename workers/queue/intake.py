@@ -7,15 +7,18 @@ key makes a retried request return the first order, never a second one.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -173,14 +176,55 @@ def _new_order(
     )
 
 
+class Quote(Protocol):
+    """What PIZZAQUEUE_QUOTE names: the shop's word on when a new order is promised."""
+
+    def __call__(self, orders: Sequence[Order], now: datetime) -> Sequence[float | None]:
+        """Seconds from each unsaved order's `eligible_at` to its promise (None: no promise)."""
+        ...
+
+
 def quote(orders: Sequence[Order], now: datetime) -> list[float | None]:
     """Seconds from each new order's `eligible_at` to the time its customer is promised:
-    the shop's to say (PIZZAQUEUE_QUOTE names a function of the unsaved orders and
-    the time), as the stage limit is. None: no promise (no quote configured)."""
+    the shop's to say (PIZZAQUEUE_QUOTE names a `Quote`), as the stage limit is.
+    None: no promise (no quote configured)."""
     path = settings.PIZZAQUEUE_QUOTE
     if not path or not orders:
         return [None] * len(orders)
-    return list(import_string(path)(orders, now))
+    function: Quote = import_string(path)
+    return list(function(orders, now))
+
+
+def quote_in_statement(order: Order, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    """The quote of one order due at `now` as SQL for the `place` statement to run itself:
+    a SELECT of one row and one column, the seconds, with its own parameters. A `Quote`
+    offers it as its `in_statement(order, now)`; None when it does not (or none is configured).
+
+    Its parameters are renamed (`%(x)s` to `%(q_x)s`) so they never meet the statement's own.
+    """
+    path = settings.PIZZAQUEUE_QUOTE
+    in_statement = getattr(import_string(path), "in_statement", None) if path else None
+    if in_statement is None:
+        return None
+    text, params = in_statement(order, now)
+    return _quote_placeholders(text), {f"q_{name}": value for name, value in params.items()}
+
+
+@functools.cache
+def _quote_placeholders(text: str) -> str:
+    return re.sub(r"%\((\w+)\)s", r"%(q_\1)s", text)
+
+
+@functools.cache
+def place_statement(quote_sql: str | None) -> str:
+    """The `place` statement, with the promise's seconds computed by `quote_sql` in it, or
+    given as the parameter `promise_seconds`."""
+    statement = sql.queries["place"]
+    if quote_sql is None:
+        return statement
+    # On one line: psycopg caches a statement's parsing only up to 4,096 characters, and
+    # parsing this one afresh took 0.2 ms, as long as its execution.
+    return " ".join(statement.replace("%(promise_seconds)s::float8", f"({quote_sql})").split())
 
 
 def _promise(order: Order, seconds: float | None) -> None:
@@ -265,29 +309,37 @@ def place_in_one_statement(
 ) -> Order | None:
     """`place` of a delivery order on PostgreSQL: the `place` statement inserts the
     order, its event and the wake-ups in one round trip, at the server's time
-    unless `now` is given. None when its idempotency key is taken: the INSERT
-    then does nothing (it waits for an uncommitted holder of the key first).
+    unless `now` is given, its promise quoted inside it where the shop's quote
+    offers SQL (`quote_in_statement`). None when its idempotency key is taken:
+    the INSERT then does nothing (it waits for an uncommitted holder of the key first).
 
-    Outside a transaction the statement is its own transaction, whose commit
-    does not wait for the disk, and the flush is waited for in the same round
-    trip (`sql.committed_then_flushed`): the caller is answered only once the
-    order is on disk; and a worker makes nothing that is not durable, because
-    its claim commits synchronously later in the same log, which is flushed in
-    order. Inside a caller's transaction, a savepoint keeps a failed statement
-    from spoiling it, and the caller's commit is the durable one.
+    Outside a transaction the statement is its own, committed synchronously: the
+    caller is answered, and anyone notified, only once the order is on disk.
+    With PIZZAQUEUE_INTAKE_SHARED_FLUSH it commits without waiting, and the flush
+    is waited for in the same round trip (`sql.committed_then_flushed`); a worker
+    then makes nothing that is not durable, because its claim commits
+    synchronously later in the same log, which is flushed in order. Inside a
+    caller's transaction, a savepoint keeps a failed statement from spoiling it,
+    and the caller's commit is the durable one.
     """
     # Its times are the server's, read by the statement itself (placeholders until then).
     order = _new_order(request, now or timezone.now(), idempotency_key, fingerprint, owner)
-    # Quoted before the statement, by this process's clock: the quote is seconds from when it is due.
-    (promise_seconds,) = quote([order], order.created_at)
+    # Quoted by this process's clock (the quote is seconds from when it is due): in the
+    # statement where the shop offers it, else before it.
+    due = order.eligible_at <= order.created_at
+    in_statement = quote_in_statement(order, order.created_at) if due else None
+    quote_sql, quote_params = in_statement or (None, {})
+    (promise_seconds,) = quote([order], order.created_at) if in_statement is None else (None,)
     inside = connection.in_atomic_block
+    shared_flush = settings.PIZZAQUEUE_INTAKE_SHARED_FLUSH and not inside
     parameters = {
+        **quote_params,
         "now": now,
         "not_before": request.not_before,
         "rank_offset": rank_offset(order.priority),
-        # Off for a statement that is its own transaction, its flush waited for after; None
-        # leaves a caller's transaction as it is.
-        "synchronous_commit": None if inside else "off",
+        # Off for a statement whose flush is waited for after it; None leaves the session's
+        # (or a caller's transaction's) setting as it is.
+        "synchronous_commit": "off" if shared_flush else None,
         "id": order.id,
         "kind": order.kind,
         "items": Order._meta.get_field("items").get_db_prep_save(order.items, connection),
@@ -308,12 +360,14 @@ def place_in_one_statement(
         "placed_by_id": order.placed_by_id,
         "placed_by_session": order.placed_by_session,
     }
-    if inside:
-        with transaction.atomic(), sql.prepared_cursor() as cursor:
-            cursor.execute(sql.queries["place"], parameters)
-            rows = cursor.fetchall()
+    statement = place_statement(quote_sql)
+    if shared_flush:
+        rows = sql.committed_then_flushed(statement, parameters)
     else:
-        rows = sql.committed_then_flushed("place", parameters)
+        # Outside a transaction the statement is its own, committed synchronously.
+        with transaction.atomic() if inside else contextlib.nullcontext(), sql.prepared_cursor() as cursor:
+            cursor.execute(statement, parameters)
+            rows = cursor.fetchall()
     if not rows:
         return None
     order.created_at, order.eligible_at, order.rank, order.promised_at = rows[0][:4]
