@@ -13,9 +13,10 @@ it is due (when it was placed, or the `not_before` it was scheduled for):
                                         rounds, so a slip is told before it shows
 
 `quote` makes it at placing (PIZZAQUEUE_QUOTE, which `queue.place` calls): one
-statement per order (`quote` in `orders/queries.sql`). A scheduled order is
-quoted its own make time and hand-over from when it is due; the queue it meets
-then is the keeper's to judge.
+statement per order (`quote` in `orders/queries.sql`), or for a delivery order
+on PostgreSQL the same quote in SQL inside the order's own statement
+(`LiveQueueQuote.in_statement`). A scheduled order is quoted its own make time
+and hand-over from when it is due; the queue it meets then is the keeper's to judge.
 
 `keep` is the monitor's duty (PIZZAQUEUE_MONITOR_DUTY), every round:
 
@@ -70,6 +71,8 @@ MARGIN_SHARE = 0.1
 MARGIN_ROUNDS = 3
 # Orders the keeper walks each round at most, in claim order (beyond them, promises are far off).
 WALK_LIMIT = 5000
+# Promises revised in one round at most, the most urgent first (`most_urgent`).
+REVISIONS_PER_ROUND = 500
 # Events a keeper new to the duty reads back for the orders just moved.
 LOOKBACK_EVENTS = 1000
 # Why a promise was revised, in its event's `why`.
@@ -318,12 +321,26 @@ def keep(now: datetime) -> list[uuid.UUID]:
     the promises that will not hold (see the module's docstring). Returns the orders revised."""
     started = time.perf_counter()
     moved = measure_paces(now)
-    revisions = judge(now, moved)
+    revisions = most_urgent(judge(now, moved))
     revised = queue.revise_promises(revisions, now) if revisions else []
     KEEPER.last = {"ms": (time.perf_counter() - started) * 1000, "revised": len(revised)}
     if revised:
         logger.info("promises revised=%d in %.1f ms", len(revised), KEEPER.last["ms"])
     return revised
+
+
+def most_urgent(revisions: list[queue.Revision], limit: int = REVISIONS_PER_ROUND) -> list[queue.Revision]:
+    """At most `limit` revisions, those running late first, the nearest promise first: a
+    round's revisions hold their orders' rows until they are written, and kitchens skip
+    what is held, so a round never holds thousands (the rest are told in the next rounds)."""
+    if len(revisions) <= limit:
+        return revisions
+
+    def urgency(revision: queue.Revision) -> tuple[bool, datetime]:
+        later = revision.was is None or revision.by > revision.was
+        return (not later, revision.was or revision.by)
+
+    return sorted(revisions, key=urgency)[:limit]
 
 
 def measure_paces(now: datetime) -> set[uuid.UUID]:
@@ -576,8 +593,14 @@ def judge(now: datetime, moved: Iterable[uuid.UUID] = ()) -> list[queue.Revision
         # Will not make it with a round to spare: told now if the promise is near, or the slip is large.
         missing = slip > -tick and (left <= 3 * tick or slip > tolerance)
         # Far sooner than promised: the queue ahead shrank (a shop joined, orders were cancelled).
-        # A made order is not told (`on_the_way` reads only those that may run late).
-        sooner = order.status != Order.Status.DONE and -slip > tolerance + margin((expected - now).total_seconds())
+        # A made order is not told (`on_the_way` reads only those that may run late), nor one
+        # its kitchen makes within a few rounds: it will be early anyway, and a fast kitchen
+        # draining its queue would otherwise have every promise in it rewritten each round.
+        sooner = (
+            order.status != Order.Status.DONE
+            and (ready - now).total_seconds() > MARGIN_ROUNDS * tick
+            and -slip > tolerance + margin((expected - now).total_seconds())
+        )
         if not (missing or sooner):
             continue
         by = promise_for(ready, order.kind, order.area, now)

@@ -4,6 +4,7 @@ its hand-over; revised, and told, when the queue says they will not hold."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -425,3 +426,67 @@ def test_a_revision_is_fenced_by_the_promise_it_replaces() -> None:
     assert queue.revise_promises([stale], at(2)) == []
     assert queue.revise_promises([current, current], at(2)) == [order.pk]
     assert fresh(order).promised_at == at(90)
+
+
+def test_a_round_writes_its_revisions_in_a_few_statements_whatever_their_number() -> None:
+    shop("shop-1")
+    orders = [placed_at(at(n / 1000)) for n in range(40)]
+    revisions = [queue.Revision(o.pk, o.promised_at, at(500), promises.QUEUE) for o in orders]
+
+    with CaptureQueriesContext(connection) as queries:
+        revised = queue.revise_promises(revisions, at(2))
+
+    assert sorted(revised) == sorted(o.pk for o in orders)
+    assert OrderEvent.objects.filter(kind=OrderEvent.Kind.PROMISED).count() == 40
+    # Read and lock, one UPDATE, the events, their NOTIFY, and the savepoint around them.
+    assert len(queries.captured_queries) <= 7
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer and no row locks to skip")
+@pytest.mark.django_db(transaction=True)
+def test_the_keeper_skips_an_order_a_kitchen_holds_instead_of_waiting_for_it() -> None:
+    import psycopg
+
+    shop("shop-1")
+    held, free = placed_at(T0), placed_at(at(0.001))
+    revisions = [queue.Revision(o.pk, o.promised_at, at(500), promises.QUEUE) for o in (held, free)]
+    settings_dict = connection.settings_dict
+    kitchen = psycopg.connect(
+        dbname=settings_dict["NAME"], user=settings_dict["USER"], host=settings_dict["HOST"], port=settings_dict["PORT"]
+    )
+    try:
+        # A kitchen's transaction holds the order's row (as its claim or completion does).
+        kitchen.execute("SELECT 1 FROM orders_order WHERE id = %s FOR UPDATE", [held.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # a keeper that waited would fail here, not hang
+
+        assert queue.revise_promises(revisions, at(2)) == [free.pk]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+        kitchen.rollback()
+        kitchen.close()
+    assert fresh(held).promised_at == held.promised_at
+    assert fresh(free).promised_at == at(500)
+
+
+def test_the_most_urgent_revisions_go_first_and_a_round_writes_a_bounded_number() -> None:
+    def revision(was: float, by: float) -> queue.Revision:
+        return queue.Revision(uuid.uuid4(), at(was), at(by), promises.QUEUE)
+
+    sooner_far, sooner_near = revision(900, 300), revision(200, 100)
+    late_far, late_near = revision(800, 1000), revision(100, 150)
+
+    chosen = promises.most_urgent([sooner_far, late_far, sooner_near, late_near], limit=3)
+
+    assert chosen == [late_near, late_far, sooner_near]
+
+
+def test_an_order_about_to_be_made_is_not_told_it_will_be_sooner() -> None:
+    worker = shop("shop-1", concurrency=4)
+    orders = [placed_at(at(n / 1000)) for n in range(3)]
+    # The kitchen turns out to make an order in a tenth of a second: all three are made within a round.
+    ShopPace.objects.create(shop=worker.name, base=0.1, factor=0.0, samples=50, updated_at=T0)
+
+    assert promises.keep(at(0.5)) == []
+    assert [fresh(o).promised_at for o in orders] == [o.promised_at for o in orders]

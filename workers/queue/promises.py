@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from workers import clock
-from workers.models import Order
+from workers.models import Order, OrderEvent
 from workers.queue.outbox import Event, event, record
 
 # Orders whose promise is still ahead of them: unfinished ones, and made delivery orders
@@ -54,27 +54,34 @@ class Revision:
 def revise_promises(revisions: Iterable[Revision], now: datetime | None = None) -> list[uuid.UUID]:
     """Write each revision with its `promised` event (data: `by`, `was`, `why`), in one
     transaction; returns the orders revised. An order handed over meanwhile, or whose
-    promise changed since it was read, is left as it is."""
+    promise changed since it was read, is left as it is; so is one a kitchen holds
+    locked this moment (its claim or completion): the next round revises it.
+
+    A few statements whatever the count (the orders read and locked at once, skipping
+    locked ones; one bulk UPDATE; the events in one INSERT): the keeper once revised a
+    draining queue's thousands of promises one UPDATE at a time, in a transaction that
+    held their rows for seconds while the kitchens' claims skipped them, and a kitchen
+    drained 870 orders/s instead of 9,500 (docs/performance.md, "Keeping promises").
+    """
     now = now or clock.now()
-    revised: list[uuid.UUID] = []
-    events = []
+    wanted = {revision.order_id: revision for revision in revisions}
+    if not wanted:
+        return []
     with transaction.atomic():
-        for revision in revisions:
-            changed = Order.objects.filter(PROMISE_KEPT, id=revision.order_id, promised_at=revision.was).update(
-                promised_at=revision.by
-            )
-            if changed != 1:
-                continue
-            revised.append(revision.order_id)
-            events.append(
-                event(
-                    revision.order_id,
-                    Event.PROMISED,
-                    now,
-                    by=revision.by.isoformat(),
-                    was=revision.was.isoformat() if revision.was else None,
-                    why=revision.why,
-                )
-            )
-        record(events)
-    return revised
+        held = (
+            Order.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(PROMISE_KEPT, id__in=wanted)
+            .only("id", "promised_at")
+        )
+        revised = [order for order in held if order.promised_at == wanted[order.id].was]
+        for order in revised:
+            order.promised_at = wanted[order.id].by
+        Order.objects.bulk_update(revised, ["promised_at"], batch_size=1000)
+        record(_told(wanted[order.id], now) for order in revised)
+    return [order.id for order in revised]
+
+
+def _told(revision: Revision, now: datetime) -> OrderEvent:
+    """The `promised` event of a revision: what the customer reads."""
+    was = revision.was.isoformat() if revision.was else None
+    return event(revision.order_id, Event.PROMISED, now, by=revision.by.isoformat(), was=was, why=revision.why)
