@@ -12,6 +12,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -430,6 +431,33 @@ class WorkerProcesses:
 
 
 # --- Waiting and statistics -------------------------------------------------------------
+
+
+def forked_producers(count: int, target: Callable[..., None], args: tuple[Any, ...]) -> tuple[float, float]:
+    """Run `target(*args, start, ready, out)` in `count` processes forked from this one
+    (they inherit what is loaded; close shared connections first), all at once: each
+    releases `ready` once warm, waits for `start`, and puts its own seconds on `out`.
+    Returns the seconds from the common start to the last one's end, and the slowest's own."""
+    ctx = multiprocessing.get_context("fork")
+    start, ready, out = ctx.Event(), ctx.Semaphore(0), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, ready, out)) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            if not ready.acquire(timeout=60):
+                raise TimeoutError("producers did not start")
+        began = time.perf_counter()
+        start.set()
+        for proc in procs:
+            proc.join(120)
+        wall = time.perf_counter() - began
+        slowest = max(out.get(timeout=5) for _ in procs)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    return wall, slowest
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "") -> float:

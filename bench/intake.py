@@ -18,7 +18,6 @@ same run.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from typing import Any
 
@@ -96,26 +95,8 @@ def producers(db: harness.BenchDatabase, count: int, orders: int) -> dict[str, A
     db.fresh()
     each = orders // count
     requests = harness.order_requests(each + 1)
-    connections.close_all()
-    ctx = multiprocessing.get_context("fork")  # the children inherit the loaded Django
-    start, ready, out = ctx.Event(), ctx.Semaphore(0), ctx.Queue()
-    procs = [ctx.Process(target=_place_from, args=(requests, start, ready, out)) for _ in range(count)]
-    for proc in procs:
-        proc.start()
-    try:
-        for _ in procs:
-            if not ready.acquire(timeout=60):
-                raise TimeoutError("producers did not start")
-        began = time.perf_counter()
-        start.set()
-        for proc in procs:
-            proc.join(120)
-        wall = time.perf_counter() - began
-        busiest = max(out.get(timeout=5) for _ in procs)
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
+    connections.close_all()  # the children inherit the loaded Django, not its connection
+    wall, busiest = harness.forked_producers(count, _place_from, (requests,))
     placed = each * count
     return {
         "mode": f"one by one, {count} producer{'s' if count > 1 else ''}",

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -867,25 +866,7 @@ def intake_producers(system: System, jobs: int, producers: int = PRODUCERS) -> d
     system.fresh()
     each = jobs // producers
     system.before_fork()
-    ctx = multiprocessing.get_context("fork")  # the children inherit the loaded system
-    start, ready, out = ctx.Event(), ctx.Semaphore(0), ctx.Queue()
-    procs = [ctx.Process(target=_produce, args=(system, each, start, ready, out)) for _ in range(producers)]
-    for proc in procs:
-        proc.start()
-    try:
-        for _ in procs:
-            if not ready.acquire(timeout=60):
-                raise TimeoutError(f"{system.name} producers did not start")
-        began = time.perf_counter()
-        start.set()
-        for proc in procs:
-            proc.join(120)
-        seconds = time.perf_counter() - began
-        slowest = max(out.get(timeout=5) for _ in procs)
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
+    seconds, slowest = harness.forked_producers(producers, _produce, (system, each))
     return {
         "producers": producers,
         "jobs": each * producers,
