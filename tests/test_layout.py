@@ -45,17 +45,45 @@ def test_the_import_walk_sees_lazy_imports(tmp_path: Path) -> None:
     assert imported(module) == {"orders"}
 
 
+STATUS_FIELDS = ("status", "handover")
+
+
+def bulk_fields(node: ast.Call) -> set[str] | None:
+    """The fields a `bulk_update(objs, [fields…])` call writes, when they are spelled out."""
+    fields = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "fields"), None)
+    if not isinstance(fields, (ast.List, ast.Tuple)):
+        return None
+    names = {e.value for e in fields.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return names if len(names) == len(fields.elts) else None
+
+
 def status_writes(path: Path) -> list[str]:
-    """`Order.objects….update(status=…)` or `handover=…` (or with a `**` of fields) calls in the file."""
+    """`Order.objects….update(status=…)` or `handover=…` (or with a `**` of fields) calls in the file,
+    and `bulk_update` calls that write either (or fields not spelled out)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         if node.func.attr not in ("update", "bulk_update", "save") or "Order.objects" not in ast.unparse(node.func):
             continue
-        if any(k.arg in ("status", "handover", None) for k in node.keywords) or node.func.attr == "bulk_update":
-            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        if node.func.attr == "bulk_update":
+            fields = bulk_fields(node)
+            writes_status = fields is None or bool(fields & set(STATUS_FIELDS))
+        else:
+            writes_status = any(k.arg in (*STATUS_FIELDS, None) for k in node.keywords)
+        if writes_status:
+            found.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{node.lineno}")
     return found
+
+
+def test_the_status_scan_tells_a_bulk_status_write_from_another_bulk_write(tmp_path: Path) -> None:
+    module = tmp_path / "scan_probe.py"
+    module.write_text(
+        "Order.objects.bulk_update(orders, ['promised_at'])\n"
+        "Order.objects.bulk_update(orders, ['status', 'finished_at'])\n"
+        "Order.objects.bulk_update(orders, fields)\n"
+    )
+    assert status_writes(module) == ["scan_probe.py:2", "scan_probe.py:3"]
 
 
 def test_only_the_queue_operations_write_an_orders_status() -> None:
