@@ -4,6 +4,7 @@ its hand-over; revised, and told, when the queue says they will not hold."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -214,12 +215,15 @@ def test_the_quote_the_place_statement_computes_is_the_python_quote(settings: An
 
 
 def test_the_place_statement_with_its_quote_stays_within_psycopgs_parse_cache() -> None:
-    """Longer, psycopg parses the statement afresh on every order: 0.2 ms, as long as its execution."""
-    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH  # noqa: PLC2701 - the limit itself
+    """Longer, or with more parameters, psycopg parses the statement afresh on every
+    order: 0.2 ms, as long as its execution."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS  # noqa: PLC2701
 
     text, _ = promises.quote.in_statement(placed_at(T0), T0)
     statement = intake.place_statement(intake._quote_placeholders(text))
     assert len(statement) <= MAX_CACHED_STATEMENT_LENGTH
+    # `place` passes exactly the statement's parameters.
+    assert len(set(re.findall(r"%\((\w+)\)s", statement))) <= MAX_CACHED_STATEMENT_PARAMS
 
 
 def test_a_scheduled_order_is_promised_from_when_it_is_due() -> None:

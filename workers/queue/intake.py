@@ -328,8 +328,10 @@ def place_in_one_statement(
     # statement where the shop offers it, else before it.
     due = order.eligible_at <= order.created_at
     in_statement = quote_in_statement(order, order.created_at) if due else None
-    quote_sql, quote_params = in_statement or (None, {})
-    (promise_seconds,) = quote([order], order.created_at) if in_statement is None else (None,)
+    if in_statement is None:
+        quote_sql, quote_params = None, {"promise_seconds": quote([order], order.created_at)[0]}
+    else:
+        quote_sql, quote_params = in_statement
     inside = connection.in_atomic_block
     shared_flush = settings.PIZZAQUEUE_INTAKE_SHARED_FLUSH and not inside
     parameters = {
@@ -354,7 +356,6 @@ def place_in_one_statement(
         "priority": order.priority,
         "max_attempts": order.max_attempts,
         "estimated_seconds": order.estimated_seconds,
-        "promise_seconds": promise_seconds,
         "idempotency_key": order.idempotency_key,
         "request_hash": order.request_hash,
         "placed_by_id": order.placed_by_id,
